@@ -1,0 +1,1 @@
+"""funnel: keeps user segments fresh in Redis and MySQL, orchestrated by Airflow 3."""

@@ -1,0 +1,130 @@
+"""funnel's command line: ``python -m funnel.cli <command>`` (the project's scripts use it).
+
+Commands: ``migrate`` (MySQL schema), ``hive FILE`` and ``mysql FILE`` (run a script of
+statements, one per ``;`` at a line end), ``report`` (each segment's size in both stores),
+``static-runs`` (each static segment's DAG and run_at), ``rebuild-redis SEGMENT_ID``
+(reload Redis from MySQL's live version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from funnel import layout, settings
+from funnel.hooks import FunnelMySqlHook
+from funnel.schema import migrate
+
+_STATEMENT_END = re.compile(r";\s*$", re.MULTILINE)
+
+
+def split_statements(text: str) -> Iterator[str]:
+    """Statements of a script: each ends with ``;`` at the end of a line; ``--`` lines dropped."""
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    for chunk in _STATEMENT_END.split(body):
+        if chunk.strip():
+            yield chunk.strip()
+
+
+def run_hive_script(path: Path) -> None:
+    from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
+
+    with contextlib.closing(HiveServer2Hook(hiveserver2_conn_id=settings.HIVE_CONN_ID).get_conn()) as conn:
+        cursor = conn.cursor()
+        for statement in split_statements(path.read_text()):
+            cursor.execute(statement)
+
+
+def run_mysql_script(path: Path) -> None:
+    with contextlib.closing(FunnelMySqlHook().get_conn()) as conn:
+        cursor = conn.cursor()
+        for statement in split_statements(path.read_text()):
+            cursor.execute(statement)
+        conn.commit()
+
+
+def report() -> bool:
+    """Print each segment's live size in Redis and MySQL; return whether all agree."""
+    from airflow.providers.redis.hooks.redis import RedisHook
+
+    redis = RedisHook(redis_conn_id=settings.REDIS_CONN_ID).get_conn()
+    with contextlib.closing(FunnelMySqlHook().get_conn()) as conn:
+        cursor = conn.cursor()
+        cursor.execute(
+            f"SELECT s.segment_id, s.kind, s.enabled, l.version, "
+            f" (SELECT COUNT(*) FROM {layout.CURRENT_MEMBERS_VIEW} c WHERE c.segment_id = s.segment_id)"
+            f" FROM {layout.SEGMENTS_TABLE} s LEFT JOIN {layout.LIVE_TABLE} l ON l.segment_id = s.segment_id"
+            " ORDER BY s.segment_id"
+        )
+        rows = cursor.fetchall()
+    all_agree = True
+    print(f"{'segment':<24} {'kind':<8} {'version':>7} {'redis':>9} {'mysql':>9}  agree")
+    for segment_id, kind, enabled, version, mysql_size in rows:
+        redis_size = redis.scard(layout.members_key(segment_id))
+        agree = redis_size == mysql_size
+        all_agree &= agree
+        label = kind if enabled else f"{kind}*"
+        shown_version = "-" if version is None else str(version)
+        print(f"{segment_id:<24} {label:<8} {shown_version:>7} {redis_size:>9,} {mysql_size:>9,}  {'yes' if agree else 'NO'}")
+    print("(* disabled)")
+    return all_agree
+
+
+def rebuild_redis(segment_id: str) -> None:
+    from airflow.providers.redis.hooks.redis import RedisHook
+
+    from funnel.refresh import sync_redis_from_mysql
+    from funnel.stores.mysql_store import MySqlSegmentStore
+    from funnel.stores.redis_store import RedisSegmentStore
+
+    redis = RedisSegmentStore(RedisHook(redis_conn_id=settings.REDIS_CONN_ID).get_conn(), settings.STAGING_TTL_SECONDS)
+    with contextlib.closing(FunnelMySqlHook().get_conn()) as conn:
+        rebuilt = sync_redis_from_mysql(segment_id, MySqlSegmentStore(conn), redis, settings.BATCH_SIZE)
+    print(f"segment {segment_id}: {'rebuilt Redis from MySQL' if rebuilt else 'Redis already matches MySQL'}")
+
+
+def static_runs() -> None:
+    """Print ``dag_id run_at`` for each enabled static segment (what the demo runs)."""
+    from funnel.factory import load_catalog
+    from funnel.plan import plan_dags
+    from funnel.segments import Kind
+
+    for plan in plan_dags(load_catalog().segments, settings.DYNAMIC_SCHEDULE):
+        if plan.kind is Kind.STATIC and plan.run_at is not None:
+            print(plan.dag_id, plan.run_at.isoformat())
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(prog="python -m funnel.cli", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create or upgrade funnel's MySQL tables")
+    sub.add_parser("hive", help="run a HiveQL script").add_argument("path", type=Path)
+    sub.add_parser("mysql", help="run a SQL script against funnel's MySQL database").add_argument("path", type=Path)
+    sub.add_parser("report", help="each segment's live size in Redis and MySQL")
+    sub.add_parser("static-runs", help="each enabled static segment's DAG id and run_at")
+    sub.add_parser("rebuild-redis", help="reload a segment's Redis set from MySQL").add_argument("segment_id")
+    args = parser.parse_args(argv)
+    if args.command == "migrate":
+        applied = migrate()
+        print(f"funnel schema: {'applied migrations ' + str(applied) if applied else 'up to date'}")
+    elif args.command == "hive":
+        run_hive_script(args.path)
+    elif args.command == "mysql":
+        run_mysql_script(args.path)
+    elif args.command == "report":
+        return 0 if report() else 1
+    elif args.command == "static-runs":
+        static_runs()
+    elif args.command == "rebuild-redis":
+        rebuild_redis(args.segment_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Where a segment lives in Redis and MySQL: the storage spec, in one pure module.
+
+The operators, the readers and the tests all build names here; README.md ("Storage
+layout") documents the same layout for the services that read it.
+
+Redis (first level, serves membership requests). Every key of a segment carries the
+hash tag ``{<segment_id>}``, so all of them share one cluster slot and the atomic swap
+(a Lua script touching several keys) also works on Redis Cluster:
+
+- ``funnel:{<segment_id>}:members`` SET of user ids (strings): the live members.
+- ``funnel:{<segment_id>}:meta`` HASH: ``size``, ``version``, ``refreshed_at`` (ISO-8601
+  UTC), ``logical_date`` (ISO-8601 UTC), ``logical_ts_us``, ``run_id``, ``dag_id``.
+- ``funnel:{<segment_id>}:staging`` SET: the version being written; never read by clients.
+
+MySQL (second level, durable; Redis can always be rebuilt from it):
+
+- ``funnel_segments``: the catalog (one row per segment; the user-facing contract).
+- ``funnel_segment_versions``: one row per computed version and its state.
+- ``funnel_segment_members``: members of every kept version, keyed by (segment, version, user).
+- ``funnel_live_versions``: the live pointer, one row per segment; the swap moves it.
+- ``funnel_current_members``: a view of each segment's live members (segment_id, user_id).
+"""
+
+from __future__ import annotations
+
+KEY_PREFIX = "funnel"
+
+SEGMENTS_TABLE = "funnel_segments"
+VERSIONS_TABLE = "funnel_segment_versions"
+MEMBERS_TABLE = "funnel_segment_members"
+LIVE_TABLE = "funnel_live_versions"
+CURRENT_MEMBERS_VIEW = "funnel_current_members"
+
+#: Longest user id the MySQL store accepts (column width).
+USER_ID_MAX_LENGTH = 64
+
+
+def _segment_key(segment_id: str, suffix: str) -> str:
+    return f"{KEY_PREFIX}:{{{segment_id}}}:{suffix}"
+
+
+def members_key(segment_id: str) -> str:
+    """The live member SET of a segment."""
+    return _segment_key(segment_id, "members")
+
+
+def meta_key(segment_id: str) -> str:
+    """The HASH describing the live version of a segment."""
+    return _segment_key(segment_id, "meta")
+
+
+def staging_key(segment_id: str) -> str:
+    """The SET a refresh writes before the swap; one writer per segment at a time."""
+    return _segment_key(segment_id, "staging")

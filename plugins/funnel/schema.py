@@ -1,0 +1,125 @@
+"""MySQL schema for funnel, applied by idempotent, numbered migrations.
+
+``python -m funnel.schema`` (run by the project's scripts) creates the database if needed
+and applies every migration not yet recorded in ``funnel_schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+from funnel import layout
+from funnel.hooks import FunnelMySqlHook
+
+log = logging.getLogger(__name__)
+
+_MEMBER_ID = f"VARCHAR({layout.USER_ID_MAX_LENGTH}) CHARACTER SET ascii COLLATE ascii_bin NOT NULL"
+
+#: (id, statements). Append only: an applied migration is never edited.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            f"""CREATE TABLE IF NOT EXISTS {layout.SEGMENTS_TABLE} (
+                segment_id VARCHAR(64) NOT NULL PRIMARY KEY,
+                name VARCHAR(255) NOT NULL,
+                kind ENUM('static','dynamic','proxy') NOT NULL,
+                query TEXT NULL,
+                run_at DATETIME NULL,
+                rule JSON NULL,
+                enabled BOOLEAN NOT NULL DEFAULT TRUE,
+                updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            f"""CREATE TABLE IF NOT EXISTS {layout.VERSIONS_TABLE} (
+                segment_id VARCHAR(64) NOT NULL,
+                version INT UNSIGNED NOT NULL,
+                state ENUM('staging','live','retired','discarded') NOT NULL,
+                logical_date DATETIME(6) NOT NULL,
+                dag_id VARCHAR(250) NOT NULL,
+                run_id VARCHAR(250) NOT NULL,
+                size BIGINT UNSIGNED NULL,
+                created_at DATETIME(6) NOT NULL,
+                promoted_at DATETIME(6) NULL,
+                PRIMARY KEY (segment_id, version),
+                KEY state_idx (segment_id, state)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            f"""CREATE TABLE IF NOT EXISTS {layout.MEMBERS_TABLE} (
+                segment_id VARCHAR(64) NOT NULL,
+                version INT UNSIGNED NOT NULL,
+                user_id {_MEMBER_ID},
+                PRIMARY KEY (segment_id, version, user_id)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            f"""CREATE TABLE IF NOT EXISTS {layout.LIVE_TABLE} (
+                segment_id VARCHAR(64) NOT NULL PRIMARY KEY,
+                version INT UNSIGNED NOT NULL,
+                logical_date DATETIME(6) NOT NULL,
+                size BIGINT UNSIGNED NOT NULL,
+                dag_id VARCHAR(250) NOT NULL,
+                run_id VARCHAR(250) NOT NULL,
+                refreshed_at DATETIME(6) NOT NULL
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            f"""CREATE OR REPLACE VIEW {layout.CURRENT_MEMBERS_VIEW} AS
+                SELECT m.segment_id, m.user_id
+                FROM {layout.MEMBERS_TABLE} m
+                JOIN {layout.LIVE_TABLE} l
+                  ON m.segment_id = l.segment_id AND m.version = l.version""",
+        ],
+    ),
+]
+
+_DATABASE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def ensure_database(hook: FunnelMySqlHook) -> str:
+    """Create the connection's database if it does not exist yet; return its name."""
+    database = hook.schema or hook.get_connection(hook.get_conn_id()).schema
+    if not database or not _DATABASE_NAME.match(database):
+        raise ValueError(
+            f"MySQL connection {hook.get_conn_id()!r} names database {database!r}; "
+            "set a plain database name (letters, digits, '_') as the connection's schema"
+        )
+    bootstrap = FunnelMySqlHook(mysql_conn_id=hook.get_conn_id(), schema="information_schema")
+    conn = bootstrap.get_conn()
+    try:
+        conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+    return database
+
+
+def migrate(hook: FunnelMySqlHook | None = None) -> list[int]:
+    """Apply pending migrations; return the ids applied now (empty when up to date)."""
+    hook = hook or FunnelMySqlHook()
+    ensure_database(hook)
+    conn = hook.get_conn()
+    applied_now: list[int] = []
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS funnel_schema_migrations ("
+            " id INT NOT NULL PRIMARY KEY,"
+            " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+        )
+        cur.execute("SELECT id FROM funnel_schema_migrations")
+        done = {row[0] for row in cur.fetchall()}
+        for migration_id, statements in MIGRATIONS:
+            if migration_id in done:
+                continue
+            for statement in statements:
+                cur.execute(statement)
+            cur.execute("INSERT INTO funnel_schema_migrations (id) VALUES (%s)", (migration_id,))
+            conn.commit()
+            applied_now.append(migration_id)
+            log.info("funnel: applied MySQL migration %s", migration_id)
+    finally:
+        conn.close()
+    return applied_now
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    applied = migrate()
+    print(f"funnel schema: {'applied migrations ' + str(applied) if applied else 'up to date'}")
+    sys.exit(0)

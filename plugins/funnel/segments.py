@@ -1,0 +1,163 @@
+"""Segments as frozen values: a catalog row becomes a ``Segment`` or a ``SegmentError``.
+
+Pure (no Airflow, no I/O), so every rule about what a valid segment is tests alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from funnel.errors import SegmentError
+
+SEGMENT_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+SEGMENT_ID_MAX_LENGTH = 64
+NAME_MAX_LENGTH = 255
+
+
+class Kind(enum.StrEnum):
+    """How a segment's membership is computed."""
+
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+    PROXY = "proxy"
+
+
+#: Fields each kind must have; any other optional field must be empty.
+_REQUIRED: dict[Kind, frozenset[str]] = {
+    Kind.STATIC: frozenset({"query", "run_at"}),
+    Kind.DYNAMIC: frozenset({"query"}),
+    Kind.PROXY: frozenset({"rule"}),
+}
+_OPTIONAL_FIELDS = ("query", "run_at", "rule")
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    """One validated catalog row. Ordered by ``segment_id`` so plans are deterministic."""
+
+    segment_id: str
+    name: str
+    kind: Kind
+    query: str | None = None
+    run_at: dt.datetime | None = None
+    rule: str | None = None  # canonical JSON text, so the value stays hashable
+    enabled: bool = True
+    source: str = "mysql"
+
+
+def segment_from_row(row: Mapping[str, Any], source: str = "mysql") -> Segment:
+    """Validate one catalog row (MySQL or the Airflow Variable) into a ``Segment``."""
+    segment_id = _segment_id(row)
+    kind = _kind(segment_id, row.get("kind"))
+    name = row.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise SegmentError(segment_id, "name", "is empty", "give the segment a human-readable name")
+    if len(name) > NAME_MAX_LENGTH:
+        raise SegmentError(segment_id, "name", f"is {len(name)} characters long", f"shorten it to {NAME_MAX_LENGTH}")
+    present = {field for field in _OPTIONAL_FIELDS if not _is_empty(row.get(field))}
+    for field in sorted(_REQUIRED[kind] - present):
+        raise SegmentError(segment_id, field, f"is missing for a {kind.value} segment", _FIX_MISSING[field])
+    for field in sorted(present - _REQUIRED[kind]):
+        raise SegmentError(
+            segment_id,
+            field,
+            f"is set but a {kind.value} segment does not use it",
+            f"set {field} to NULL, or change kind to one that uses it",
+        )
+    return Segment(
+        segment_id=segment_id,
+        name=name.strip(),
+        kind=kind,
+        query=_query(segment_id, row["query"]) if "query" in present else None,
+        run_at=_run_at(segment_id, row["run_at"]) if "run_at" in present else None,
+        rule=_rule(segment_id, row["rule"]) if "rule" in present else None,
+        enabled=_enabled(segment_id, row.get("enabled", True)),
+        source=source,
+    )
+
+
+_FIX_MISSING = {
+    "query": "set query to a HiveQL SELECT whose first column is the user id",
+    "run_at": "set run_at to the UTC date and time of the single run, e.g. '2026-12-01 09:00:00'",
+    "rule": "set rule to the proxy segment's JSON rule",
+}
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _segment_id(row: Mapping[str, Any]) -> str:
+    raw = row.get("segment_id")
+    shown = str(raw) if raw is not None else "<missing>"
+    if not isinstance(raw, str) or not SEGMENT_ID_PATTERN.match(raw):
+        raise SegmentError(
+            shown,
+            "segment_id",
+            "is not a lower-case slug",
+            "use lower-case letters, digits and '_', starting with a letter (e.g. 'high_value_users')",
+        )
+    if len(raw) > SEGMENT_ID_MAX_LENGTH:
+        raise SegmentError(
+            raw, "segment_id", f"is {len(raw)} characters long", f"shorten it to {SEGMENT_ID_MAX_LENGTH}"
+        )
+    return raw
+
+
+def _kind(segment_id: str, raw: object) -> Kind:
+    try:
+        return Kind(raw)
+    except ValueError:
+        allowed = ", ".join(repr(k.value) for k in Kind)
+        raise SegmentError(segment_id, "kind", f"is {raw!r}", f"use one of {allowed}") from None
+
+
+def _query(segment_id: str, raw: object) -> str:
+    if not isinstance(raw, str):
+        raise SegmentError(segment_id, "query", "is not text", "store the HiveQL SELECT as a string")
+    return raw.strip().rstrip(";").strip()
+
+
+def _run_at(segment_id: str, raw: object) -> dt.datetime:
+    if isinstance(raw, dt.datetime):
+        value = raw
+    elif isinstance(raw, str):
+        try:
+            value = dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise SegmentError(
+                segment_id,
+                "run_at",
+                f"is {raw!r}, not a date and time",
+                "write it as ISO-8601 in UTC, e.g. '2026-12-01 09:00:00'",
+            ) from None
+    else:
+        raise SegmentError(segment_id, "run_at", f"is {raw!r}", "write it as ISO-8601 in UTC")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def _rule(segment_id: str, raw: object) -> str:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise SegmentError(segment_id, "rule", f"is not valid JSON ({exc})", "store a JSON object") from None
+    if not isinstance(raw, dict):
+        raise SegmentError(segment_id, "rule", "is not a JSON object", "store a JSON object")
+    return json.dumps(raw, sort_keys=True, separators=(",", ":"))
+
+
+def _enabled(segment_id: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    raise SegmentError(segment_id, "enabled", f"is {raw!r}", "use true or false")

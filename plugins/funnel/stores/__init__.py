@@ -1,0 +1,1 @@
+"""The two member stores: MySQL (durable, versioned) and Redis (serving)."""

@@ -1,0 +1,81 @@
+"""The serving member store in Redis.
+
+A refresh fills ``funnel:{id}:staging``, then one Lua script swaps it in: it compares the
+live version's (logical date, version) with the new one, RENAMEs staging over ``members``
+and rewrites ``meta``, all atomically. A reader sees the old set or the new one, never a
+gap; a version for an earlier logical date never replaces a later one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from funnel import layout
+
+# KEYS: staging, members, meta. ARGV: logical_ts_us, version, then meta field/value pairs.
+# Returns 1 when swapped, 0 when the live version is for a later (logical date, version).
+_PROMOTE_LUA = """
+local live_ts = tonumber(redis.call('HGET', KEYS[3], 'logical_ts_us') or '-1')
+local live_version = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
+local new_ts = tonumber(ARGV[1])
+local new_version = tonumber(ARGV[2])
+if live_ts > new_ts or (live_ts == new_ts and live_version > new_version) then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('RENAME', KEYS[1], KEYS[2])
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], unpack(ARGV, 3))
+return 1
+"""
+
+
+class RedisSegmentStore:
+    """Live member sets and their metadata in Redis, over a redis-py client."""
+
+    def __init__(self, client: Any, staging_ttl_seconds: int) -> None:
+        self.client = client
+        self.staging_ttl_seconds = staging_ttl_seconds
+        self._promote = client.register_script(_PROMOTE_LUA)
+
+    def live_meta(self, segment_id: str) -> dict[str, str]:
+        raw = self.client.hgetall(layout.meta_key(segment_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def live_version(self, segment_id: str) -> int | None:
+        version = self.live_meta(segment_id).get("version")
+        return int(version) if version is not None else None
+
+    def clear_staged(self, segment_id: str) -> None:
+        self.client.unlink(layout.staging_key(segment_id))
+
+    def add_members(self, segment_id: str, user_ids: Sequence[str]) -> None:
+        """Stage a batch in one round trip; the key expires if the refresh is abandoned."""
+        if not user_ids:
+            return
+        key = layout.staging_key(segment_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(key, *user_ids)
+        pipe.expire(key, self.staging_ttl_seconds)
+        pipe.execute()
+
+    def staged_size(self, segment_id: str) -> int:
+        return int(self.client.scard(layout.staging_key(segment_id)))
+
+    def promote(self, segment_id: str, logical_ts_us: int, version: int, meta: Mapping[str, object]) -> bool:
+        """Swap the staged set in, unless Redis already serves a later version."""
+        fields: list[object] = []
+        for name, value in {**meta, "logical_ts_us": logical_ts_us, "version": version}.items():
+            fields.extend((name, str(value)))
+        keys = [layout.staging_key(segment_id), layout.members_key(segment_id), layout.meta_key(segment_id)]
+        return bool(self._promote(keys=keys, args=[logical_ts_us, version, *fields]))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,102 @@
+"""Test set-up: real MySQL, Redis and HiveServer2, isolated from the demo's data.
+
+The suite uses its own MySQL database (``funnel_test``), Redis database (15), Hive
+database (``funnel_test``) and Airflow home (``.run/airflow-test``). The environment is
+set here, before Airflow or funnel is imported, so ``pytest`` alone works as well as
+``scripts/test``. Start the services with ``scripts/services up`` (``scripts/test`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_DIR = Path(os.environ.get("FUNNEL_RUN_DIR", ROOT / ".run"))
+MYSQL_HOST = os.environ.get("FUNNEL_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = os.environ.get("FUNNEL_MYSQL_PORT", "3306")
+REDIS_HOST = os.environ.get("FUNNEL_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = os.environ.get("FUNNEL_REDIS_PORT", "6379")
+HIVE_HOST = os.environ.get("FUNNEL_HIVE_HOST", "127.0.0.1")
+HIVE_PORT = os.environ.get("FUNNEL_HIVE_PORT", "10000")
+TEST_MYSQL_DB = "funnel_test"
+TEST_REDIS_DB = 15
+TEST_HIVE_DB = "funnel_test"
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(RUN_DIR / "airflow-test"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_FUNNEL_MYSQL": f"mysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{TEST_MYSQL_DB}",
+        "AIRFLOW_CONN_FUNNEL_REDIS": f"redis://{REDIS_HOST}:{REDIS_PORT}?db={TEST_REDIS_DB}",
+        "AIRFLOW_CONN_FUNNEL_HIVE": f"hiveserver2://funnel@{HIVE_HOST}:{HIVE_PORT}/default?auth_mechanism=NONE",
+    }
+)
+sys.path.insert(0, str(ROOT / "plugins"))
+
+from funnel import layout  # noqa: E402
+from funnel.hooks import FunnelMySqlHook  # noqa: E402
+from funnel.schema import migrate  # noqa: E402
+
+FUNNEL_TABLES = (
+    layout.SEGMENTS_TABLE,
+    layout.VERSIONS_TABLE,
+    layout.MEMBERS_TABLE,
+    layout.LIVE_TABLE,
+)
+
+
+@pytest.fixture(scope="session")
+def mysql_schema() -> None:
+    """funnel's tables in the test database, created by the real migration."""
+    migrate(FunnelMySqlHook())
+
+
+@pytest.fixture
+def mysql_conn(mysql_schema: None) -> Iterator[Any]:
+    """A connection to an emptied ``funnel_test`` database."""
+    conn = FunnelMySqlHook().get_conn()
+    cur = conn.cursor()
+    for table in FUNNEL_TABLES:
+        cur.execute(f"DELETE FROM {table}")
+    conn.commit()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def redis_client() -> Iterator[Any]:
+    """The redis-py client of the funnel_redis connection, on an emptied test database."""
+    from airflow.providers.redis.hooks.redis import RedisHook
+
+    client = RedisHook(redis_conn_id="funnel_redis").get_conn()
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def hive_conn() -> Iterator[Any]:
+    """A HiveServer2 connection with the ``funnel_test`` Hive database created."""
+    from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
+
+    with contextlib.closing(HiveServer2Hook(hiveserver2_conn_id="funnel_hive").get_conn()) as conn:
+        conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {TEST_HIVE_DB}")
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Airflow's metadata DB (SQLite in the test Airflow home), migrated by Airflow's CLI."""
+    Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())

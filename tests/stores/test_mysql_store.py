@@ -1,0 +1,80 @@
+"""The MySQL store against a real MySQL: versions, the live pointer, forward-only swaps."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from helpers import mysql_live_members
+
+from funnel.stores.mysql_store import MySqlSegmentStore
+from funnel.stores.run_info import RunInfo
+
+NOW = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
+
+
+def run_for(day: int, hour: int = 9) -> RunInfo:
+    return RunInfo("funnel_dynamic_segments", f"scheduled__{day}T{hour}", dt.datetime(2026, 11, day, hour, tzinfo=dt.UTC))
+
+
+def stage(store: MySqlSegmentStore, segment_id: str, run: RunInfo, ids: list[str]) -> int:
+    version = store.begin_version(segment_id, run, NOW)
+    store.add_members(segment_id, version, ids)
+    return version
+
+
+def test_staged_version_is_invisible_until_promoted(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    version = stage(store, "s", run_for(20), ["1", "2", "2", "3"])
+    assert store.count_members("s", version) == 3
+    assert mysql_live_members(mysql_conn, "s") == set()
+    promoted, live = store.promote("s", version, run_for(20), 3, NOW)
+    assert promoted
+    assert live.version == version
+    assert mysql_live_members(mysql_conn, "s") == {"1", "2", "3"}
+
+
+def test_versions_number_up_per_segment(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    assert [stage(store, "a", run_for(20), ["1"]) for _ in range(3)] == [1, 2, 3]
+    assert stage(store, "b", run_for(20), ["1"]) == 1
+
+
+def test_promote_never_rolls_back_to_an_earlier_logical_date(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    newer = stage(store, "s", run_for(25), ["new"])
+    store.promote("s", newer, run_for(25), 1, NOW)
+    backfill = stage(store, "s", run_for(18), ["old"])
+    promoted, live = store.promote("s", backfill, run_for(18), 1, NOW)
+    assert not promoted
+    assert live.version == newer
+    assert mysql_live_members(mysql_conn, "s") == {"new"}
+
+
+def test_same_logical_date_rerun_replaces(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    first = stage(store, "s", run_for(25), ["a"])
+    store.promote("s", first, run_for(25), 1, NOW)
+    second = stage(store, "s", run_for(25), ["b"])
+    assert store.promote("s", second, run_for(25), 1, NOW)[0]
+    assert mysql_live_members(mysql_conn, "s") == {"b"}
+
+
+def test_clear_staged_removes_failed_attempts_only(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    live = stage(store, "s", run_for(20), ["1", "2"])
+    store.promote("s", live, run_for(20), 2, NOW)
+    abandoned = stage(store, "s", run_for(21), ["9"] * 1)
+    assert store.clear_staged("s") == 1
+    assert store.count_members("s", abandoned) == 0
+    assert mysql_live_members(mysql_conn, "s") == {"1", "2"}
+
+
+def test_iter_live_members_streams_every_member_once(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    ids = [str(i) for i in range(2500)]
+    version = stage(store, "s", run_for(20), ids)
+    store.promote("s", version, run_for(20), len(ids), NOW)
+    batches = list(store.iter_live_members("s", batch_size=1000))
+    assert [len(b) for b in batches] == [1000, 1000, 500]
+    assert sorted(i for b in batches for i in b) == sorted(ids)

@@ -1,0 +1,68 @@
+"""A catalog row becomes a Segment, or an error naming the segment, the field and the fix."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from funnel.errors import SegmentError
+from funnel.segments import Kind, segment_from_row
+
+DYNAMIC = {"segment_id": "buyers", "name": "Buyers", "kind": "dynamic", "query": "SELECT user_id FROM t"}
+STATIC = {
+    "segment_id": "bf",
+    "name": "Black Friday",
+    "kind": "static",
+    "query": "SELECT user_id FROM t",
+    "run_at": "2026-11-27 09:00:00",
+}
+
+
+def test_dynamic_row_becomes_segment() -> None:
+    segment = segment_from_row({**DYNAMIC, "query": "  SELECT user_id FROM t ; "})
+    assert segment.kind is Kind.DYNAMIC
+    assert segment.query == "SELECT user_id FROM t"
+    assert segment.enabled is True
+    assert segment.run_at is None
+
+
+def test_static_run_at_is_utc_aware() -> None:
+    assert segment_from_row(STATIC).run_at == dt.datetime(2026, 11, 27, 9, tzinfo=dt.UTC)
+    from_mysql = segment_from_row({**STATIC, "run_at": dt.datetime(2026, 11, 27, 9)})
+    assert from_mysql.run_at == dt.datetime(2026, 11, 27, 9, tzinfo=dt.UTC)
+
+
+def test_proxy_rule_is_canonical_json() -> None:
+    row = {"segment_id": "new_users", "name": "New", "kind": "proxy", "rule": '{"b": 1, "a": 2}'}
+    assert segment_from_row(row).rule == '{"a":2,"b":1}'
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "fix"),
+    [
+        ({**DYNAMIC, "segment_id": "Bad-Id"}, "segment_id", "lower-case letters"),
+        ({**DYNAMIC, "segment_id": "x" * 65}, "segment_id", "shorten it to 64"),
+        ({**DYNAMIC, "kind": "weekly"}, "kind", "'static', 'dynamic', 'proxy'"),
+        ({**DYNAMIC, "name": " "}, "name", "human-readable name"),
+        ({**DYNAMIC, "query": None}, "query", "HiveQL SELECT"),
+        ({**STATIC, "run_at": None}, "run_at", "UTC date and time"),
+        ({**STATIC, "run_at": "next tuesday"}, "run_at", "ISO-8601"),
+        ({**DYNAMIC, "run_at": "2026-11-27 09:00:00"}, "run_at", "set run_at to NULL"),
+        ({"segment_id": "p", "name": "P", "kind": "proxy", "rule": "{nope"}, "rule", "JSON object"),
+        ({**DYNAMIC, "enabled": "maybe"}, "enabled", "true or false"),
+    ],
+)
+def test_invalid_rows_name_segment_field_and_fix(row: dict, field: str, fix: str) -> None:
+    with pytest.raises(SegmentError) as caught:
+        segment_from_row(row)
+    assert caught.value.field == field
+    message = str(caught.value)
+    assert f"field {field!r}" in message
+    assert fix in message
+    assert "segment " in message
+
+
+def test_segments_sort_by_id() -> None:
+    rows = [{**DYNAMIC, "segment_id": sid} for sid in ("c", "a", "b")]
+    assert [s.segment_id for s in sorted(segment_from_row(r) for r in rows)] == ["a", "b", "c"]
