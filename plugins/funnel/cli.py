@@ -70,7 +70,8 @@ def report() -> bool:
         all_agree &= agree
         label = kind if enabled else f"{kind}*"
         shown_version = "-" if version is None else str(version)
-        print(f"{segment_id:<24} {label:<8} {shown_version:>7} {redis_size:>9,} {mysql_size:>9,}  {'yes' if agree else 'NO'}")
+        verdict = "yes" if agree else "NO"
+        print(f"{segment_id:<24} {label:<8} {shown_version:>7} {redis_size:>9,} {mysql_size:>9,}  {verdict}")
     print("(* disabled)")
     return all_agree
 

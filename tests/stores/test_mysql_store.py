@@ -14,7 +14,8 @@ NOW = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
 
 
 def run_for(day: int, hour: int = 9) -> RunInfo:
-    return RunInfo("funnel_dynamic_segments", f"scheduled__{day}T{hour}", dt.datetime(2026, 11, day, hour, tzinfo=dt.UTC))
+    logical_date = dt.datetime(2026, 11, day, hour, tzinfo=dt.UTC)
+    return RunInfo("funnel_dynamic_segments", f"scheduled__{day}T{hour}", logical_date)
 
 
 def stage(store: MySqlSegmentStore, segment_id: str, run: RunInfo, ids: list[str]) -> int:
