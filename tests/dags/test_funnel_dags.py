@@ -1,0 +1,141 @@
+"""The DAG folder as Airflow sees it, built from a real catalog and run on real services."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from helpers import hive_execute, hive_first_column, insert_segments, mysql_live_members, redis_live_members
+
+from funnel.plan import DYNAMIC_DAG_ID
+
+RUN_AT = dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC)
+GROUP_QUERY = "SELECT user_id FROM funnel_test.events WHERE grp = {grp}"
+CATALOG = [
+    {"segment_id": "group_zero", "name": "Group zero", "kind": "dynamic", "query": GROUP_QUERY.format(grp=0)},
+    {"segment_id": "group_one", "name": "Group one", "kind": "dynamic", "query": GROUP_QUERY.format(grp=1)},
+    {
+        "segment_id": "group_two_paused",
+        "name": "Paused",
+        "kind": "dynamic",
+        "query": GROUP_QUERY.format(grp=2),
+        "enabled": False,
+    },
+    {
+        "segment_id": "launch_week",
+        "name": "Launch week",
+        "kind": "static",
+        "query": GROUP_QUERY.format(grp=2),
+        "run_at": RUN_AT.replace(tzinfo=None),
+    },
+    {"segment_id": "new_users", "name": "New users", "kind": "proxy", "rule": json.dumps({"tag": "new_user"})},
+]
+
+
+def load_dagbag() -> Any:
+    import os
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+
+
+def serialized(dag: Any) -> Any:
+    """The DAG as the scheduler sees it: serialized to JSON and back."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return DagSerialization.from_dict(json.loads(json.dumps(DagSerialization.to_dict(dag))))
+
+
+@pytest.fixture
+def catalog(mysql_conn: Any) -> Any:
+    insert_segments(mysql_conn, *CATALOG)
+    return mysql_conn
+
+
+@pytest.fixture
+def events(hive_conn: Any) -> Any:
+    hive_execute(
+        hive_conn,
+        "DROP TABLE IF EXISTS funnel_test.events",
+        "CREATE TABLE funnel_test.events STORED AS PARQUET AS SELECT id AS user_id, id % 3 AS grp FROM range(3000)",
+    )
+    return hive_conn
+
+
+def test_dag_folder_imports_without_errors(catalog: Any) -> None:
+    bag = load_dagbag()
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == [DYNAMIC_DAG_ID, "funnel_static_launch_week"]
+
+
+def test_every_dag_survives_serialization_round_trip(catalog: Any) -> None:
+    summaries = {}
+    for dag in load_dagbag().dags.values():
+        back = serialized(dag)
+        assert back.dag_id == dag.dag_id
+        assert [t.task_id for t in back.tasks] == [t.task_id for t in dag.tasks]
+        summaries[back.dag_id] = back.timetable.summary
+    assert summaries == {
+        DYNAMIC_DAG_ID: "0 9,18 * * *",
+        "funnel_static_launch_week": "once at 2026-11-20T09:00:00+00:00",
+    }
+
+
+def test_dynamic_dag_matches_catalog(catalog: Any) -> None:
+    dag = load_dagbag().dags[DYNAMIC_DAG_ID]
+    assert serialized(dag).timetable.summary == "0 9,18 * * *"
+    assert [t.task_id for t in dag.tasks] == ["group_one", "group_zero"]
+    assert sorted(dag.tags) == ["dynamic", "funnel"]
+    assert dag.tasks[0].query == GROUP_QUERY.format(grp=1)
+
+
+def test_static_dag_runs_once_at_run_at(catalog: Any) -> None:
+    from airflow.timetables.base import TimeRestriction
+
+    dag = load_dagbag().dags["funnel_static_launch_week"]
+    timetable = serialized(dag).timetable
+    restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=True)
+    first = timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    assert first is not None
+    assert first.logical_date == RUN_AT
+    assert timetable.next_dagrun_info(last_automated_data_interval=first.data_interval, restriction=restriction) is None
+
+
+def test_dynamic_dag_run_puts_exactly_the_query_result_in_both_stores(
+    catalog: Any, events: Any, redis_client: Any, airflow_db: None
+) -> None:
+    dag = load_dagbag().dags[DYNAMIC_DAG_ID]
+    run = dag.test(logical_date=dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC))
+    assert run.state == "success"
+    for grp, segment_id in ((0, "group_zero"), (1, "group_one")):
+        expected = hive_first_column(events, GROUP_QUERY.format(grp=grp))
+        assert len(expected) == 1000
+        assert mysql_live_members(catalog, segment_id) == expected
+        assert redis_live_members(redis_client, segment_id) == expected
+    assert redis_live_members(redis_client, "group_two_paused") == set()
+
+    hive_execute(
+        events,
+        "INSERT OVERWRITE TABLE funnel_test.events SELECT id AS user_id, (id + 1) % 3 AS grp FROM range(1500, 4500)",
+    )
+    run = dag.test(logical_date=dt.datetime(2026, 11, 20, 18, tzinfo=dt.UTC))
+    assert run.state == "success"
+    for grp, segment_id in ((0, "group_zero"), (1, "group_one")):
+        expected = hive_first_column(events, GROUP_QUERY.format(grp=grp))
+        assert mysql_live_members(catalog, segment_id) == expected
+        assert redis_live_members(redis_client, segment_id) == expected
+        assert redis_client.hget(f"funnel:{{{segment_id}}}:meta", "size") == str(len(expected)).encode()
+
+
+def test_static_dag_run_at_run_at_fills_the_segment(
+    catalog: Any, events: Any, redis_client: Any, airflow_db: None
+) -> None:
+    dag = load_dagbag().dags["funnel_static_launch_week"]
+    run = dag.test(logical_date=RUN_AT)
+    assert run.state == "success"
+    expected = hive_first_column(events, GROUP_QUERY.format(grp=2))
+    assert mysql_live_members(catalog, "launch_week") == expected
+    assert redis_live_members(redis_client, "launch_week") == expected
