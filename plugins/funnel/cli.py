@@ -89,15 +89,21 @@ def rebuild_redis(segment_id: str) -> None:
     print(f"segment {segment_id}: {'rebuilt Redis from MySQL' if rebuilt else 'Redis already matches MySQL'}")
 
 
-def static_runs() -> None:
-    """Print ``dag_id run_at`` for each enabled static segment (what the demo runs)."""
+def static_runs(output: Path) -> None:
+    """Write ``dag_id run_at`` lines for each enabled static segment (what the demo runs).
+
+    A file, not stdout: Airflow's logging writes to stdout too.
+    """
     from funnel.factory import load_catalog
     from funnel.plan import plan_dags
     from funnel.segments import Kind
 
-    for plan in plan_dags(load_catalog().segments, settings.DYNAMIC_SCHEDULE):
-        if plan.kind is Kind.STATIC and plan.run_at is not None:
-            print(plan.dag_id, plan.run_at.isoformat())
+    lines = [
+        f"{plan.dag_id} {plan.run_at.isoformat()}\n"
+        for plan in plan_dags(load_catalog().segments, settings.DYNAMIC_SCHEDULE)
+        if plan.kind is Kind.STATIC and plan.run_at is not None
+    ]
+    output.write_text("".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("hive", help="run a HiveQL script").add_argument("path", type=Path)
     sub.add_parser("mysql", help="run a SQL script against funnel's MySQL database").add_argument("path", type=Path)
     sub.add_parser("report", help="each segment's live size in Redis and MySQL")
-    sub.add_parser("static-runs", help="each enabled static segment's DAG id and run_at")
+    sub.add_parser("static-runs", help="write each static segment's DAG id and run_at").add_argument(
+        "output", type=Path
+    )
     sub.add_parser("rebuild-redis", help="reload a segment's Redis set from MySQL").add_argument("segment_id")
     args = parser.parse_args(argv)
     if args.command == "migrate":
@@ -121,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "report":
         return 0 if report() else 1
     elif args.command == "static-runs":
-        static_runs()
+        static_runs(args.output)
     elif args.command == "rebuild-redis":
         rebuild_redis(args.segment_id)
     return 0
