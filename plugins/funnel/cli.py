@@ -94,7 +94,7 @@ def static_runs(output: Path) -> None:
 
     A file, not stdout: Airflow's logging writes to stdout too.
     """
-    from funnel.factory import load_catalog
+    from funnel.catalog import load_catalog
     from funnel.plan import plan_dags
     from funnel.segments import Kind
 

@@ -1,27 +1,33 @@
 """Turn the segment catalog into Airflow DAGs.
 
 ``register_dags(globals())`` is all a file in ``dags/`` does: read the catalog, plan, and
-build one DAG per plan. Building is deterministic (sorted segments, fixed start dates,
-nothing read from the clock) so the same catalog always serializes to the same DAGs.
+build one DAG per plan, plus one marker DAG per invalid segment. Building is
+deterministic (sorted segments, fixed start dates, nothing read from the clock), so the
+same catalog always serializes to the same DAGs and Airflow records no new versions.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping
+import re
+import time
+from collections.abc import MutableMapping
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, get_parsing_context
 from airflow.timetables.events import EventsTimetable
 
 from funnel import settings
-from funnel.catalog import Catalog, parse_rows, read_mysql_rows
-from funnel.hooks import FunnelMySqlHook
-from funnel.operators import SegmentRefreshOperator
+from funnel.catalog import Catalog, load_catalog
+from funnel.errors import CatalogError, SegmentError
+from funnel.operators import InvalidSegmentOperator, SegmentRefreshOperator
 from funnel.plan import DYNAMIC_START_DATE, DagPlan, plan_dags
 from funnel.segments import Kind, Segment
 
 log = logging.getLogger(__name__)
+
+INVALID_DAG_PREFIX = "funnel_invalid_"
+_NOT_SLUG = re.compile(r"[^a-z0-9_]+")
 
 
 def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
@@ -34,9 +40,11 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             catchup=False,
             max_active_runs=1,
             tags=list(plan.tags),
+            description=f"Refreshes every enabled dynamic segment at {plan.schedule} ({timezone})",
             doc_md=f"Refreshes every enabled dynamic segment on `{plan.schedule}` ({timezone}).",
         )
     else:
+        segment = plan.segments[0]
         run_at = pendulum.instance(_required(plan.run_at))
         dag = DAG(
             dag_id=plan.dag_id,
@@ -45,43 +53,93 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             catchup=True,
             max_active_runs=1,
             tags=list(plan.tags),
-            doc_md=f"Computes static segment `{plan.segments[0].segment_id}` once, at {run_at.isoformat()}.",
+            description=f"Computes static segment {segment.segment_id} once, at {run_at.isoformat()}",
+            doc_md=f"Computes static segment `{segment.segment_id}` once, at {run_at.isoformat()}; "
+            "then its members are frozen.",
         )
     for segment in plan.segments:
         SegmentRefreshOperator(
             task_id=segment.segment_id,
             segment_id=segment.segment_id,
             query=_required(segment.query),
-            doc_md=_task_doc(segment),
+            doc_md=task_doc(segment),
             dag=dag,
         )
     return dag
 
 
-def build_dags(segments: Iterable[Segment]) -> dict[str, DAG]:
-    """All DAGs for a catalog, keyed by dag_id."""
-    return {plan.dag_id: build_dag(plan) for plan in plan_dags(segments, settings.DYNAMIC_SCHEDULE)}
+def invalid_dag_id(error: SegmentError) -> str:
+    """A valid, stable DAG id for an invalid segment, whatever its segment_id looks like."""
+    slug = _NOT_SLUG.sub("_", error.segment_id.lower()).strip("_") or "unnamed"
+    return f"{INVALID_DAG_PREFIX}{slug}"[:200]
 
 
-def load_catalog() -> Catalog:
-    """Read and validate the catalog from MySQL."""
-    hook = FunnelMySqlHook(connect_timeout=3, read_timeout=5)
-    return parse_rows(read_mysql_rows(hook), source="mysql")
+def build_invalid_dag(dag_id: str, error: SegmentError) -> DAG:
+    """The UI marker of an invalid segment: its description is the error; running it fails with it."""
+    dag = DAG(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=pendulum.instance(DYNAMIC_START_DATE, tz="UTC"),
+        catchup=False,
+        tags=["funnel", "invalid"],
+        description=str(error)[:1000],
+        doc_md=f"**This segment is invalid and is not refreshed.**\n\n{error}",
+    )
+    InvalidSegmentOperator(task_id="explain", message=str(error), dag=dag)
+    return dag
+
+
+def build_dags(catalog: Catalog, only_dag_id: str | None = None) -> dict[str, DAG]:
+    """All DAGs for a catalog, keyed by dag_id; only ``only_dag_id`` when a worker needs one."""
+    dags: dict[str, DAG] = {}
+    for plan in plan_dags(catalog.segments, settings.DYNAMIC_SCHEDULE):
+        if only_dag_id in (None, plan.dag_id):
+            dags[plan.dag_id] = build_dag(plan)
+    for error in catalog.errors:
+        dag_id = invalid_dag_id(error)
+        if only_dag_id in (None, dag_id) and dag_id not in dags:
+            dags[dag_id] = build_invalid_dag(dag_id, error)
+    return dags
 
 
 def register_dags(namespace: MutableMapping[str, object]) -> None:
-    """Build funnel's DAGs into a DAG file's globals; invalid segments are logged and skipped."""
+    """Build funnel's DAGs into a DAG file's globals.
+
+    Invalid segments are logged and get a marker DAG; with ``strict_catalog`` they make
+    the whole file an import error instead (for CI).
+    """
+    started = time.monotonic()
     catalog = load_catalog()
     for error in catalog.errors:
-        log.error("funnel: skipped invalid segment: %s", error)
-    namespace.update(build_dags(catalog.segments))
-
-
-def _task_doc(segment: Segment) -> str:
-    return (
-        f"**{segment.name}** (`{segment.segment_id}`), {segment.kind.value} segment from {segment.source}.\n\n"
-        f"```sql\n{segment.query}\n```"
+        log.error("funnel: invalid segment, not refreshed: %s", error)
+    if catalog.errors and settings.strict_catalog():
+        details = "\n".join(f"- {error}" for error in catalog.errors)
+        raise CatalogError(f"funnel: {len(catalog.errors)} invalid segment(s) (strict_catalog is on):\n{details}")
+    only_dag_id = get_parsing_context().dag_id
+    dags = build_dags(catalog, only_dag_id)
+    namespace.update(dags)
+    log.info(
+        "funnel: built %d DAGs from %d segments%s in %.3fs",
+        len(dags),
+        len(catalog.segments),
+        " (from the last-good snapshot)" if catalog.from_snapshot else "",
+        time.monotonic() - started,
     )
+
+
+def task_doc(segment: Segment) -> str:
+    """A task's documentation in the UI: the segment, where it comes from, and its query."""
+    lines = [
+        f"### {segment.name}",
+        "",
+        f"- segment: `{segment.segment_id}`",
+        f"- kind: {segment.kind.value}",
+        f"- source: {segment.source}",
+    ]
+    if segment.run_at is not None:
+        lines.append(f"- run_at: {segment.run_at.isoformat()}")
+    lines += ["", "```sql", segment.query or "", "```"]
+    return "\n".join(lines)
 
 
 def _required(value: object) -> object:

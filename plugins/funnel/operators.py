@@ -31,6 +31,8 @@ class SegmentRefreshOperator(BaseOperator):
     :param mysql_conn_id: MySQL connection holding funnel's tables.
     :param redis_conn_id: Redis connection serving membership.
     :param batch_size: rows per fetch from Hive and per write to each store.
+
+    Runs in the ``funnel_hive`` pool unless another ``pool`` is given.
     """
 
     template_fields: Sequence[str] = ("query",)
@@ -48,6 +50,7 @@ class SegmentRefreshOperator(BaseOperator):
         batch_size: int = settings.BATCH_SIZE,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("pool", settings.HIVE_POOL)
         super().__init__(**kwargs)
         self.segment_id = segment_id
         self.query = query
@@ -114,3 +117,21 @@ class SegmentRefreshOperator(BaseOperator):
                 f"{result.size:,}",
                 result.live_version,
             )
+
+
+class InvalidSegmentOperator(BaseOperator):
+    """Stands for a segment row that failed validation: running it fails with the reason.
+
+    Its DAG (``funnel_invalid_<segment_id>``) is the visible marker in the Airflow UI.
+
+    :param message: the validation error, naming the segment, the field and the fix.
+    """
+
+    ui_color = "#f8d7da"
+
+    def __init__(self, *, message: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+
+    def execute(self, context: Context) -> None:
+        raise FunnelError(self.message)

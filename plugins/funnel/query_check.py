@@ -8,6 +8,7 @@ they were a plain identifier, since they are rendered only at run time.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import sqlglot
@@ -15,6 +16,9 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from funnel.errors import SegmentError
+
+# sqlglot warns when it falls back to a Command node; that case is rejected below anyway.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 _JINJA_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _JINJA_BLOCK = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)

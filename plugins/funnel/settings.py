@@ -6,6 +6,8 @@ Each is read from the ``[funnel]`` section of Airflow's configuration, so the us
 
 from __future__ import annotations
 
+import os
+
 from airflow.sdk import conf
 
 SECTION = "funnel"
@@ -24,3 +26,25 @@ TIMEZONE: str = conf.get(SECTION, "timezone", fallback="UTC")
 
 #: How long an abandoned staging key may linger in Redis before it expires (seconds).
 STAGING_TTL_SECONDS: int = conf.getint(SECTION, "staging_ttl_seconds", fallback=86_400)
+
+#: Every Hive query runs in this Airflow pool, so hundreds of segments never flood Hive.
+HIVE_POOL: str = conf.get(SECTION, "hive_pool", fallback="funnel_hive")
+HIVE_POOL_SLOTS: int = conf.getint(SECTION, "hive_pool_slots", fallback=8)
+
+#: Parse-time catalog read: short timeouts, so a hanging MySQL never hangs the DAG processor.
+CATALOG_CONNECT_TIMEOUT_SECONDS: int = conf.getint(SECTION, "catalog_connect_timeout_seconds", fallback=3)
+CATALOG_READ_TIMEOUT_SECONDS: int = conf.getint(SECTION, "catalog_read_timeout_seconds", fallback=5)
+
+#: The Airflow Variable that can hold segment rows too (a JSON list of catalog rows).
+CATALOG_VARIABLE: str = conf.get(SECTION, "catalog_variable", fallback="funnel_segments")
+
+
+def catalog_snapshot_path() -> str:
+    """The last-good copy of the catalog, used when MySQL cannot be reached at parse time."""
+    default = os.path.join(os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "funnel", "catalog.json")
+    return conf.get(SECTION, "catalog_snapshot_path", fallback=default)
+
+
+def strict_catalog() -> bool:
+    """Turn any invalid segment into an import error (for CI). Read at every parse."""
+    return conf.getboolean(SECTION, "strict_catalog", fallback=False)

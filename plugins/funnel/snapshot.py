@@ -1,0 +1,90 @@
+"""The catalog's last-good copy on local disk (the DAG processor's, and each worker's).
+
+Written after every successful MySQL read whose rows changed, read when MySQL cannot be
+reached, so an outage never makes segment DAGs vanish. It also remembers which query
+texts already passed the SQL check, so a parse re-checks only new or edited queries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """MySQL catalog rows as JSON values, and the digests of queries known to be valid."""
+
+    rows: list[dict[str, Any]]
+    checked_queries: frozenset[str]
+
+
+def query_digest(query: str) -> str:
+    return hashlib.sha256(query.encode()).hexdigest()
+
+
+def json_safe_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with datetimes as ISO text and bytes as text, as JSON can hold them."""
+    safe = []
+    for row in rows:
+        item = {}
+        for key, value in row.items():
+            if isinstance(value, dt.datetime):
+                value = value.isoformat(sep=" ")
+            elif isinstance(value, bytes):
+                value = value.decode()
+            item[key] = value
+        safe.append(item)
+    return safe
+
+
+def load(path: str) -> Snapshot | None:
+    """The snapshot at ``path``, or None when there is none (or it is unreadable)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("funnel: ignoring unreadable catalog snapshot %s (%s)", path, exc)
+        return None
+    if data.get("format") != FORMAT_VERSION:
+        return None
+    return Snapshot(rows=list(data["rows"]), checked_queries=frozenset(data.get("checked_queries", ())))
+
+
+def save(path: str, snapshot: Snapshot) -> bool:
+    """Write ``snapshot`` atomically unless the file already holds the same; return whether written."""
+    body = json.dumps(
+        {"format": FORMAT_VERSION, "rows": snapshot.rows, "checked_queries": sorted(snapshot.checked_queries)},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == body:
+                return False
+    except OSError:
+        pass
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".catalog-", suffix=".json", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(body)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("funnel: could not write catalog snapshot %s (%s); parsing goes on without it", path, exc)
+        return False
+    return True

@@ -1,0 +1,139 @@
+"""What a data engineer sees in Airflow as the catalog changes, breaks or goes offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import insert_segments
+
+from funnel.plan import DYNAMIC_DAG_ID
+
+ALPHA_QUERY = "SELECT user_id FROM dw.a WHERE d = '{{ ds }}'"
+SEGMENTS = [
+    {"segment_id": "zeta", "name": "Zeta", "kind": "dynamic", "query": "SELECT user_id FROM dw.z"},
+    {
+        "segment_id": "alpha",
+        "name": "Alpha",
+        "kind": "dynamic",
+        "query": "SELECT user_id FROM dw.a WHERE d = '{{ ds }}'",
+    },
+    {
+        "segment_id": "launch",
+        "name": "Launch",
+        "kind": "static",
+        "query": "SELECT user_id FROM dw.l",
+        "run_at": "2026-12-01 09:00:00",
+    },
+]
+BROKEN = {"segment_id": "broken", "name": "Broken", "kind": "dynamic", "query": "DELETE FROM dw.users"}
+
+
+def load_dagbag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+
+
+def serialized_json(bag: Any) -> dict[str, str]:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return {
+        dag_id: json.dumps(DagSerialization.to_dict(dag), sort_keys=True) for dag_id, dag in sorted(bag.dags.items())
+    }
+
+
+@pytest.fixture(autouse=True)
+def lenient(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AIRFLOW__FUNNEL__STRICT_CATALOG", "False")
+    monkeypatch.setenv("AIRFLOW__FUNNEL__CATALOG_SNAPSHOT_PATH", str(tmp_path / "catalog.json"))
+
+
+def test_invalid_segment_gets_a_marker_dag_and_the_rest_build(mysql_conn: Any) -> None:
+    insert_segments(mysql_conn, *SEGMENTS, BROKEN)
+    bag = load_dagbag()
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == [DYNAMIC_DAG_ID, "funnel_invalid_broken", "funnel_static_launch"]
+    assert [t.task_id for t in bag.dags[DYNAMIC_DAG_ID].tasks] == ["alpha", "zeta"]
+    marker = bag.dags["funnel_invalid_broken"]
+    assert marker.description.startswith("segment 'broken': field 'query' contains DELETE")
+    assert "Fix: make query a single HiveQL SELECT" in marker.description
+    assert sorted(marker.tags) == ["funnel", "invalid"]
+
+
+def test_strict_mode_turns_an_invalid_segment_into_an_import_error(
+    mysql_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    insert_segments(mysql_conn, *SEGMENTS, BROKEN)
+    monkeypatch.setenv("AIRFLOW__FUNNEL__STRICT_CATALOG", "True")
+    bag = load_dagbag()
+    assert bag.dag_ids == []
+    [message] = bag.import_errors.values()
+    assert "1 invalid segment(s) (strict_catalog is on)" in message
+    assert "segment 'broken': field 'query' contains DELETE" in message
+
+
+def test_catalog_changes_show_at_next_parse(mysql_conn: Any) -> None:
+    insert_segments(mysql_conn, *SEGMENTS)
+    assert [t.task_id for t in load_dagbag().dags[DYNAMIC_DAG_ID].tasks] == ["alpha", "zeta"]
+    insert_segments(mysql_conn, {**SEGMENTS[0], "segment_id": "middle"}, {**SEGMENTS[0], "enabled": False})
+    bag = load_dagbag()
+    assert [t.task_id for t in bag.dags[DYNAMIC_DAG_ID].tasks] == ["alpha", "middle"]
+    cur = mysql_conn.cursor()
+    cur.execute("DELETE FROM funnel_segments WHERE segment_id = 'launch'")
+    mysql_conn.commit()
+    assert "funnel_static_launch" not in load_dagbag().dag_ids
+
+
+def test_same_catalog_serializes_byte_for_byte_even_from_the_snapshot(
+    mysql_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    insert_segments(mysql_conn, *SEGMENTS)
+    first = serialized_json(load_dagbag())
+    assert serialized_json(load_dagbag()) == first
+    monkeypatch.setenv("AIRFLOW_CONN_FUNNEL_MYSQL", "mysql://root@127.0.0.1:1/funnel_test")
+    offline = load_dagbag()
+    assert offline.import_errors == {}
+    assert serialized_json(offline) == first
+
+
+def test_worker_parse_builds_only_the_dag_it_runs(mysql_conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    insert_segments(mysql_conn, *SEGMENTS)
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "funnel_static_launch")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "launch")
+    assert load_dagbag().dag_ids == ["funnel_static_launch"]
+
+
+def test_tasks_document_their_segment_and_run_in_the_hive_pool(mysql_conn: Any) -> None:
+    insert_segments(mysql_conn, *SEGMENTS)
+    dag = load_dagbag().dags[DYNAMIC_DAG_ID]
+    alpha = dag.get_task("alpha")
+    assert alpha.pool == "funnel_hive"
+    assert alpha.doc_md == (
+        "### Alpha\n\n- segment: `alpha`\n- kind: dynamic\n- source: MySQL table funnel_segments\n\n"
+        "```sql\nSELECT user_id FROM dw.a WHERE d = '{{ ds }}'\n```"
+    )
+    assert alpha.template_fields == ("query",)
+    assert alpha.template_fields_renderers == {"query": "sql"}
+    assert sorted(dag.tags) == ["dynamic", "funnel"]
+
+
+def test_dynamic_schedule_and_timezone_are_settings(mysql_conn: Any) -> None:
+    insert_segments(mysql_conn, *SEGMENTS)
+    code = (
+        "import os; from airflow.dag_processing.dagbag import DagBag;"
+        "dag = DagBag(dag_folder=os.environ['AIRFLOW__CORE__DAGS_FOLDER']).dags['funnel_dynamic_segments'];"
+        "print(dag.timetable.expression, dag.timetable.timezone, dag.start_date.isoformat())"
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW__FUNNEL__DYNAMIC_SCHEDULE": "30 8,17 * * *",
+        "AIRFLOW__FUNNEL__TIMEZONE": "Asia/Kolkata",
+    }
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "30 8,17 * * * Asia/Kolkata 2023-12-31T18:30:00+00:00"
