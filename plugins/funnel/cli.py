@@ -2,7 +2,7 @@
 
 Commands: ``migrate`` (MySQL schema), ``hive FILE`` and ``mysql FILE`` (run a script of
 statements, one per ``;`` at a line end), ``report`` (each segment's size in both stores),
-``static-runs`` (each static segment's DAG and run_at), ``rebuild-redis SEGMENT_ID``
+``ensure-pool`` (the Airflow pool Hive queries run in), ``static-runs`` (each static segment's DAG and run_at), ``rebuild-redis SEGMENT_ID``
 (reload Redis from MySQL's live version).
 """
 
@@ -106,6 +106,19 @@ def static_runs(output: Path) -> None:
     output.write_text("".join(lines))
 
 
+def ensure_pool() -> None:
+    """Create or resize the Airflow pool every Hive query runs in (needs Airflow's metadata DB)."""
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool(
+        settings.HIVE_POOL,
+        settings.HIVE_POOL_SLOTS,
+        "funnel: concurrent segment queries on HiveServer2",
+        include_deferred=False,
+    )
+    print(f"pool {settings.HIVE_POOL}: {settings.HIVE_POOL_SLOTS} slots")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(prog="python -m funnel.cli", description=__doc__)
@@ -113,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="create or upgrade funnel's MySQL tables")
     sub.add_parser("hive", help="run a HiveQL script").add_argument("path", type=Path)
     sub.add_parser("mysql", help="run a SQL script against funnel's MySQL database").add_argument("path", type=Path)
+    sub.add_parser("ensure-pool", help="create or resize the funnel_hive Airflow pool")
     sub.add_parser("report", help="each segment's live size in Redis and MySQL")
     sub.add_parser("static-runs", help="write each static segment's DAG id and run_at").add_argument(
         "output", type=Path
@@ -126,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         run_hive_script(args.path)
     elif args.command == "mysql":
         run_mysql_script(args.path)
+    elif args.command == "ensure-pool":
+        ensure_pool()
     elif args.command == "report":
         return 0 if report() else 1
     elif args.command == "static-runs":

@@ -13,9 +13,12 @@ from funnel.plan import DYNAMIC_DAG_ID
 
 RUN_AT = dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC)
 GROUP_QUERY = "SELECT user_id FROM funnel_test.events WHERE grp = {grp}"
+# Templated: the task renders {{ ds }} before the query reaches Hive.
+TEMPLATED_QUERY = "SELECT user_id FROM funnel_test.events WHERE grp = 1 AND '{{ ds }}' = '2026-11-20'"
+RENDERED_QUERY = TEMPLATED_QUERY.replace("{{ ds }}", "2026-11-20")
 CATALOG = [
     {"segment_id": "group_zero", "name": "Group zero", "kind": "dynamic", "query": GROUP_QUERY.format(grp=0)},
-    {"segment_id": "group_one", "name": "Group one", "kind": "dynamic", "query": GROUP_QUERY.format(grp=1)},
+    {"segment_id": "group_one", "name": "Group one", "kind": "dynamic", "query": TEMPLATED_QUERY},
     {
         "segment_id": "group_two_paused",
         "name": "Paused",
@@ -89,7 +92,7 @@ def test_dynamic_dag_matches_catalog(catalog: Any) -> None:
     assert serialized(dag).timetable.summary == "0 9,18 * * *"
     assert [t.task_id for t in dag.tasks] == ["group_one", "group_zero"]
     assert sorted(dag.tags) == ["dynamic", "funnel"]
-    assert dag.tasks[0].query == GROUP_QUERY.format(grp=1)
+    assert dag.tasks[0].query == TEMPLATED_QUERY
 
 
 def test_static_dag_runs_once_at_run_at(catalog: Any) -> None:
@@ -110,8 +113,8 @@ def test_dynamic_dag_run_puts_exactly_the_query_result_in_both_stores(
     dag = load_dagbag().dags[DYNAMIC_DAG_ID]
     run = dag.test(logical_date=dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC))
     assert run.state == "success"
-    for grp, segment_id in ((0, "group_zero"), (1, "group_one")):
-        expected = hive_first_column(events, GROUP_QUERY.format(grp=grp))
+    for query, segment_id in ((GROUP_QUERY.format(grp=0), "group_zero"), (RENDERED_QUERY, "group_one")):
+        expected = hive_first_column(events, query)
         assert len(expected) == 1000
         assert mysql_live_members(catalog, segment_id) == expected
         assert redis_live_members(redis_client, segment_id) == expected
@@ -123,8 +126,8 @@ def test_dynamic_dag_run_puts_exactly_the_query_result_in_both_stores(
     )
     run = dag.test(logical_date=dt.datetime(2026, 11, 20, 18, tzinfo=dt.UTC))
     assert run.state == "success"
-    for grp, segment_id in ((0, "group_zero"), (1, "group_one")):
-        expected = hive_first_column(events, GROUP_QUERY.format(grp=grp))
+    for query, segment_id in ((GROUP_QUERY.format(grp=0), "group_zero"), (RENDERED_QUERY, "group_one")):
+        expected = hive_first_column(events, query)
         assert mysql_live_members(catalog, segment_id) == expected
         assert redis_live_members(redis_client, segment_id) == expected
         assert redis_client.hget(f"funnel:{{{segment_id}}}:meta", "size") == str(len(expected)).encode()
@@ -139,3 +142,18 @@ def test_static_dag_run_at_run_at_fills_the_segment(
     expected = hive_first_column(events, GROUP_QUERY.format(grp=2))
     assert mysql_live_members(catalog, "launch_week") == expected
     assert redis_live_members(redis_client, "launch_week") == expected
+
+
+def test_disabled_segment_loses_its_task_but_keeps_its_members(
+    catalog: Any, events: Any, redis_client: Any, airflow_db: None
+) -> None:
+    dag = load_dagbag().dags[DYNAMIC_DAG_ID]
+    assert dag.test(logical_date=dt.datetime(2026, 11, 21, 9, tzinfo=dt.UTC)).state == "success"
+    before = redis_live_members(redis_client, "group_zero")
+    assert before
+    cur = catalog.cursor()
+    cur.execute("UPDATE funnel_segments SET enabled = FALSE WHERE segment_id = 'group_zero'")
+    catalog.commit()
+    assert [t.task_id for t in load_dagbag().dags[DYNAMIC_DAG_ID].tasks] == ["group_one"]
+    assert redis_live_members(redis_client, "group_zero") == before
+    assert mysql_live_members(catalog, "group_zero") == before
