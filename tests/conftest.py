@@ -52,6 +52,8 @@ FUNNEL_TABLES = (
     layout.VERSIONS_TABLE,
     layout.MEMBERS_TABLE,
     layout.LIVE_TABLE,
+    layout.RUNS_TABLE,
+    layout.CHANGES_TABLE,
 )
 
 

@@ -1,98 +1,410 @@
-"""A refresh against real Redis and MySQL: exact sets, nothing half-done, forward only."""
+"""Refreshes against real Redis and MySQL: versions, history, guards, diffs, locks, failures."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 from helpers import mysql_live_members, redis_live_members
 
 from funnel import layout
-from funnel.refresh import UserIdError, normalize_user_ids, refresh_segment, sync_redis_from_mysql
+from funnel.errors import RefreshRejected
+from funnel.refresh import (
+    Refresher,
+    RefreshRequest,
+    RefreshSkipped,
+    RefreshSuperseded,
+    UserIdError,
+    normalize_user_ids,
+    sync_redis_from_mysql,
+)
+from funnel.segments import Kind
+from funnel.stores.history import RunHistory
+from funnel.stores.lock import SegmentLock
 from funnel.stores.mysql_store import MySqlSegmentStore
 from funnel.stores.redis_store import RedisSegmentStore
 from funnel.stores.run_info import RunInfo
 
 
-def run_at(day: int) -> RunInfo:
-    return RunInfo("funnel_dynamic_segments", f"scheduled__{day}", dt.datetime(2026, 11, day, 9, tzinfo=dt.UTC))
+def run_at(day: int, hour: int = 9, try_number: int = 1, year: int = 2030) -> RunInfo:
+    """A scheduled run; slots default to the future, so the overshoot rule stays out of the way."""
+    logical_date = dt.datetime(year, 1, day, hour, tzinfo=dt.UTC)
+    return RunInfo("funnel_dynamic_segments", f"scheduled__{year}-01-{day}T{hour}", logical_date, try_number)
+
+
+def source(ids: Sequence[Any], size: int = 3) -> Callable[[], Iterator[list[Any]]]:
+    def batches() -> Iterator[list[Any]]:
+        for start in range(0, len(ids), size):
+            yield list(ids[start : start + size])
+
+    return batches
 
 
 @pytest.fixture
-def stores(mysql_conn: Any, redis_client: Any) -> tuple[MySqlSegmentStore, RedisSegmentStore]:
-    return MySqlSegmentStore(mysql_conn), RedisSegmentStore(redis_client, staging_ttl_seconds=600)
+def refresher(mysql_conn: Any, redis_client: Any) -> Refresher:
+    return Refresher(
+        mysql=MySqlSegmentStore(mysql_conn),
+        redis=RedisSegmentStore(redis_client, staging_ttl_seconds=600, change_ttl_seconds=3600),
+        history=RunHistory(mysql_conn),
+        batch_size=3,
+        keep_versions=3,
+    )
 
 
-def batches_of(ids: list[Any], size: int = 3) -> Iterator[list[Any]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
+def lock_for(refresher: Refresher, segment_id: str = "s", ttl: int = 60, wait: float = 0.0) -> SegmentLock:
+    return SegmentLock(refresher.redis.client, segment_id, {"run_id": "test"}, ttl_seconds=ttl, wait_seconds=wait)
 
 
-def live(stores: tuple[MySqlSegmentStore, RedisSegmentStore], segment_id: str) -> tuple[set[str], set[str]]:
-    mysql, redis = stores
-    return mysql_live_members(mysql.conn, segment_id), redis_live_members(redis.client, segment_id)
+def do(
+    refresher: Refresher,
+    ids: Sequence[Any],
+    run: RunInfo,
+    *,
+    kind: Kind = Kind.DYNAMIC,
+    force: bool = False,
+    max_shrink_pct: float = 50.0,
+    segment_id: str = "s",
+) -> Any:
+    request = RefreshRequest(segment_id, kind, run, force=force, max_shrink_pct=max_shrink_pct)
+    return refresher.refresh(request, source(ids), lock_for(refresher, segment_id))
 
 
-def test_refresh_replaces_members_in_both_stores(stores: Any) -> None:
-    mysql, redis = stores
-    first = refresh_segment("s", batches_of([1, 2, 3, 4, 4]), mysql, redis, run_at(20), batch_size=3)
-    assert (first.version, first.size, first.promoted) == (1, 4, True)
-    assert live(stores, "s") == ({"1", "2", "3", "4"}, {"1", "2", "3", "4"})
-    second = refresh_segment("s", batches_of([3, 4, 5]), mysql, redis, run_at(21), batch_size=3)
+def live(refresher: Refresher, segment_id: str = "s") -> tuple[set[str], set[str]]:
+    return mysql_live_members(refresher.mysql.conn, segment_id), redis_live_members(refresher.redis.client, segment_id)
+
+
+def query(refresher: Refresher, sql: str) -> tuple[tuple[Any, ...], ...]:
+    cur = refresher.mysql.conn.cursor()
+    cur.execute(sql)
+    rows = cur.fetchall()
+    refresher.mysql.conn.commit()
+    return rows
+
+
+def staged_leftovers(refresher: Refresher) -> tuple[Any, ...]:
+    redis_keys = sorted(k.decode() for k in refresher.redis.client.keys("funnel:{s}:staging*"))
+    versions = query(refresher, f"SELECT version FROM {layout.VERSIONS_TABLE} WHERE state IN ('staging','discarded')")
+    return tuple(redis_keys), versions
+
+
+def digits(*values: int) -> set[str]:
+    return {str(v) for v in values}
+
+
+# ---------------------------------------------------------------- versions and history
+
+
+def test_each_refresh_is_a_new_version_with_a_history_row(refresher: Refresher) -> None:
+    first = do(refresher, [1, 2, 3, 4, 4], run_at(20))
+    assert (first.version, first.size) == (1, 4)
+    assert live(refresher) == (digits(1, 2, 3, 4), digits(1, 2, 3, 4))
+    second = do(refresher, [3, 4, 5], run_at(21))
     assert (second.version, second.size) == (2, 3)
-    assert live(stores, "s") == ({"3", "4", "5"}, {"3", "4", "5"})
-    meta = redis.live_meta("s")
-    assert meta["size"] == "3"
-    assert meta["version"] == "2"
-    assert meta["run_id"] == "scheduled__21"
+    assert live(refresher) == (digits(3, 4, 5), digits(3, 4, 5))
+    rows = query(
+        refresher,
+        f"SELECT segment_id, version, dag_id, run_id, try_number, logical_date, status, size, entered, exited, error,"
+        f" finished_at >= started_at FROM {layout.RUNS_TABLE} ORDER BY id",
+    )
+    assert rows == (
+        (
+            "s",
+            1,
+            "funnel_dynamic_segments",
+            "scheduled__2030-01-20T9",
+            1,
+            dt.datetime(2030, 1, 20, 9),
+            "success",
+            4,
+            4,
+            0,
+            None,
+            1,
+        ),
+        (
+            "s",
+            2,
+            "funnel_dynamic_segments",
+            "scheduled__2030-01-21T9",
+            1,
+            dt.datetime(2030, 1, 21, 9),
+            "success",
+            3,
+            1,
+            2,
+            None,
+            1,
+        ),
+    )
+    meta = refresher.redis.live_meta("s")
+    assert {k: meta[k] for k in ("size", "version", "entered", "exited", "run_id")} == {
+        "size": "3",
+        "version": "2",
+        "entered": "1",
+        "exited": "2",
+        "run_id": "scheduled__2030-01-21T9",
+    }
     assert dt.datetime.fromisoformat(meta["refreshed_at"]).tzinfo is not None
 
 
-def test_failure_mid_stream_leaves_live_data_and_retry_equals_clean_run(stores: Any) -> None:
-    mysql, redis = stores
-    refresh_segment("s", batches_of([1, 2]), mysql, redis, run_at(20), batch_size=3)
+def test_only_the_last_k_versions_are_kept(refresher: Refresher) -> None:
+    for day in range(10, 16):
+        do(refresher, [day, 100], run_at(day))
+    versions = query(refresher, f"SELECT version, state FROM {layout.VERSIONS_TABLE} ORDER BY version")
+    assert versions == ((4, "retired"), (5, "retired"), (6, "live"))
+    kept = query(refresher, f"SELECT DISTINCT version FROM {layout.MEMBERS_TABLE} ORDER BY version")
+    assert kept == ((4,), (5,), (6,))
+    assert query(refresher, f"SELECT DISTINCT version FROM {layout.CHANGES_TABLE} ORDER BY version") == kept
 
-    def broken() -> Iterator[list[int]]:
+
+# ---------------------------------------------------------------- entered and exited
+
+
+def test_entered_and_exited_match_a_hand_computed_diff(refresher: Refresher) -> None:
+    old = [1, 2, 3, 4, 5, 6]
+    new = [4, 5, 6, 7, 8]
+    do(refresher, old, run_at(20))
+    result = do(refresher, new, run_at(21))
+    entered, exited = set(map(str, new)) - set(map(str, old)), set(map(str, old)) - set(map(str, new))
+    assert (result.entered, result.exited) == (len(entered), len(exited)) == (2, 3)
+    client = refresher.redis.client
+    assert {m.decode() for m in client.smembers(layout.entered_key("s"))} == entered
+    assert {m.decode() for m in client.smembers(layout.exited_key("s"))} == exited
+    assert 0 < client.ttl(layout.entered_key("s")) <= 3600
+    in_mysql = query(
+        refresher, f"SELECT change_type, user_id FROM {layout.CHANGES_TABLE} WHERE version = 2 ORDER BY 1, 2"
+    )
+    assert in_mysql == tuple(("entered", u) for u in sorted(entered)) + tuple(("exited", u) for u in sorted(exited))
+    assert query(refresher, f"SELECT entered, exited FROM {layout.LIVE_TABLE}") == ((2, 3),)
+
+
+def test_redis_rebuilt_from_mysql_carries_members_and_changes(refresher: Refresher) -> None:
+    do(refresher, list(range(10)), run_at(20))
+    do(refresher, list(range(5, 12)), run_at(21))
+    client = refresher.redis.client
+    client.flushdb()  # as if Redis lost everything
+    assert sync_redis_from_mysql("s", refresher.mysql, refresher.redis, batch_size=4)
+    assert redis_live_members(client, "s") == {str(i) for i in range(5, 12)}
+    assert {m.decode() for m in client.smembers(layout.exited_key("s"))} == digits(0, 1, 2, 3, 4)
+    assert refresher.redis.live_meta("s")["version"] == "2"
+    assert not sync_redis_from_mysql("s", refresher.mysql, refresher.redis, batch_size=4)
+
+
+# ---------------------------------------------------------------- guards
+
+
+def test_empty_result_is_rejected_without_swapping(refresher: Refresher) -> None:
+    do(refresher, [1, 2], run_at(20))
+    with pytest.raises(RefreshRejected, match=r"returned no users \(live size 2\)"):
+        do(refresher, [], run_at(21))
+    assert live(refresher) == (digits(1, 2), digits(1, 2))
+    assert query(refresher, f"SELECT status FROM {layout.RUNS_TABLE} ORDER BY id") == (("success",), ("rejected",))
+    assert staged_leftovers(refresher) == ((), ())
+
+
+def test_shrink_over_the_limit_is_rejected_with_both_sizes_and_force_overrides(refresher: Refresher) -> None:
+    do(refresher, list(range(10)), run_at(20))
+    with pytest.raises(RefreshRejected, match=r"has 4 users against 10 live, a 60.0% shrink over the 50% limit"):
+        do(refresher, list(range(4)), run_at(21))
+    assert live(refresher)[1] == {str(i) for i in range(10)}
+    do(refresher, list(range(4)), run_at(21), max_shrink_pct=70)  # a per-segment limit
+    assert live(refresher)[1] == {str(i) for i in range(4)}
+    forced = do(refresher, [], run_at(22), force=True)
+    assert forced.size == 0
+    assert live(refresher) == (set(), set())
+
+
+# ---------------------------------------------------------------- schedule rules
+
+
+def test_overshoot_skips_segments_refreshed_after_the_slot(refresher: Refresher) -> None:
+    morning = run_at(20, 9, year=2026)
+    do(refresher, [1], morning)  # the 09:00 run refreshes the segment now, long after 18:00 that day
+    with pytest.raises(RefreshSkipped, match=r"after this run's slot 2026-01-20T18:00:00\+00:00"):
+        do(refresher, [2], run_at(20, 18, year=2026))
+    assert live(refresher) == (digits(1), digits(1))
+    assert query(refresher, f"SELECT status FROM {layout.RUNS_TABLE} ORDER BY id") == (("success",), ("skipped",))
+    do(refresher, [3], RunInfo(morning.dag_id, morning.run_id, morning.logical_date, try_number=2))
+    assert live(refresher) == (digits(3), digits(3))  # rerunning the same Airflow run is not an overshoot
+    do(refresher, [4], run_at(21, 9))  # a later slot refreshes as usual
+    assert live(refresher) == (digits(4), digits(4))
+
+
+def test_static_segment_is_frozen_unless_forced(refresher: Refresher) -> None:
+    do(refresher, [1, 2], run_at(20), kind=Kind.STATIC)
+    with pytest.raises(RefreshSkipped, match=r"static segment 's' is frozen at version 1"):
+        do(refresher, [3], run_at(20), kind=Kind.STATIC)
+    assert live(refresher) == (digits(1, 2), digits(1, 2))
+    do(refresher, [3, 4], run_at(20), kind=Kind.STATIC, force=True)
+    assert live(refresher) == (digits(3, 4), digits(3, 4))
+
+
+def test_backfill_never_rolls_back_a_later_version(refresher: Refresher) -> None:
+    do(refresher, [1], run_at(25))
+    with pytest.raises(RefreshSuperseded, match="kept live version 1"):
+        do(refresher, [2], run_at(18))
+    assert live(refresher) == (digits(1), digits(1))
+    assert query(refresher, f"SELECT status FROM {layout.RUNS_TABLE} ORDER BY id")[-1] == ("superseded",)
+    assert staged_leftovers(refresher) == ((), ())
+
+
+# ---------------------------------------------------------------- the lock
+
+
+def test_a_second_refresh_of_the_same_segment_skips_and_names_the_holder(refresher: Refresher) -> None:
+    holder = SegmentLock(
+        refresher.redis.client, "s", {"dag_id": "d", "run_id": "other_run", "try_number": 2}, 60, wait_seconds=0
+    )
+    holder.acquire()
+    try:
+        started = time.monotonic()
+        request = RefreshRequest("s", Kind.DYNAMIC, run_at(20))
+        with pytest.raises(RefreshSkipped, match=r"being refreshed by d/other_run \(try 2"):
+            refresher.refresh(request, source([1]), lock_for(refresher, wait=1.0))
+        assert time.monotonic() - started >= 1.0  # it waited before skipping
+    finally:
+        holder.release()
+    assert live(refresher) == (set(), set())
+    assert query(refresher, f"SELECT status FROM {layout.RUNS_TABLE}") == (("skipped",),)
+    do(refresher, [1], run_at(20))  # once released, the segment refreshes
+    assert live(refresher)[1] == digits(1)
+
+
+# ---------------------------------------------------------------- nothing half-done
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def broken_source(ids: list[int]) -> Callable[[], Iterator[list[int]]]:
+    def batches() -> Iterator[list[int]]:
+        yield ids
+        raise Boom("Hive went away mid-stream")
+
+    return batches
+
+
+class FailingStore:
+    """Wraps a real store; raises Boom from one method (the failure being injected)."""
+
+    def __init__(self, store: Any, method: str) -> None:
+        self._store, self._method = store, method
+
+    def __getattr__(self, name: str) -> Any:
+        if name == self._method:
+
+            def fail(*args: Any, **kwargs: Any) -> Any:
+                raise Boom(f"injected failure in {name}")
+
+            return fail
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize(
+    ("store", "method"),
+    [
+        ("source", "stream"),
+        ("redis", "add_members"),
+        ("mysql", "add_members"),
+        ("mysql", "count_members"),
+        ("mysql", "stage_changes"),
+        ("redis", "add_changes"),
+        ("mysql", "promote"),
+    ],
+)
+def test_failure_at_any_stage_leaves_live_data_and_a_retry_equals_a_clean_run(
+    refresher: Refresher, store: str, method: str
+) -> None:
+    do(refresher, [1, 2, 3], run_at(20))
+    request = RefreshRequest("s", Kind.DYNAMIC, run_at(21))
+    broken = Refresher(
+        mysql=FailingStore(refresher.mysql, method) if store == "mysql" else refresher.mysql,
+        redis=FailingStore(refresher.redis, method) if store == "redis" else refresher.redis,
+        history=refresher.history,
+        batch_size=3,
+    )
+    batches = broken_source([2, 3, 4]) if store == "source" else source([2, 3, 4, 5])
+    with pytest.raises(Boom):
+        broken.refresh(request, batches, lock_for(refresher))
+    assert live(refresher) == (digits(1, 2, 3), digits(1, 2, 3))
+    retry = refresher.refresh(
+        RefreshRequest("s", Kind.DYNAMIC, run_at(21, try_number=2)), source([2, 3, 4, 5]), lock_for(refresher)
+    )
+    assert live(refresher) == (digits(2, 3, 4, 5), digits(2, 3, 4, 5))
+    assert (retry.size, retry.entered, retry.exited) == (4, 2, 1)
+    assert staged_leftovers(refresher) == ((), ())
+    statuses = query(
+        refresher,
+        f"SELECT status, error LIKE '%%injected%%' OR error LIKE '%%Hive went away%%'"
+        f" FROM {layout.RUNS_TABLE} ORDER BY id",
+    )
+    assert statuses == (("success", None), ("failed", 1), ("success", None))
+
+
+def test_death_between_the_two_swaps_is_reconciled_by_the_next_attempt(refresher: Refresher) -> None:
+    do(refresher, [1, 2, 3], run_at(20))
+    broken = Refresher(refresher.mysql, FailingStore(refresher.redis, "promote"), refresher.history, batch_size=3)
+    with pytest.raises(Boom):
+        broken.refresh(RefreshRequest("s", Kind.DYNAMIC, run_at(21)), source([7, 8]), lock_for(refresher))
+    # MySQL moved on; Redis still serves the complete old version, never a partial one.
+    assert live(refresher) == (digits(7, 8), digits(1, 2, 3))
+    do(refresher, [7, 8, 9], run_at(22))
+    assert live(refresher) == (digits(7, 8, 9), digits(7, 8, 9))
+
+
+def _refresh_then_hang(segment_id: str) -> None:
+    """Child process: stage part of a refresh, then hang until killed."""
+    from airflow.providers.redis.hooks.redis import RedisHook
+
+    from funnel.hooks import FunnelMySqlHook
+
+    conn = FunnelMySqlHook().get_conn()
+    client = RedisHook(redis_conn_id="funnel_redis").get_conn()
+    child = Refresher(MySqlSegmentStore(conn), RedisSegmentStore(client, 600), RunHistory(conn), batch_size=3)
+
+    def batches() -> Iterator[list[int]]:
         yield [7, 8, 9]
-        raise ConnectionError("Hive went away")
+        time.sleep(600)
 
-    with pytest.raises(ConnectionError):
-        refresh_segment("s", broken(), mysql, redis, run_at(21), batch_size=3)
-    assert live(stores, "s") == ({"1", "2"}, {"1", "2"})
-
-    retry = refresh_segment("s", batches_of([7, 8, 9, 10]), mysql, redis, run_at(21), batch_size=3)
-    assert live(stores, "s") == ({"7", "8", "9", "10"}, {"7", "8", "9", "10"})
-    cur = mysql.conn.cursor()
-    cur.execute(f"SELECT version, state FROM {layout.VERSIONS_TABLE} WHERE segment_id = 's' ORDER BY version")
-    assert cur.fetchall() == ((1, "retired"), (retry.version, "live"))
-    assert not redis.client.exists(layout.staging_key("s"))
+    lock = SegmentLock(client, segment_id, {"run_id": "doomed"}, ttl_seconds=2, wait_seconds=0)
+    child.refresh(RefreshRequest(segment_id, Kind.DYNAMIC, run_at(21)), batches, lock)
 
 
-def test_backfill_never_rolls_back_a_later_version(stores: Any) -> None:
-    mysql, redis = stores
-    refresh_segment("s", batches_of([1]), mysql, redis, run_at(25), batch_size=3)
-    late = refresh_segment("s", batches_of([2]), mysql, redis, run_at(18), batch_size=3)
-    assert not late.promoted
-    assert late.live_version == 1
-    assert live(stores, "s") == ({"1"}, {"1"})
+def test_a_killed_refresh_leaves_live_data_and_its_lock_expires(refresher: Refresher) -> None:
+    do(refresher, [1, 2, 3], run_at(20))
+    child = multiprocessing.get_context("fork").Process(target=_refresh_then_hang, args=("s",))
+    child.start()
+    deadline = time.monotonic() + 20
+    while not refresher.redis.client.exists(layout.staging_key("s")):
+        assert time.monotonic() < deadline, "the child never started staging"
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    assert live(refresher) == (digits(1, 2, 3), digits(1, 2, 3))
+    request = RefreshRequest("s", Kind.DYNAMIC, run_at(21, try_number=2))
+    retry = refresher.refresh(request, source([2, 3, 4]), lock_for(refresher, wait=10))
+    assert live(refresher) == (digits(2, 3, 4), digits(2, 3, 4))
+    assert retry.version == 2  # the killed attempt staged version 2; the retry cleaned it and reused the number
+    assert staged_leftovers(refresher) == ((), ())
+    statuses = query(refresher, f"SELECT status, error FROM {layout.RUNS_TABLE} ORDER BY id")
+    assert statuses[1] == ("failed", "the attempt ended without finishing (process killed or lost)")
+    assert statuses[2] == ("success", None)
 
 
-def test_redis_behind_mysql_is_rebuilt_from_mysql(stores: Any) -> None:
-    mysql, redis = stores
-    refresh_segment("s", batches_of(list(range(10))), mysql, redis, run_at(20), batch_size=3)
-    redis.client.delete(layout.members_key("s"), layout.meta_key("s"))  # as if Redis lost it
-    assert sync_redis_from_mysql("s", mysql, redis, batch_size=4)
-    assert redis_live_members(redis.client, "s") == {str(i) for i in range(10)}
-    assert not sync_redis_from_mysql("s", mysql, redis, batch_size=4)
+# ---------------------------------------------------------------- user ids
 
 
-def test_null_ids_are_skipped_and_counted(stores: Any) -> None:
-    mysql, redis = stores
-    result = refresh_segment("s", batches_of([1, None, "", 2.0]), mysql, redis, run_at(20), batch_size=3)
+def test_null_ids_are_skipped_and_counted(refresher: Refresher) -> None:
+    result = do(refresher, [1, None, "", 2.0], run_at(20))
     assert (result.size, result.null_ids, result.rows_read) == (2, 2, 4)
-    assert live(stores, "s") == ({"1", "2"}, {"1", "2"})
+    assert live(refresher) == (digits(1, 2), digits(1, 2))
 
 
 def test_unusable_user_id_names_segment_and_fix() -> None:

@@ -23,7 +23,7 @@ from funnel.segments import Segment, segment_from_row
 
 log = logging.getLogger(__name__)
 
-CATALOG_COLUMNS = ("segment_id", "name", "kind", "query", "run_at", "rule", "enabled")
+CATALOG_COLUMNS = ("segment_id", "name", "kind", "query", "run_at", "rule", "max_shrink_pct", "enabled")
 MYSQL_SOURCE = f"MySQL table {layout.SEGMENTS_TABLE}"
 
 

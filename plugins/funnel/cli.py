@@ -2,8 +2,8 @@
 
 Commands: ``migrate`` (MySQL schema), ``hive FILE`` and ``mysql FILE`` (run a script of
 statements, one per ``;`` at a line end), ``report`` (each segment's size in both stores),
-``ensure-pool`` (the Airflow pool Hive queries run in), ``static-runs`` (each static segment's DAG and run_at), ``rebuild-redis SEGMENT_ID``
-(reload Redis from MySQL's live version).
+``ensure-pool`` (the Airflow pool Hive queries run in), ``static-runs`` (each static
+segment's DAG and run_at), ``rebuild-redis SEGMENT_ID`` (reload Redis from MySQL).
 """
 
 from __future__ import annotations

@@ -62,6 +62,8 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             task_id=segment.segment_id,
             segment_id=segment.segment_id,
             query=_required(segment.query),
+            kind=segment.kind.value,
+            max_shrink_pct=segment.max_shrink_pct,
             doc_md=task_doc(segment),
             dag=dag,
         )

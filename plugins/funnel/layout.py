@@ -11,6 +11,10 @@ hash tag ``{<segment_id>}``, so all of them share one cluster slot and the atomi
 - ``funnel:{<segment_id>}:meta`` HASH: ``size``, ``version``, ``refreshed_at`` (ISO-8601
   UTC), ``logical_date`` (ISO-8601 UTC), ``logical_ts_us``, ``run_id``, ``dag_id``.
 - ``funnel:{<segment_id>}:staging`` SET: the version being written; never read by clients.
+- ``funnel:{<segment_id>}:entered`` / ``:exited`` SETs: who entered / left in the latest
+  refresh; they expire after ``change_ttl_seconds``.
+- ``funnel:{<segment_id>}:staging:entered`` / ``:staging:exited``: the same, being written.
+- ``funnel:{<segment_id>}:lock`` STRING: the refresh lock (holder as JSON; expires).
 
 MySQL (second level, durable; Redis can always be rebuilt from it):
 
@@ -19,6 +23,8 @@ MySQL (second level, durable; Redis can always be rebuilt from it):
 - ``funnel_segment_members``: members of every kept version, keyed by (segment, version, user).
 - ``funnel_live_versions``: the live pointer, one row per segment; the swap moves it.
 - ``funnel_current_members``: a view of each segment's live members (segment_id, user_id).
+- ``funnel_segment_runs``: one row per refresh attempt, failed and skipped ones included.
+- ``funnel_segment_changes``: who entered and exited, per kept version.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ VERSIONS_TABLE = "funnel_segment_versions"
 MEMBERS_TABLE = "funnel_segment_members"
 LIVE_TABLE = "funnel_live_versions"
 CURRENT_MEMBERS_VIEW = "funnel_current_members"
+RUNS_TABLE = "funnel_segment_runs"
+CHANGES_TABLE = "funnel_segment_changes"
 
 #: Longest user id the MySQL store accepts (column width).
 USER_ID_MAX_LENGTH = 64
@@ -52,3 +60,31 @@ def meta_key(segment_id: str) -> str:
 def staging_key(segment_id: str) -> str:
     """The SET a refresh writes before the swap; one writer per segment at a time."""
     return _segment_key(segment_id, "staging")
+
+
+def entered_key(segment_id: str) -> str:
+    """The user ids that entered the segment in its latest refresh (expires)."""
+    return _segment_key(segment_id, "entered")
+
+
+def exited_key(segment_id: str) -> str:
+    """The user ids that left the segment in its latest refresh (expires)."""
+    return _segment_key(segment_id, "exited")
+
+
+def staging_entered_key(segment_id: str) -> str:
+    return _segment_key(segment_id, "staging:entered")
+
+
+def staging_exited_key(segment_id: str) -> str:
+    return _segment_key(segment_id, "staging:exited")
+
+
+def lock_key(segment_id: str) -> str:
+    """The refresh lock: one writer per segment, expires if its holder dies."""
+    return _segment_key(segment_id, "lock")
+
+
+def asset_uri(segment_id: str) -> str:
+    """The Airflow Asset a successful refresh of the segment updates."""
+    return f"funnel://segment/{segment_id}"

@@ -7,19 +7,23 @@ assigns: every connection is opened in ``execute``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Asset, BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
 
-from funnel import settings
+from funnel import layout, settings
 from funnel.errors import FunnelError
 from funnel.hive_source import stream_first_column
 from funnel.hooks import FunnelMySqlHook
-from funnel.refresh import RefreshResult, refresh_segment
+from funnel.refresh import Refresher, RefreshRequest, RefreshSkipped
+from funnel.segments import Kind
+from funnel.stores.history import RunHistory
+from funnel.stores.lock import SegmentLock
 from funnel.stores.mysql_store import MySqlSegmentStore
 from funnel.stores.redis_store import RedisSegmentStore
-from funnel.stores.run_info import RunInfo
+from funnel.stores.run_info import RunInfo, utc_now
 
 
 class SegmentRefreshOperator(BaseOperator):
@@ -27,12 +31,18 @@ class SegmentRefreshOperator(BaseOperator):
 
     :param segment_id: the segment to refresh (names the Redis keys and MySQL rows).
     :param query: HiveQL SELECT whose first column is the user id. (templated)
+    :param kind: ``dynamic`` or ``static``: which scheduling rules apply (overshoot, freeze).
+    :param max_shrink_pct: refuse a result that shrinks more than this against the live
+        version (None: the global ``max_shrink_pct`` setting).
     :param hive_conn_id: HiveServer2 connection.
     :param mysql_conn_id: MySQL connection holding funnel's tables.
     :param redis_conn_id: Redis connection serving membership.
     :param batch_size: rows per fetch from Hive and per write to each store.
 
-    Runs in the ``funnel_hive`` pool unless another ``pool`` is given.
+    Runs in the ``funnel_hive`` pool unless another ``pool`` is given. Each successful
+    refresh updates the Asset ``funnel://segment/<segment_id>`` with version, size,
+    entered and exited in the event's extra. Trigger conf ``{"force": true}`` overrides
+    the guards, the overshoot skip and a static segment's freeze.
     """
 
     template_fields: Sequence[str] = ("query",)
@@ -44,6 +54,8 @@ class SegmentRefreshOperator(BaseOperator):
         *,
         segment_id: str,
         query: str,
+        kind: str = Kind.DYNAMIC.value,
+        max_shrink_pct: float | None = None,
         hive_conn_id: str = settings.HIVE_CONN_ID,
         mysql_conn_id: str = settings.MYSQL_CONN_ID,
         redis_conn_id: str = settings.REDIS_CONN_ID,
@@ -51,9 +63,12 @@ class SegmentRefreshOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", settings.HIVE_POOL)
+        kwargs.setdefault("outlets", [Asset(layout.asset_uri(segment_id))])
         super().__init__(**kwargs)
         self.segment_id = segment_id
         self.query = query
+        self.kind = kind
+        self.max_shrink_pct = max_shrink_pct
         self.hive_conn_id = hive_conn_id
         self.mysql_conn_id = mysql_conn_id
         self.redis_conn_id = redis_conn_id
@@ -70,21 +85,46 @@ class SegmentRefreshOperator(BaseOperator):
             logical_date=dag_run.logical_date or dag_run.run_after,
             try_number=context["ti"].try_number,
         )
-        redis = RedisSegmentStore(RedisHook(redis_conn_id=self.redis_conn_id).get_conn(), settings.STAGING_TTL_SECONDS)
-        with (
-            contextlib.closing(FunnelMySqlHook(mysql_conn_id=self.mysql_conn_id).get_conn()) as mysql_conn,
-            contextlib.closing(HiveServer2Hook(hiveserver2_conn_id=self.hive_conn_id).get_conn()) as hive_conn,
-        ):
-            batches = stream_first_column(hive_conn, self.query, self.batch_size, get_context_from_env_var())
+        request = RefreshRequest(
+            segment_id=self.segment_id,
+            kind=Kind(self.kind),
+            run=run,
+            force=(dag_run.conf or {}).get("force") is True,
+            max_shrink_pct=settings.MAX_SHRINK_PCT if self.max_shrink_pct is None else self.max_shrink_pct,
+        )
+        if request.force:
+            self.log.warning("segment %s: forced run: guards, overshoot skip and freeze are off", self.segment_id)
+        redis_client = RedisHook(redis_conn_id=self.redis_conn_id).get_conn()
+        lock = SegmentLock(
+            redis_client,
+            self.segment_id,
+            {"dag_id": run.dag_id, "run_id": run.run_id, "try_number": run.try_number, "since": utc_now()},
+            ttl_seconds=settings.LOCK_TTL_SECONDS,
+            wait_seconds=settings.LOCK_WAIT_SECONDS,
+        )
+        hive_hook = HiveServer2Hook(hiveserver2_conn_id=self.hive_conn_id)
+        with contextlib.ExitStack() as stack:
+            mysql_conn = stack.enter_context(
+                contextlib.closing(FunnelMySqlHook(mysql_conn_id=self.mysql_conn_id).get_conn())
+            )
+
+            def batches() -> Iterator[list[Any]]:
+                hive_conn = stack.enter_context(contextlib.closing(hive_hook.get_conn()))
+                return stream_first_column(hive_conn, self.query, self.batch_size, get_context_from_env_var())
+
+            refresher = Refresher(
+                mysql=MySqlSegmentStore(mysql_conn),
+                redis=RedisSegmentStore(redis_client, settings.STAGING_TTL_SECONDS, settings.CHANGE_TTL_SECONDS),
+                history=RunHistory(mysql_conn),
+                batch_size=self.batch_size,
+                keep_versions=settings.KEEP_VERSIONS,
+                progress_every=settings.PROGRESS_EVERY_ROWS,
+            )
             try:
-                result = refresh_segment(
-                    self.segment_id,
-                    batches,
-                    MySqlSegmentStore(mysql_conn),
-                    redis,
-                    run,
-                    self.batch_size,
-                )
+                result = refresher.refresh(request, batches, lock)
+            except RefreshSkipped as skipped:
+                self.log.info("segment %s: skipped: %s", self.segment_id, skipped)
+                raise AirflowSkipException(str(skipped)) from skipped
             except FunnelError:
                 raise
             except Exception as exc:
@@ -92,31 +132,32 @@ class SegmentRefreshOperator(BaseOperator):
                     f"segment {self.segment_id!r}: refresh failed ({type(exc).__name__}: {exc}); "
                     "live members in Redis and MySQL are unchanged"
                 ) from exc
-        self._log_summary(result)
+        context["outlet_events"][Asset(layout.asset_uri(self.segment_id))].extra = {
+            "segment_id": result.segment_id,
+            "version": result.version,
+            "size": result.size,
+            "entered": result.entered,
+            "exited": result.exited,
+        }
+        self.log.info(
+            "segment %s: version %s is live with %s members (+%s entered, -%s exited; %s rows read, "
+            "%s NULL ids skipped) in %.1fs",
+            result.segment_id,
+            result.version,
+            f"{result.size:,}",
+            f"{result.entered:,}",
+            f"{result.exited:,}",
+            f"{result.rows_read:,}",
+            f"{result.null_ids:,}",
+            result.seconds,
+        )
         return {
             "segment_id": result.segment_id,
             "version": result.version,
             "size": result.size,
-            "promoted": result.promoted,
+            "entered": result.entered,
+            "exited": result.exited,
         }
-
-    def _log_summary(self, result: RefreshResult) -> None:
-        if result.promoted:
-            self.log.info(
-                "segment %s: version %s is live with %s members (%s rows read, %s NULL ids skipped)",
-                result.segment_id,
-                result.version,
-                f"{result.size:,}",
-                f"{result.rows_read:,}",
-                result.null_ids,
-            )
-        else:
-            self.log.info(
-                "segment %s: computed %s members but kept live version %s (it is for a later logical date)",
-                result.segment_id,
-                f"{result.size:,}",
-                result.live_version,
-            )
 
 
 class InvalidSegmentOperator(BaseOperator):

@@ -67,6 +67,43 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                   ON m.segment_id = l.segment_id AND m.version = l.version""",
         ],
     ),
+    (
+        2,
+        [
+            f"""CREATE TABLE IF NOT EXISTS {layout.RUNS_TABLE} (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                segment_id VARCHAR(64) NOT NULL,
+                version INT UNSIGNED NULL,
+                dag_id VARCHAR(250) NOT NULL,
+                run_id VARCHAR(250) NOT NULL,
+                try_number INT NOT NULL,
+                logical_date DATETIME(6) NOT NULL,
+                started_at DATETIME(6) NOT NULL,
+                finished_at DATETIME(6) NULL,
+                status ENUM('running','success','failed','rejected','skipped','superseded') NOT NULL,
+                size BIGINT UNSIGNED NULL,
+                entered BIGINT UNSIGNED NULL,
+                exited BIGINT UNSIGNED NULL,
+                error TEXT NULL,
+                KEY segment_started_idx (segment_id, started_at),
+                KEY segment_status_idx (segment_id, status)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            f"""CREATE TABLE IF NOT EXISTS {layout.CHANGES_TABLE} (
+                segment_id VARCHAR(64) NOT NULL,
+                version INT UNSIGNED NOT NULL,
+                change_type ENUM('entered','exited') NOT NULL,
+                user_id {_MEMBER_ID},
+                PRIMARY KEY (segment_id, version, change_type, user_id)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            f"""ALTER TABLE {layout.VERSIONS_TABLE}
+                ADD COLUMN entered BIGINT UNSIGNED NULL,
+                ADD COLUMN exited BIGINT UNSIGNED NULL""",
+            f"""ALTER TABLE {layout.LIVE_TABLE}
+                ADD COLUMN entered BIGINT UNSIGNED NULL,
+                ADD COLUMN exited BIGINT UNSIGNED NULL""",
+            f"ALTER TABLE {layout.SEGMENTS_TABLE} ADD COLUMN max_shrink_pct DECIMAL(5,2) NULL AFTER rule",
+        ],
+    ),
 ]
 
 _DATABASE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -89,6 +126,21 @@ def ensure_database(hook: FunnelMySqlHook) -> str:
     return database
 
 
+#: MySQL errors that mean "this DDL already took effect" (a migration that died half-way).
+_ALREADY_DONE = {1060: "duplicate column", 1050: "table exists"}
+
+
+def _execute_idempotent(cur: object, statement: str) -> None:
+    import MySQLdb
+
+    try:
+        cur.execute(statement)  # type: ignore[attr-defined]
+    except MySQLdb.OperationalError as exc:
+        if exc.args[0] not in _ALREADY_DONE:
+            raise
+        log.info("funnel: migration statement already applied (%s)", _ALREADY_DONE[exc.args[0]])
+
+
 def migrate(hook: FunnelMySqlHook | None = None) -> list[int]:
     """Apply pending migrations; return the ids applied now (empty when up to date)."""
     hook = hook or FunnelMySqlHook()
@@ -108,7 +160,7 @@ def migrate(hook: FunnelMySqlHook | None = None) -> list[int]:
             if migration_id in done:
                 continue
             for statement in statements:
-                cur.execute(statement)
+                _execute_idempotent(cur, statement)
             cur.execute("INSERT INTO funnel_schema_migrations (id) VALUES (%s)", (migration_id,))
             conn.commit()
             applied_now.append(migration_id)

@@ -49,6 +49,8 @@ class Segment:
     rule: str | None = None  # canonical JSON text, so the value stays hashable
     enabled: bool = True
     source: str = "mysql"
+    #: Refuse a refresh that shrinks the segment by more than this percentage (None: the global setting).
+    max_shrink_pct: float | None = None
 
 
 def segment_from_row(row: Mapping[str, Any], source: str = "mysql") -> Segment:
@@ -79,6 +81,7 @@ def segment_from_row(row: Mapping[str, Any], source: str = "mysql") -> Segment:
         rule=_rule(segment_id, row["rule"]) if "rule" in present else None,
         enabled=_enabled(segment_id, row.get("enabled", True)),
         source=source,
+        max_shrink_pct=_max_shrink_pct(segment_id, kind, row.get("max_shrink_pct")),
     )
 
 
@@ -161,3 +164,18 @@ def _enabled(segment_id: str, raw: object) -> bool:
     if isinstance(raw, int) and raw in (0, 1):
         return bool(raw)
     raise SegmentError(segment_id, "enabled", f"is {raw!r}", "use true or false")
+
+
+def _max_shrink_pct(segment_id: str, kind: Kind, raw: object) -> float | None:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    fix = "set max_shrink_pct to a percentage from 0 to 100, or NULL for the global setting"
+    if kind is Kind.PROXY:
+        raise SegmentError(segment_id, "max_shrink_pct", "is set but a proxy segment has no refresh", fix)
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SegmentError(segment_id, "max_shrink_pct", f"is {raw!r}, not a number", fix) from None
+    if not 0 <= value <= 100:
+        raise SegmentError(segment_id, "max_shrink_pct", f"is {value}, outside 0..100", fix)
+    return value

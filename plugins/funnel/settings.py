@@ -48,3 +48,12 @@ def catalog_snapshot_path() -> str:
 def strict_catalog() -> bool:
     """Turn any invalid segment into an import error (for CI). Read at every parse."""
     return conf.getboolean(SECTION, "strict_catalog", fallback=False)
+
+
+#: Refresh semantics (issue: versioned, guarded, diffed, idempotent).
+KEEP_VERSIONS: int = conf.getint(SECTION, "keep_versions", fallback=3)
+MAX_SHRINK_PCT: float = conf.getfloat(SECTION, "max_shrink_pct", fallback=50.0)
+CHANGE_TTL_SECONDS: int = conf.getint(SECTION, "change_ttl_seconds", fallback=7 * 86_400)
+LOCK_TTL_SECONDS: int = conf.getint(SECTION, "lock_ttl_seconds", fallback=600)
+LOCK_WAIT_SECONDS: float = conf.getfloat(SECTION, "lock_wait_seconds", fallback=60.0)
+PROGRESS_EVERY_ROWS: int = conf.getint(SECTION, "progress_every_rows", fallback=1_000_000)

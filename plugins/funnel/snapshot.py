@@ -8,6 +8,7 @@ texts already passed the SQL check, so a parse re-checks only new or edited quer
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import hashlib
 import json
 import logging
@@ -44,6 +45,8 @@ def json_safe_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 value = value.isoformat(sep=" ")
             elif isinstance(value, bytes):
                 value = value.decode()
+            elif isinstance(value, decimal.Decimal):
+                value = float(value)
             item[key] = value
         safe.append(item)
     return safe

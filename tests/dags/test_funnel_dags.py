@@ -14,8 +14,12 @@ from funnel.plan import DYNAMIC_DAG_ID
 RUN_AT = dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC)
 GROUP_QUERY = "SELECT user_id FROM funnel_test.events WHERE grp = {grp}"
 # Templated: the task renders {{ ds }} before the query reaches Hive.
-TEMPLATED_QUERY = "SELECT user_id FROM funnel_test.events WHERE grp = 1 AND '{{ ds }}' = '2026-11-20'"
-RENDERED_QUERY = TEMPLATED_QUERY.replace("{{ ds }}", "2026-11-20")
+TEMPLATED_QUERY = "SELECT user_id FROM funnel_test.events WHERE grp = 1 AND '{{ ds }}' = '2030-01-20'"
+RENDERED_QUERY = TEMPLATED_QUERY.replace("{{ ds }}", "2030-01-20")
+# Dynamic runs use future slots: a past slot after which the segment was already refreshed
+# is skipped by the overshoot rule (tested on its own below).
+MORNING = dt.datetime(2030, 1, 20, 9, tzinfo=dt.UTC)
+EVENING = dt.datetime(2030, 1, 20, 18, tzinfo=dt.UTC)
 CATALOG = [
     {"segment_id": "group_zero", "name": "Group zero", "kind": "dynamic", "query": GROUP_QUERY.format(grp=0)},
     {"segment_id": "group_one", "name": "Group one", "kind": "dynamic", "query": TEMPLATED_QUERY},
@@ -111,7 +115,7 @@ def test_dynamic_dag_run_puts_exactly_the_query_result_in_both_stores(
     catalog: Any, events: Any, redis_client: Any, airflow_db: None
 ) -> None:
     dag = load_dagbag().dags[DYNAMIC_DAG_ID]
-    run = dag.test(logical_date=dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC))
+    run = dag.test(logical_date=MORNING)
     assert run.state == "success"
     for query, segment_id in ((GROUP_QUERY.format(grp=0), "group_zero"), (RENDERED_QUERY, "group_one")):
         expected = hive_first_column(events, query)
@@ -124,7 +128,7 @@ def test_dynamic_dag_run_puts_exactly_the_query_result_in_both_stores(
         events,
         "INSERT OVERWRITE TABLE funnel_test.events SELECT id AS user_id, (id + 1) % 3 AS grp FROM range(1500, 4500)",
     )
-    run = dag.test(logical_date=dt.datetime(2026, 11, 20, 18, tzinfo=dt.UTC))
+    run = dag.test(logical_date=EVENING)
     assert run.state == "success"
     for query, segment_id in ((GROUP_QUERY.format(grp=0), "group_zero"), (RENDERED_QUERY, "group_one")):
         expected = hive_first_column(events, query)
@@ -148,7 +152,7 @@ def test_disabled_segment_loses_its_task_but_keeps_its_members(
     catalog: Any, events: Any, redis_client: Any, airflow_db: None
 ) -> None:
     dag = load_dagbag().dags[DYNAMIC_DAG_ID]
-    assert dag.test(logical_date=dt.datetime(2026, 11, 21, 9, tzinfo=dt.UTC)).state == "success"
+    assert dag.test(logical_date=MORNING).state == "success"
     before = redis_live_members(redis_client, "group_zero")
     assert before
     cur = catalog.cursor()
@@ -157,3 +161,51 @@ def test_disabled_segment_loses_its_task_but_keeps_its_members(
     assert [t.task_id for t in load_dagbag().dags[DYNAMIC_DAG_ID].tasks] == ["group_one"]
     assert redis_live_members(redis_client, "group_zero") == before
     assert mysql_live_members(catalog, "group_zero") == before
+
+
+def task_states(run: Any) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def test_refresh_emits_an_asset_event_with_version_size_and_changes(
+    catalog: Any, events: Any, redis_client: Any, airflow_db: None
+) -> None:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    dag = load_dagbag().dags[DYNAMIC_DAG_ID]
+    assert [o.uri for o in dag.get_task("group_zero").outlets] == ["funnel://segment/group_zero"]
+    run = dag.test(logical_date=MORNING)
+    assert run.state == "success"
+    with create_session() as session:
+        extras = [
+            event.extra
+            for event, uri in session.query(AssetEvent, AssetModel.uri)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetEvent.source_run_id == run.run_id)
+            if uri == "funnel://segment/group_zero"
+        ]
+    assert extras == [{"segment_id": "group_zero", "version": 1, "size": 1000, "entered": 1000, "exited": 0}]
+
+
+def test_overshoot_and_static_freeze_skip_tasks_and_force_runs_them(
+    mysql_conn: Any, events: Any, redis_client: Any, airflow_db: None
+) -> None:
+    insert_segments(mysql_conn, CATALOG[0], CATALOG[3])  # group_zero (dynamic), launch_week (static)
+    bag = load_dagbag()
+    dynamic, static = bag.dags[DYNAMIC_DAG_ID], bag.dags["funnel_static_launch_week"]
+    morning, evening = dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC), dt.datetime(2026, 1, 5, 18, tzinfo=dt.UTC)
+    assert task_states(dynamic.test(logical_date=morning)) == {"group_zero": "success"}
+    # Refreshed just now by the 09:00 run, i.e. after the 18:00 slot: the 18:00 run skips it.
+    assert task_states(dynamic.test(logical_date=evening)) == {"group_zero": "skipped"}
+    forced = dynamic.test(logical_date=evening + dt.timedelta(minutes=1), run_conf={"force": True})
+    assert task_states(forced) == {"group_zero": "success"}
+
+    assert task_states(static.test(logical_date=RUN_AT)) == {"launch_week": "success"}
+    frozen = redis_live_members(redis_client, "launch_week")
+    hive_execute(events, "INSERT OVERWRITE TABLE funnel_test.events SELECT id AS user_id, 2 AS grp FROM range(10)")
+    assert task_states(static.test(logical_date=RUN_AT + dt.timedelta(minutes=1))) == {"launch_week": "skipped"}
+    assert redis_live_members(redis_client, "launch_week") == frozen
+    refrozen = static.test(logical_date=RUN_AT + dt.timedelta(minutes=2), run_conf={"force": True})
+    assert task_states(refrozen) == {"launch_week": "success"}
+    assert redis_live_members(redis_client, "launch_week") == {str(i) for i in range(10)}

@@ -26,8 +26,11 @@ class LiveVersion:
     version: int
     logical_date: dt.datetime
     size: int
+    dag_id: str
     run_id: str
     refreshed_at: dt.datetime
+    entered: int | None = None
+    exited: int | None = None
 
     def is_after(self, run: RunInfo, version: int) -> bool:
         """True when this live version must not be replaced by ``version`` computed by ``run``."""
@@ -43,7 +46,7 @@ class MySqlSegmentStore:
     def live_version(self, segment_id: str) -> LiveVersion | None:
         cur = self.conn.cursor()
         cur.execute(
-            f"SELECT version, logical_date, size, run_id, refreshed_at FROM {layout.LIVE_TABLE} WHERE segment_id = %s",
+            f"SELECT {_LIVE_COLUMNS} FROM {layout.LIVE_TABLE} WHERE segment_id = %s",
             (segment_id,),
         )
         row = cur.fetchone()
@@ -64,17 +67,22 @@ class MySqlSegmentStore:
         return len(versions)
 
     def delete_version(self, segment_id: str, version: int) -> None:
-        """Delete one non-live version's members in small chunks, then its row."""
+        """Delete one non-live version's members and changes in small chunks, then its row.
+
+        Each chunk is its own short transaction on rows no reader of the live version needs,
+        so pruning never blocks ``funnel_current_members``.
+        """
         cur = self.conn.cursor()
-        while True:
-            cur.execute(
-                f"DELETE FROM {layout.MEMBERS_TABLE} WHERE segment_id = %s AND version = %s LIMIT {DELETE_CHUNK}",
-                (segment_id, version),
-            )
-            deleted = cur.rowcount
-            self.conn.commit()
-            if deleted < DELETE_CHUNK:
-                break
+        for table in (layout.MEMBERS_TABLE, layout.CHANGES_TABLE):
+            while True:
+                cur.execute(
+                    f"DELETE FROM {table} WHERE segment_id = %s AND version = %s LIMIT {DELETE_CHUNK}",
+                    (segment_id, version),
+                )
+                deleted = cur.rowcount
+                self.conn.commit()
+                if deleted < DELETE_CHUNK:
+                    break
         cur.execute(
             f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state <> 'live'",
             (segment_id, version),
@@ -122,7 +130,14 @@ class MySqlSegmentStore:
         return count
 
     def promote(
-        self, segment_id: str, version: int, run: RunInfo, size: int, now: dt.datetime
+        self,
+        segment_id: str,
+        version: int,
+        run: RunInfo,
+        size: int,
+        now: dt.datetime,
+        entered: int | None = None,
+        exited: int | None = None,
     ) -> tuple[bool, LiveVersion]:
         """Make ``version`` live unless a version for a later logical date already is.
 
@@ -131,8 +146,7 @@ class MySqlSegmentStore:
         """
         cur = self.conn.cursor()
         cur.execute(
-            f"SELECT version, logical_date, size, run_id, refreshed_at FROM {layout.LIVE_TABLE}"
-            " WHERE segment_id = %s FOR UPDATE",
+            f"SELECT {_LIVE_COLUMNS} FROM {layout.LIVE_TABLE} WHERE segment_id = %s FOR UPDATE",
             (segment_id,),
         )
         row = cur.fetchone()
@@ -148,17 +162,27 @@ class MySqlSegmentStore:
         naive_now = to_naive_utc(now)
         cur.execute(
             f"INSERT INTO {layout.LIVE_TABLE}"
-            " (segment_id, version, logical_date, size, dag_id, run_id, refreshed_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " (segment_id, version, logical_date, size, dag_id, run_id, refreshed_at, entered, exited)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON DUPLICATE KEY UPDATE version = VALUES(version), logical_date = VALUES(logical_date),"
             " size = VALUES(size), dag_id = VALUES(dag_id), run_id = VALUES(run_id),"
-            " refreshed_at = VALUES(refreshed_at)",
-            (segment_id, version, to_naive_utc(run.logical_date), size, run.dag_id, run.run_id, naive_now),
+            " refreshed_at = VALUES(refreshed_at), entered = VALUES(entered), exited = VALUES(exited)",
+            (
+                segment_id,
+                version,
+                to_naive_utc(run.logical_date),
+                size,
+                run.dag_id,
+                run.run_id,
+                naive_now,
+                entered,
+                exited,
+            ),
         )
         cur.execute(
-            f"UPDATE {layout.VERSIONS_TABLE} SET state = 'live', size = %s, promoted_at = %s"
-            " WHERE segment_id = %s AND version = %s",
-            (size, naive_now, segment_id, version),
+            f"UPDATE {layout.VERSIONS_TABLE} SET state = 'live', size = %s, promoted_at = %s, entered = %s,"
+            " exited = %s WHERE segment_id = %s AND version = %s",
+            (size, naive_now, entered, exited, segment_id, version),
         )
         if current is not None:
             cur.execute(
@@ -166,21 +190,62 @@ class MySqlSegmentStore:
                 (segment_id, current.version),
             )
         self.conn.commit()
-        return True, LiveVersion(version, run.logical_date, size, run.run_id, now)
+        return True, LiveVersion(version, run.logical_date, size, run.dag_id, run.run_id, now, entered, exited)
+
+    def stage_changes(self, segment_id: str, version: int, previous: int | None) -> tuple[int, int]:
+        """Record who entered and exited between ``previous`` (the live version) and ``version``.
+
+        Two anti-joins run inside MySQL (no ids travel to the client); returns the counts.
+        """
+        cur = self.conn.cursor()
+        cur.execute(f"DELETE FROM {layout.CHANGES_TABLE} WHERE segment_id = %s AND version = %s", (segment_id, version))
+        counts = []
+        for change, new, old in (("entered", version, previous), ("exited", previous, version)):
+            if new is None:
+                counts.append(0)
+                continue
+            cur.execute(
+                f"INSERT INTO {layout.CHANGES_TABLE} (segment_id, version, change_type, user_id)"
+                f" SELECT n.segment_id, %s, %s, n.user_id FROM {layout.MEMBERS_TABLE} n"
+                f" LEFT JOIN {layout.MEMBERS_TABLE} o"
+                "   ON o.segment_id = n.segment_id AND o.version = %s AND o.user_id = n.user_id"
+                " WHERE n.segment_id = %s AND n.version = %s AND o.user_id IS NULL",
+                (version, change, old if old is not None else 0, segment_id, new),
+            )
+            counts.append(cur.rowcount)
+            self.conn.commit()
+        return counts[0], counts[1]
+
+    def iter_changes(self, segment_id: str, version: int, change: str, batch_size: int) -> Iterator[list[str]]:
+        """Stream the ids that ``entered`` or ``exited`` in ``version``."""
+        yield from self._iter_ids(
+            f"SELECT user_id FROM {layout.CHANGES_TABLE}"
+            " WHERE segment_id = %s AND version = %s AND change_type = %s AND user_id > %s ORDER BY user_id LIMIT %s",
+            (segment_id, version, change),
+            batch_size,
+        )
 
     def iter_live_members(self, segment_id: str, batch_size: int) -> Iterator[list[str]]:
-        """Stream the live members in batches (keyset pagination: no long-open cursor)."""
+        """Stream the live members in batches."""
         live = self.live_version(segment_id)
         if live is None:
             return
+        yield from self.iter_members(segment_id, live.version, batch_size)
+
+    def iter_members(self, segment_id: str, version: int, batch_size: int) -> Iterator[list[str]]:
+        yield from self._iter_ids(
+            f"SELECT user_id FROM {layout.MEMBERS_TABLE}"
+            " WHERE segment_id = %s AND version = %s AND user_id > %s ORDER BY user_id LIMIT %s",
+            (segment_id, version),
+            batch_size,
+        )
+
+    def _iter_ids(self, sql: str, params: tuple[object, ...], batch_size: int) -> Iterator[list[str]]:
+        """Keyset pagination over user_id: short queries, no long-open cursor."""
         after = ""
         cur = self.conn.cursor()
         while True:
-            cur.execute(
-                f"SELECT user_id FROM {layout.MEMBERS_TABLE}"
-                " WHERE segment_id = %s AND version = %s AND user_id > %s ORDER BY user_id LIMIT %s",
-                (segment_id, live.version, after, batch_size),
-            )
+            cur.execute(sql, (*params, after, batch_size))
             batch = [row[0] for row in cur.fetchall()]
             self.conn.commit()
             if not batch:
@@ -188,7 +253,34 @@ class MySqlSegmentStore:
             yield batch
             after = batch[-1]
 
+    def prune(self, segment_id: str, keep: int) -> list[int]:
+        """Delete all but the newest ``keep`` versions (the live one always stays); return those deleted."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT version FROM {layout.VERSIONS_TABLE}"
+            " WHERE segment_id = %s AND state = 'retired' ORDER BY version DESC",
+            (segment_id,),
+        )
+        retired = [int(row[0]) for row in cur.fetchall()]
+        self.conn.commit()
+        doomed = retired[max(keep - 1, 0) :]
+        for version in doomed:
+            self.delete_version(segment_id, version)
+        return doomed
+
+
+_LIVE_COLUMNS = "version, logical_date, size, dag_id, run_id, refreshed_at, entered, exited"
+
 
 def _live(row: Sequence[Any]) -> LiveVersion:
-    version, logical_date, size, run_id, refreshed_at = row
-    return LiveVersion(int(version), from_naive_utc(logical_date), int(size), run_id, from_naive_utc(refreshed_at))
+    version, logical_date, size, dag_id, run_id, refreshed_at, entered, exited = row
+    return LiveVersion(
+        int(version),
+        from_naive_utc(logical_date),
+        int(size),
+        dag_id,
+        run_id,
+        from_naive_utc(refreshed_at),
+        None if entered is None else int(entered),
+        None if exited is None else int(exited),
+    )

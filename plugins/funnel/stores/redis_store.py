@@ -13,7 +13,8 @@ from typing import Any
 
 from funnel import layout
 
-# KEYS: staging, members, meta. ARGV: logical_ts_us, version, then meta field/value pairs.
+# KEYS: staging, members, meta, staging:entered, entered, staging:exited, exited.
+# ARGV: logical_ts_us, version, change_ttl_ms, then meta field/value pairs.
 # Returns 1 when swapped, 0 when the live version is for a later (logical date, version).
 _PROMOTE_LUA = """
 local live_ts = tonumber(redis.call('HGET', KEYS[3], 'logical_ts_us') or '-1')
@@ -21,17 +22,22 @@ local live_version = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
 local new_ts = tonumber(ARGV[1])
 local new_version = tonumber(ARGV[2])
 if live_ts > new_ts or (live_ts == new_ts and live_version > new_version) then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[4], KEYS[6])
   return 0
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('PERSIST', KEYS[1])
-  redis.call('RENAME', KEYS[1], KEYS[2])
-else
-  redis.call('DEL', KEYS[2])
+local function swap(staged, live, ttl_ms)
+  if redis.call('EXISTS', staged) == 1 then
+    redis.call('RENAME', staged, live)
+    if ttl_ms then redis.call('PEXPIRE', live, ttl_ms) else redis.call('PERSIST', live) end
+  else
+    redis.call('DEL', live)
+  end
 end
+swap(KEYS[1], KEYS[2], nil)
+swap(KEYS[4], KEYS[5], ARGV[3])
+swap(KEYS[6], KEYS[7], ARGV[3])
 redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], unpack(ARGV, 3))
+redis.call('HSET', KEYS[3], unpack(ARGV, 4))
 return 1
 """
 
@@ -39,9 +45,10 @@ return 1
 class RedisSegmentStore:
     """Live member sets and their metadata in Redis, over a redis-py client."""
 
-    def __init__(self, client: Any, staging_ttl_seconds: int) -> None:
+    def __init__(self, client: Any, staging_ttl_seconds: int, change_ttl_seconds: int = 7 * 86_400) -> None:
         self.client = client
         self.staging_ttl_seconds = staging_ttl_seconds
+        self.change_ttl_seconds = change_ttl_seconds
         self._promote = client.register_script(_PROMOTE_LUA)
 
     def live_meta(self, segment_id: str) -> dict[str, str]:
@@ -53,13 +60,24 @@ class RedisSegmentStore:
         return int(version) if version is not None else None
 
     def clear_staged(self, segment_id: str) -> None:
-        self.client.unlink(layout.staging_key(segment_id))
+        self.client.unlink(
+            layout.staging_key(segment_id),
+            layout.staging_entered_key(segment_id),
+            layout.staging_exited_key(segment_id),
+        )
 
     def add_members(self, segment_id: str, user_ids: Sequence[str]) -> None:
         """Stage a batch in one round trip; the key expires if the refresh is abandoned."""
+        self._stage(layout.staging_key(segment_id), user_ids)
+
+    def add_changes(self, segment_id: str, change: str, user_ids: Sequence[str]) -> None:
+        """Stage a batch of the ids that ``entered`` or ``exited``."""
+        key = layout.staging_entered_key(segment_id) if change == "entered" else layout.staging_exited_key(segment_id)
+        self._stage(key, user_ids)
+
+    def _stage(self, key: str, user_ids: Sequence[str]) -> None:
         if not user_ids:
             return
-        key = layout.staging_key(segment_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.sadd(key, *user_ids)
         pipe.expire(key, self.staging_ttl_seconds)
@@ -73,8 +91,17 @@ class RedisSegmentStore:
         fields: list[object] = []
         for name, value in {**meta, "logical_ts_us": logical_ts_us, "version": version}.items():
             fields.extend((name, str(value)))
-        keys = [layout.staging_key(segment_id), layout.members_key(segment_id), layout.meta_key(segment_id)]
-        return bool(self._promote(keys=keys, args=[logical_ts_us, version, *fields]))
+        keys = [
+            layout.staging_key(segment_id),
+            layout.members_key(segment_id),
+            layout.meta_key(segment_id),
+            layout.staging_entered_key(segment_id),
+            layout.entered_key(segment_id),
+            layout.staging_exited_key(segment_id),
+            layout.exited_key(segment_id),
+        ]
+        args = [logical_ts_us, version, self.change_ttl_seconds * 1000, *fields]
+        return bool(self._promote(keys=keys, args=args))
 
 
 def _text(value: bytes | str) -> str:
