@@ -14,6 +14,8 @@ from helpers import insert_segments
 
 from funnel.plan import DYNAMIC_DAG_ID
 
+EXAMPLE_DAG_ID = "funnel_example_big_spenders_consumer"
+
 ALPHA_QUERY = "SELECT user_id FROM dw.a WHERE d = '{{ ds }}'"
 SEGMENTS = [
     {"segment_id": "zeta", "name": "Zeta", "kind": "dynamic", "query": "SELECT user_id FROM dw.z"},
@@ -58,7 +60,7 @@ def test_invalid_segment_gets_a_marker_dag_and_the_rest_build(mysql_conn: Any) -
     insert_segments(mysql_conn, *SEGMENTS, BROKEN)
     bag = load_dagbag()
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == [DYNAMIC_DAG_ID, "funnel_invalid_broken", "funnel_static_launch"]
+    assert sorted(bag.dag_ids) == [DYNAMIC_DAG_ID, EXAMPLE_DAG_ID, "funnel_invalid_broken", "funnel_static_launch"]
     assert [t.task_id for t in bag.dags[DYNAMIC_DAG_ID].tasks] == ["alpha", "zeta"]
     marker = bag.dags["funnel_invalid_broken"]
     assert marker.description.startswith("segment 'broken': field 'query' contains DELETE")
@@ -72,7 +74,7 @@ def test_strict_mode_turns_an_invalid_segment_into_an_import_error(
     insert_segments(mysql_conn, *SEGMENTS, BROKEN)
     monkeypatch.setenv("AIRFLOW__FUNNEL__STRICT_CATALOG", "True")
     bag = load_dagbag()
-    assert bag.dag_ids == []
+    assert bag.dag_ids == [EXAMPLE_DAG_ID]  # only the other file's DAG
     [message] = bag.import_errors.values()
     assert "1 invalid segment(s) (strict_catalog is on)" in message
     assert "segment 'broken': field 'query' contains DELETE" in message
@@ -106,7 +108,7 @@ def test_worker_parse_builds_only_the_dag_it_runs(mysql_conn: Any, monkeypatch: 
     insert_segments(mysql_conn, *SEGMENTS)
     monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "funnel_static_launch")
     monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "launch")
-    assert load_dagbag().dag_ids == ["funnel_static_launch"]
+    assert sorted(load_dagbag().dag_ids) == [EXAMPLE_DAG_ID, "funnel_static_launch"]
 
 
 def test_tasks_document_their_segment_and_run_in_the_hive_pool(mysql_conn: Any) -> None:

@@ -75,7 +75,7 @@ def events(hive_conn: Any) -> Any:
 def test_dag_folder_imports_without_errors(catalog: Any) -> None:
     bag = load_dagbag()
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == [DYNAMIC_DAG_ID, "funnel_static_launch_week"]
+    assert sorted(bag.dag_ids) == [DYNAMIC_DAG_ID, "funnel_example_big_spenders_consumer", "funnel_static_launch_week"]
 
 
 def test_every_dag_survives_serialization_round_trip(catalog: Any) -> None:
@@ -86,6 +86,7 @@ def test_every_dag_survives_serialization_round_trip(catalog: Any) -> None:
         assert [t.task_id for t in back.tasks] == [t.task_id for t in dag.tasks]
         summaries[back.dag_id] = back.timetable.summary
     assert summaries == {
+        "funnel_example_big_spenders_consumer": "Asset",
         DYNAMIC_DAG_ID: "0 9,18 * * *",
         "funnel_static_launch_week": "once at 2026-11-20T09:00:00+00:00",
     }
@@ -173,8 +174,11 @@ def test_refresh_emits_an_asset_event_with_version_size_and_changes(
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    dag = load_dagbag().dags[DYNAMIC_DAG_ID]
+    bag = load_dagbag()
+    dag = bag.dags[DYNAMIC_DAG_ID]
     assert [o.uri for o in dag.get_task("group_zero").outlets] == ["funnel://segment/group_zero"]
+    consumer = bag.dags["funnel_example_big_spenders_consumer"]
+    assert [a.uri for a in consumer.timetable.asset_condition.objects] == ["funnel://segment/big_spenders"]
     run = dag.test(logical_date=MORNING)
     assert run.state == "success"
     with create_session() as session:
