@@ -412,3 +412,13 @@ def test_unusable_user_id_names_segment_and_fix() -> None:
         normalize_user_ids("seg", ["x" * 65])
     with pytest.raises(UserIdError, match="a fraction"):
         normalize_user_ids("seg", [1.5])
+
+
+def test_progress_is_logged_with_rows_and_rate(refresher: Refresher, caplog: pytest.LogCaptureFixture) -> None:
+    refresher.progress_every = 4
+    with caplog.at_level("INFO", logger="funnel.refresh"):
+        do(refresher, list(range(10)), run_at(20))
+    progress = [r.getMessage() for r in caplog.records if "rows staged" in r.getMessage()]
+    assert len(progress) == 2
+    assert progress[0].startswith("segment s: 6 rows staged (")
+    assert progress[0].endswith(" rows/s)")
