@@ -22,7 +22,6 @@ _JINJA_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _JINJA_BLOCK = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 
 
-
 @functools.cache
 def _forbidden() -> tuple[tuple[Any, str], ...]:
     """Nodes that make a statement something other than a read-only query, wherever they appear."""
@@ -44,6 +43,7 @@ def _forbidden() -> tuple[tuple[Any, str], ...]:
         (exp.QueryTransform, "TRANSFORM ... USING (an external script)"),
         (exp.Command, "a command"),
     )
+
 
 _FIX = "make query a single HiveQL SELECT (or WITH ... SELECT) whose first column is the user id"
 
