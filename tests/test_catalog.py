@@ -161,3 +161,22 @@ def test_snapshot_remembers_checked_queries(mysql_conn: Any, snapshot_path: Path
     assert saved is not None
     assert saved.checked_queries == {snapshot.query_digest(DYNAMIC["query"])}
     assert saved.rows[0]["segment_id"] == "a"
+
+
+def test_new_queries_past_the_parse_budget_build_and_are_checked_later() -> None:
+    from funnel.catalog import validate_rows
+
+    rows = [
+        ({"segment_id": "good", **DYNAMIC}, MYSQL_SOURCE),
+        ({"segment_id": "evil", **DYNAMIC, "query": "DROP TABLE dw.orders"}, MYSQL_SOURCE),
+    ]
+    hurried = validate_rows(rows, check_budget_seconds=0)
+    assert (ids(hurried), hurried.unchecked, hurried.errors, hurried.checked_queries) == (
+        ["evil", "good"],
+        2,
+        [],
+        set(),
+    )
+    thorough = validate_rows(rows, hurried.checked_queries, check_budget_seconds=None)
+    assert ids(thorough) == ["good"]
+    assert [e.segment_id for e in thorough.errors] == ["evil"]

@@ -35,6 +35,8 @@ class Catalog:
     errors: list[SegmentError] = field(default_factory=list)
     from_snapshot: bool = False
     checked_queries: set[str] = field(default_factory=set)
+    #: Segments built with a query not parsed yet (the parse-time budget ran out).
+    unchecked: int = 0
 
 
 def variable_source(name: str) -> str:
@@ -93,16 +95,31 @@ def merge_rows(
     return merged
 
 
-def validate_rows(rows: Iterable[tuple[Mapping[str, Any], str]], checked_queries: Iterable[str] = ()) -> Catalog:
-    """Validate each row alone. Queries whose digest is in ``checked_queries`` skip the SQL parse."""
+def validate_rows(
+    rows: Iterable[tuple[Mapping[str, Any], str]],
+    checked_queries: Iterable[str] = (),
+    check_budget_seconds: float | None = None,
+) -> Catalog:
+    """Validate each row alone.
+
+    Queries whose digest is in ``checked_queries`` skip the SQL parse. New queries are
+    parsed until ``check_budget_seconds`` is spent (None: no limit); the rest build as usual,
+    are counted in ``unchecked``, and are parsed at the next parses (the operator also checks
+    every query before it reaches Hive).
+    """
     known = set(checked_queries)
     catalog = Catalog()
+    deadline = None if check_budget_seconds is None else time.monotonic() + check_budget_seconds
     for row, source in rows:
         try:
             segment = segment_from_row(row, source)
             if segment.query is not None:
                 digest = snapshot.query_digest(segment.query)
                 if digest not in known:
+                    if deadline is not None and time.monotonic() > deadline:
+                        catalog.unchecked += 1
+                        catalog.segments.append(segment)
+                        continue
                     check_query(segment.segment_id, segment.query)
                     known.add(digest)
                 catalog.checked_queries.add(digest)
@@ -147,7 +164,15 @@ def load_catalog(hook: FunnelMySqlHook | None = None, snapshot_path: str | None 
     catalog = validate_rows(
         merge_rows(mysql_rows, variable_rows, settings.CATALOG_VARIABLE),
         last_good.checked_queries if last_good else (),
+        None if settings.strict_catalog() else settings.query_check_budget_seconds(),
     )
+    if catalog.unchecked:
+        log.warning(
+            "funnel: %d new queries not checked yet (parse-time budget %.2fs spent); the next parses "
+            "check them, and each task checks its query before it reaches Hive",
+            catalog.unchecked,
+            settings.query_check_budget_seconds(),
+        )
     catalog.errors[:0] = variable_errors
     catalog.from_snapshot = from_snapshot
     if not from_snapshot:

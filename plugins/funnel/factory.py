@@ -8,6 +8,7 @@ same catalog always serializes to the same DAGs and Airflow records no new versi
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import time
@@ -118,7 +119,15 @@ def register_dags(namespace: MutableMapping[str, object]) -> None:
         details = "\n".join(f"- {error}" for error in catalog.errors)
         raise CatalogError(f"funnel: {len(catalog.errors)} invalid segment(s) (strict_catalog is on):\n{details}")
     only_dag_id = get_parsing_context().dag_id
-    dags = build_dags(catalog, only_dag_id)
+    # Thousands of operators allocate millions of objects; a collection pass every few
+    # thousand allocations finds no garbage here and costs a fifth of the build.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        dags = build_dags(catalog, only_dag_id)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     namespace.update(dags)
     log.info(
         "funnel: built %d DAGs from %d segments%s in %.3fs",

@@ -17,6 +17,7 @@ from funnel import layout, settings
 from funnel.errors import FunnelError
 from funnel.hive_source import stream_first_column
 from funnel.hooks import FunnelMySqlHook
+from funnel.query_check import check_query
 from funnel.refresh import Refresher, RefreshRequest, RefreshSkipped
 from funnel.segments import Kind
 from funnel.stores.history import RunHistory
@@ -78,6 +79,7 @@ class SegmentRefreshOperator(BaseOperator):
         from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook, get_context_from_env_var
         from airflow.providers.redis.hooks.redis import RedisHook
 
+        check_query(self.segment_id, self.query)  # the rendered query, before it reaches Hive
         dag_run = context["dag_run"]
         run = RunInfo(
             dag_id=dag_run.dag_id,

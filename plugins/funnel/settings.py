@@ -57,3 +57,11 @@ CHANGE_TTL_SECONDS: int = conf.getint(SECTION, "change_ttl_seconds", fallback=7 
 LOCK_TTL_SECONDS: int = conf.getint(SECTION, "lock_ttl_seconds", fallback=600)
 LOCK_WAIT_SECONDS: float = conf.getfloat(SECTION, "lock_wait_seconds", fallback=60.0)
 PROGRESS_EVERY_ROWS: int = conf.getint(SECTION, "progress_every_rows", fallback=1_000_000)
+
+
+def query_check_budget_seconds() -> float:
+    """Time one parse may spend checking new queries with the SQL parser (strict mode: no limit).
+
+    Known-good queries are remembered in the snapshot, so later parses check the rest.
+    """
+    return conf.getfloat(SECTION, "query_check_budget_seconds", fallback=0.3)
