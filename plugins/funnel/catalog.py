@@ -175,8 +175,9 @@ def load_catalog(hook: FunnelMySqlHook | None = None, snapshot_path: str | None 
         )
     catalog.errors[:0] = variable_errors
     catalog.from_snapshot = from_snapshot
-    if not from_snapshot:
-        snapshot.save(path, snapshot.Snapshot(mysql_rows, frozenset(catalog.checked_queries)))
+    fresh = snapshot.Snapshot(mysql_rows, frozenset(catalog.checked_queries))
+    if not from_snapshot and fresh != last_good:  # an unchanged catalog costs no write
+        snapshot.save(path, fresh)
     return catalog
 
 

@@ -112,22 +112,25 @@ def register_dags(namespace: MutableMapping[str, object]) -> None:
     the whole file an import error instead (for CI).
     """
     started = time.monotonic()
+    # Thousands of segments allocate millions of objects; collection passes every few
+    # thousand allocations find no garbage here and cost a fifth of the parse.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _register(namespace, started)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _register(namespace: MutableMapping[str, object], started: float) -> None:
     catalog = load_catalog()
     for error in catalog.errors:
         log.error("funnel: invalid segment, not refreshed: %s", error)
     if catalog.errors and settings.strict_catalog():
         details = "\n".join(f"- {error}" for error in catalog.errors)
         raise CatalogError(f"funnel: {len(catalog.errors)} invalid segment(s) (strict_catalog is on):\n{details}")
-    only_dag_id = get_parsing_context().dag_id
-    # Thousands of operators allocate millions of objects; a collection pass every few
-    # thousand allocations finds no garbage here and costs a fifth of the build.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        dags = build_dags(catalog, only_dag_id)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    dags = build_dags(catalog, get_parsing_context().dag_id)
     namespace.update(dags)
     log.info(
         "funnel: built %d DAGs from %d segments%s in %.3fs",

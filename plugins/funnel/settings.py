@@ -64,4 +64,4 @@ def query_check_budget_seconds() -> float:
 
     Known-good queries are remembered in the snapshot, so later parses check the rest.
     """
-    return conf.getfloat(SECTION, "query_check_budget_seconds", fallback=0.3)
+    return conf.getfloat(SECTION, "query_check_budget_seconds", fallback=0.1)
