@@ -75,11 +75,8 @@ class SegmentRefreshOperator(BaseOperator):
         self.redis_conn_id = redis_conn_id
         self.batch_size = batch_size
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook, get_context_from_env_var
-        from airflow.providers.redis.hooks.redis import RedisHook
-
-        check_query(self.segment_id, self.query)  # the rendered query, before it reaches Hive
+    def _request(self, context: Context) -> RefreshRequest:
+        """This run's refresh: its identity, the rules that apply and whether it is forced."""
         dag_run = context["dag_run"]
         run = RunInfo(
             dag_id=dag_run.dag_id,
@@ -87,13 +84,21 @@ class SegmentRefreshOperator(BaseOperator):
             logical_date=dag_run.logical_date or dag_run.run_after,
             try_number=context["ti"].try_number,
         )
-        request = RefreshRequest(
+        return RefreshRequest(
             segment_id=self.segment_id,
             kind=Kind(self.kind),
             run=run,
             force=(dag_run.conf or {}).get("force") is True,
             max_shrink_pct=settings.MAX_SHRINK_PCT if self.max_shrink_pct is None else self.max_shrink_pct,
         )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook, get_context_from_env_var
+        from airflow.providers.redis.hooks.redis import RedisHook
+
+        check_query(self.segment_id, self.query)  # the rendered query, before it reaches Hive
+        request = self._request(context)
+        run = request.run
         if request.force:
             self.log.warning("segment %s: forced run: guards, overshoot skip and freeze are off", self.segment_id)
         redis_client = RedisHook(redis_conn_id=self.redis_conn_id).get_conn()
@@ -131,8 +136,8 @@ class SegmentRefreshOperator(BaseOperator):
                 raise
             except Exception as exc:
                 raise FunnelError(
-                    f"segment {self.segment_id!r}: refresh failed ({type(exc).__name__}: {exc}); "
-                    "live members in Redis and MySQL are unchanged"
+                    f"segment {self.segment_id!r}: refresh failed ({type(exc).__name__}: {exc}); readers still "
+                    "see a complete version, and the next attempt cleans up and brings Redis level with MySQL"
                 ) from exc
         context["outlet_events"][Asset(layout.asset_uri(self.segment_id))].extra = {
             "segment_id": result.segment_id,
