@@ -179,6 +179,3 @@ def load_catalog(hook: FunnelMySqlHook | None = None, snapshot_path: str | None 
     if not from_snapshot and fresh != last_good:  # an unchanged catalog costs no write
         snapshot.save(path, fresh)
     return catalog
-
-
-__all__ = ["Catalog", "CatalogError", "load_catalog", "merge_rows", "read_mysql_rows", "validate_rows"]

@@ -1,6 +1,6 @@
 """MySQL schema for funnel, applied by idempotent, numbered migrations.
 
-``python -m funnel.schema`` (run by the project's scripts) creates the database if needed
+``python -m funnel.cli migrate`` (run by the project's scripts) creates the database if needed
 and applies every migration not yet recorded in ``funnel_schema_migrations``.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
+from typing import Any
 
 from funnel import layout
 from funnel.hooks import FunnelMySqlHook
@@ -130,11 +130,11 @@ def ensure_database(hook: FunnelMySqlHook) -> str:
 _ALREADY_DONE = {1060: "duplicate column", 1050: "table exists"}
 
 
-def _execute_idempotent(cur: object, statement: str) -> None:
+def _execute_idempotent(cur: Any, statement: str) -> None:
     import MySQLdb
 
     try:
-        cur.execute(statement)  # type: ignore[attr-defined]
+        cur.execute(statement)
     except MySQLdb.OperationalError as exc:
         if exc.args[0] not in _ALREADY_DONE:
             raise
@@ -168,10 +168,3 @@ def migrate(hook: FunnelMySqlHook | None = None) -> list[int]:
     finally:
         conn.close()
     return applied_now
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    applied = migrate()
-    print(f"funnel schema: {'applied migrations ' + str(applied) if applied else 'up to date'}")
-    sys.exit(0)
