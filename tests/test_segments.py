@@ -51,6 +51,13 @@ def test_proxy_rule_is_canonical_json() -> None:
         ({**DYNAMIC, "run_at": "2026-11-27 09:00:00"}, "run_at", "set run_at to NULL"),
         ({"segment_id": "p", "name": "P", "kind": "proxy", "rule": "{nope"}, "rule", "JSON object"),
         ({**DYNAMIC, "enabled": "maybe"}, "enabled", "true or false"),
+        ({**DYNAMIC, "max_shrink_pct": 150}, "max_shrink_pct", "from 0 to 100"),
+        ({**DYNAMIC, "max_shrink_pct": "lots"}, "max_shrink_pct", "from 0 to 100"),
+        (
+            {"segment_id": "p", "name": "P", "kind": "proxy", "rule": "{}", "max_shrink_pct": 10},
+            "max_shrink_pct",
+            "NULL",
+        ),
     ],
 )
 def test_invalid_rows_name_segment_field_and_fix(row: dict, field: str, fix: str) -> None:
@@ -66,3 +73,8 @@ def test_invalid_rows_name_segment_field_and_fix(row: dict, field: str, fix: str
 def test_segments_sort_by_id() -> None:
     rows = [{**DYNAMIC, "segment_id": sid} for sid in ("c", "a", "b")]
     assert [s.segment_id for s in sorted(segment_from_row(r) for r in rows)] == ["a", "b", "c"]
+
+
+def test_per_segment_shrink_limit() -> None:
+    assert segment_from_row({**DYNAMIC, "max_shrink_pct": "80.5"}).max_shrink_pct == 80.5
+    assert segment_from_row(DYNAMIC).max_shrink_pct is None

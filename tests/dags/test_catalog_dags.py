@@ -18,7 +18,13 @@ EXAMPLE_DAG_ID = "funnel_example_big_spenders_consumer"
 
 ALPHA_QUERY = "SELECT user_id FROM dw.a WHERE d = '{{ ds }}'"
 SEGMENTS = [
-    {"segment_id": "zeta", "name": "Zeta", "kind": "dynamic", "query": "SELECT user_id FROM dw.z"},
+    {
+        "segment_id": "zeta",
+        "name": "Zeta",
+        "kind": "dynamic",
+        "query": "SELECT user_id FROM dw.z",
+        "max_shrink_pct": 80,
+    },
     {
         "segment_id": "alpha",
         "name": "Alpha",
@@ -120,6 +126,8 @@ def test_tasks_document_their_segment_and_run_in_the_hive_pool(mysql_conn: Any) 
         "### Alpha\n\n- segment: `alpha`\n- kind: dynamic\n- source: MySQL table funnel_segments\n\n"
         "```sql\nSELECT user_id FROM dw.a WHERE d = '{{ ds }}'\n```"
     )
+    assert (alpha.kind, alpha.max_shrink_pct) == ("dynamic", None)
+    assert dag.get_task("zeta").max_shrink_pct == 80.0
     assert alpha.template_fields == ("query",)
     assert alpha.template_fields_renderers == {"query": "sql"}
     assert sorted(dag.tags) == ["dynamic", "funnel"]
