@@ -59,6 +59,8 @@ def serialized_json(bag: Any) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def lenient(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AIRFLOW__FUNNEL__STRICT_CATALOG", "False")
+    # These tests are about what checks find, not the parse-time budget (tested on its own).
+    monkeypatch.setenv("AIRFLOW__FUNNEL__QUERY_CHECK_BUDGET_SECONDS", "60")
     monkeypatch.setenv("AIRFLOW__FUNNEL__CATALOG_SNAPSHOT_PATH", str(tmp_path / "catalog.json"))
 
 
