@@ -5,6 +5,8 @@
 FUNNEL_ROOT=${FUNNEL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 export FUNNEL_ROOT
 export FUNNEL_VENV=${FUNNEL_VENV:-$FUNNEL_ROOT/.venv}
+# The project's airflow, python and ruff first (airflow standalone starts `airflow` itself).
+case ":$PATH:" in *":$FUNNEL_VENV/bin:"*) ;; *) export PATH=$FUNNEL_VENV/bin:$PATH ;; esac
 # Services' state (Hive metastore, warehouse, logs, pid files): git-ignored.
 export FUNNEL_RUN_DIR=${FUNNEL_RUN_DIR:-$FUNNEL_ROOT/.run}
 

@@ -40,3 +40,28 @@ def test_a_query_that_slipped_past_parse_checks_is_refused_before_hive_sees_it(
     assert cursor.fetchall() == [(1,)]
     assert mysql_live_members(mysql_conn, "evil") == set()
     assert redis_live_members(redis_client, "evil") == set()
+
+
+def test_a_run_without_logical_date_renders_date_macros_from_run_after(
+    mysql_conn: Any,
+    redis_client: Any,
+    hive_conn: Any,
+    airflow_db: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    # What a REST trigger with {"logical_date": null} gives: no logical date, so Airflow
+    # itself defines no {{ ds }}; the operator supplies it from the run's run_after.
+    monkeypatch.setenv("AIRFLOW__FUNNEL__CATALOG_SNAPSHOT_PATH", str(tmp_path / "catalog.json"))
+    cursor = hive_conn.cursor()
+    cursor.execute("DROP TABLE IF EXISTS funnel_test.dated")
+    cursor.execute("CREATE TABLE funnel_test.dated AS SELECT id AS user_id, current_date() AS d FROM range(5)")
+    query = "SELECT user_id FROM funnel_test.dated WHERE CAST(d AS STRING) = '{{ ds }}'"
+    insert_segments(mysql_conn, {"segment_id": "dated", "name": "Dated", "kind": "dynamic", "query": query})
+    dag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).dags[DYNAMIC_DAG_ID]
+    run = dag.test(logical_date=None)
+    assert run.logical_date is None
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"dated": "success"}
+    assert redis_live_members(redis_client, "dated") == {"0", "1", "2", "3", "4"}

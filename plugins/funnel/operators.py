@@ -7,6 +7,7 @@ assigns: every connection is opened in ``execute``.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -74,6 +75,14 @@ class SegmentRefreshOperator(BaseOperator):
         self.mysql_conn_id = mysql_conn_id
         self.redis_conn_id = redis_conn_id
         self.batch_size = batch_size
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render the query. A run without a logical date (REST ``"logical_date": null``) gets
+        the date macros of its ``run_after``, so ``{{ ds }}`` in a segment query works for
+        every kind of trigger."""
+        if context.get("logical_date") is None and context.get("dag_run") is not None:
+            context = {**context, **_date_macros(context["dag_run"].run_after)}  # type: ignore[assignment]
+        super().render_template_fields(context, jinja_env)
 
     def _request(self, context: Context) -> RefreshRequest:
         """This run's refresh: its identity, the rules that apply and whether it is forced."""
@@ -165,6 +174,20 @@ class SegmentRefreshOperator(BaseOperator):
             "entered": result.entered,
             "exited": result.exited,
         }
+
+
+def _date_macros(moment: dt.datetime) -> dict[str, Any]:
+    """Airflow's logical-date macros, computed for ``moment`` (as Airflow does for the logical date)."""
+    ds = moment.strftime("%Y-%m-%d")
+    ts = moment.isoformat()
+    return {
+        "logical_date": moment,
+        "ds": ds,
+        "ds_nodash": ds.replace("-", ""),
+        "ts": ts,
+        "ts_nodash": moment.strftime("%Y%m%dT%H%M%S"),
+        "ts_nodash_with_tz": ts.replace("-", "").replace(":", ""),
+    }
 
 
 class InvalidSegmentOperator(BaseOperator):
