@@ -121,7 +121,9 @@ class SegmentRefreshOperator(BaseOperator):
         hive_hook = HiveServer2Hook(hiveserver2_conn_id=self.hive_conn_id)
         with contextlib.ExitStack() as stack:
             mysql_conn = stack.enter_context(
-                contextlib.closing(FunnelMySqlHook(mysql_conn_id=self.mysql_conn_id).get_conn())
+                contextlib.closing(
+                    FunnelMySqlHook(mysql_conn_id=self.mysql_conn_id, local_infile=settings.MYSQL_BULK_LOAD).get_conn()
+                )
             )
 
             def batches() -> Iterator[list[Any]]:
@@ -129,7 +131,7 @@ class SegmentRefreshOperator(BaseOperator):
                 return stream_first_column(hive_conn, self.query, self.batch_size, get_context_from_env_var())
 
             refresher = Refresher(
-                mysql=MySqlSegmentStore(mysql_conn),
+                mysql=MySqlSegmentStore(mysql_conn, bulk_load=settings.MYSQL_BULK_LOAD),
                 redis=RedisSegmentStore(redis_client, settings.STAGING_TTL_SECONDS, settings.CHANGE_TTL_SECONDS),
                 history=RunHistory(mysql_conn),
                 batch_size=self.batch_size,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from helpers import mysql_live_members
 
+from funnel.hooks import FunnelMySqlHook
 from funnel.stores.mysql_store import MySqlSegmentStore
 from funnel.stores.run_info import RunInfo
 
@@ -79,3 +82,41 @@ def test_iter_live_members_streams_every_member_once(mysql_conn: Any) -> None:
     batches = list(store.iter_live_members("s", batch_size=1000))
     assert [len(b) for b in batches] == [1000, 1000, 500]
     assert sorted(i for b in batches for i in b) == sorted(ids)
+
+
+AWKWARD_IDS = ["1", "a\tb", "c\\d", "e\nf", "g\rh", "i\\nj", "dup", "dup", "x" * 64]
+
+
+@pytest.fixture
+def bulk_conn(mysql_conn: Any) -> Iterator[Any]:
+    """A second connection to the emptied test database that allows LOAD DATA LOCAL INFILE."""
+    conn = FunnelMySqlHook(local_infile=True).get_conn()
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["inserts", "load_data"])
+def test_both_staging_paths_store_the_same_ids_byte_for_byte(mysql_conn: Any, bulk_conn: Any, bulk: bool) -> None:
+    store = MySqlSegmentStore(bulk_conn if bulk else mysql_conn, bulk_load=bulk)
+    version = store.begin_version("s", run_for(20), NOW)
+    assert store.add_members("s", version, AWKWARD_IDS[:5]) == 5
+    assert store.add_members("s", version, AWKWARD_IDS[4:]) == 3  # "g\rh" and one "dup" repeat
+    assert store.bulk_load is bulk
+    store.promote("s", version, run_for(20), 8, NOW)
+    assert mysql_live_members(mysql_conn, "s") == set(AWKWARD_IDS)
+
+
+def test_a_server_that_refuses_load_data_falls_back_to_inserts(bulk_conn: Any, caplog: Any) -> None:
+    cur = bulk_conn.cursor()
+    cur.execute("SELECT @@GLOBAL.local_infile")
+    (before,) = cur.fetchone()
+    cur.execute("SET GLOBAL local_infile = 0")  # the server now refuses LOAD DATA LOCAL
+    try:
+        store = MySqlSegmentStore(bulk_conn, bulk_load=True)
+        version = store.begin_version("s", run_for(20), NOW)
+        assert store.add_members("s", version, ["1", "2"]) == 2
+    finally:
+        cur.execute(f"SET GLOBAL local_infile = {int(before)}")
+    assert store.bulk_load is False
+    assert "refused LOAD DATA LOCAL INFILE" in caplog.text
+    assert store.count_members("s", version) == 2
