@@ -1,0 +1,41 @@
+"""The scheduling and guard rules, pure: when to skip, when to refuse a result."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from funnel.rules import guard_violation, skip_reason
+from funnel.segments import Kind
+
+SLOT = dt.datetime(2026, 11, 26, 18, tzinfo=dt.UTC)
+
+
+def test_dynamic_segment_refreshed_after_the_slot_is_skipped() -> None:
+    after = SLOT + dt.timedelta(minutes=5)
+    reason = skip_reason("s", Kind.DYNAMIC, SLOT, after, live_version=3, force=False)
+    assert reason is not None
+    assert "after this run's slot 2026-11-26T18:00:00+00:00" in reason
+    assert skip_reason("s", Kind.DYNAMIC, SLOT, SLOT - dt.timedelta(minutes=5), 3, force=False) is None
+    assert skip_reason("s", Kind.DYNAMIC, SLOT, None, None, force=False) is None
+    assert skip_reason("s", Kind.DYNAMIC, SLOT, after, 3, force=True) is None
+
+
+def test_static_segment_with_a_version_is_frozen() -> None:
+    assert "frozen at version 1" in (skip_reason("s", Kind.STATIC, SLOT, None, 1, force=False) or "")
+    assert skip_reason("s", Kind.STATIC, SLOT, None, None, force=False) is None
+    assert skip_reason("s", Kind.STATIC, SLOT, None, 1, force=True) is None
+
+
+def test_guard_allows_a_shrink_up_to_the_limit_and_refuses_beyond() -> None:
+    assert guard_violation("s", 50, 100, 50.0, force=False) is None
+    refused = guard_violation("s", 49, 100, 50.0, force=False)
+    assert refused is not None
+    assert "49 users against 100 live, a 51.0% shrink over the 50% limit" in refused
+    assert guard_violation("s", 49, 100, 50.0, force=True) is None
+    assert guard_violation("s", 1, 100, 100.0, force=False) is None
+
+
+def test_guard_refuses_empty_results_even_for_a_new_segment() -> None:
+    assert "returned no users (live size none)" in (guard_violation("s", 0, None, 50.0, force=False) or "")
+    assert guard_violation("s", 0, None, 50.0, force=True) is None
+    assert guard_violation("s", 5, 0, 50.0, force=False) is None
