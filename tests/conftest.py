@@ -26,19 +26,22 @@ REDIS_HOST = os.environ.get("FUNNEL_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = os.environ.get("FUNNEL_REDIS_PORT", "6379")
 HIVE_HOST = os.environ.get("FUNNEL_HIVE_HOST", "127.0.0.1")
 HIVE_PORT = os.environ.get("FUNNEL_HIVE_PORT", "10000")
-TEST_MYSQL_DB = "funnel_test"
-TEST_REDIS_DB = 15
-TEST_HIVE_DB = "funnel_test"
+# Two test runs at once (say, two checkouts on one machine) can keep apart with these.
+TEST_MYSQL_DB = os.environ.get("FUNNEL_TEST_MYSQL_DB", "funnel_test")
+TEST_REDIS_DB = int(os.environ.get("FUNNEL_TEST_REDIS_DB", "15"))
+TEST_HIVE_DB = os.environ.get("FUNNEL_TEST_HIVE_DB", "funnel_test")
 
 os.environ.update(
     {
-        "AIRFLOW_HOME": str(RUN_DIR / "airflow-test"),
+        "AIRFLOW_HOME": os.environ.get("FUNNEL_TEST_AIRFLOW_HOME", str(RUN_DIR / "airflow-test")),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_FUNNEL_MYSQL": f"mysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{TEST_MYSQL_DB}",
         "AIRFLOW_CONN_FUNNEL_REDIS": f"redis://{REDIS_HOST}:{REDIS_PORT}?db={TEST_REDIS_DB}",
         "AIRFLOW_CONN_FUNNEL_HIVE": f"hiveserver2://funnel@{HIVE_HOST}:{HIVE_PORT}/default?auth_mechanism=NONE",
+        # dag.test() waits out a retry's delay: a failing task in a test fails at once.
+        "AIRFLOW__FUNNEL__REFRESH_RETRIES": "0",
     }
 )
 sys.path.insert(0, str(ROOT / "plugins"))
@@ -102,3 +105,14 @@ def airflow_db() -> None:
     Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+
+
+#: Fixtures that reach a real server: a test using any of them is marked ``services``, so
+#: ``pytest -m "not services"`` runs the pure tests alone, in about a second.
+SERVICE_FIXTURES = frozenset({"mysql_schema", "mysql_conn", "redis_client", "hive_conn", "airflow_db"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 from helpers import insert_segments
 
 from funnel import snapshot
 from funnel.catalog import MYSQL_SOURCE, load_catalog
 from funnel.errors import CatalogError
+from funnel.query_check import rules_fingerprint
 
 DYNAMIC = {"name": "Buyers", "kind": "dynamic", "query": "SELECT user_id FROM dw.orders"}
 
@@ -116,28 +116,8 @@ def test_mysql_down_without_snapshot_says_what_to_fix(snapshot_path: Path, monke
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """A TCP server that accepts connections and never says a word (a hung MySQL)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
+    with helpers.silent_server() as port:
+        yield port
 
 
 def test_hung_mysql_times_out_quickly_and_uses_snapshot(
@@ -159,8 +139,19 @@ def test_snapshot_remembers_checked_queries(mysql_conn: Any, snapshot_path: Path
     load_catalog()
     saved = snapshot.load(str(snapshot_path))
     assert saved is not None
-    assert saved.checked_queries == {snapshot.query_digest(DYNAMIC["query"])}
+    assert saved.checked_queries == {snapshot.query_digest(DYNAMIC["query"], rules_fingerprint())}
     assert saved.rows[0]["segment_id"] == "a"
+
+
+def test_a_query_checked_under_older_rules_is_checked_again() -> None:
+    from funnel.catalog import validate_rows
+
+    # The snapshot of an older funnel remembered this query as checked (it let reflect() pass).
+    evil = "SELECT reflect('java.lang.System', 'exit', 0) FROM dw.users"
+    old_digest = snapshot.query_digest(evil)
+    catalog = validate_rows([({"segment_id": "evil", **DYNAMIC, "query": evil}, MYSQL_SOURCE)], {old_digest}, None)
+    assert catalog.segments == []
+    assert "calls reflect(), which runs an arbitrary Java method inside HiveServer2" in str(catalog.errors[0])
 
 
 def test_new_queries_past_the_parse_budget_build_and_are_checked_later() -> None:

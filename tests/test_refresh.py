@@ -26,7 +26,7 @@ from funnel.refresh import (
 )
 from funnel.segments import Kind
 from funnel.stores.history import RunHistory
-from funnel.stores.lock import SegmentLock
+from funnel.stores.lock import SegmentBusy, SegmentLock
 from funnel.stores.mysql_store import MySqlSegmentStore
 from funnel.stores.redis_store import RedisSegmentStore
 from funnel.stores.run_info import RunInfo
@@ -184,16 +184,39 @@ def test_entered_and_exited_match_a_hand_computed_diff(refresher: Refresher) -> 
     assert query(refresher, f"SELECT entered, exited FROM {layout.LIVE_TABLE}") == ((2, 3),)
 
 
+def sync(refresher: Refresher) -> bool:
+    with lock_for(refresher) as held:
+        return sync_redis_from_mysql("s", refresher.mysql, refresher.redis, 4, held)
+
+
 def test_redis_rebuilt_from_mysql_carries_members_and_changes(refresher: Refresher) -> None:
     do(refresher, list(range(10)), run_at(20))
     do(refresher, list(range(5, 12)), run_at(21))
     client = refresher.redis.client
     client.flushdb()  # as if Redis lost everything
-    assert sync_redis_from_mysql("s", refresher.mysql, refresher.redis, batch_size=4)
+    assert sync(refresher)
     assert redis_live_members(client, "s") == {str(i) for i in range(5, 12)}
     assert {m.decode() for m in client.smembers(layout.exited_key("s"))} == digits(0, 1, 2, 3, 4)
     assert refresher.redis.live_meta("s")["version"] == "2"
-    assert not sync_redis_from_mysql("s", refresher.mysql, refresher.redis, batch_size=4)
+    assert not sync(refresher)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda client: client.delete(layout.members_key("s")),  # meta kept, members gone
+        lambda client: client.srem(layout.members_key("s"), "5", "6"),  # part of the members gone
+        lambda client: client.delete(layout.meta_key("s")),  # members kept, meta gone
+        lambda client: client.flushdb(),  # everything gone
+    ],
+    ids=["members-deleted", "members-partly-deleted", "meta-deleted", "all-deleted"],
+)
+def test_half_a_segment_lost_in_redis_is_noticed_and_rebuilt(refresher: Refresher, damage: Any) -> None:
+    do(refresher, list(range(5, 12)), run_at(20))
+    damage(refresher.redis.client)
+    assert sync(refresher)
+    assert live(refresher) == ({str(i) for i in range(5, 12)},) * 2
+    assert refresher.redis.serving("s") == (1, 7)
 
 
 # ---------------------------------------------------------------- guards
@@ -257,7 +280,7 @@ def test_backfill_never_rolls_back_a_later_version(refresher: Refresher) -> None
 # ---------------------------------------------------------------- the lock
 
 
-def test_a_second_refresh_of_the_same_segment_skips_and_names_the_holder(refresher: Refresher) -> None:
+def test_a_refresh_that_cannot_get_the_lock_fails_so_airflow_retries(refresher: Refresher) -> None:
     holder = SegmentLock(
         refresher.redis.client, "s", {"dag_id": "d", "run_id": "other_run", "try_number": 2}, 60, wait_seconds=0
     )
@@ -265,15 +288,29 @@ def test_a_second_refresh_of_the_same_segment_skips_and_names_the_holder(refresh
     try:
         started = time.monotonic()
         request = RefreshRequest("s", Kind.DYNAMIC, run_at(20))
-        with pytest.raises(RefreshSkipped, match=r"being refreshed by d/other_run \(try 2"):
+        with pytest.raises(SegmentBusy, match=r"being refreshed by d/other_run \(try 2"):
             refresher.refresh(request, source([1]), lock_for(refresher, wait=1.0))
-        assert time.monotonic() - started >= 1.0  # it waited before skipping
+        assert time.monotonic() - started >= 1.0  # it waited before failing
     finally:
         holder.release()
     assert live(refresher) == (set(), set())
-    assert query(refresher, f"SELECT status FROM {layout.RUNS_TABLE}") == (("skipped",),)
+    rows = query(refresher, f"SELECT status, error FROM {layout.RUNS_TABLE}")
+    assert rows[0][0] == "failed"
+    assert "not refreshed for this slot yet. Airflow retries the task" in rows[0][1]
     do(refresher, [1], run_at(20))  # once released, the segment refreshes
     assert live(refresher)[1] == digits(1)
+
+
+def test_a_refresh_that_waited_while_another_run_refreshed_the_slot_skips(refresher: Refresher) -> None:
+    # The other run (an overshooting 09:00 run) refreshed the segment after this run's 18:00
+    # slot and still holds the lock: the segment is fresh for this slot, so skipping is right.
+    do(refresher, [1], run_at(20, 9, year=2026))
+    holder = SegmentLock(refresher.redis.client, "s", {"dag_id": "d", "run_id": "r"}, 60, wait_seconds=0)
+    with holder:
+        request = RefreshRequest("s", Kind.DYNAMIC, run_at(20, 18, year=2026))
+        with pytest.raises(RefreshSkipped, match="already refreshed by a run"):
+            refresher.refresh(request, source([2]), lock_for(refresher, wait=0.2))
+    assert query(refresher, f"SELECT status FROM {layout.RUNS_TABLE} ORDER BY id") == (("success",), ("skipped",))
 
 
 # ---------------------------------------------------------------- nothing half-done
@@ -391,7 +428,7 @@ def test_a_killed_refresh_leaves_live_data_and_its_lock_expires(refresher: Refre
     request = RefreshRequest("s", Kind.DYNAMIC, run_at(21, try_number=2))
     retry = refresher.refresh(request, source([2, 3, 4]), lock_for(refresher, wait=10))
     assert live(refresher) == (digits(2, 3, 4), digits(2, 3, 4))
-    assert retry.version == 2  # the killed attempt staged version 2; the retry cleaned it and reused the number
+    assert retry.version == 3  # the killed attempt's version 2 was cleaned; its number is never reused
     assert staged_leftovers(refresher) == ((), ())
     statuses = query(refresher, f"SELECT status, error FROM {layout.RUNS_TABLE} ORDER BY id")
     assert statuses[1] == ("failed", "the attempt ended without finishing (process killed or lost)")
@@ -412,6 +449,33 @@ def test_unusable_user_id_names_segment_and_fix() -> None:
         normalize_user_ids("seg", ["x" * 65])
     with pytest.raises(UserIdError, match="a fraction"):
         normalize_user_ids("seg", [1.5])
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("x" * 65, "is 65 characters long (at most 64)"),
+        ("tab\there", "not printable ASCII"),
+        ("new\nline", "not printable ASCII"),
+        ("cr\rhere", "not printable ASCII"),
+        ("nul\0here", "not printable ASCII"),
+        ("caf\u00e9", "not printable ASCII"),
+        ("trail ", "has leading or trailing whitespace"),
+        (" lead", "has leading or trailing whitespace"),
+        ("   ", "has leading or trailing whitespace"),
+        (b"\xff\xfe", "not printable ASCII"),
+    ],
+)
+def test_ids_the_stores_must_not_hold_fail_the_refresh_naming_the_id(value: Any, problem: str) -> None:
+    with pytest.raises(UserIdError) as caught:
+        normalize_user_ids("seg", ["ok", value])
+    assert problem in str(caught.value)
+    assert "nothing was swapped" in str(caught.value)
+
+
+def test_ids_are_kept_exactly_as_returned() -> None:
+    odd = ['quote"s', "apo'strophe", "back\\slash", "\\N", "in ner", "x" * 64, "~!@#$%^&*()"]
+    assert normalize_user_ids("seg", [*odd, 42, 7.0, True and 1]) == ([*odd, "42", "7", "1"], 0)
 
 
 def test_progress_is_logged_with_rows_and_rate(refresher: Refresher, caplog: pytest.LogCaptureFixture) -> None:

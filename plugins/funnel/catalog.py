@@ -18,7 +18,7 @@ from typing import Any
 from funnel import layout, settings, snapshot
 from funnel.errors import CatalogError, SegmentError
 from funnel.hooks import FunnelMySqlHook
-from funnel.query_check import check_query, load_parser
+from funnel.query_check import check_query, load_parser, rules_fingerprint
 from funnel.segments import Segment, segment_from_row
 
 log = logging.getLogger(__name__)
@@ -110,11 +110,12 @@ def validate_rows(
     known = set(checked_queries)
     catalog = Catalog()
     deadline: float | None = None
+    rules = rules_fingerprint(settings.ALLOWED_FUNCTIONS)
     for row, source in rows:
         try:
             segment = segment_from_row(row, source)
             if segment.query is not None:
-                digest = snapshot.query_digest(segment.query)
+                digest = snapshot.query_digest(segment.query, rules)
                 if digest not in known:
                     if deadline is None and check_budget_seconds is not None:
                         load_parser()  # a one-time import, not part of the budget
@@ -123,7 +124,7 @@ def validate_rows(
                         catalog.unchecked += 1
                         catalog.segments.append(segment)
                         continue
-                    check_query(segment.segment_id, segment.query)
+                    check_query(segment.segment_id, segment.query, extra_allowed=settings.ALLOWED_FUNCTIONS)
                     known.add(digest)
                 catalog.checked_queries.add(digest)
         except SegmentError as exc:

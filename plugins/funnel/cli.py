@@ -16,8 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from funnel import layout, settings
-from funnel.hooks import FunnelMySqlHook
+from funnel import layout, settings, wiring
 from funnel.schema import migrate
 
 _STATEMENT_END = re.compile(r";\s*$", re.MULTILINE)
@@ -32,16 +31,14 @@ def split_statements(text: str) -> Iterator[str]:
 
 
 def run_hive_script(path: Path) -> None:
-    from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
-
-    with contextlib.closing(HiveServer2Hook(hiveserver2_conn_id=settings.HIVE_CONN_ID).get_conn()) as conn:
+    with contextlib.closing(wiring.hive_hook().get_conn()) as conn:
         cursor = conn.cursor()
         for statement in split_statements(path.read_text()):
             cursor.execute(statement)
 
 
 def run_mysql_script(path: Path) -> None:
-    with contextlib.closing(FunnelMySqlHook().get_conn()) as conn:
+    with contextlib.closing(wiring.mysql_connection()) as conn:
         cursor = conn.cursor()
         for statement in split_statements(path.read_text()):
             cursor.execute(statement)
@@ -49,44 +46,53 @@ def run_mysql_script(path: Path) -> None:
 
 
 def report() -> bool:
-    """Print each segment's live size in Redis and MySQL; return whether all agree."""
-    from airflow.providers.redis.hooks.redis import RedisHook
+    """Print each segment's live version and size in Redis and MySQL; return whether all agree.
 
-    redis = RedisHook(redis_conn_id=settings.REDIS_CONN_ID).get_conn()
-    with contextlib.closing(FunnelMySqlHook().get_conn()) as conn:
+    They agree when Redis serves MySQL's live version with exactly its members (the rule the
+    refresh and ``rebuild-redis`` reconcile on).
+    """
+    from funnel.refresh import redis_serves
+    from funnel.stores.mysql_store import MySqlSegmentStore
+
+    redis = wiring.redis_store(wiring.redis_client())
+    with contextlib.closing(wiring.mysql_connection()) as conn:
         cursor = conn.cursor()
-        cursor.execute(
-            f"SELECT s.segment_id, s.kind, s.enabled, l.version, "
-            f" (SELECT COUNT(*) FROM {layout.CURRENT_MEMBERS_VIEW} c WHERE c.segment_id = s.segment_id)"
-            f" FROM {layout.SEGMENTS_TABLE} s LEFT JOIN {layout.LIVE_TABLE} l ON l.segment_id = s.segment_id"
-            " ORDER BY s.segment_id"
-        )
+        cursor.execute(f"SELECT segment_id, kind, enabled FROM {layout.SEGMENTS_TABLE} ORDER BY segment_id")
         rows = cursor.fetchall()
+        store = MySqlSegmentStore(conn)
+        lives = {segment_id: store.live_version(segment_id) for segment_id, _kind, _enabled in rows}
     all_agree = True
     print(f"{'segment':<24} {'kind':<8} {'version':>7} {'redis':>9} {'mysql':>9}  agree")
-    for segment_id, kind, enabled, version, mysql_size in rows:
-        redis_size = redis.scard(layout.members_key(segment_id))
-        agree = redis_size == mysql_size
+    for segment_id, kind, enabled in rows:
+        live = lives[segment_id]
+        serving = redis.serving(segment_id)
+        agree = redis_serves(live, serving) if live is not None else serving == (None, 0)
         all_agree &= agree
         label = kind if enabled else f"{kind}*"
-        shown_version = "-" if version is None else str(version)
+        shown_version = "-" if live is None else str(live.version)
+        if live is not None and serving[0] != live.version:
+            shown_version += f" (redis {serving[0] if serving[0] is not None else '-'})"
         verdict = "yes" if agree else "NO"
-        print(f"{segment_id:<24} {label:<8} {shown_version:>7} {redis_size:>9,} {mysql_size:>9,}  {verdict}")
+        mysql_size = live.size if live is not None else 0
+        print(f"{segment_id:<24} {label:<8} {shown_version:>7} {serving[1]:>9,} {mysql_size:>9,}  {verdict}")
     print("(* disabled)")
     return all_agree
 
 
-def rebuild_redis(segment_id: str) -> None:
-    from airflow.providers.redis.hooks.redis import RedisHook
-
+def rebuild_redis(segment_id: str) -> bool:
+    """Bring Redis level with MySQL's live version of one segment, under the segment's lock."""
     from funnel.refresh import sync_redis_from_mysql
     from funnel.stores.mysql_store import MySqlSegmentStore
-    from funnel.stores.redis_store import RedisSegmentStore
+    from funnel.stores.run_info import utc_now
 
-    redis = RedisSegmentStore(RedisHook(redis_conn_id=settings.REDIS_CONN_ID).get_conn(), settings.STAGING_TTL_SECONDS)
-    with contextlib.closing(FunnelMySqlHook().get_conn()) as conn:
-        rebuilt = sync_redis_from_mysql(segment_id, MySqlSegmentStore(conn), redis, settings.BATCH_SIZE)
+    client = wiring.redis_client()
+    holder = {"dag_id": "funnel.cli", "run_id": "rebuild-redis", "try_number": 0, "since": utc_now()}
+    lock = wiring.segment_lock(client, segment_id, holder)
+    with lock, contextlib.closing(wiring.mysql_connection()) as conn:
+        store = MySqlSegmentStore(conn)
+        rebuilt = sync_redis_from_mysql(segment_id, store, wiring.redis_store(client), settings.BATCH_SIZE, lock)
     print(f"segment {segment_id}: {'rebuilt Redis from MySQL' if rebuilt else 'Redis already matches MySQL'}")
+    return rebuilt
 
 
 def static_runs(output: Path) -> None:

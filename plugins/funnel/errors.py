@@ -1,6 +1,8 @@
-"""funnel's exception tree: small on purpose, so callers can catch by meaning."""
+"""funnel's exception tree (small on purpose, so callers can catch by meaning) and its state enums."""
 
 from __future__ import annotations
+
+import enum
 
 
 class FunnelError(Exception):
@@ -28,3 +30,41 @@ class StoreError(FunnelError):
 
 class RefreshRejected(FunnelError):
     """A refresh was computed but refused before the swap (a guard); live data is untouched."""
+
+    def __init__(self, message: str, version: int | None = None, size: int | None = None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.size = size
+
+
+class RunStatus(enum.StrEnum):
+    """How a refresh attempt ended (``funnel_segment_runs.status``, a MySQL ENUM of the same values)."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"
+    SUPERSEDED = "superseded"
+
+
+class VersionState(enum.StrEnum):
+    """Where a version is in its life (``funnel_segment_versions.state``, a MySQL ENUM of the same values)."""
+
+    STAGING = "staging"  # being written by a refresh
+    LIVE = "live"  # what readers see
+    RETIRED = "retired"  # was live; kept for history until pruned
+    DISCARDED = "discarded"  # computed but never made live (rejected, superseded, failed); rows being deleted
+    DROPPED = "dropped"  # rows deleted; the row stays so the number is never reused
+
+
+class HiveUnavailable(FunnelError):
+    """HiveServer2 could not be reached or did not answer in time. The message names the connection and the fix."""
+
+
+class HiveQueryError(FunnelError):
+    """Hive refused or failed a query. The message is Hive's own, lifted out of the Thrift reply."""
+
+
+class HiveQueryCancelled(HiveQueryError):
+    """A Hive query was cancelled (on request or by someone else) before all its rows were read."""

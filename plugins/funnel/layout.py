@@ -43,6 +43,26 @@ CHANGES_TABLE = "funnel_segment_changes"
 USER_ID_MAX_LENGTH = 64
 
 
+def user_id_problem(user_id: str) -> str | None:
+    """Why ``user_id`` cannot be stored or asked for, or None when it can.
+
+    The one rule for every id funnel stores (a refresh) or is asked about (the API): 1 to
+    64 printable ASCII characters, kept exactly as given (never trimmed, so ``'7 '`` and
+    ``'7'`` would be two users: an id with surrounding whitespace is refused instead).
+    Control characters (tab, newline, CR, NUL) and non-ASCII text are refused; quotes,
+    backslashes and inner spaces are ordinary characters.
+    """
+    if not user_id:
+        return "is empty"
+    if len(user_id) > USER_ID_MAX_LENGTH:
+        return f"is {len(user_id)} characters long (at most {USER_ID_MAX_LENGTH})"
+    if not (user_id.isascii() and user_id.isprintable()):
+        return "holds a character that is not printable ASCII (a control character, tab, newline or non-ASCII)"
+    if user_id != user_id.strip():
+        return "has leading or trailing whitespace"
+    return None
+
+
 def _segment_key(segment_id: str, suffix: str) -> str:
     return f"{KEY_PREFIX}:{{{segment_id}}}:{suffix}"
 

@@ -1,38 +1,60 @@
 """The operator that refreshes one segment from Hive into Redis and MySQL.
 
 Hooks own the connections; this operator owns the orchestration. Its constructor only
-assigns: every connection is opened in ``execute``.
+assigns: every connection is opened in ``execute``, through ``funnel.wiring``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
+import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from airflow.sdk import Asset, BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from funnel import layout, settings
+from funnel import layout, settings, wiring
 from funnel.errors import FunnelError
-from funnel.hive_source import stream_first_column
-from funnel.hooks import FunnelMySqlHook
+from funnel.hive_source import HiveQuery
+from funnel.hooks import FunnelHiveHook
 from funnel.query_check import check_query
-from funnel.refresh import Refresher, RefreshRequest, RefreshSkipped
+from funnel.refresh import Refresher, RefreshRequest, RefreshSkipped, describe_failure
 from funnel.segments import Kind
-from funnel.stores.history import RunHistory
-from funnel.stores.lock import SegmentLock
-from funnel.stores.mysql_store import MySqlSegmentStore
-from funnel.stores.redis_store import RedisSegmentStore
 from funnel.stores.run_info import RunInfo, utc_now
+from funnel.templating import date_values, render_query
+
+log = logging.getLogger(__name__)
+
+KILLED = "killed by Airflow: the task was stopped (marked failed or success, cleared, or past its execution_timeout)"
+
+
+@dataclass
+class _Running:
+    """What ``on_kill`` needs to stop a refresh in flight."""
+
+    refresher: Refresher
+    hive_hook: FunnelHiveHook
+    query: HiveQuery | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.query is not None:
+            self.query.cancel(self.hive_hook.get_conn)  # logs, never raises
+        try:
+            self.refresher.abort(reason)
+        except Exception as exc:  # MySQL may be what is down; the lease frees the lock anyway
+            log.warning("funnel: stopping the refresh did not complete (%s)", describe_failure(exc))
 
 
 class SegmentRefreshOperator(BaseOperator):
     """Run a segment's HiveQL query and make its first column the segment's live members.
 
     :param segment_id: the segment to refresh (names the Redis keys and MySQL rows).
-    :param query: HiveQL SELECT whose first column is the user id. (templated)
+    :param query: HiveQL SELECT whose first column is the user id. (templated: only the
+        run's dates, rendered in a sandbox; see ``funnel.templating``)
     :param kind: ``dynamic`` or ``static``: which scheduling rules apply (overshoot, freeze).
     :param max_shrink_pct: refuse a result that shrinks more than this against the live
         version (None: the global ``max_shrink_pct`` setting).
@@ -41,10 +63,12 @@ class SegmentRefreshOperator(BaseOperator):
     :param redis_conn_id: Redis connection serving membership.
     :param batch_size: rows per fetch from Hive and per write to each store.
 
-    Runs in the ``funnel_hive`` pool unless another ``pool`` is given. Each successful
-    refresh updates the Asset ``funnel://segment/<segment_id>`` with version, size,
-    entered and exited in the event's extra. Trigger conf ``{"force": true}`` overrides
-    the guards, the overshoot skip and a static segment's freeze.
+    Runs in the ``funnel_hive`` pool, with ``execution_timeout``, ``retries`` and
+    ``retry_delay`` from the settings, unless given. Each successful refresh updates the
+    Asset ``funnel://segment/<segment_id>`` with version, size, entered and exited in the
+    event's extra. Trigger conf ``{"force": true}`` overrides the guards, the overshoot skip
+    and a static segment's freeze. ``on_kill`` cancels the Hive query, records the attempt
+    as failed and releases the segment's lock, so the next try starts at once.
     """
 
     template_fields: Sequence[str] = ("query",)
@@ -66,6 +90,9 @@ class SegmentRefreshOperator(BaseOperator):
     ) -> None:
         kwargs.setdefault("pool", settings.HIVE_POOL)
         kwargs.setdefault("outlets", [Asset(layout.asset_uri(segment_id))])
+        kwargs.setdefault("execution_timeout", dt.timedelta(seconds=settings.REFRESH_TIMEOUT_SECONDS))
+        kwargs.setdefault("retries", settings.REFRESH_RETRIES)
+        kwargs.setdefault("retry_delay", dt.timedelta(seconds=settings.REFRESH_RETRY_DELAY_SECONDS))
         super().__init__(**kwargs)
         self.segment_id = segment_id
         self.query = query
@@ -75,14 +102,18 @@ class SegmentRefreshOperator(BaseOperator):
         self.mysql_conn_id = mysql_conn_id
         self.redis_conn_id = redis_conn_id
         self.batch_size = batch_size
+        self._running: _Running | None = None
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        """Render the query. A run without a logical date (REST ``"logical_date": null``) gets
-        the date macros of its ``run_after``, so ``{{ ds }}`` in a segment query works for
-        every kind of trigger."""
-        if context.get("logical_date") is None and context.get("dag_run") is not None:
-            context = {**context, **_date_macros(context["dag_run"].run_after)}  # type: ignore[assignment]
-        super().render_template_fields(context, jinja_env)
+        """Render the query with the run's dates only, in a sandbox (never Airflow's full
+        context: no connections, Variables or task instance reach a segment query).
+
+        A run without a logical date (REST ``"logical_date": null``) gets the dates of its
+        ``run_after``, so ``{{ ds }}`` works for every kind of trigger.
+        """
+        moment = context.get("logical_date") or context["dag_run"].run_after
+        values = date_values(moment, context.get("data_interval_start"), context.get("data_interval_end"))
+        self.query = render_query(self.segment_id, self.query, values)
 
     def _request(self, context: Context) -> RefreshRequest:
         """This run's refresh: its identity, the rules that apply and whether it is forced."""
@@ -102,42 +133,41 @@ class SegmentRefreshOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook, get_context_from_env_var
-        from airflow.providers.redis.hooks.redis import RedisHook
+        from airflow.providers.apache.hive.hooks.hive import get_context_from_env_var
 
-        check_query(self.segment_id, self.query)  # the rendered query, before it reaches Hive
+        check_query(self.segment_id, self.query, extra_allowed=settings.ALLOWED_FUNCTIONS)  # before Hive sees it
         request = self._request(context)
         run = request.run
         if request.force:
             self.log.warning("segment %s: forced run: guards, overshoot skip and freeze are off", self.segment_id)
-        redis_client = RedisHook(redis_conn_id=self.redis_conn_id).get_conn()
-        lock = SegmentLock(
-            redis_client,
-            self.segment_id,
-            {"dag_id": run.dag_id, "run_id": run.run_id, "try_number": run.try_number, "since": utc_now()},
-            ttl_seconds=settings.LOCK_TTL_SECONDS,
-            wait_seconds=settings.LOCK_WAIT_SECONDS,
-        )
-        hive_hook = HiveServer2Hook(hiveserver2_conn_id=self.hive_conn_id)
-        with contextlib.ExitStack() as stack:
-            mysql_conn = stack.enter_context(
-                contextlib.closing(
-                    FunnelMySqlHook(mysql_conn_id=self.mysql_conn_id, local_infile=settings.MYSQL_BULK_LOAD).get_conn()
-                )
-            )
+        redis_client = wiring.redis_client(self.redis_conn_id)
+        holder = {"dag_id": run.dag_id, "run_id": run.run_id, "try_number": run.try_number, "since": utc_now()}
+        lock = wiring.segment_lock(redis_client, self.segment_id, holder)
+        hive_hook = wiring.hive_hook(self.hive_conn_id)
+        with (
+            wiring.refresher(
+                mysql_conn_id=self.mysql_conn_id, redis_client=redis_client, batch_size=self.batch_size
+            ) as refresher,
+            contextlib.ExitStack() as hive,
+        ):
+            running = self._running = _Running(refresher, hive_hook)
 
             def batches() -> Iterator[list[Any]]:
-                hive_conn = stack.enter_context(contextlib.closing(hive_hook.get_conn()))
-                return stream_first_column(hive_conn, self.query, self.batch_size, get_context_from_env_var())
+                conn = hive.enter_context(contextlib.closing(hive_hook.get_conn()))
+                running.query = HiveQuery(
+                    conn,
+                    self.query,
+                    segment_id=self.segment_id,
+                    batch_size=self.batch_size,
+                    hive_conf=get_context_from_env_var(),
+                    poll_seconds=settings.HIVE_POLL_SECONDS,
+                    log_every_seconds=settings.HIVE_LOG_EVERY_SECONDS,
+                    cancel_requested=refresher.cancelled,
+                    connect=hive_hook.get_conn,  # to stop the query on the server after a timeout
+                    log=self.log,
+                )
+                return running.query.batches()
 
-            refresher = Refresher(
-                mysql=MySqlSegmentStore(mysql_conn, bulk_load=settings.MYSQL_BULK_LOAD),
-                redis=RedisSegmentStore(redis_client, settings.STAGING_TTL_SECONDS, settings.CHANGE_TTL_SECONDS),
-                history=RunHistory(mysql_conn),
-                batch_size=self.batch_size,
-                keep_versions=settings.KEEP_VERSIONS,
-                progress_every=settings.PROGRESS_EVERY_ROWS,
-            )
             try:
                 result = refresher.refresh(request, batches, lock)
             except RefreshSkipped as skipped:
@@ -147,9 +177,15 @@ class SegmentRefreshOperator(BaseOperator):
                 raise
             except Exception as exc:
                 raise FunnelError(
-                    f"segment {self.segment_id!r}: refresh failed ({type(exc).__name__}: {exc}); readers still "
+                    f"segment {self.segment_id!r}: refresh failed ({describe_failure(exc)}); readers still "
                     "see a complete version, and the next attempt cleans up and brings Redis level with MySQL"
                 ) from exc
+            except BaseException:  # a timeout or a kill: the query must not run on without us
+                if running.query is not None:
+                    running.query.cancel(hive_hook.get_conn)
+                raise
+            finally:
+                self._running = None
         context["outlet_events"][Asset(layout.asset_uri(self.segment_id))].extra = {
             "segment_id": result.segment_id,
             "version": result.version,
@@ -177,19 +213,18 @@ class SegmentRefreshOperator(BaseOperator):
             "exited": result.exited,
         }
 
-
-def _date_macros(moment: dt.datetime) -> dict[str, Any]:
-    """Airflow's logical-date macros, computed for ``moment`` (as Airflow does for the logical date)."""
-    ds = moment.strftime("%Y-%m-%d")
-    ts = moment.isoformat()
-    return {
-        "logical_date": moment,
-        "ds": ds,
-        "ds_nodash": ds.replace("-", ""),
-        "ts": ts,
-        "ts_nodash": moment.strftime("%Y%m%dT%H%M%S"),
-        "ts_nodash_with_tz": ts.replace("-", "").replace(":", ""),
-    }
+    def on_kill(self) -> None:
+        """Stop a refresh in flight: cancel its Hive query, record the attempt as failed and
+        release the segment's lock, each over a new connection (the task's own may be in the
+        middle of a call). Runs in a helper thread, bounded in time, so a dead server cannot
+        make the kill itself hang."""
+        running = self._running
+        if running is None:
+            return
+        self.log.warning("segment %s: %s; stopping the refresh", self.segment_id, KILLED)
+        worker = threading.Thread(target=running.stop, args=(KILLED,), name="funnel-on-kill", daemon=True)
+        worker.start()
+        worker.join(timeout=settings.HIVE_CONNECT_TIMEOUT_SECONDS + 10)
 
 
 class InvalidSegmentOperator(BaseOperator):

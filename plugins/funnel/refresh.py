@@ -2,11 +2,13 @@
 
 Order (README, "How a refresh stays atomic"):
 
-1. Take the segment's lock (wait up to ``lock_wait_seconds``, else skip and say who holds it).
+1. Take the segment's lock (wait up to ``lock_wait_seconds``, logging whom it waits for;
+   then skip if the segment was refreshed for this slot meanwhile, else fail so Airflow
+   retries).
 2. Record the attempt in ``funnel_segment_runs``; attempts a dead process left 'running'
    are marked failed. Decide whether to skip (overshoot, frozen static segment).
-3. Reconcile: if Redis serves another version than MySQL's live one (a process died
-   between the two swaps), rebuild Redis from MySQL first.
+3. Reconcile: if Redis does not serve MySQL's live version in full (a process died
+   between the two swaps, or Redis lost keys), rebuild Redis from MySQL first.
 4. Clean what a failed attempt staged, so a retry equals a clean run.
 5. Stream the query's ids into a new MySQL version and the Redis staging set.
 6. Check: both stores staged the same number of distinct ids; the guards (empty result,
@@ -20,17 +22,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from funnel import layout
-from funnel.errors import FunnelError, RefreshRejected, StoreError
+from funnel.errors import FunnelError, RefreshRejected, RunStatus, StoreError
 from funnel.rules import guard_violation, skip_reason
 from funnel.segments import Kind
 from funnel.stores.history import Outcome, RunHistory
 from funnel.stores.lock import SegmentBusy, SegmentLock
-from funnel.stores.mysql_store import MySqlSegmentStore
+from funnel.stores.mysql_store import LiveVersion, MySqlSegmentStore
 from funnel.stores.redis_store import RedisSegmentStore
 from funnel.stores.run_info import RunInfo, utc_now
 
@@ -42,15 +45,19 @@ class UserIdError(FunnelError, ValueError):
 
 
 class RefreshSkipped(FunnelError):
-    """The refresh did not change live data, on purpose (overshoot, frozen, busy, superseded)."""
+    """The refresh did not change live data, on purpose (overshoot, frozen, superseded)."""
 
-    status = "skipped"
+    status = RunStatus.SKIPPED
 
 
 class RefreshSuperseded(RefreshSkipped):
     """The result was computed, but a version for a later logical date is live and stays."""
 
-    status = "superseded"
+    status = RunStatus.SUPERSEDED
+
+
+class RefreshCancelled(FunnelError):
+    """The refresh was told to stop (the task was killed or timed out); live data is untouched."""
 
 
 @dataclass(frozen=True)
@@ -84,49 +91,73 @@ class RefreshResult:
 
 
 def normalize_user_ids(segment_id: str, values: Sequence[object]) -> tuple[list[str], int]:
-    """User ids as the strings both stores hold; NULLs dropped and counted."""
+    """User ids as the strings both stores hold; NULL and empty ids dropped and counted.
+
+    Integers (and integral floats) become their decimal text; strings are kept exactly as
+    returned, never trimmed. Anything ``layout.user_id_problem`` refuses fails the refresh
+    with the id and the fix, before it reaches a store.
+    """
     ids: list[str] = []
     nulls = 0
     for value in values:
-        if value is None:
+        if value is None or value == "":
             nulls += 1
             continue
-        if isinstance(value, bytes):
-            value = value.decode()
-        text = _float_id(segment_id, value) if isinstance(value, float) else str(value).strip()
-        if not text:
-            nulls += 1
+        if isinstance(value, int) and not isinstance(value, bool):
+            ids.append(str(value))  # the common case: BIGINT ids need no further check
             continue
-        if len(text) > layout.USER_ID_MAX_LENGTH or not text.isascii():
+        text = _text_id(segment_id, value)
+        problem = layout.user_id_problem(text)
+        if problem:
             raise UserIdError(
-                f"segment {segment_id!r}: query returned user id {text[:80]!r}, which is not an ASCII "
-                f"string of at most {layout.USER_ID_MAX_LENGTH} characters. Fix: make the query's "
-                "first column the user id (CAST it to STRING or BIGINT)"
+                f"segment {segment_id!r}: query returned user id {text[:80]!r}, which {problem}; nothing was "
+                f"swapped. Fix: make the query's first column the user id as 1 to {layout.USER_ID_MAX_LENGTH} "
+                "printable ASCII characters (CAST it to BIGINT, TRIM it, or filter such rows out)"
             )
         ids.append(text)
     return ids, nulls
 
 
-def _float_id(segment_id: str, value: float) -> str:
-    if value.is_integer():
-        return str(int(value))
-    raise UserIdError(
-        f"segment {segment_id!r}: query returned user id {value!r}, a fraction. "
-        "Fix: make the query's first column an integer or string user id"
-    )
+def _text_id(segment_id: str, value: object) -> str:
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        raise UserIdError(
+            f"segment {segment_id!r}: query returned user id {value!r}, a fraction. "
+            "Fix: make the query's first column an integer or string user id"
+        )
+    if isinstance(value, bytes):
+        return value.decode("latin-1")  # any byte survives to be judged by the id rule
+    return str(value)
 
 
-def sync_redis_from_mysql(segment_id: str, mysql: MySqlSegmentStore, redis: RedisSegmentStore, batch_size: int) -> bool:
-    """Rebuild Redis from MySQL's live version when they differ; return whether it rebuilt."""
+def redis_serves(live: LiveVersion, serving: tuple[int | None, int]) -> bool:
+    """Whether Redis serves MySQL's live version in full: the same version and every member."""
+    version, size = serving
+    return version == live.version and size == live.size
+
+
+def sync_redis_from_mysql(
+    segment_id: str, mysql: MySqlSegmentStore, redis: RedisSegmentStore, batch_size: int, lock: SegmentLock
+) -> bool:
+    """Rebuild Redis from MySQL's live version unless Redis already serves it in full.
+
+    The caller holds the segment's lock. Return whether it rebuilt.
+    """
     live = mysql.live_version(segment_id)
-    serving = redis.live_version(segment_id)
-    if live is None or serving == live.version:
+    if live is None:
+        return False
+    serving = redis.serving(segment_id)
+    if redis_serves(live, serving):
         return False
     log.warning(
-        "segment %s: Redis serves version %s but MySQL's live version is %s; rebuilding Redis from MySQL",
+        "segment %s: Redis serves version %s with %s members but MySQL's live version is %s with %s; "
+        "rebuilding Redis from MySQL",
         segment_id,
-        serving,
+        serving[0],
+        f"{serving[1]:,}",
         live.version,
+        f"{live.size:,}",
     )
     redis.clear_staged(segment_id)
     for batch in mysql.iter_live_members(segment_id, batch_size):
@@ -134,7 +165,7 @@ def sync_redis_from_mysql(segment_id: str, mysql: MySqlSegmentStore, redis: Redi
     _stage_changes_in_redis(segment_id, live.version, mysql, redis, batch_size)
     run = RunInfo(dag_id=live.dag_id, run_id=live.run_id, logical_date=live.logical_date)
     meta = _meta(live.size, live.refreshed_at, run, live.entered, live.exited)
-    redis.promote(segment_id, run.logical_ts_us, live.version, meta)
+    redis.promote(segment_id, run.logical_ts_us, live.version, meta, lock.value, (live.size, None, None))
     return True
 
 
@@ -148,7 +179,12 @@ def _stage_changes_in_redis(
 
 @dataclass
 class Refresher:
-    """Runs refreshes against the two stores, recording each attempt."""
+    """Runs refreshes against the two stores, recording each attempt.
+
+    ``history`` should have a connection of its own (not ``mysql.conn``), so an attempt
+    whose staging connection dies still records why. ``abort`` may be called from another
+    thread (the operator's ``on_kill``) while ``refresh`` runs.
+    """
 
     mysql: MySqlSegmentStore
     redis: RedisSegmentStore
@@ -156,6 +192,11 @@ class Refresher:
     batch_size: int
     keep_versions: int = 3
     progress_every: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        self.cancelled = threading.Event()
+        self._attempt: int | None = None
+        self._lock: SegmentLock | None = None
 
     def refresh(
         self,
@@ -166,18 +207,19 @@ class Refresher:
         """Refresh one segment. ``batches`` is called only once the refresh is sure to run.
 
         Raises ``RefreshSkipped`` when it leaves live data alone on purpose,
-        ``RefreshRejected`` when a guard refuses the result; any other error fails the
-        attempt. In every case but success, the live members are as they were.
+        ``RefreshRejected`` when a guard refuses the result, ``SegmentBusy`` when another
+        refresh held the lock too long and the segment is not yet refreshed for this slot;
+        any other error fails the attempt. In every case but success, the live members
+        are as they were.
         """
         segment_id, run = request.segment_id, request.run
         try:
             lock.acquire()
         except SegmentBusy as busy:
-            attempt = self.history.start(segment_id, run, utc_now())
-            self.history.finish(attempt, Outcome("skipped", error=str(busy)), utc_now())
-            raise RefreshSkipped(str(busy)) from busy
+            self._busy(request, busy)
+        self._lock = lock
         try:
-            attempt = self.history.start(segment_id, run, utc_now())
+            attempt = self._attempt = self.history.start(segment_id, run, utc_now())
             abandoned = self.history.mark_abandoned(segment_id, attempt, utc_now())
             if abandoned:
                 log.warning("segment %s: marked %d unfinished earlier attempt(s) as failed", segment_id, abandoned)
@@ -189,20 +231,57 @@ class Refresher:
                     self._drop_staged(segment_id, lock)
                 raise
             except RefreshRejected as rejected:
-                self.history.finish(attempt, Outcome("rejected", error=str(rejected)), utc_now())
+                outcome = Outcome(RunStatus.REJECTED, rejected.version, rejected.size, error=str(rejected))
+                self.history.finish(attempt, outcome, utc_now())
                 self._drop_staged(segment_id, lock)
                 raise
-            except Exception as exc:
+            except BaseException as exc:  # timeouts and kills included: the row says why
                 self._record_failure(attempt, exc)
                 self._drop_staged(segment_id, lock)
                 raise
             self.history.finish(
                 attempt,
-                Outcome("success", result.version, result.size, result.entered, result.exited),
+                Outcome(RunStatus.SUCCESS, result.version, result.size, result.entered, result.exited),
                 utc_now(),
             )
             return result
         finally:
+            self._attempt = self._lock = None
+            lock.release()
+
+    def _busy(self, request: RefreshRequest, busy: SegmentBusy) -> None:
+        """The lock stayed taken: skip if the segment got refreshed for this slot, else fail."""
+        segment_id, run = request.segment_id, request.run
+        attempt = self.history.start(segment_id, run, utc_now())
+        live = self.mysql.live_version(segment_id)
+        reason = skip_reason(
+            segment_id,
+            request.kind,
+            request.slot_time,
+            self.history.last_success_started_at(segment_id, run),
+            live.version if live else None,
+            request.force,
+        )
+        if reason:
+            self.history.finish(attempt, Outcome(RunStatus.SKIPPED, error=f"{reason} ({busy})"), utc_now())
+            raise RefreshSkipped(f"{reason}; {busy}") from busy
+        message = f"{busy}, and the segment is not refreshed for this slot yet. Airflow retries the task"
+        self.history.finish(attempt, Outcome(RunStatus.FAILED, error=message), utc_now())
+        raise SegmentBusy(segment_id, busy.holder, 0) from busy
+
+    def abort(self, reason: str) -> None:
+        """Stop the running refresh (from another thread): at the next batch it fails without
+        swapping; its attempt is recorded as failed with ``reason`` now, on a new connection
+        when ``history`` can reconnect; its lock is released, so the next try need not wait."""
+        self.cancelled.set()
+        attempt, lock = self._attempt, self._lock
+        if attempt is not None and self.history.reconnect is not None:
+            history = RunHistory(self.history.reconnect())
+            try:
+                history.finish(attempt, Outcome(RunStatus.FAILED, error=reason), utc_now())
+            finally:
+                history.close()
+        if lock is not None:
             lock.release()
 
     def _guarded(
@@ -221,7 +300,7 @@ class Refresher:
         if reason:
             raise RefreshSkipped(reason)
         started = time.monotonic()
-        sync_redis_from_mysql(segment_id, self.mysql, self.redis, self.batch_size)
+        sync_redis_from_mysql(segment_id, self.mysql, self.redis, self.batch_size, lock)
         self.mysql.clear_staged(segment_id)
         self.redis.clear_staged(segment_id)
         version = self.mysql.begin_version(segment_id, run, utc_now())
@@ -242,15 +321,17 @@ class Refresher:
             segment_id, size, live.size if live else None, request.max_shrink_pct, request.force
         )
         if violation:
-            raise RefreshRejected(violation)
+            raise RefreshRejected(violation, version, size)
         entered, exited = self.mysql.stage_changes(segment_id, version, live.version if live else None)
         _stage_changes_in_redis(segment_id, version, self.mysql, self.redis, self.batch_size)
+        self._check_cancelled(segment_id)
         lock.check()
         now = utc_now()
         promoted, current = self.mysql.promote(segment_id, version, run, size, now, entered, exited)
         if not promoted:
             raise RefreshSuperseded(_superseded_message(segment_id, size, current.version, current.logical_date, run))
-        self.redis.promote(segment_id, run.logical_ts_us, version, _meta(size, now, run, entered, exited))
+        meta = _meta(size, now, run, entered, exited)
+        self.redis.promote(segment_id, run.logical_ts_us, version, meta, lock.value, (size, entered, exited))
         pruned = self.mysql.prune(segment_id, self.keep_versions)
         if pruned:
             log.info("segment %s: pruned old versions %s", segment_id, pruned)
@@ -261,6 +342,7 @@ class Refresher:
     ) -> tuple[int, int]:
         rows_read = nulls = 0
         for ids, batch_nulls, batch_rows in _normalized(segment_id, batches):
+            self._check_cancelled(segment_id)
             self.redis.add_members(segment_id, ids)
             self.mysql.add_members(segment_id, version, ids)
             before = rows_read
@@ -276,9 +358,13 @@ class Refresher:
                 )
         return rows_read, nulls
 
+    def _check_cancelled(self, segment_id: str) -> None:
+        if self.cancelled.is_set():
+            raise RefreshCancelled(f"segment {segment_id!r}: the refresh was stopped (task killed or timed out)")
+
     def _record_failure(self, attempt: int, exc: BaseException) -> None:
         try:
-            self.history.finish(attempt, Outcome("failed", error=f"{type(exc).__name__}: {exc}"), utc_now())
+            self.history.finish(attempt, Outcome(RunStatus.FAILED, error=describe_failure(exc)), utc_now())
         except Exception as history_exc:  # MySQL itself may be what failed
             log.warning("funnel: could not record the failed attempt %s (%s)", attempt, history_exc)
 
@@ -294,6 +380,15 @@ class Refresher:
             self.redis.clear_staged(segment_id)
         except Exception as exc:
             log.info("segment %s: staged data left for the next attempt to clean (%s)", segment_id, exc)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """An error for the run history and the task log: the type and the message, never empty."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    if name == "AirflowTaskTimeout":
+        return "AirflowTaskTimeout: the task ran past its execution_timeout and was stopped"
+    return f"{name}: {text}" if text else name
 
 
 def _superseded_message(segment_id: str, size: int, live_version: int, live_date: dt.datetime, run: RunInfo) -> str:

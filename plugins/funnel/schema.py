@@ -104,15 +104,23 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             f"ALTER TABLE {layout.SEGMENTS_TABLE} ADD COLUMN max_shrink_pct DECIMAL(5,2) NULL AFTER rule",
         ],
     ),
+    (
+        3,
+        [
+            # 'dropped': a failed attempt's version, its rows deleted, its number never reused.
+            f"""ALTER TABLE {layout.VERSIONS_TABLE} MODIFY state
+                ENUM('staging','live','retired','discarded','dropped') NOT NULL""",
+        ],
+    ),
 ]
 
-_DATABASE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_DATABASE_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def ensure_database(hook: FunnelMySqlHook) -> str:
     """Create the connection's database if it does not exist yet; return its name."""
     database = hook.schema or hook.get_connection(hook.get_conn_id()).schema
-    if not database or not _DATABASE_NAME.match(database):
+    if not database or not _DATABASE_NAME.fullmatch(database):
         raise ValueError(
             f"MySQL connection {hook.get_conn_id()!r} names database {database!r}; "
             "set a plain database name (letters, digits, '_') as the connection's schema"

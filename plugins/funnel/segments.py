@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from funnel.errors import SegmentError
+from funnel.templating import check_template
 
-SEGMENT_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+#: The whole id must match (``fullmatch``: ``$`` alone would let a trailing newline through).
+SEGMENT_ID_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 SEGMENT_ID_MAX_LENGTH = 64
 NAME_MAX_LENGTH = 255
 
@@ -99,7 +101,7 @@ def _is_empty(value: object) -> bool:
 def _segment_id(row: Mapping[str, Any]) -> str:
     raw = row.get("segment_id")
     shown = str(raw) if raw is not None else "<missing>"
-    if not isinstance(raw, str) or not SEGMENT_ID_PATTERN.match(raw):
+    if not isinstance(raw, str) or not SEGMENT_ID_PATTERN.fullmatch(raw):
         raise SegmentError(
             shown,
             "segment_id",
@@ -124,7 +126,9 @@ def _kind(segment_id: str, raw: object) -> Kind:
 def _query(segment_id: str, raw: object) -> str:
     if not isinstance(raw, str):
         raise SegmentError(segment_id, "query", "is not text", "store the HiveQL SELECT as a string")
-    return raw.strip().rstrip(";").strip()
+    query = raw.strip().rstrip(";").strip()
+    check_template(segment_id, query)  # only the run's dates; no conn, var, ti or attribute walks
+    return query
 
 
 def _run_at(segment_id: str, raw: object) -> dt.datetime:

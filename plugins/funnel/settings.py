@@ -58,9 +58,41 @@ MYSQL_BULK_LOAD: bool = conf.getboolean(SECTION, "mysql_bulk_load", fallback=Tru
 KEEP_VERSIONS: int = conf.getint(SECTION, "keep_versions", fallback=3)
 MAX_SHRINK_PCT: float = conf.getfloat(SECTION, "max_shrink_pct", fallback=50.0)
 CHANGE_TTL_SECONDS: int = conf.getint(SECTION, "change_ttl_seconds", fallback=7 * 86_400)
-LOCK_TTL_SECONDS: int = conf.getint(SECTION, "lock_ttl_seconds", fallback=600)
-LOCK_WAIT_SECONDS: float = conf.getfloat(SECTION, "lock_wait_seconds", fallback=60.0)
 PROGRESS_EVERY_ROWS: int = conf.getint(SECTION, "progress_every_rows", fallback=1_000_000)
+
+#: The per-segment refresh lock: a lease renewed every third of its length, so a dead
+#: holder blocks others for at most this long; how long a second refresh waits (logging
+#: whom it waits for every ``lock_log_every_seconds``) before it fails and Airflow retries.
+LOCK_TTL_SECONDS: float = conf.getfloat(SECTION, "lock_ttl_seconds", fallback=30.0)
+LOCK_WAIT_SECONDS: float = conf.getfloat(SECTION, "lock_wait_seconds", fallback=300.0)
+LOCK_POLL_SECONDS: float = conf.getfloat(SECTION, "lock_poll_seconds", fallback=0.5)
+LOCK_LOG_EVERY_SECONDS: float = conf.getfloat(SECTION, "lock_log_every_seconds", fallback=30.0)
+
+#: Each refresh task: stopped (Hive query cancelled, attempt recorded, lock released) after
+#: this long, and retried this many times, this long apart.
+REFRESH_TIMEOUT_SECONDS: int = conf.getint(SECTION, "refresh_timeout_seconds", fallback=3 * 3600)
+REFRESH_RETRIES: int = conf.getint(SECTION, "refresh_retries", fallback=2)
+REFRESH_RETRY_DELAY_SECONDS: int = conf.getint(SECTION, "refresh_retry_delay_seconds", fallback=120)
+
+#: HiveServer2 at run time: connect and per-call read timeouts (a server that accepts and
+#: never answers fails the task instead of hanging it), how often a running query's state is
+#: polled, and how often the task log says it is still running. The read timeout bounds one
+#: Thrift call, so it must exceed the longest: Apache Hive answers each within its long-poll
+#: (5 s), but the Spark Thrift Server with ``incrementalCollect`` computes rows inside a fetch.
+HIVE_CONNECT_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "hive_connect_timeout_seconds", fallback=10.0)
+HIVE_READ_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "hive_read_timeout_seconds", fallback=600.0)
+HIVE_POLL_SECONDS: float = conf.getfloat(SECTION, "hive_poll_seconds", fallback=1.0)
+HIVE_LOG_EVERY_SECONDS: float = conf.getfloat(SECTION, "hive_log_every_seconds", fallback=60.0)
+
+#: MySQL at run time (a refresh, the CLI): connect and read timeouts.
+MYSQL_CONNECT_TIMEOUT_SECONDS: int = conf.getint(SECTION, "mysql_connect_timeout_seconds", fallback=10)
+MYSQL_READ_TIMEOUT_SECONDS: int = conf.getint(SECTION, "mysql_read_timeout_seconds", fallback=600)
+
+#: Functions a segment query may call on top of the built-in allowlist (site UDFs an
+#: administrator vetted), comma-separated, lower-case.
+ALLOWED_FUNCTIONS: frozenset[str] = frozenset(
+    name.strip().lower() for name in conf.get(SECTION, "allowed_functions", fallback="").split(",") if name.strip()
+)
 
 
 def query_check_budget_seconds() -> float:

@@ -31,8 +31,9 @@ class Snapshot:
     checked_queries: frozenset[str]
 
 
-def query_digest(query: str) -> str:
-    return hashlib.sha256(query.encode()).hexdigest()
+def query_digest(query: str, rules: str = "") -> str:
+    """A query's identity for "already checked": its text and the rules it passed under."""
+    return hashlib.sha256(f"{rules}\0{query}".encode()).hexdigest()
 
 
 def json_safe_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

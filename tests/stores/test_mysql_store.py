@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from helpers import mysql_live_members
 
+from funnel import layout
+from funnel.errors import StoreError
 from funnel.hooks import FunnelMySqlHook
 from funnel.stores.mysql_store import MySqlSegmentStore
 from funnel.stores.run_info import RunInfo
@@ -64,6 +66,14 @@ def test_same_logical_date_rerun_replaces(mysql_conn: Any) -> None:
     assert mysql_live_members(mysql_conn, "s") == {"b"}
 
 
+def versions(conn: Any) -> tuple[tuple[int, str], ...]:
+    cur = conn.cursor()
+    cur.execute(f"SELECT version, state FROM {layout.VERSIONS_TABLE} WHERE segment_id = 's' ORDER BY version")
+    rows = cur.fetchall()
+    conn.commit()
+    return rows
+
+
 def test_clear_staged_removes_failed_attempts_only(mysql_conn: Any) -> None:
     store = MySqlSegmentStore(mysql_conn)
     live = stage(store, "s", run_for(20), ["1", "2"])
@@ -72,6 +82,25 @@ def test_clear_staged_removes_failed_attempts_only(mysql_conn: Any) -> None:
     assert store.clear_staged("s") == 1
     assert store.count_members("s", abandoned) == 0
     assert mysql_live_members(mysql_conn, "s") == {"1", "2"}
+
+
+def test_a_cleaned_version_number_is_never_handed_out_again(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    first = stage(store, "s", run_for(20), ["1"])
+    store.clear_staged("s")
+    # An earlier try that is somehow still alive keeps writing to its own number...
+    store.add_members("s", first, ["zombie"])
+    retry = stage(store, "s", run_for(20), ["2"])
+    assert retry == first + 1
+    # ...and can no longer promote it; the retry's rows are its own.
+    with pytest.raises(StoreError, match=f"version {first} is no longer staged"):
+        store.promote("s", first, run_for(20), 1, NOW)
+    assert store.promote("s", retry, run_for(20), 1, NOW)[0]
+    assert mysql_live_members(mysql_conn, "s") == {"2"}
+    assert versions(mysql_conn) == ((1, "dropped"), (2, "live"))
+    store.prune("s", keep=3)  # tombstones below the live version go, with any stray rows
+    assert versions(mysql_conn) == ((2, "live"),)
+    assert store.count_members("s", first) == 0
 
 
 def test_iter_live_members_streams_every_member_once(mysql_conn: Any) -> None:

@@ -1,47 +1,77 @@
-"""The Redis store against a real Redis: the staged set swaps in atomically, forward only."""
+"""The Redis store against a real Redis: the staged set swaps in atomically, forward only,
+and only for the lock's holder with exactly the ids MySQL counted."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from helpers import redis_live_members
 
 from funnel import layout
+from funnel.errors import StoreError
+from funnel.stores.lock import LockLost
 from funnel.stores.redis_store import RedisSegmentStore
 
+LOCK = "holder-token"
 
-def test_promote_replaces_members_and_meta(redis_client: Any) -> None:
-    store = RedisSegmentStore(redis_client, staging_ttl_seconds=60)
+
+@pytest.fixture
+def store(redis_client: Any) -> RedisSegmentStore:
+    redis_client.set(layout.lock_key("s"), LOCK)
+    return RedisSegmentStore(redis_client, staging_ttl_seconds=60)
+
+
+def promote(store: RedisSegmentStore, ts: int, version: int, size: int, lock: str = LOCK, **meta: Any) -> bool:
+    return store.promote("s", ts, version, {"size": size, **meta}, lock, (size, None, None))
+
+
+def test_promote_replaces_members_and_meta(store: RedisSegmentStore, redis_client: Any) -> None:
     redis_client.sadd(layout.members_key("s"), "old", "kept")
     store.add_members("s", ["kept", "new"])
     assert redis_live_members(redis_client, "s") == {"old", "kept"}
-    assert store.promote("s", logical_ts_us=100, version=2, meta={"size": 2, "run_id": "r"})
+    assert promote(store, 100, 2, 2, run_id="r")
     assert redis_live_members(redis_client, "s") == {"kept", "new"}
     assert store.live_meta("s") == {"size": "2", "run_id": "r", "logical_ts_us": "100", "version": "2"}
     assert not redis_client.exists(layout.staging_key("s"))
     assert redis_client.ttl(layout.members_key("s")) == -1
+    assert store.serving("s") == (2, 2)
 
 
-def test_staging_key_expires_when_abandoned(redis_client: Any) -> None:
-    store = RedisSegmentStore(redis_client, staging_ttl_seconds=60)
+def test_staging_key_expires_when_abandoned(store: RedisSegmentStore, redis_client: Any) -> None:
     store.add_members("s", ["1"])
     assert 0 < redis_client.ttl(layout.staging_key("s")) <= 60
 
 
-def test_promote_refuses_an_earlier_logical_date(redis_client: Any) -> None:
-    store = RedisSegmentStore(redis_client, staging_ttl_seconds=60)
+def test_promote_refuses_an_earlier_logical_date(store: RedisSegmentStore, redis_client: Any) -> None:
     store.add_members("s", ["late"])
-    store.promote("s", logical_ts_us=200, version=1, meta={"size": 1})
+    promote(store, 200, 1, 1)
     store.add_members("s", ["backfill"])
-    assert not store.promote("s", logical_ts_us=100, version=2, meta={"size": 1})
+    assert not promote(store, 100, 2, 1)
     assert redis_live_members(redis_client, "s") == {"late"}
     assert store.live_version("s") == 1
     assert not redis_client.exists(layout.staging_key("s"))
 
 
-def test_promote_of_empty_result_empties_the_set(redis_client: Any) -> None:
-    store = RedisSegmentStore(redis_client, staging_ttl_seconds=60)
+def test_promote_of_empty_result_empties_the_set(store: RedisSegmentStore, redis_client: Any) -> None:
     redis_client.sadd(layout.members_key("s"), "gone")
-    assert store.promote("s", logical_ts_us=1, version=1, meta={"size": 0})
+    assert promote(store, 1, 1, 0)
     assert redis_live_members(redis_client, "s") == set()
     assert store.live_meta("s")["size"] == "0"
+
+
+def test_only_the_lock_holder_can_swap(store: RedisSegmentStore, redis_client: Any) -> None:
+    redis_client.sadd(layout.members_key("s"), "live")
+    store.add_members("s", ["zombie"])
+    with pytest.raises(LockLost, match="lock was lost before the Redis swap"):
+        promote(store, 100, 2, 1, lock="an earlier try's token")
+    assert redis_live_members(redis_client, "s") == {"live"}
+
+
+def test_a_staged_set_with_extra_ids_is_never_swapped(store: RedisSegmentStore, redis_client: Any) -> None:
+    # Another writer (an earlier try still running) added ids MySQL did not count.
+    redis_client.sadd(layout.members_key("s"), "live")
+    store.add_members("s", ["1", "2", "stray"])
+    with pytest.raises(StoreError, match="does not hold the 2 ids MySQL staged"):
+        promote(store, 100, 2, 2)
+    assert redis_live_members(redis_client, "s") == {"live"}

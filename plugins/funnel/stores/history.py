@@ -1,28 +1,37 @@
 """The run history in MySQL: one ``funnel_segment_runs`` row per refresh attempt.
 
-Written on its own autocommit statements, so an attempt that fails half-way (or is
-killed) still leaves its row: a row left 'running' by a dead attempt is marked failed
-by the next attempt of the same segment, which holds the segment's lock.
+Written on its own connection and its own autocommit statements, apart from the
+connection that stages members, so an attempt whose staging connection was killed or
+lost still records its real error. If the history's own connection is gone too, it
+reconnects once (``reconnect``) to record the outcome. Only a process that is itself
+killed leaves its row 'running'; the next attempt of the segment, which holds the
+segment's lock, marks such rows failed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from funnel import layout
+from funnel.errors import RunStatus
 from funnel.stores.run_info import RunInfo, from_naive_utc, to_naive_utc
+
+log = logging.getLogger(__name__)
 
 #: Longest error text kept per attempt (the task log has the rest).
 ERROR_MAX_CHARS = 4000
+ABANDONED_ERROR = "the attempt ended without finishing (process killed or lost)"
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How an attempt ended."""
 
-    status: str  # success, failed, rejected, skipped, superseded
+    status: RunStatus
     version: int | None = None
     size: int | None = None
     entered: int | None = None
@@ -31,10 +40,15 @@ class Outcome:
 
 
 class RunHistory:
-    """Attempts of segment refreshes, over one DB-API (mysqlclient) connection."""
+    """Attempts of segment refreshes, over a DB-API (mysqlclient) connection of its own.
 
-    def __init__(self, conn: Any) -> None:
+    :param reconnect: opens a new connection; used once when recording an outcome finds
+        the connection dead (the attempt's own error is then still recorded).
+    """
+
+    def __init__(self, conn: Any, reconnect: Callable[[], Any] | None = None) -> None:
         self.conn = conn
+        self.reconnect = reconnect
 
     def start(self, segment_id: str, run: RunInfo, now: dt.datetime) -> int:
         """Record a new attempt as 'running'; return its id."""
@@ -42,28 +56,49 @@ class RunHistory:
         cur.execute(
             f"INSERT INTO {layout.RUNS_TABLE}"
             " (segment_id, dag_id, run_id, try_number, logical_date, started_at, status)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 'running')",
-            (segment_id, run.dag_id, run.run_id, run.try_number, to_naive_utc(run.logical_date), to_naive_utc(now)),
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                segment_id,
+                run.dag_id,
+                run.run_id,
+                run.try_number,
+                to_naive_utc(run.logical_date),
+                to_naive_utc(now),
+                RunStatus.RUNNING.value,
+            ),
         )
         attempt_id = int(cur.lastrowid)
         self.conn.commit()
         return attempt_id
 
     def finish(self, attempt_id: int, outcome: Outcome, now: dt.datetime) -> None:
+        """Record how the attempt ended (only while it is still 'running': a finished row stays)."""
+        try:
+            self._finish(attempt_id, outcome, now)
+        except Exception as exc:
+            if self.reconnect is None or not _is_connection_error(exc):
+                raise
+            log.warning("funnel: the run history's MySQL connection failed (%s); reconnecting to record", exc)
+            self._close_quietly()
+            self.conn = self.reconnect()
+            self._finish(attempt_id, outcome, now)
+
+    def _finish(self, attempt_id: int, outcome: Outcome, now: dt.datetime) -> None:
         self.conn.rollback()  # whatever the failed attempt left open
         cur = self.conn.cursor()
         cur.execute(
             f"UPDATE {layout.RUNS_TABLE} SET finished_at = %s, status = %s, version = %s, size = %s,"
-            " entered = %s, exited = %s, error = %s WHERE id = %s",
+            " entered = %s, exited = %s, error = %s WHERE id = %s AND status = %s",
             (
                 to_naive_utc(now),
-                outcome.status,
+                RunStatus(outcome.status).value,
                 outcome.version,
                 outcome.size,
                 outcome.entered,
                 outcome.exited,
                 outcome.error[:ERROR_MAX_CHARS] if outcome.error else None,
                 attempt_id,
+                RunStatus.RUNNING.value,
             ),
         )
         self.conn.commit()
@@ -72,10 +107,16 @@ class RunHistory:
         """Mark attempts still 'running' (their process died) as failed; the caller holds the lock."""
         cur = self.conn.cursor()
         cur.execute(
-            f"UPDATE {layout.RUNS_TABLE} SET status = 'failed', finished_at = %s,"
-            " error = 'the attempt ended without finishing (process killed or lost)'"
-            " WHERE segment_id = %s AND status = 'running' AND id <> %s",
-            (to_naive_utc(now), segment_id, current_attempt),
+            f"UPDATE {layout.RUNS_TABLE} SET status = %s, finished_at = %s, error = %s"
+            " WHERE segment_id = %s AND status = %s AND id <> %s",
+            (
+                RunStatus.FAILED.value,
+                to_naive_utc(now),
+                ABANDONED_ERROR,
+                segment_id,
+                RunStatus.RUNNING.value,
+                current_attempt,
+            ),
         )
         count = cur.rowcount
         self.conn.commit()
@@ -86,9 +127,32 @@ class RunHistory:
         cur = self.conn.cursor()
         cur.execute(
             f"SELECT MAX(started_at) FROM {layout.RUNS_TABLE}"
-            " WHERE segment_id = %s AND status = 'success' AND NOT (dag_id = %s AND run_id = %s)",
-            (segment_id, other_than.dag_id, other_than.run_id),
+            " WHERE segment_id = %s AND status = %s AND NOT (dag_id = %s AND run_id = %s)",
+            (segment_id, RunStatus.SUCCESS.value, other_than.dag_id, other_than.run_id),
         )
         (value,) = cur.fetchone()
         self.conn.commit()
         return from_naive_utc(value) if value is not None else None
+
+    def close(self) -> None:
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        try:
+            self.conn.close()
+        except Exception as exc:
+            log.debug("funnel: closing the run history connection failed (%s)", exc)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A MySQL error meaning the connection itself is gone (killed, lost, server away)."""
+    import MySQLdb
+
+    if isinstance(exc, MySQLdb.InterfaceError):
+        return True
+    return isinstance(exc, MySQLdb.OperationalError) and bool(exc.args) and exc.args[0] in _CONNECTION_GONE
+
+
+#: 2006 server has gone away, 2013 lost connection, 2055 lost connection (system error),
+#: 1927 connection killed (MariaDB), 1053 server shutdown, 4031 disconnected by the server.
+_CONNECTION_GONE = {2006, 2013, 2055, 1927, 1053, 4031}

@@ -7,8 +7,10 @@ the old version or the new one, never a mix. The pointer only moves forward in l
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any
 import MySQLdb
 
 from funnel import layout
+from funnel.errors import StoreError
 from funnel.stores.run_info import RunInfo, from_naive_utc, to_naive_utc
 
 #: Rows deleted per statement when cleaning up, so no delete holds locks for long.
@@ -71,23 +74,43 @@ class MySqlSegmentStore:
         return _live(row) if row else None
 
     def clear_staged(self, segment_id: str) -> int:
-        """Delete what failed attempts left staged; return how many versions were removed."""
+        """Delete what failed attempts left staged; return how many versions were cleaned.
+
+        Their version rows stay, as ``dropped``, so a version number is never handed out
+        twice: an earlier try that is somehow still writing writes only to its own number.
+        The flip to ``discarded`` comes first, in one statement, so such a try can no longer
+        promote its version either.
+        """
         cur = self.conn.cursor()
         cur.execute(
-            f"SELECT version FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND state IN ('staging', 'discarded')",
+            f"UPDATE {layout.VERSIONS_TABLE} SET state = 'discarded' WHERE segment_id = %s AND state = 'staging'",
             (segment_id,),
         )
-        versions = [row[0] for row in cur.fetchall()]
         self.conn.commit()
-        for version in versions:
-            self.delete_version(segment_id, version)
-        return len(versions)
+        cur.execute(
+            f"SELECT v.version, v.state FROM {layout.VERSIONS_TABLE} v"
+            f" LEFT JOIN {layout.LIVE_TABLE} l ON l.segment_id = v.segment_id"
+            " WHERE v.segment_id = %s AND (v.state = 'discarded'"
+            "   OR (v.state = 'dropped' AND v.version > COALESCE(l.version, 0)))",
+            (segment_id,),
+        )
+        versions = cur.fetchall()
+        self.conn.commit()
+        for version, _state in versions:
+            self._delete_rows(segment_id, int(version))
+            cur.execute(
+                f"UPDATE {layout.VERSIONS_TABLE} SET state = 'dropped' WHERE segment_id = %s AND version = %s"
+                " AND state = 'discarded'",
+                (segment_id, version),
+            )
+            self.conn.commit()
+        return sum(1 for _version, state in versions if state == "discarded")
 
-    def delete_version(self, segment_id: str, version: int) -> None:
-        """Delete one non-live version's members and changes in small chunks, then its row.
+    def _delete_rows(self, segment_id: str, version: int) -> None:
+        """Delete one non-live version's members and changes in small chunks.
 
         Each chunk is its own short transaction on rows no reader of the live version needs,
-        so pruning never blocks ``funnel_current_members``.
+        so cleaning never blocks ``funnel_current_members``.
         """
         cur = self.conn.cursor()
         for table in (layout.MEMBERS_TABLE, layout.CHANGES_TABLE):
@@ -100,11 +123,6 @@ class MySqlSegmentStore:
                 self.conn.commit()
                 if deleted < DELETE_CHUNK:
                     break
-        cur.execute(
-            f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state <> 'live'",
-            (segment_id, version),
-        )
-        self.conn.commit()
 
     def begin_version(self, segment_id: str, run: RunInfo, now: dt.datetime) -> int:
         """Reserve the segment's next version number, in state 'staging'."""
@@ -146,14 +164,13 @@ class MySqlSegmentStore:
         return inserted
 
     def _load_members(self, segment_id: str, version: int, user_ids: Sequence[str]) -> int:
-        with tempfile.NamedTemporaryFile("w", encoding="ascii", suffix=".tsv", prefix="funnel-") as batch:
-            batch.write("\n".join(user_id.translate(_LOAD_DATA_ESCAPES) for user_id in user_ids))
-            batch.flush()
+        body = "\n".join(user_id.translate(_LOAD_DATA_ESCAPES) for user_id in user_ids).encode("ascii")
+        with _batch_file(body) as path:
             cur = self.conn.cursor()
             cur.execute(
                 f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {layout.MEMBERS_TABLE} CHARACTER SET ascii"
                 " (user_id) SET segment_id = %s, version = %s",
-                (batch.name, segment_id, version),
+                (path, segment_id, version),
             )
         inserted = cur.rowcount
         self.conn.commit()
@@ -201,6 +218,17 @@ class MySqlSegmentStore:
             return False, current
         naive_now = to_naive_utc(now)
         cur.execute(
+            f"UPDATE {layout.VERSIONS_TABLE} SET state = 'live', size = %s, promoted_at = %s, entered = %s,"
+            " exited = %s WHERE segment_id = %s AND version = %s AND state = 'staging'",
+            (size, naive_now, entered, exited, segment_id, version),
+        )
+        if cur.rowcount != 1:
+            self.conn.rollback()
+            raise StoreError(
+                f"segment {segment_id!r}: version {version} is no longer staged (a newer try of the refresh "
+                "cleaned it up); nothing was swapped. Fix: none needed, the newer try refreshes the segment"
+            )
+        cur.execute(
             f"INSERT INTO {layout.LIVE_TABLE}"
             " (segment_id, version, logical_date, size, dag_id, run_id, refreshed_at, entered, exited)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -218,11 +246,6 @@ class MySqlSegmentStore:
                 entered,
                 exited,
             ),
-        )
-        cur.execute(
-            f"UPDATE {layout.VERSIONS_TABLE} SET state = 'live', size = %s, promoted_at = %s, entered = %s,"
-            " exited = %s WHERE segment_id = %s AND version = %s",
-            (size, naive_now, entered, exited, segment_id, version),
         )
         if current is not None:
             cur.execute(
@@ -294,7 +317,11 @@ class MySqlSegmentStore:
             after = batch[-1]
 
     def prune(self, segment_id: str, keep: int) -> list[int]:
-        """Delete all but the newest ``keep`` versions (the live one always stays); return those deleted."""
+        """Delete all but the newest ``keep`` versions (the live one always stays); return those deleted.
+
+        Tombstones of failed attempts below the live version go too: the live version's row
+        keeps the numbering moving forward.
+        """
         cur = self.conn.cursor()
         cur.execute(
             f"SELECT version FROM {layout.VERSIONS_TABLE}"
@@ -305,8 +332,55 @@ class MySqlSegmentStore:
         self.conn.commit()
         doomed = retired[max(keep - 1, 0) :]
         for version in doomed:
-            self.delete_version(segment_id, version)
+            self._delete_rows(segment_id, version)
+            cur.execute(
+                f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state = 'retired'",
+                (segment_id, version),
+            )
+            self.conn.commit()
+        cur.execute(
+            f"SELECT v.version FROM {layout.VERSIONS_TABLE} v JOIN {layout.LIVE_TABLE} l"
+            " ON l.segment_id = v.segment_id WHERE v.segment_id = %s AND v.state = 'dropped' AND v.version < l.version",
+            (segment_id,),
+        )
+        tombstones = [int(row[0]) for row in cur.fetchall()]
+        self.conn.commit()
+        for version in tombstones:
+            self._delete_rows(segment_id, version)  # rows a stray earlier try may have added since
+            cur.execute(
+                f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state = 'dropped'",
+                (segment_id, version),
+            )
+            self.conn.commit()
         return doomed
+
+
+@contextlib.contextmanager
+def _batch_file(body: bytes) -> Iterator[str]:
+    """A path the MySQL client can read ``body`` from, for LOAD DATA LOCAL INFILE.
+
+    On Linux an anonymous in-memory file (``memfd_create``), read through
+    ``/proc/self/fd``: nothing touches the disk and nothing outlives the process, even
+    one killed mid-load. Elsewhere a temporary file, deleted when the load is done.
+    """
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("funnel-batch", os.MFD_CLOEXEC)
+        try:
+            _write_all(fd, body)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.NamedTemporaryFile("wb", suffix=".tsv", prefix="funnel-") as batch:
+        batch.write(body)
+        batch.flush()
+        yield batch.name
+
+
+def _write_all(fd: int, body: bytes) -> None:
+    view = memoryview(body)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 _LIVE_COLUMNS = "version, logical_date, size, dag_id, run_id, refreshed_at, entered, exited"

@@ -1,9 +1,11 @@
 """The serving member store in Redis.
 
-A refresh fills ``funnel:{id}:staging``, then one Lua script swaps it in: it compares the
-live version's (logical date, version) with the new one, RENAMEs staging over ``members``
-and rewrites ``meta``, all atomically. A reader sees the old set or the new one, never a
-gap; a version for an earlier logical date never replaces a later one.
+A refresh fills ``funnel:{id}:staging``, then one Lua script swaps it in: it checks that
+the refresh still holds the segment's lock and that the staged sets hold exactly the ids
+MySQL counted, compares the live version's (logical date, version) with the new one,
+RENAMEs staging over ``members`` (the old set is UNLINKed, freed in the background) and
+rewrites ``meta``, all atomically. A reader sees the old set or the new one, never a gap
+or a mix; a version for an earlier logical date never replaces a later one.
 """
 
 from __future__ import annotations
@@ -12,32 +14,42 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from funnel import layout
+from funnel.errors import StoreError
+from funnel.stores.lock import LockLost
 
-# KEYS: staging, members, meta, staging:entered, entered, staging:exited, exited.
-# ARGV: logical_ts_us, version, change_ttl_ms, then meta field/value pairs.
-# Returns 1 when swapped, 0 when the live version is for a later (logical date, version).
+# KEYS: staging, members, meta, staging:entered, entered, staging:exited, exited, lock.
+# ARGV: logical_ts_us, version, change_ttl_ms, lock value, expected size, entered, exited
+# (-1: unchecked), then meta field/value pairs.
+# Returns 1 when swapped, 0 when the live version is for a later (logical date, version),
+# -1 when the caller no longer holds the segment's lock, -2 when a staged set does not hold
+# exactly the expected number of ids (something else wrote to it): nothing changes then.
 _PROMOTE_LUA = """
+if redis.call('GET', KEYS[8]) ~= ARGV[4] then return -1 end
 local live_ts = tonumber(redis.call('HGET', KEYS[3], 'logical_ts_us') or '-1')
 local live_version = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
 local new_ts = tonumber(ARGV[1])
 local new_version = tonumber(ARGV[2])
 if live_ts > new_ts or (live_ts == new_ts and live_version > new_version) then
-  redis.call('DEL', KEYS[1], KEYS[4], KEYS[6])
+  redis.call('UNLINK', KEYS[1], KEYS[4], KEYS[6])
   return 0
 end
+local expected = {{KEYS[1], ARGV[5]}, {KEYS[4], ARGV[6]}, {KEYS[6], ARGV[7]}}
+for _, pair in ipairs(expected) do
+  local want = tonumber(pair[2])
+  if want >= 0 and redis.call('SCARD', pair[1]) ~= want then return -2 end
+end
 local function swap(staged, live, ttl_ms)
+  redis.call('UNLINK', live)
   if redis.call('EXISTS', staged) == 1 then
     redis.call('RENAME', staged, live)
     if ttl_ms then redis.call('PEXPIRE', live, ttl_ms) else redis.call('PERSIST', live) end
-  else
-    redis.call('DEL', live)
   end
 end
 swap(KEYS[1], KEYS[2], nil)
 swap(KEYS[4], KEYS[5], ARGV[3])
 swap(KEYS[6], KEYS[7], ARGV[3])
 redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], unpack(ARGV, 4))
+redis.call('HSET', KEYS[3], unpack(ARGV, 8))
 return 1
 """
 
@@ -86,8 +98,29 @@ class RedisSegmentStore:
     def staged_size(self, segment_id: str) -> int:
         return int(self.client.scard(layout.staging_key(segment_id)))
 
-    def promote(self, segment_id: str, logical_ts_us: int, version: int, meta: Mapping[str, object]) -> bool:
-        """Swap the staged set in, unless Redis already serves a later version."""
+    def serving(self, segment_id: str) -> tuple[int | None, int]:
+        """The version Redis serves (from ``meta``) and how many members it actually holds."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(layout.meta_key(segment_id), "version")
+        pipe.scard(layout.members_key(segment_id))
+        version, size = pipe.execute()
+        return (int(version) if version is not None else None), int(size)
+
+    def promote(
+        self,
+        segment_id: str,
+        logical_ts_us: int,
+        version: int,
+        meta: Mapping[str, object],
+        lock_value: str,
+        expected: tuple[int, int | None, int | None],
+    ) -> bool:
+        """Swap the staged sets in, unless Redis already serves a later version.
+
+        ``expected`` is (size, entered, exited) as MySQL counted them (None: unchecked); the
+        swap happens only while ``lock_value`` still holds the segment's lock and every
+        staged set holds exactly that many ids, all in one atomic script.
+        """
         fields: list[object] = []
         for name, value in {**meta, "logical_ts_us": logical_ts_us, "version": version}.items():
             fields.extend((name, str(value)))
@@ -99,9 +132,23 @@ class RedisSegmentStore:
             layout.entered_key(segment_id),
             layout.staging_exited_key(segment_id),
             layout.exited_key(segment_id),
+            layout.lock_key(segment_id),
         ]
-        args = [logical_ts_us, version, self.change_ttl_seconds * 1000, *fields]
-        return bool(self._promote(keys=keys, args=args))
+        counts = [-1 if count is None else count for count in expected]
+        args = [logical_ts_us, version, self.change_ttl_seconds * 1000, lock_value, *counts, *fields]
+        outcome = int(self._promote(keys=keys, args=args))
+        if outcome == -1:
+            raise LockLost(
+                f"segment {segment_id!r}: the refresh lock was lost before the Redis swap; Redis still serves "
+                "the previous version. Fix: none needed; the next refresh brings Redis level with MySQL"
+            )
+        if outcome == -2:
+            raise StoreError(
+                f"segment {segment_id!r}: a Redis staging set does not hold the {expected[0]:,} ids MySQL staged "
+                "(another writer?); nothing was swapped in Redis. Fix: retry; the next refresh rebuilds Redis "
+                "from MySQL"
+            )
+        return outcome == 1
 
 
 def _text(value: bytes | str) -> str:

@@ -1,0 +1,114 @@
+"""The one place that turns settings into clients and stores.
+
+The refresh operator, the CLI (and later the API) build their connections, stores, run
+history and locks here, so timeouts, TTLs and flags are the same for every entry point
+and their defaults live only in ``settings``. Hooks still own the connections: this module
+only says which hook, with which settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from funnel import settings
+from funnel.errors import StoreError
+from funnel.hooks import FunnelHiveHook, FunnelMySqlHook
+from funnel.refresh import Refresher
+from funnel.stores.history import RunHistory
+from funnel.stores.lock import SegmentLock
+from funnel.stores.mysql_store import MySqlSegmentStore
+from funnel.stores.redis_store import RedisSegmentStore
+
+
+def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
+    """The redis-py client of an Airflow Redis connection."""
+    from airflow.providers.redis.hooks.redis import RedisHook
+
+    return RedisHook(redis_conn_id=conn_id).get_conn()
+
+
+def mysql_connection(conn_id: str = settings.MYSQL_CONN_ID, *, local_infile: bool = False) -> Any:
+    """A mysqlclient connection with the run-time timeouts (never the parse-time ones).
+
+    Raises ``StoreError`` naming the connection and the fix when MySQL cannot be reached.
+    """
+    import MySQLdb
+
+    hook = FunnelMySqlHook(
+        mysql_conn_id=conn_id,
+        connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS,
+        local_infile=local_infile,
+    )
+    try:
+        return hook.get_conn()
+    except MySQLdb.OperationalError as exc:
+        raise StoreError(
+            f"cannot connect to MySQL connection {conn_id!r} within {settings.MYSQL_CONNECT_TIMEOUT_SECONDS}s "
+            f"({exc.args[-1] if exc.args else exc}); nothing was read or written. Fix: check that MySQL is up and "
+            f"that Airflow connection {conn_id!r} points at it"
+        ) from exc
+
+
+def hive_hook(conn_id: str = settings.HIVE_CONN_ID) -> FunnelHiveHook:
+    """The HiveServer2 hook with connect and read timeouts."""
+    return FunnelHiveHook(
+        hiveserver2_conn_id=conn_id,
+        connect_timeout=settings.HIVE_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=settings.HIVE_READ_TIMEOUT_SECONDS,
+    )
+
+
+def redis_store(client: Any) -> RedisSegmentStore:
+    return RedisSegmentStore(client, settings.STAGING_TTL_SECONDS, settings.CHANGE_TTL_SECONDS)
+
+
+def mysql_store(conn: Any) -> MySqlSegmentStore:
+    return MySqlSegmentStore(conn, bulk_load=settings.MYSQL_BULK_LOAD)
+
+
+def run_history(conn_id: str = settings.MYSQL_CONN_ID) -> RunHistory:
+    """The run history on a connection of its own, able to reconnect to record an outcome."""
+    return RunHistory(mysql_connection(conn_id), reconnect=lambda: mysql_connection(conn_id))
+
+
+def segment_lock(client: Any, segment_id: str, holder: dict[str, Any]) -> SegmentLock:
+    return SegmentLock(
+        client,
+        segment_id,
+        holder,
+        ttl_seconds=settings.LOCK_TTL_SECONDS,
+        wait_seconds=settings.LOCK_WAIT_SECONDS,
+        poll_seconds=settings.LOCK_POLL_SECONDS,
+        log_every_seconds=settings.LOCK_LOG_EVERY_SECONDS,
+    )
+
+
+@contextlib.contextmanager
+def refresher(
+    *,
+    mysql_conn_id: str = settings.MYSQL_CONN_ID,
+    redis_client: Any,
+    batch_size: int = settings.BATCH_SIZE,
+) -> Iterator[Refresher]:
+    """A ``Refresher`` over fresh MySQL connections (staging and history), closed on exit."""
+    with contextlib.ExitStack() as stack:
+        conn = mysql_connection(mysql_conn_id, local_infile=settings.MYSQL_BULK_LOAD)
+        stack.callback(_close_quietly, conn)
+        history = run_history(mysql_conn_id)
+        stack.callback(history.close)
+        yield Refresher(
+            mysql=mysql_store(conn),
+            redis=redis_store(redis_client),
+            history=history,
+            batch_size=batch_size,
+            keep_versions=settings.KEEP_VERSIONS,
+            progress_every=settings.PROGRESS_EVERY_ROWS,
+        )
+
+
+def _close_quietly(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
