@@ -43,6 +43,8 @@ def test_proxy_rule_is_canonical_json() -> None:
     [
         ({**DYNAMIC, "segment_id": "Bad-Id"}, "segment_id", "lower-case letters"),
         ({**DYNAMIC, "segment_id": "x" * 65}, "segment_id", "shorten it to 64"),
+        ({**DYNAMIC, "segment_id": "nl_seg\n"}, "segment_id", "lower-case letters"),  # `$` matched before \n
+        ({**DYNAMIC, "segment_id": "a\nb"}, "segment_id", "lower-case letters"),
         ({**DYNAMIC, "kind": "weekly"}, "kind", "'static', 'dynamic', 'proxy'"),
         ({**DYNAMIC, "name": " "}, "name", "human-readable name"),
         ({**DYNAMIC, "query": None}, "query", "HiveQL SELECT"),

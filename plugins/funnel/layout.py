@@ -14,7 +14,7 @@ hash tag ``{<segment_id>}``, so all of them share one cluster slot and the atomi
 - ``funnel:{<segment_id>}:entered`` / ``:exited`` SETs: who entered / left in the latest
   refresh; they expire after ``change_ttl_seconds``.
 - ``funnel:{<segment_id>}:staging:entered`` / ``:staging:exited``: the same, being written.
-- ``funnel:{<segment_id>}:lock`` STRING: the refresh lock (holder as JSON; expires).
+- ``funnel:{<segment_id>}:lock`` STRING: the refresh lock (holder as JSON; a short lease, renewed while held).
 
 MySQL (second level, durable; Redis can always be rebuilt from it):
 

@@ -41,12 +41,13 @@ class _Running:
     query: HiveQuery | None = None
 
     def stop(self, reason: str) -> None:
-        if self.query is not None:
-            self.query.cancel(self.hive_hook.get_conn)  # logs, never raises
+        """Record why and free the lock (``abort``), then stop the query on the server."""
         try:
             self.refresher.abort(reason)
         except Exception as exc:  # MySQL may be what is down; the lease frees the lock anyway
             log.warning("funnel: stopping the refresh did not complete (%s)", describe_failure(exc))
+        if self.query is not None:
+            self.query.cancel(self.hive_hook.get_conn)  # logs, never raises
 
 
 class SegmentRefreshOperator(BaseOperator):

@@ -273,16 +273,18 @@ class Refresher:
         """Stop the running refresh (from another thread): at the next batch it fails without
         swapping; its attempt is recorded as failed with ``reason`` now, on a new connection
         when ``history`` can reconnect; its lock is released, so the next try need not wait."""
-        self.cancelled.set()
         attempt, lock = self._attempt, self._lock
-        if attempt is not None and self.history.reconnect is not None:
-            history = RunHistory(self.history.reconnect())
-            try:
-                history.finish(attempt, Outcome(RunStatus.FAILED, error=reason), utc_now())
-            finally:
-                history.close()
-        if lock is not None:
-            lock.release()
+        try:
+            if attempt is not None and self.history.reconnect is not None:
+                history = RunHistory(self.history.reconnect())  # first, so the row says why it stopped
+                try:
+                    history.finish(attempt, Outcome(RunStatus.FAILED, error=reason), utc_now())
+                finally:
+                    history.close()
+        finally:
+            self.cancelled.set()
+            if lock is not None:
+                lock.release()
 
     def _guarded(
         self, request: RefreshRequest, batches: Callable[[], Iterable[Sequence[object]]], lock: SegmentLock

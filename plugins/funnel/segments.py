@@ -127,6 +127,8 @@ def _query(segment_id: str, raw: object) -> str:
     if not isinstance(raw, str):
         raise SegmentError(segment_id, "query", "is not text", "store the HiveQL SELECT as a string")
     query = raw.strip().rstrip(";").strip()
+    if not query:
+        raise SegmentError(segment_id, "query", "is empty", _FIX_MISSING["query"])
     check_template(segment_id, query)  # only the run's dates; no conn, var, ti or attribute walks
     return query
 
