@@ -30,3 +30,31 @@ def test_mysql_script_loads_catalog_rows(mysql_conn: Any, tmp_path: Path) -> Non
     cur = mysql_conn.cursor()
     cur.execute("SELECT segment_id, kind FROM funnel_segments")
     assert cur.fetchall() == (("a", "dynamic"),)
+
+
+def test_report_and_rebuild_redis_see_a_segment_half_lost_in_redis(
+    mysql_conn: Any, redis_client: Any, capsys: Any
+) -> None:
+    import datetime as dt
+
+    from helpers import insert_segments, redis_live_members
+
+    from funnel import layout, wiring
+    from funnel.refresh import RefreshRequest
+    from funnel.segments import Kind
+    from funnel.stores.run_info import RunInfo
+
+    insert_segments(mysql_conn, {"segment_id": "s", "name": "S", "kind": "dynamic", "query": "SELECT 1"})
+    run = RunInfo("d", "r", dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC))
+    with wiring.refresher(redis_client=redis_client) as refresher:
+        lock = wiring.segment_lock(redis_client, "s", {"run_id": "r"})
+        refresher.refresh(RefreshRequest("s", Kind.DYNAMIC, run), lambda: iter([["1", "2", "3"]]), lock)
+    assert main(["report"]) == 0
+    redis_client.delete(layout.members_key("s"))  # :meta stays: it still names the live version
+    capsys.readouterr()
+    assert main(["report"]) == 1
+    assert capsys.readouterr().out.splitlines()[1].split() == ["s", "dynamic", "1", "0", "3", "NO"]
+    assert main(["rebuild-redis", "s"]) == 0
+    assert "rebuilt Redis from MySQL" in capsys.readouterr().out
+    assert redis_live_members(redis_client, "s") == {"1", "2", "3"}
+    assert main(["report"]) == 0
