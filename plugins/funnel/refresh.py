@@ -253,21 +253,25 @@ class Refresher:
         """The lock stayed taken: skip if the segment got refreshed for this slot, else fail."""
         segment_id, run = request.segment_id, request.run
         attempt = self.history.start(segment_id, run, utc_now())
-        live = self.mysql.live_version(segment_id)
-        reason = skip_reason(
-            segment_id,
-            request.kind,
-            request.slot_time,
-            self.history.last_success_started_at(segment_id, run),
-            live.version if live else None,
-            request.force,
-        )
+        reason = self._skip_reason(request)
         if reason:
             self.history.finish(attempt, Outcome(RunStatus.SKIPPED, error=f"{reason} ({busy})"), utc_now())
             raise RefreshSkipped(f"{reason}; {busy}") from busy
         message = f"{busy}, and the segment is not refreshed for this slot yet. Airflow retries the task"
         self.history.finish(attempt, Outcome(RunStatus.FAILED, error=message), utc_now())
         raise SegmentBusy(segment_id, busy.holder, 0) from busy
+
+    def _skip_reason(self, request: RefreshRequest) -> str | None:
+        """Why the scheduling rules (overshoot, static freeze) leave this segment alone, or None."""
+        live = self.mysql.live_version(request.segment_id)
+        return skip_reason(
+            request.segment_id,
+            request.kind,
+            request.slot_time,
+            self.history.last_success_started_at(request.segment_id, request.run),
+            live.version if live else None,
+            request.force,
+        )
 
     def abort(self, reason: str) -> None:
         """Stop the running refresh (from another thread): at the next batch it fails without
@@ -290,15 +294,7 @@ class Refresher:
         self, request: RefreshRequest, batches: Callable[[], Iterable[Sequence[object]]], lock: SegmentLock
     ) -> RefreshResult:
         segment_id, run = request.segment_id, request.run
-        live = self.mysql.live_version(segment_id)
-        reason = skip_reason(
-            segment_id,
-            request.kind,
-            request.slot_time,
-            self.history.last_success_started_at(segment_id, run),
-            live.version if live else None,
-            request.force,
-        )
+        reason = self._skip_reason(request)
         if reason:
             raise RefreshSkipped(reason)
         started = time.monotonic()
