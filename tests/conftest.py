@@ -57,6 +57,8 @@ FUNNEL_TABLES = (
     layout.LIVE_TABLE,
     layout.RUNS_TABLE,
     layout.CHANGES_TABLE,
+    layout.USER_TAGS_TABLE,
+    layout.EVENTS_TABLE,
 )
 
 
@@ -73,6 +75,12 @@ def mysql_conn(mysql_schema: None) -> Iterator[Any]:
     cur = conn.cursor()
     for table in FUNNEL_TABLES:
         cur.execute(f"DELETE FROM {table}")
+    # The user tags as the migration leaves them: version 0 live, no load yet.
+    cur.execute(f"DELETE FROM {layout.TAG_VERSIONS_TABLE} WHERE version <> 0")
+    cur.execute(f"UPDATE {layout.TAG_VERSIONS_TABLE} SET state = 'live', as_of = '1970-01-01' WHERE version = 0")
+    cur.execute(
+        f"UPDATE {layout.TAG_LIVE_TABLE} SET version = 0, as_of = '1970-01-01', size = 0, refreshed_at = UTC_TIMESTAMP(6)"
+    )
     conn.commit()
     yield conn
     conn.close()

@@ -14,3 +14,20 @@ def test_keys_share_one_hash_tag_per_segment() -> None:
 def test_table_names() -> None:
     assert layout.SEGMENTS_TABLE == "funnel_segments"
     assert layout.CURRENT_MEMBERS_VIEW == "funnel_current_members"
+
+
+def test_user_tag_keys_share_one_slot_no_segment_can_take() -> None:
+    assert layout.tag_keys() == ("funnel:{_tags}:first_seen", "funnel:{_tags}:order_count", "funnel:{_tags}:seq")
+    assert layout.tag_keys("staging").order_count == "funnel:{_tags}:staging:order_count"
+    assert layout.tag_keys("previous").seq == "funnel:{_tags}:previous:seq"
+    assert layout.tags_meta_key() == "funnel:{_tags}:meta"
+    assert layout.lock_key(layout.TAGS_ID) == "funnel:{_tags}:lock"
+
+
+def test_a_valid_user_id_is_printable_ascii_kept_exactly() -> None:
+    assert layout.user_id_problem("12345") is None
+    assert layout.user_id_problem('a"b\\c d') is None
+    assert layout.user_id_problem("") == "is empty"
+    assert layout.user_id_problem("x" * 65) == "is 65 characters long (at most 64)"
+    assert "printable ASCII" in (layout.user_id_problem("a\tb") or "")
+    assert layout.user_id_problem(" a") == "has leading or trailing whitespace"

@@ -34,8 +34,13 @@ def test_static_run_at_is_utc_aware() -> None:
 
 
 def test_proxy_rule_is_canonical_json() -> None:
-    row = {"segment_id": "new_users", "name": "New", "kind": "proxy", "rule": '{"b": 1, "a": 2}'}
-    assert segment_from_row(row).rule == '{"a":2,"b":1}'
+    row = {
+        "segment_id": "vips",
+        "name": "VIP",
+        "kind": "proxy",
+        "rule": '{"value": 3, "op": ">=", "tag": "order_count"}',
+    }
+    assert segment_from_row(row).rule == '{"op":">=","tag":"order_count","value":3}'
 
 
 @pytest.mark.parametrize(
@@ -51,12 +56,13 @@ def test_proxy_rule_is_canonical_json() -> None:
         ({**STATIC, "run_at": None}, "run_at", "UTC date and time"),
         ({**STATIC, "run_at": "next tuesday"}, "run_at", "ISO-8601"),
         ({**DYNAMIC, "run_at": "2026-11-27 09:00:00"}, "run_at", "set run_at to NULL"),
-        ({"segment_id": "p", "name": "P", "kind": "proxy", "rule": "{nope"}, "rule", "JSON object"),
+        ({"segment_id": "p", "name": "P", "kind": "proxy", "rule": "{nope"}, "rule", "is not valid JSON"),
+        ({"segment_id": "p", "name": "P", "kind": "proxy", "rule": '{"tag": "spend"}'}, "rule", "new_user"),
         ({**DYNAMIC, "enabled": "maybe"}, "enabled", "true or false"),
         ({**DYNAMIC, "max_shrink_pct": 150}, "max_shrink_pct", "from 0 to 100"),
         ({**DYNAMIC, "max_shrink_pct": "lots"}, "max_shrink_pct", "from 0 to 100"),
         (
-            {"segment_id": "p", "name": "P", "kind": "proxy", "rule": "{}", "max_shrink_pct": 10},
+            {"segment_id": "p", "name": "P", "kind": "proxy", "rule": '{"tag": "new_user"}', "max_shrink_pct": 10},
             "max_shrink_pct",
             "NULL",
         ),

@@ -16,6 +16,20 @@ hash tag ``{<segment_id>}``, so all of them share one cluster slot and the atomi
 - ``funnel:{<segment_id>}:staging:entered`` / ``:staging:exited``: the same, being written.
 - ``funnel:{<segment_id>}:lock`` STRING: the refresh lock (holder as JSON; a short lease, renewed while held).
 
+User tags (the input of proxy segments) share one hash tag, ``{_tags}`` (no segment id
+starts with ``_``), so a tag load swaps all of them in one script:
+
+- ``funnel:{_tags}:first_seen`` ZSET user id -> sign-up time, epoch seconds (UTC).
+- ``funnel:{_tags}:order_count`` ZSET user id -> order count. Every user with tags has an
+  entry here (a user whose sign-up time is unknown has none in ``first_seen``).
+- ``funnel:{_tags}:seq`` HASH user id -> how many events changed the user's tags since the
+  live load (absent: none); a write carrying an older count is dropped.
+- ``funnel:{_tags}:meta`` HASH: ``version``, ``as_of`` (ISO-8601 UTC), ``size``,
+  ``refreshed_at``.
+- ``funnel:{_tags}:staging:<first_seen|order_count|seq>``: a load being written;
+  ``funnel:{_tags}:previous:<...>``: the version a swap replaced, until MySQL commits.
+- ``funnel:{_tags}:lock`` STRING: the tag load's lock (as a segment's).
+
 MySQL (second level, durable; Redis can always be rebuilt from it):
 
 - ``funnel_segments``: the catalog (one row per segment; the user-facing contract).
@@ -25,9 +39,15 @@ MySQL (second level, durable; Redis can always be rebuilt from it):
 - ``funnel_current_members``: a view of each segment's live members (segment_id, user_id).
 - ``funnel_segment_runs``: one row per refresh attempt, failed and skipped ones included.
 - ``funnel_segment_changes``: who entered and exited, per kept version.
+- ``funnel_tag_versions``: one row per tag load (a version of every user's tags) and its state.
+- ``funnel_user_tags``: every user's tags, per kept tag version.
+- ``funnel_tag_live``: the live tag version (one row); events and loads serialize on it.
+- ``funnel_user_events``: the real-time events (sign-ups, orders), unique by ``event_id``.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 KEY_PREFIX = "funnel"
 
@@ -38,6 +58,15 @@ LIVE_TABLE = "funnel_live_versions"
 CURRENT_MEMBERS_VIEW = "funnel_current_members"
 RUNS_TABLE = "funnel_segment_runs"
 CHANGES_TABLE = "funnel_segment_changes"
+TAG_VERSIONS_TABLE = "funnel_tag_versions"
+USER_TAGS_TABLE = "funnel_user_tags"
+TAG_LIVE_TABLE = "funnel_tag_live"
+EVENTS_TABLE = "funnel_user_events"
+
+#: The pseudo segment id of the user tags: their keys' hash tag, their lock, their runs.
+TAGS_ID = "_tags"
+#: Longest event id ``POST /v1/events`` accepts (column width).
+EVENT_ID_MAX_LENGTH = 128
 
 #: Longest user id the MySQL store accepts (column width).
 USER_ID_MAX_LENGTH = 64
@@ -103,6 +132,25 @@ def staging_exited_key(segment_id: str) -> str:
 def lock_key(segment_id: str) -> str:
     """The refresh lock: one writer per segment, expires if its holder dies."""
     return _segment_key(segment_id, "lock")
+
+
+class TagKeys(NamedTuple):
+    """The Redis keys of one stage of the user tags."""
+
+    first_seen: str
+    order_count: str
+    seq: str
+
+
+def tag_keys(stage: str = "live") -> TagKeys:
+    """The tag keys of ``stage``: ``live`` (what readers use), ``staging`` or ``previous``."""
+    prefix = "" if stage == "live" else f"{stage}:"
+    return TagKeys(*(_segment_key(TAGS_ID, f"{prefix}{name}") for name in TagKeys._fields))
+
+
+def tags_meta_key() -> str:
+    """The HASH describing the live tag version."""
+    return _segment_key(TAGS_ID, "meta")
 
 
 def asset_uri(segment_id: str) -> str:

@@ -112,6 +112,56 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 ENUM('staging','live','retired','discarded','dropped') NOT NULL""",
         ],
     ),
+    (
+        4,
+        [
+            # User tags, the input of proxy segments: versioned like members, one live pointer.
+            f"""CREATE TABLE IF NOT EXISTS {layout.TAG_VERSIONS_TABLE} (
+                version INT UNSIGNED NOT NULL PRIMARY KEY,
+                state ENUM('staging','live','retired','discarded','dropped') NOT NULL,
+                as_of DATETIME(6) NOT NULL,
+                dag_id VARCHAR(250) NOT NULL,
+                run_id VARCHAR(250) NOT NULL,
+                size BIGINT UNSIGNED NULL,
+                replayed BIGINT UNSIGNED NULL,
+                created_at DATETIME(6) NOT NULL,
+                promoted_at DATETIME(6) NULL
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            f"""CREATE TABLE IF NOT EXISTS {layout.USER_TAGS_TABLE} (
+                version INT UNSIGNED NOT NULL,
+                user_id {_MEMBER_ID},
+                first_seen DATETIME(6) NULL,
+                order_count INT NOT NULL DEFAULT 0,
+                seq INT UNSIGNED NOT NULL DEFAULT 0,
+                PRIMARY KEY (version, user_id),
+                KEY first_seen_idx (version, first_seen),
+                KEY order_count_idx (version, order_count)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            f"""CREATE TABLE IF NOT EXISTS {layout.TAG_LIVE_TABLE} (
+                id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+                version INT UNSIGNED NOT NULL,
+                as_of DATETIME(6) NOT NULL,
+                size BIGINT UNSIGNED NOT NULL,
+                refreshed_at DATETIME(6) NOT NULL
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            # Version 0: no load yet. Events apply to it until the first load swaps in.
+            f"""INSERT IGNORE INTO {layout.TAG_VERSIONS_TABLE} (version, state, as_of, dag_id, run_id, size, created_at)
+                VALUES (0, 'live', '1970-01-01 00:00:00', 'funnel', 'initial', 0, UTC_TIMESTAMP(6))""",
+            f"""INSERT IGNORE INTO {layout.TAG_LIVE_TABLE} (id, version, as_of, size, refreshed_at)
+                VALUES (1, 0, '1970-01-01 00:00:00', 0, UTC_TIMESTAMP(6))""",
+            f"""CREATE TABLE IF NOT EXISTS {layout.EVENTS_TABLE} (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                event_id VARCHAR({layout.EVENT_ID_MAX_LENGTH}) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                type ENUM('signup','order','order_cancelled') NOT NULL,
+                user_id {_MEMBER_ID},
+                at DATETIME(6) NOT NULL,
+                received_at DATETIME(6) NOT NULL,
+                request_id CHAR(32) CHARACTER SET ascii NOT NULL,
+                UNIQUE KEY event_id_idx (event_id),
+                KEY at_idx (at)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+        ],
+    ),
 ]
 
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_]+")

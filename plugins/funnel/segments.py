@@ -154,13 +154,17 @@ def _run_at(segment_id: str, raw: object) -> dt.datetime:
 
 
 def _rule(segment_id: str, raw: object) -> str:
+    """A proxy rule, validated against the grammar (``funnel.proxy.rules``), as canonical JSON
+    of what the author wrote: a leaf without ``days`` takes the setting ``new_user_days`` when
+    it is evaluated, so changing the setting needs no catalog edit."""
+    from funnel.proxy.rules import parse_rule
+
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError as exc:
-            raise SegmentError(segment_id, "rule", f"is not valid JSON ({exc})", "store a JSON object") from None
-    if not isinstance(raw, dict):
-        raise SegmentError(segment_id, "rule", "is not a JSON object", "store a JSON object")
+        except ValueError:
+            pass  # parse_rule names the JSON error
+    parse_rule(segment_id, raw, default_days=1)  # validation only; days default at evaluation
     return json.dumps(raw, sort_keys=True, separators=(",", ":"))
 
 

@@ -101,3 +101,16 @@ def query_check_budget_seconds() -> float:
     Known-good queries are remembered in the snapshot, so later parses check the rest.
     """
     return conf.getfloat(SECTION, "query_check_budget_seconds", fallback=0.1)
+
+
+#: User tags, the input of proxy segments. The warehouse baseline comes from ``tag_query``
+#: (HiveQL: ``user_id, first_seen, order_count``, as of the run's data interval end; the
+#: run's dates work as in segment queries), loaded by the DAG ``funnel_user_tags`` on
+#: ``tag_schedule``; the last ``tag_keep_versions`` loads are kept in MySQL.
+TAG_QUERY: str = conf.get(SECTION, "tag_query", fallback="")
+TAG_SCHEDULE: str = conf.get(SECTION, "tag_schedule", fallback="0 6 * * *")
+TAG_KEEP_VERSIONS: int = conf.getint(SECTION, "tag_keep_versions", fallback=2)
+#: A new user is one first seen within this many days (a rule's ``days`` overrides it).
+NEW_USER_DAYS: int = conf.getint(SECTION, "new_user_days", fallback=30)
+#: Most events one ``POST /v1/events`` takes.
+MAX_EVENTS_PER_REQUEST: int = conf.getint(SECTION, "max_events_per_request", fallback=1000)

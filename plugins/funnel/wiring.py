@@ -15,11 +15,13 @@ from typing import Any
 from funnel import settings
 from funnel.errors import StoreError
 from funnel.hooks import FunnelHiveHook, FunnelMySqlHook
+from funnel.proxy.tag_load import TagLoader
 from funnel.refresh import Refresher
 from funnel.stores.history import RunHistory
 from funnel.stores.lock import SegmentLock
 from funnel.stores.mysql_store import MySqlSegmentStore
 from funnel.stores.redis_store import RedisSegmentStore
+from funnel.stores.tags import MySqlTagStore, RedisTagStore
 
 
 def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
@@ -112,3 +114,31 @@ def refresher(
 def _close_quietly(conn: Any) -> None:
     with contextlib.suppress(Exception):
         conn.close()
+
+
+def mysql_tag_store(conn: Any) -> MySqlTagStore:
+    return MySqlTagStore(conn, bulk_load=settings.MYSQL_BULK_LOAD)
+
+
+def redis_tag_store(client: Any) -> RedisTagStore:
+    return RedisTagStore(client, settings.STAGING_TTL_SECONDS)
+
+
+@contextlib.contextmanager
+def tag_loader(
+    *, mysql_conn_id: str = settings.MYSQL_CONN_ID, redis_client: Any, batch_size: int = settings.BATCH_SIZE
+) -> Iterator[TagLoader]:
+    """A ``TagLoader`` over fresh MySQL connections (staging and history), closed on exit."""
+    with contextlib.ExitStack() as stack:
+        conn = mysql_connection(mysql_conn_id, local_infile=settings.MYSQL_BULK_LOAD)
+        stack.callback(_close_quietly, conn)
+        history = run_history(mysql_conn_id)
+        stack.callback(history.close)
+        yield TagLoader(
+            mysql=mysql_tag_store(conn),
+            redis=redis_tag_store(redis_client),
+            history=history,
+            batch_size=batch_size,
+            keep_versions=settings.TAG_KEEP_VERSIONS,
+            progress_every=settings.PROGRESS_EVERY_ROWS,
+        )

@@ -26,9 +26,9 @@ from funnel.stores.run_info import RunInfo, from_naive_utc, to_naive_utc
 DELETE_CHUNK = 10_000
 
 #: LOAD DATA's default escaping (FIELDS ESCAPED BY '\\'), applied to each user id.
-_LOAD_DATA_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+LOAD_DATA_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 #: Server errors meaning "LOAD DATA LOCAL is not allowed here".
-_LOAD_DATA_REFUSED = {1148, 2068, 3948, 4166}  # MySQL and MariaDB codes
+LOAD_DATA_REFUSED = {1148, 2068, 3948, 4166}  # MySQL and MariaDB codes
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class MySqlSegmentStore:
             try:
                 return self._load_members(segment_id, version, user_ids)
             except MySQLdb.OperationalError as exc:
-                if exc.args[0] not in _LOAD_DATA_REFUSED:
+                if exc.args[0] not in LOAD_DATA_REFUSED:
                     raise
                 self.conn.rollback()
                 self.bulk_load = False
@@ -164,8 +164,8 @@ class MySqlSegmentStore:
         return inserted
 
     def _load_members(self, segment_id: str, version: int, user_ids: Sequence[str]) -> int:
-        body = "\n".join(user_id.translate(_LOAD_DATA_ESCAPES) for user_id in user_ids).encode("ascii")
-        with _batch_file(body) as path:
+        body = "\n".join(user_id.translate(LOAD_DATA_ESCAPES) for user_id in user_ids).encode("ascii")
+        with batch_file(body) as path:
             cur = self.conn.cursor()
             cur.execute(
                 f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {layout.MEMBERS_TABLE} CHARACTER SET ascii"
@@ -356,7 +356,7 @@ class MySqlSegmentStore:
 
 
 @contextlib.contextmanager
-def _batch_file(body: bytes) -> Iterator[str]:
+def batch_file(body: bytes) -> Iterator[str]:
     """A path the MySQL client can read ``body`` from, for LOAD DATA LOCAL INFILE.
 
     On Linux an anonymous in-memory file (``memfd_create``), read through

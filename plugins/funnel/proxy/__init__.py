@@ -1,0 +1,1 @@
+"""Proxy segments: per-user tags and the rules answered over them."""

@@ -1,0 +1,45 @@
+"""Taking a batch of events: durably into MySQL first, then at once into Redis.
+
+MySQL is the truth: the batch is recorded and applied there in one transaction. Redis
+then gets the batch's users' tags as MySQL has them (absolute values with their ``seq``),
+so a write that arrives late never undoes a newer one, and retrying a batch after a Redis
+failure brings Redis level (the events are duplicates by then, but their users are
+written again).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Sequence
+
+from funnel.errors import StoreError
+from funnel.proxy.events import Event
+from funnel.stores.tags import EventsOutcome, MySqlTagStore, RedisTagStore
+
+log = logging.getLogger(__name__)
+
+
+def ingest(
+    events: Sequence[Event], mysql: MySqlTagStore, redis: RedisTagStore, now: dt.datetime
+) -> tuple[EventsOutcome, bool]:
+    """Record and apply ``events``; the next membership request sees them.
+
+    Returns the outcome and whether Redis took the batch's users (False: Redis serves
+    another tag version, because a load is swapping, which carries the events, or because
+    Redis lost its data and needs a restore).
+    """
+    outcome = mysql.record_events(events, uuid.uuid4().hex, now)
+    try:
+        written = redis.apply(outcome.version, outcome.rows)
+    except Exception as exc:
+        raise StoreError(
+            f"{outcome.accepted} event(s) recorded durably, but Redis could not be updated ({type(exc).__name__}: "
+            f"{exc}). Fix: send the same batch again; its events count once, and Redis catches up"
+        ) from exc
+    if written < 0:
+        log.info(
+            "user tags: Redis does not serve tag version %s; a load or a restore carries the events", outcome.version
+        )
+    return outcome, written >= 0

@@ -1,0 +1,120 @@
+"""User tags and events against real MySQL and Redis: idempotent events, absolute writes
+ordered by seq, and the version check that keeps a late write out of a newer load."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from funnel import layout
+from funnel.proxy.events import Event, EventType
+from funnel.proxy.ingest import ingest
+from funnel.proxy.tags import TagRow
+from funnel.stores.tags import MySqlTagStore, RedisTagStore
+
+NOW = dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC)
+
+
+def at(minutes_ago: int) -> dt.datetime:
+    return NOW - dt.timedelta(minutes=minutes_ago)
+
+
+def event(event_id: str, kind: str, user_id: str, minutes_ago: int = 1) -> Event:
+    return Event(event_id, EventType(kind), user_id, at(minutes_ago))
+
+
+@pytest.fixture
+def stores(mysql_conn: Any, redis_client: Any) -> tuple[MySqlTagStore, RedisTagStore]:
+    redis = RedisTagStore(redis_client, staging_ttl_seconds=600)
+    live = MySqlTagStore(mysql_conn).live()
+    redis.swap(live)  # Redis serves version 0, as a restore would set it up
+    return MySqlTagStore(mysql_conn), redis
+
+
+def both(stores: tuple[MySqlTagStore, RedisTagStore], *user_ids: str) -> tuple[list[Any], list[Any]]:
+    mysql, redis = stores
+    in_mysql = mysql.tags_of(list(user_ids))
+    from_mysql = [None if u not in in_mysql else (in_mysql[u].first_seen, in_mysql[u].order_count) for u in user_ids]
+    from_redis = [None if t is None else (t.first_seen, t.order_count) for t in redis.tags_of(list(user_ids))]
+    return from_mysql, from_redis
+
+
+def test_events_change_both_stores_at_once(stores: Any) -> None:
+    mysql, redis = stores
+    outcome, in_redis = ingest(
+        [
+            event("s1", "signup", "u1", 30),
+            event("o1", "order", "u1"),
+            event("o2", "order", "u1"),
+            event("o3", "order", "u2"),
+        ],
+        mysql,
+        redis,
+        NOW,
+    )
+    assert (outcome.accepted, outcome.duplicates, outcome.before_baseline, in_redis) == (4, 0, 0, True)
+    expected = [(at(30), 2), (None, 1)]
+    assert both(stores, "u1", "u2") == (expected, expected)
+
+
+def test_a_retried_event_never_counts_twice(stores: Any) -> None:
+    mysql, redis = stores
+    batch = [event("o1", "order", "u1"), event("o2", "order", "u1")]
+    ingest(batch, mysql, redis, NOW)
+    outcome, _ = ingest([*batch, event("o2", "order", "u1")], mysql, redis, NOW)  # a retry, with a repeat inside
+    assert (outcome.accepted, outcome.duplicates) == (0, 3)
+    assert both(stores, "u1") == ([(None, 2)], [(None, 2)])
+
+
+def test_cancellations_never_take_the_count_below_zero(stores: Any) -> None:
+    mysql, redis = stores
+    ingest([event("o1", "order", "u1"), event("c1", "order_cancelled", "u1")], mysql, redis, NOW)
+    ingest([event("c2", "order_cancelled", "u1")], mysql, redis, NOW)
+    assert both(stores, "u1") == ([(None, 0)], [(None, 0)])
+
+
+def test_the_earliest_signup_wins(stores: Any) -> None:
+    mysql, redis = stores
+    ingest([event("s1", "signup", "u1", 10)], mysql, redis, NOW)
+    ingest([event("s2", "signup", "u1", 50), event("s3", "signup", "u1", 5)], mysql, redis, NOW)
+    assert both(stores, "u1") == ([(at(50), 0)], [(at(50), 0)])
+
+
+def test_events_at_or_before_the_loads_as_of_are_recorded_not_applied(stores: Any, mysql_conn: Any) -> None:
+    mysql, redis = stores
+    cur = mysql_conn.cursor()
+    cur.execute(f"UPDATE {layout.TAG_LIVE_TABLE} SET as_of = %s", (at(60).replace(tzinfo=None),))
+    mysql_conn.commit()
+    outcome, _ = ingest([event("old", "order", "u1", 90), event("new", "order", "u1", 30)], mysql, redis, NOW)
+    assert (outcome.accepted, outcome.before_baseline) == (1, 1)
+    assert both(stores, "u1") == ([(None, 1)], [(None, 1)])
+
+
+def test_a_late_write_never_undoes_a_newer_one(stores: Any) -> None:
+    _, redis = stores
+    assert redis.apply(0, [TagRow("u1", None, 5, seq=3)]) == 1
+    assert redis.apply(0, [TagRow("u1", None, 4, seq=2)]) == 0  # older: dropped
+    assert redis.apply(0, [TagRow("u1", None, 5, seq=3)]) == 1  # the same again: harmless
+    assert [t.order_count for t in redis.tags_of(["u1"])] == [5]
+
+
+def test_a_write_for_another_tag_version_is_dropped(stores: Any) -> None:
+    _, redis = stores
+    assert redis.apply(7, [TagRow("u1", None, 5, seq=1)]) == -1
+    assert redis.tags_of(["u1"]) == [None]
+
+
+def test_redis_swap_keeps_the_old_tags_until_mysql_commits_and_can_go_back(stores: Any, redis_client: Any) -> None:
+    mysql, redis = stores
+    ingest([event("o1", "order", "u1")], mysql, redis, NOW)
+    redis.add_staged([TagRow("u2", at(1), 3)])
+    from funnel.stores.tags import TagVersion
+
+    previous = redis.swap(TagVersion(9, NOW, 1, NOW))
+    assert redis.serving() == (9, 1)
+    assert redis.tags_of(["u1", "u2"])[0] is None
+    redis.revert(previous)
+    assert redis.serving() == (0, 1)
+    assert [t.order_count if t else None for t in redis.tags_of(["u1", "u2"])] == [1, None]
