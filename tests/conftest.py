@@ -79,7 +79,8 @@ def mysql_conn(mysql_schema: None) -> Iterator[Any]:
     cur.execute(f"DELETE FROM {layout.TAG_VERSIONS_TABLE} WHERE version <> 0")
     cur.execute(f"UPDATE {layout.TAG_VERSIONS_TABLE} SET state = 'live', as_of = '1970-01-01' WHERE version = 0")
     cur.execute(
-        f"UPDATE {layout.TAG_LIVE_TABLE} SET version = 0, as_of = '1970-01-01', size = 0, refreshed_at = UTC_TIMESTAMP(6)"
+        f"UPDATE {layout.TAG_LIVE_TABLE}"
+        " SET version = 0, as_of = '1970-01-01', size = 0, refreshed_at = UTC_TIMESTAMP(6)"
     )
     conn.commit()
     yield conn

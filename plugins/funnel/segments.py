@@ -159,12 +159,9 @@ def _rule(segment_id: str, raw: object) -> str:
     it is evaluated, so changing the setting needs no catalog edit."""
     from funnel.proxy.rules import parse_rule
 
+    parse_rule(segment_id, raw, default_days=1)  # names any error; days default at evaluation
     if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            pass  # parse_rule names the JSON error
-    parse_rule(segment_id, raw, default_days=1)  # validation only; days default at evaluation
+        raw = json.loads(raw)
     return json.dumps(raw, sort_keys=True, separators=(",", ":"))
 
 
