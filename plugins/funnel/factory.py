@@ -18,12 +18,14 @@ import pendulum
 from airflow.sdk import DAG, get_parsing_context
 from airflow.timetables.events import EventsTimetable
 
-from funnel import settings
+from funnel import layout, settings
 from funnel.catalog import Catalog, load_catalog
 from funnel.errors import CatalogError, SegmentError
-from funnel.operators import InvalidSegmentOperator, SegmentRefreshOperator
-from funnel.plan import DYNAMIC_START_DATE, DagPlan, plan_dags
+from funnel.operators import InvalidSegmentOperator, SegmentRefreshOperator, UserTagsLoadOperator
+from funnel.plan import DYNAMIC_START_DATE, TAGS_DAG_ID, DagPlan, plan_dags
+from funnel.query_check import check_query
 from funnel.segments import Kind, Segment
+from funnel.templating import check_template
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +94,55 @@ def build_invalid_dag(dag_id: str, error: SegmentError) -> DAG:
     return dag
 
 
+def tag_query_error(query: str) -> SegmentError | None:
+    """Why the tag query cannot run (the same checks as a segment query), or None."""
+    try:
+        check_template(layout.TAGS_ID, query)
+        check_query(layout.TAGS_ID, query, extra_allowed=settings.ALLOWED_FUNCTIONS)
+    except SegmentError as exc:
+        return SegmentError(layout.TAGS_ID, "tag_query", exc.problem, exc.fix)
+    return None
+
+
+def build_tags_dag(query: str, schedule: str, timezone: str = settings.TIMEZONE) -> DAG:
+    """The DAG loading the users' tags; without a valid ``tag_query`` it explains what to set."""
+    error = tag_query_error(query) if query else None
+    configured = bool(query) and error is None
+    dag = DAG(
+        dag_id=TAGS_DAG_ID,
+        schedule=schedule if configured else None,
+        start_date=pendulum.instance(DYNAMIC_START_DATE, tz=timezone),
+        catchup=False,
+        max_active_runs=1,
+        tags=["funnel", "proxy"],
+        description=(
+            f"Loads every user's tags (the proxy segments' input) at {schedule} ({timezone})"
+            if configured
+            else str(error or "not configured: set [funnel] tag_query to load the users' tags")[:1000]
+        ),
+        doc_md="Loads `user_id, first_seen, order_count` from the warehouse as of the run's data interval end; "
+        "events after that time are replayed on top.",
+    )
+    if configured:
+        UserTagsLoadOperator(task_id="load_user_tags", query=query, doc_md=f"```sql\n{query}\n```", dag=dag)
+    else:
+        message = (
+            str(error)
+            if error
+            else (
+                "the user tags are not configured. Fix: set [funnel] tag_query (AIRFLOW__FUNNEL__TAG_QUERY) to a "
+                "HiveQL SELECT of user_id, first_seen, order_count, as of the run's data interval end"
+            )
+        )
+        InvalidSegmentOperator(task_id="explain", message=message, dag=dag)
+    return dag
+
+
 def build_dags(catalog: Catalog, only_dag_id: str | None = None) -> dict[str, DAG]:
     """All DAGs for a catalog, keyed by dag_id; only ``only_dag_id`` when a worker needs one."""
     dags: dict[str, DAG] = {}
+    if only_dag_id in (None, TAGS_DAG_ID):
+        dags[TAGS_DAG_ID] = build_tags_dag(settings.tag_query(), settings.TAG_SCHEDULE)
     for plan in plan_dags(catalog.segments, settings.DYNAMIC_SCHEDULE):
         if only_dag_id in (None, plan.dag_id):
             dags[plan.dag_id] = build_dag(plan)
@@ -127,9 +175,13 @@ def _register(namespace: MutableMapping[str, object], started: float) -> None:
     catalog = load_catalog()
     for error in catalog.errors:
         log.error("funnel: invalid segment, not refreshed: %s", error)
-    if catalog.errors and settings.strict_catalog():
-        details = "\n".join(f"- {error}" for error in catalog.errors)
-        raise CatalogError(f"funnel: {len(catalog.errors)} invalid segment(s) (strict_catalog is on):\n{details}")
+    tag_error = tag_query_error(settings.tag_query()) if settings.tag_query() else None
+    if tag_error:
+        log.error("funnel: invalid tag query, user tags not loaded: %s", tag_error)
+    problems = [*catalog.errors, *([tag_error] if tag_error else [])]
+    if problems and settings.strict_catalog():
+        details = "\n".join(f"- {error}" for error in problems)
+        raise CatalogError(f"funnel: {len(problems)} invalid segment(s) (strict_catalog is on):\n{details}")
     dags = build_dags(catalog, get_parsing_context().dag_id)
     namespace.update(dags)
     log.info(

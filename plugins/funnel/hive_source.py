@@ -151,7 +151,8 @@ class HiveQuery:
     ``batches()`` (or iterating the object) submits the query (after ``set k=v`` for each
     ``hive_conf`` item), polls its state every ``poll_seconds`` until FINISHED (HiveServer2 may
     hold each poll up to its long-polling timeout, 5 s by default), then yields the first
-    column in batches of ``batch_size`` rows. While it waits on Hive (polling or in a fetch:
+    column (or, with ``columns`` > 1, the first ``columns`` columns as tuples) in batches of
+    ``batch_size`` rows. While it waits on Hive (polling or in a fetch:
     the Spark Thrift Server computes rows while they are fetched) a background thread logs
     ``segment X: Hive query still running after 120s (state RUNNING)`` every
     ``log_every_seconds`` (0: never).
@@ -180,8 +181,10 @@ class HiveQuery:
         cancel_requested: threading.Event | None = None,
         connect: Callable[[], Any] | None = None,
         log: Any = None,
+        columns: int = 1,
     ) -> None:
         self.conn = conn
+        self.columns = columns
         self.query = query
         self.segment_id = segment_id
         self.batch_size = batch_size
@@ -232,7 +235,7 @@ class HiveQuery:
                         self.state = "DONE"
                         return
                     self.rows += len(rows)
-                    yield [row[0] for row in rows]
+                    yield [row[0] for row in rows] if self.columns == 1 else [row[: self.columns] for row in rows]
             except hive_exc.Error as exc:
                 raise self._error(exc) from exc
             except _TRANSPORT_ERRORS as exc:

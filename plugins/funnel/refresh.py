@@ -177,8 +177,40 @@ def _stage_changes_in_redis(
             redis.add_changes(segment_id, change, batch)
 
 
+class Stoppable:
+    """An attempt that another thread (the operator's ``on_kill``) may stop while it runs.
+
+    Subclasses set ``_attempt`` and ``_lock`` while they work and check ``cancelled``
+    between batches.
+    """
+
+    history: RunHistory
+
+    def _init_stoppable(self) -> None:
+        self.cancelled = threading.Event()
+        self._attempt: int | None = None
+        self._lock: SegmentLock | None = None
+
+    def abort(self, reason: str) -> None:
+        """Stop the running attempt (from another thread): at the next batch it fails without
+        swapping; its attempt is recorded as failed with ``reason`` now, on a new connection
+        when ``history`` can reconnect; its lock is released, so the next try need not wait."""
+        attempt, lock = self._attempt, self._lock
+        try:
+            if attempt is not None and self.history.reconnect is not None:
+                history = RunHistory(self.history.reconnect())  # first, so the row says why it stopped
+                try:
+                    history.finish(attempt, Outcome(RunStatus.FAILED, error=reason), utc_now())
+                finally:
+                    history.close()
+        finally:
+            self.cancelled.set()
+            if lock is not None:
+                lock.release()
+
+
 @dataclass
-class Refresher:
+class Refresher(Stoppable):
     """Runs refreshes against the two stores, recording each attempt.
 
     ``history`` should have a connection of its own (not ``mysql.conn``), so an attempt
@@ -194,9 +226,7 @@ class Refresher:
     progress_every: int = 1_000_000
 
     def __post_init__(self) -> None:
-        self.cancelled = threading.Event()
-        self._attempt: int | None = None
-        self._lock: SegmentLock | None = None
+        self._init_stoppable()
 
     def refresh(
         self,
@@ -272,23 +302,6 @@ class Refresher:
             live.version if live else None,
             request.force,
         )
-
-    def abort(self, reason: str) -> None:
-        """Stop the running refresh (from another thread): at the next batch it fails without
-        swapping; its attempt is recorded as failed with ``reason`` now, on a new connection
-        when ``history`` can reconnect; its lock is released, so the next try need not wait."""
-        attempt, lock = self._attempt, self._lock
-        try:
-            if attempt is not None and self.history.reconnect is not None:
-                history = RunHistory(self.history.reconnect())  # first, so the row says why it stopped
-                try:
-                    history.finish(attempt, Outcome(RunStatus.FAILED, error=reason), utc_now())
-                finally:
-                    history.close()
-        finally:
-            self.cancelled.set()
-            if lock is not None:
-                lock.release()
 
     def _guarded(
         self, request: RefreshRequest, batches: Callable[[], Iterable[Sequence[object]]], lock: SegmentLock

@@ -107,8 +107,14 @@ def query_check_budget_seconds() -> float:
 #: (HiveQL: ``user_id, first_seen, order_count``, as of the run's data interval end; the
 #: run's dates work as in segment queries), loaded by the DAG ``funnel_user_tags`` on
 #: ``tag_schedule``; the last ``tag_keep_versions`` loads are kept in MySQL.
-TAG_QUERY: str = conf.get(SECTION, "tag_query", fallback="")
 TAG_SCHEDULE: str = conf.get(SECTION, "tag_schedule", fallback="0 6 * * *")
+
+
+def tag_query() -> str:
+    """The tag query (empty: not configured). Read at every parse, like the catalog."""
+    return conf.get(SECTION, "tag_query", fallback="").strip().rstrip(";").strip()
+
+
 TAG_KEEP_VERSIONS: int = conf.getint(SECTION, "tag_keep_versions", fallback=2)
 #: A new user is one first seen within this many days (a rule's ``days`` overrides it).
 NEW_USER_DAYS: int = conf.getint(SECTION, "new_user_days", fallback=30)

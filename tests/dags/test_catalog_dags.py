@@ -68,7 +68,13 @@ def test_invalid_segment_gets_a_marker_dag_and_the_rest_build(mysql_conn: Any) -
     insert_segments(mysql_conn, *SEGMENTS, BROKEN)
     bag = load_dagbag()
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == [DYNAMIC_DAG_ID, EXAMPLE_DAG_ID, "funnel_invalid_broken", "funnel_static_launch"]
+    assert sorted(bag.dag_ids) == [
+        DYNAMIC_DAG_ID,
+        EXAMPLE_DAG_ID,
+        "funnel_invalid_broken",
+        "funnel_static_launch",
+        "funnel_user_tags",
+    ]
     assert [t.task_id for t in bag.dags[DYNAMIC_DAG_ID].tasks] == ["alpha", "zeta"]
     marker = bag.dags["funnel_invalid_broken"]
     assert marker.description.startswith("segment 'broken': field 'query' contains DELETE")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from helpers import hive_execute, hive_first_column, insert_segments, mysql_live_members, redis_live_members
 
-from funnel.plan import DYNAMIC_DAG_ID
+from funnel.plan import DYNAMIC_DAG_ID, TAGS_DAG_ID
 
 RUN_AT = dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC)
 GROUP_QUERY = "SELECT user_id FROM funnel_test.events WHERE grp = {grp}"
@@ -56,9 +56,17 @@ def serialized(dag: Any) -> Any:
     return DagSerialization.from_dict(json.loads(json.dumps(DagSerialization.to_dict(dag))))
 
 
+# The users' tags, as of the run's data interval end (here every test user signed up before it).
+TAG_QUERY = (
+    "SELECT user_id, CAST('2026-11-01 10:00:00' AS TIMESTAMP) AS first_seen, grp AS order_count"
+    " FROM funnel_test.events WHERE '{{ data_interval_end.isoformat() }}' > '2026-11-02'"
+)
+
+
 @pytest.fixture
-def catalog(mysql_conn: Any) -> Any:
+def catalog(mysql_conn: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     insert_segments(mysql_conn, *CATALOG)
+    monkeypatch.setenv("AIRFLOW__FUNNEL__TAG_QUERY", TAG_QUERY)
     return mysql_conn
 
 
@@ -75,7 +83,12 @@ def events(hive_conn: Any) -> Any:
 def test_dag_folder_imports_without_errors(catalog: Any) -> None:
     bag = load_dagbag()
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == [DYNAMIC_DAG_ID, "funnel_example_big_spenders_consumer", "funnel_static_launch_week"]
+    assert sorted(bag.dag_ids) == [
+        DYNAMIC_DAG_ID,
+        "funnel_example_big_spenders_consumer",
+        "funnel_static_launch_week",
+        TAGS_DAG_ID,
+    ]
 
 
 def test_every_dag_survives_serialization_round_trip(catalog: Any) -> None:
@@ -89,6 +102,7 @@ def test_every_dag_survives_serialization_round_trip(catalog: Any) -> None:
         "funnel_example_big_spenders_consumer": "Asset",
         DYNAMIC_DAG_ID: "0 9,18 * * *",
         "funnel_static_launch_week": "once at 2026-11-20T09:00:00+00:00",
+        TAGS_DAG_ID: "0 6 * * *",
     }
 
 
@@ -213,3 +227,33 @@ def test_overshoot_and_static_freeze_skip_tasks_and_force_runs_them(
     refrozen = static.test(logical_date=RUN_AT + dt.timedelta(minutes=2), run_conf={"force": True})
     assert task_states(refrozen) == {"launch_week": "success"}
     assert redis_live_members(redis_client, "launch_week") == {str(i) for i in range(10)}
+
+
+def test_the_tags_dag_loads_every_users_tags_into_both_stores(
+    catalog: Any, events: Any, redis_client: Any, airflow_db: None
+) -> None:
+    from funnel import wiring
+
+    run = load_dagbag().dags[TAGS_DAG_ID].test(logical_date=MORNING)
+    assert task_states(run) == {"load_user_tags": "success"}
+    mysql = wiring.mysql_tag_store(catalog)
+    live = mysql.live()
+    assert (live.version, live.size) == (1, 3000)
+    assert live.as_of == MORNING  # the data interval's end: a cron run's interval ends at its logical date
+    redis = wiring.redis_tag_store(redis_client)
+    assert redis.serving() == (1, 3000)
+    first_seen = dt.datetime(2026, 11, 1, 10, tzinfo=dt.UTC)
+    assert [(t.first_seen, t.order_count) for t in redis.tags_of(["3", "4", "5"])] == [
+        (first_seen, 0),
+        (first_seen, 1),
+        (first_seen, 2),
+    ]
+    assert mysql.tags_of(["5"])["5"].order_count == 2
+
+
+def test_without_a_tag_query_the_tags_dag_says_what_to_set(catalog: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW__FUNNEL__TAG_QUERY")
+    dag = load_dagbag().dags[TAGS_DAG_ID]
+    assert dag.schedule is None
+    assert [t.task_id for t in dag.tasks] == ["explain"]
+    assert "Fix: set [funnel] tag_query" in dag.tasks[0].message

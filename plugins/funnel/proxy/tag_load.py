@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from funnel import layout
 from funnel.errors import RefreshRejected, RunStatus, StoreError
 from funnel.proxy.tags import TagRow, normalize_tag_rows
-from funnel.refresh import RefreshCancelled, RefreshSuperseded, describe_failure
+from funnel.refresh import RefreshCancelled, RefreshSuperseded, Stoppable, describe_failure
 from funnel.rules import guard_violation
 from funnel.stores.history import Outcome, RunHistory
 from funnel.stores.lock import SegmentLock
@@ -46,7 +45,7 @@ class TagLoadResult:
 
 
 @dataclass
-class TagLoader:
+class TagLoader(Stoppable):
     """Loads the tag baseline into both stores and swaps it in, recording each attempt."""
 
     mysql: MySqlTagStore
@@ -57,7 +56,7 @@ class TagLoader:
     progress_every: int = 1_000_000
 
     def __post_init__(self) -> None:
-        self.cancelled = threading.Event()
+        self._init_stoppable()
 
     def load(
         self,
@@ -70,8 +69,9 @@ class TagLoader:
         max_shrink_pct: float = 50.0,
     ) -> TagLoadResult:
         lock.acquire()
+        self._lock = lock
         try:
-            attempt = self.history.start(layout.TAGS_ID, run, utc_now())
+            attempt = self._attempt = self.history.start(layout.TAGS_ID, run, utc_now())
             try:
                 result = self._load(run, as_of, batches, lock, force, max_shrink_pct)
             except RefreshSuperseded as superseded:
@@ -95,6 +95,7 @@ class TagLoader:
             )
             return result
         finally:
+            self._attempt = self._lock = None
             lock.release()
 
     def _load(
