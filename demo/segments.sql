@@ -11,5 +11,11 @@ REPLACE INTO funnel_segments (segment_id, name, kind, query, run_at, rule, enabl
  '2026-11-20 09:00:00', NULL, TRUE),
 ('french_users', 'Users in France (paused)', 'dynamic',
  'SELECT user_id FROM funnel_demo.users WHERE country = ''FR''', NULL, NULL, FALSE),
-('new_users', 'New users (answered at request time)', 'proxy',
- NULL, NULL, '{"tag": "new_user"}', TRUE);
+('new_users', 'Signed up in the last 30 days (answered at request time)', 'proxy',
+ NULL, NULL, '{"tag": "new_user", "days": 30}', TRUE),
+('frequent_buyers', 'Three orders or more (answered at request time)', 'proxy',
+ NULL, NULL, '{"tag": "order_count", "op": ">=", "value": 3}', TRUE),
+('two_orders', 'Exactly two orders: one more makes a frequent buyer', 'proxy',
+ NULL, NULL, '{"tag": "order_count", "op": "=", "value": 2}', TRUE),
+('new_buyers', 'New users who ordered', 'proxy',
+ NULL, NULL, '{"all": [{"tag": "new_user"}, {"tag": "order_count", "op": ">=", "value": 1}]}', TRUE);

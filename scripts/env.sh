@@ -31,3 +31,8 @@ export PYTHONPATH=$FUNNEL_ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}
 export AIRFLOW_CONN_FUNNEL_HIVE=${AIRFLOW_CONN_FUNNEL_HIVE:-"hiveserver2://funnel@$FUNNEL_HIVE_HOST:$FUNNEL_HIVE_PORT/default?auth_mechanism=NONE"}
 export AIRFLOW_CONN_FUNNEL_MYSQL=${AIRFLOW_CONN_FUNNEL_MYSQL:-"mysql://root@$FUNNEL_MYSQL_HOST:$FUNNEL_MYSQL_PORT/$FUNNEL_MYSQL_DB"}
 export AIRFLOW_CONN_FUNNEL_REDIS=${AIRFLOW_CONN_FUNNEL_REDIS:-"redis://$FUNNEL_REDIS_HOST:$FUNNEL_REDIS_PORT?db=$FUNNEL_REDIS_DB"}
+
+# The local stack's user tags (the demo warehouse's tag query) and the serving API's tokens.
+# These tokens are fine for this loopback-only stack; anywhere else, set your own (README).
+export AIRFLOW__FUNNEL__TAG_QUERY=${AIRFLOW__FUNNEL__TAG_QUERY:-$(cat "$FUNNEL_ROOT/demo/tag_query.hql")}
+export AIRFLOW__FUNNEL__API_TOKENS=${AIRFLOW__FUNNEL__API_TOKENS:-read:funnel-demo-read,write:funnel-demo-write}

@@ -44,6 +44,9 @@ os.environ.update(
         "AIRFLOW__FUNNEL__REFRESH_RETRIES": "0",
     }
 )
+# The local stack's tag query and tokens (scripts/env.sh) are not the tests': each test sets its own.
+os.environ.pop("AIRFLOW__FUNNEL__TAG_QUERY", None)
+os.environ.pop("AIRFLOW__FUNNEL__API_TOKENS", None)
 sys.path.insert(0, str(ROOT / "plugins"))
 
 from funnel import layout  # noqa: E402

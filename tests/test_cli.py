@@ -58,3 +58,28 @@ def test_report_and_rebuild_redis_see_a_segment_half_lost_in_redis(
     assert "rebuilt Redis from MySQL" in capsys.readouterr().out
     assert redis_live_members(redis_client, "s") == {"1", "2", "3"}
     assert main(["report"]) == 0
+
+
+def test_rebuild_redis_all_restores_every_live_segment_and_the_tags(
+    mysql_conn: Any, redis_client: Any, capsys: Any
+) -> None:
+    import datetime as dt
+
+    from helpers import redis_live_members
+
+    from funnel import wiring
+    from funnel.refresh import RefreshRequest
+    from funnel.segments import Kind
+    from funnel.stores.run_info import RunInfo
+
+    run = RunInfo("d", "r", dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC))
+    with wiring.refresher(redis_client=redis_client) as refresher:
+        for segment_id, ids in (("a", ["1", "2"]), ("b", ["3"])):
+            lock = wiring.segment_lock(redis_client, segment_id, {"run_id": "r"})
+            refresher.refresh(RefreshRequest(segment_id, Kind.DYNAMIC, run), lambda ids=ids: iter([ids]), lock)
+    redis_client.flushdb()
+    assert main(["rebuild-redis", "--all"]) == 0
+    assert "checked 2 segments and the user tags; rebuilt: a, b, user tags" in capsys.readouterr().out
+    assert (redis_live_members(redis_client, "a"), redis_live_members(redis_client, "b")) == ({"1", "2"}, {"3"})
+    assert main(["rebuild-redis", "--all"]) == 0
+    assert "rebuilt: none" in capsys.readouterr().out

@@ -31,3 +31,10 @@ def test_a_valid_user_id_is_printable_ascii_kept_exactly() -> None:
     assert layout.user_id_problem("x" * 65) == "is 65 characters long (at most 64)"
     assert "printable ASCII" in (layout.user_id_problem("a\tb") or "")
     assert layout.user_id_problem(" a") == "has leading or trailing whitespace"
+
+
+def test_the_user_id_pattern_says_what_the_rule_says() -> None:
+    samples = ["1", "a", "x" * 64, "x" * 65, "", " ", "a b", " a", "a ", "a\tb", "caf\u00e9", "~!", '"q"', "\\N", "a\n"]
+    for sample in samples:
+        matched = layout.USER_ID_PATTERN.fullmatch(sample) is not None
+        assert matched == (layout.user_id_problem(sample) is None), sample

@@ -99,6 +99,8 @@ def validate_rows(
     rows: Iterable[tuple[Mapping[str, Any], str]],
     checked_queries: Iterable[str] = (),
     check_budget_seconds: float | None = None,
+    *,
+    check_queries: bool = True,
 ) -> Catalog:
     """Validate each row alone.
 
@@ -114,7 +116,7 @@ def validate_rows(
     for row, source in rows:
         try:
             segment = segment_from_row(row, source)
-            if segment.query is not None:
+            if segment.query is not None and check_queries:
                 digest = snapshot.query_digest(segment.query, rules)
                 if digest not in known:
                     if deadline is None and check_budget_seconds is not None:
@@ -133,6 +135,33 @@ def validate_rows(
         catalog.segments.append(segment)
     catalog.segments.sort()
     return catalog
+
+
+def serving_catalog(hook: FunnelMySqlHook) -> Catalog:
+    """The catalog as the API needs it: both sources merged and validated, queries not parsed
+    (the API runs none; each task checks its own before Hive sees it). The Airflow Variable
+    is read when Airflow's metadata is reachable; a standalone API without it serves the
+    MySQL rows and says so once."""
+    try:
+        variable_rows, variable_errors = read_variable_rows(settings.CATALOG_VARIABLE)
+    except Exception as exc:
+        _warn_once(
+            f"funnel API: the Airflow Variable {settings.CATALOG_VARIABLE} cannot be read ({exc}); serving MySQL rows"
+        )
+        variable_rows, variable_errors = [], []
+    mysql_rows = read_mysql_rows(hook)
+    catalog = validate_rows(merge_rows(mysql_rows, variable_rows, settings.CATALOG_VARIABLE), check_queries=False)
+    catalog.errors[:0] = variable_errors
+    return catalog
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 def load_catalog(hook: FunnelMySqlHook | None = None, snapshot_path: str | None = None) -> Catalog:

@@ -3,7 +3,8 @@
 Commands: ``migrate`` (MySQL schema), ``hive FILE`` and ``mysql FILE`` (run a script of
 statements, one per ``;`` at a line end), ``report`` (each segment's size in both stores),
 ``ensure-pool`` (the Airflow pool Hive queries run in), ``static-runs`` (each static
-segment's DAG and run_at), ``rebuild-redis SEGMENT_ID`` (reload Redis from MySQL).
+segment's DAG and run_at), ``rebuild-redis SEGMENT_ID|--all`` (reload Redis from MySQL),
+``serve`` (the serving API).
 """
 
 from __future__ import annotations
@@ -48,34 +49,63 @@ def run_mysql_script(path: Path) -> None:
 def report() -> bool:
     """Print each segment's live version and size in Redis and MySQL; return whether all agree.
 
-    They agree when Redis serves MySQL's live version with exactly its members (the rule the
-    refresh and ``rebuild-redis`` reconcile on).
+    A static or dynamic segment agrees when Redis serves MySQL's live version with exactly its
+    members (the rule the refresh and ``rebuild-redis`` reconcile on). A proxy segment's size
+    is counted over the users' tags in each store (in Redis for a one-tag rule; a rule that
+    combines tags is counted in MySQL only); the tags agree when Redis serves MySQL's tag
+    version with as many users.
     """
+    from funnel.proxy.rules import is_leaf, leaf_ranges, parse_rule
     from funnel.refresh import redis_serves
     from funnel.stores.mysql_store import MySqlSegmentStore
+    from funnel.stores.run_info import utc_now
 
-    redis = wiring.redis_store(wiring.redis_client())
+    client = wiring.redis_client()
+    redis, redis_tags = wiring.redis_store(client), wiring.redis_tag_store(client)
+    now = utc_now()
     with contextlib.closing(wiring.mysql_connection()) as conn:
         cursor = conn.cursor()
-        cursor.execute(f"SELECT segment_id, kind, enabled FROM {layout.SEGMENTS_TABLE} ORDER BY segment_id")
+        cursor.execute(f"SELECT segment_id, kind, enabled, rule FROM {layout.SEGMENTS_TABLE} ORDER BY segment_id")
         rows = cursor.fetchall()
-        store = MySqlSegmentStore(conn)
-        lives = {segment_id: store.live_version(segment_id) for segment_id, _kind, _enabled in rows}
-    all_agree = True
+        conn.commit()
+        store, tags = MySqlSegmentStore(conn), wiring.mysql_tag_store(conn)
+        lives = {row[0]: store.live_version(row[0]) for row in rows if row[1] != "proxy"}
+        tag_live = tags.live()
+        tag_users = tags.count(tag_live.version)
+        rules = {row[0]: parse_rule(row[0], row[3], settings.NEW_USER_DAYS) for row in rows if row[1] == "proxy"}
+        proxy_sizes = {segment_id: tags.count_matching(rule, now) for segment_id, rule in rules.items()}
+    tags_serving = redis_tags.serving()
+    # No tags at all agree with an empty Redis (nothing to restore).
+    tags_agree = tags_serving == (tag_live.version, tag_users) or tags_serving == (None, 0) == (None, tag_users)
+    all_agree = tags_agree
     print(f"{'segment':<24} {'kind':<8} {'version':>7} {'redis':>9} {'mysql':>9}  agree")
-    for segment_id, kind, enabled in rows:
-        live = lives[segment_id]
-        serving = redis.serving(segment_id)
-        agree = redis_serves(live, serving) if live is not None else serving == (None, 0)
-        all_agree &= agree
+    for segment_id, kind, enabled, _rule in rows:
         label = kind if enabled else f"{kind}*"
-        shown_version = "-" if live is None else str(live.version)
-        if live is not None and serving[0] != live.version:
-            shown_version += f" (redis {serving[0] if serving[0] is not None else '-'})"
-        verdict = "yes" if agree else "NO"
-        mysql_size = live.size if live is not None else 0
-        print(f"{segment_id:<24} {label:<8} {shown_version:>7} {serving[1]:>9,} {mysql_size:>9,}  {verdict}")
-    print("(* disabled)")
+        if kind == "proxy":
+            rule = rules[segment_id]
+            in_redis = (
+                f"{sum(redis_tags.count_range(tag, low, high) for tag, low, high in leaf_ranges(rule, now)):,}"
+                if is_leaf(rule)
+                else "-"
+            )
+            agree = tags_agree and in_redis in ("-", f"{proxy_sizes[segment_id]:,}")
+            row = (f"tags {tag_live.version}", in_redis, f"{proxy_sizes[segment_id]:,}")
+        else:
+            live = lives[segment_id]
+            serving = redis.serving(segment_id)
+            agree = redis_serves(live, serving) if live is not None else serving == (None, 0)
+            shown_version = "-" if live is None else str(live.version)
+            if live is not None and serving[0] != live.version:
+                shown_version += f" (redis {serving[0] if serving[0] is not None else '-'})"
+            row = (shown_version, f"{serving[1]:,}", f"{live.size if live is not None else 0:,}")
+        all_agree &= agree
+        print(f"{segment_id:<24} {label:<8} {row[0]:>7} {row[1]:>9} {row[2]:>9}  {'yes' if agree else 'NO'}")
+    shown_tags = "-" if tags_serving[0] is None else str(tags_serving[0])
+    print(
+        f"{'(user tags)':<24} {'':<8} {tag_live.version:>7} {tags_serving[1]:>9,} {tag_users:>9,}  "
+        f"{'yes' if tags_agree else 'NO (redis serves tag version ' + shown_tags + ')'}"
+    )
+    print("(* disabled; a proxy segment's redis column is '-' when its rule combines tags)")
     return all_agree
 
 
@@ -93,6 +123,33 @@ def rebuild_redis(segment_id: str) -> bool:
         rebuilt = sync_redis_from_mysql(segment_id, store, wiring.redis_store(client), settings.BATCH_SIZE, lock)
     print(f"segment {segment_id}: {'rebuilt Redis from MySQL' if rebuilt else 'Redis already matches MySQL'}")
     return rebuilt
+
+
+def rebuild_all() -> list[str]:
+    """Restore every segment with a live version, and the users' tags, into Redis from MySQL."""
+    from funnel.restore import restore_all
+
+    checked, rebuilt = restore_all(by="funnel.cli")
+    shown = ", ".join("user tags" if s == layout.TAGS_ID else s for s in rebuilt) or "none"
+    print(f"checked {len(checked) - 1} segments and the user tags; rebuilt: {shown}")
+    return rebuilt
+
+
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the serving API with uvicorn (loopback by default: put a proxy in front to expose it)."""
+    import uvicorn
+
+    uvicorn.run(
+        "funnel.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 def static_runs(output: Path) -> None:
@@ -137,7 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("static-runs", help="write each static segment's DAG id and run_at").add_argument(
         "output", type=Path
     )
-    sub.add_parser("rebuild-redis", help="reload a segment's Redis set from MySQL").add_argument("segment_id")
+    rebuild = sub.add_parser("rebuild-redis", help="reload a segment (or --all, and the tags) into Redis from MySQL")
+    rebuild.add_argument("segment_id", nargs="?")
+    rebuild.add_argument("--all", action="store_true", help="every segment with a live version, and the user tags")
+    serving = sub.add_parser("serve", help="run the serving API (uvicorn)")
+    serving.add_argument("--host", default=settings.API_HOST)
+    serving.add_argument("--port", type=int, default=settings.API_PORT)
+    serving.add_argument("--workers", type=int, default=settings.API_WORKERS)
     args = parser.parse_args(argv)
     if args.command == "migrate":
         applied = migrate()
@@ -153,7 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "static-runs":
         static_runs(args.output)
     elif args.command == "rebuild-redis":
-        rebuild_redis(args.segment_id)
+        if args.all == bool(args.segment_id):
+            parser.error("rebuild-redis takes a segment id or --all")
+        if args.all:
+            rebuild_all()
+        else:
+            rebuild_redis(args.segment_id)
+    elif args.command == "serve":
+        serve(args.host, args.port, args.workers)
     return 0
 
 

@@ -21,8 +21,13 @@ from airflow.timetables.events import EventsTimetable
 from funnel import layout, settings
 from funnel.catalog import Catalog, load_catalog
 from funnel.errors import CatalogError, SegmentError
-from funnel.operators import InvalidSegmentOperator, SegmentRefreshOperator, UserTagsLoadOperator
-from funnel.plan import DYNAMIC_START_DATE, TAGS_DAG_ID, DagPlan, plan_dags
+from funnel.operators import (
+    InvalidSegmentOperator,
+    RestoreRedisOperator,
+    SegmentRefreshOperator,
+    UserTagsLoadOperator,
+)
+from funnel.plan import DYNAMIC_START_DATE, RESTORE_DAG_ID, TAGS_DAG_ID, DagPlan, plan_dags
 from funnel.query_check import check_query
 from funnel.segments import Kind, Segment
 from funnel.templating import check_template
@@ -138,11 +143,31 @@ def build_tags_dag(query: str, schedule: str, timezone: str = settings.TIMEZONE)
     return dag
 
 
+def build_restore_dag() -> DAG:
+    """A DAG to trigger when Redis lost its data: every segment and the tags, from MySQL."""
+    dag = DAG(
+        dag_id=RESTORE_DAG_ID,
+        schedule=None,
+        start_date=pendulum.instance(DYNAMIC_START_DATE, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["funnel"],
+        description="Restores every segment and the users' tags into Redis from MySQL (trigger after a Redis loss)",
+        doc_md="Redis keeps nothing on disk here; MySQL holds every live version. Trigger this DAG (or run "
+        "`python -m funnel.cli rebuild-redis --all`) after Redis lost its data. The API also restores a "
+        "segment by itself the first time it finds it missing.",
+    )
+    RestoreRedisOperator(task_id="restore_redis", dag=dag)
+    return dag
+
+
 def build_dags(catalog: Catalog, only_dag_id: str | None = None) -> dict[str, DAG]:
     """All DAGs for a catalog, keyed by dag_id; only ``only_dag_id`` when a worker needs one."""
     dags: dict[str, DAG] = {}
     if only_dag_id in (None, TAGS_DAG_ID):
         dags[TAGS_DAG_ID] = build_tags_dag(settings.tag_query(), settings.TAG_SCHEDULE)
+    if only_dag_id in (None, RESTORE_DAG_ID):
+        dags[RESTORE_DAG_ID] = build_restore_dag()
     for plan in plan_dags(catalog.segments, settings.DYNAMIC_SCHEDULE):
         if only_dag_id in (None, plan.dag_id):
             dags[plan.dag_id] = build_dag(plan)

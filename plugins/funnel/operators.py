@@ -323,6 +323,21 @@ class UserTagsLoadOperator(_HiveQueryOperator):
         return {"version": result.version, "size": result.size, "replayed": result.replayed, "as_of": as_of.isoformat()}
 
 
+class RestoreRedisOperator(BaseOperator):
+    """Bring Redis level with MySQL for every segment with a live version, and the users' tags
+    (after Redis restarted empty, say). Each segment is restored under its lock; one that Redis
+    already serves in full is left alone."""
+
+    ui_color = "#fdf3e1"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from funnel.restore import restore_all
+
+        checked, rebuilt = restore_all(by=self.dag_id)
+        self.log.info("checked %d segments and the user tags; rebuilt %s", len(checked) - 1, rebuilt or "none")
+        return {"checked": len(checked), "rebuilt": rebuilt}
+
+
 class InvalidSegmentOperator(BaseOperator):
     """Stands for a segment row that failed validation: running it fails with the reason.
 

@@ -120,3 +120,45 @@ TAG_KEEP_VERSIONS: int = conf.getint(SECTION, "tag_keep_versions", fallback=2)
 NEW_USER_DAYS: int = conf.getint(SECTION, "new_user_days", fallback=30)
 #: Most events one ``POST /v1/events`` takes.
 MAX_EVENTS_PER_REQUEST: int = conf.getint(SECTION, "max_events_per_request", fallback=1000)
+
+#: The serving API (``python -m funnel.cli serve``; also mounted in Airflow's API server
+#: under ``/funnel``): bind address, port and uvicorn worker processes.
+API_HOST: str = conf.get(SECTION, "api_host", fallback="127.0.0.1")
+API_PORT: int = conf.getint(SECTION, "api_port", fallback=8081)
+API_WORKERS: int = conf.getint(SECTION, "api_workers", fallback=2)
+#: Most user ids one ``members:check`` takes, and the page sizes of the listings.
+MAX_CHECK_IDS: int = conf.getint(SECTION, "max_check_ids", fallback=10_000)
+PAGE_LIMIT_DEFAULT: int = conf.getint(SECTION, "page_limit_default", fallback=1000)
+PAGE_LIMIT_MAX: int = conf.getint(SECTION, "page_limit_max", fallback=10_000)
+#: How long the API trusts its copy of the catalog (segment ids, kinds, rules).
+API_CATALOG_TTL_SECONDS: float = conf.getfloat(SECTION, "api_catalog_ttl_seconds", fallback=5.0)
+#: How long the size of a proxy segment whose rule combines tags is cached (one tag: exact).
+PROXY_SIZE_CACHE_SECONDS: float = conf.getfloat(SECTION, "proxy_size_cache_seconds", fallback=60.0)
+
+
+def api_tokens() -> dict[str, str]:
+    """Bearer tokens of the API and their scope (``read`` or ``write``; write can read).
+
+    ``api_tokens`` is a comma-separated list of ``scope:token`` (from airflow.cfg, the
+    environment, or ``api_tokens_file``: a file holding the same, e.g. a mounted secret).
+    """
+    raw = conf.get(SECTION, "api_tokens", fallback="")
+    path = conf.get(SECTION, "api_tokens_file", fallback="")
+    if path:
+        with open(path, encoding="utf-8") as handle:
+            raw = f"{raw},{handle.read()}"
+    tokens: dict[str, str] = {}
+    for item in raw.replace("\n", ",").split(","):
+        if not item.strip():
+            continue
+        scope, sep, token = item.strip().partition(":")
+        if not sep or scope not in ("read", "write") or not token:
+            raise ValueError(
+                "[funnel] api_tokens: each entry must be 'read:<token>' or 'write:<token>', comma-separated"
+            )
+        tokens[token] = scope
+    return tokens
+
+
+#: The API's Redis client: connect and per-command timeouts.
+REDIS_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "redis_timeout_seconds", fallback=5.0)

@@ -31,6 +31,27 @@ def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
     return RedisHook(redis_conn_id=conn_id).get_conn()
 
 
+def async_redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
+    """An asyncio redis-py client on the same Airflow connection as ``redis_client`` (the API's)."""
+    import redis.asyncio
+    from airflow.providers.redis.hooks.redis import RedisHook
+
+    conn = RedisHook(redis_conn_id=conn_id).get_connection(conn_id)
+    extra = conn.extra_dejson
+    ssl = {k: v for k, v in extra.items() if k.startswith("ssl")}
+    password = None if str(conn.password).lower() in ("none", "false", "") else conn.password
+    return redis.asyncio.Redis(
+        host=conn.host,
+        port=conn.port,
+        db=int(extra.get("db") or 0),
+        username=conn.login,
+        password=password,
+        socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
+        socket_timeout=settings.REDIS_TIMEOUT_SECONDS,
+        **ssl,
+    )
+
+
 def mysql_connection(conn_id: str = settings.MYSQL_CONN_ID, *, local_infile: bool = False) -> Any:
     """A mysqlclient connection with the run-time timeouts (never the parse-time ones).
 
@@ -76,13 +97,16 @@ def run_history(conn_id: str = settings.MYSQL_CONN_ID) -> RunHistory:
     return RunHistory(mysql_connection(conn_id), reconnect=lambda: mysql_connection(conn_id))
 
 
-def segment_lock(client: Any, segment_id: str, holder: dict[str, Any]) -> SegmentLock:
+def segment_lock(
+    client: Any, segment_id: str, holder: dict[str, Any], *, wait_seconds: float | None = None
+) -> SegmentLock:
+    """A segment's refresh lock (``layout.TAGS_ID``: the tags'); waits ``lock_wait_seconds`` unless told."""
     return SegmentLock(
         client,
         segment_id,
         holder,
         ttl_seconds=settings.LOCK_TTL_SECONDS,
-        wait_seconds=settings.LOCK_WAIT_SECONDS,
+        wait_seconds=settings.LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds,
         poll_seconds=settings.LOCK_POLL_SECONDS,
         log_every_seconds=settings.LOCK_LOG_EVERY_SECONDS,
     )

@@ -86,6 +86,7 @@ def test_dag_folder_imports_without_errors(catalog: Any) -> None:
     assert sorted(bag.dag_ids) == [
         DYNAMIC_DAG_ID,
         "funnel_example_big_spenders_consumer",
+        "funnel_restore_redis",
         "funnel_static_launch_week",
         TAGS_DAG_ID,
     ]
@@ -103,6 +104,7 @@ def test_every_dag_survives_serialization_round_trip(catalog: Any) -> None:
         DYNAMIC_DAG_ID: "0 9,18 * * *",
         "funnel_static_launch_week": "once at 2026-11-20T09:00:00+00:00",
         TAGS_DAG_ID: "0 6 * * *",
+        "funnel_restore_redis": "None",
     }
 
 
@@ -257,3 +259,22 @@ def test_without_a_tag_query_the_tags_dag_says_what_to_set(catalog: Any, monkeyp
     assert dag.schedule is None
     assert [t.task_id for t in dag.tasks] == ["explain"]
     assert "Fix: set [funnel] tag_query" in dag.tasks[0].message
+
+
+def test_the_restore_dag_brings_back_every_segment_and_the_tags_after_redis_lost_them(
+    catalog: Any, events: Any, redis_client: Any, airflow_db: None
+) -> None:
+    from funnel import wiring
+
+    bag = load_dagbag()
+    assert task_states(bag.dags[DYNAMIC_DAG_ID].test(logical_date=MORNING)) == {
+        "group_one": "success",
+        "group_zero": "success",
+    }
+    assert task_states(bag.dags[TAGS_DAG_ID].test(logical_date=MORNING)) == {"load_user_tags": "success"}
+    before = {s: redis_live_members(redis_client, s) for s in ("group_zero", "group_one")}
+    redis_client.flushdb()  # Redis restarted empty: it keeps nothing on disk
+    run = bag.dags["funnel_restore_redis"].test(logical_date=MORNING)
+    assert task_states(run) == {"restore_redis": "success"}
+    assert {s: redis_live_members(redis_client, s) for s in before} == before
+    assert wiring.redis_tag_store(redis_client).serving() == (1, 3000)

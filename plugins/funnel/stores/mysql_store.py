@@ -316,6 +316,57 @@ class MySqlSegmentStore:
             yield batch
             after = batch[-1]
 
+    def members_among(self, segment_id: str, version: int, user_ids: Sequence[str]) -> set[str]:
+        """Which of ``user_ids`` are members of ``version`` (the API's answer when Redis is not whole)."""
+        found: set[str] = set()
+        cur = self.conn.cursor()
+        for start in range(0, len(user_ids), 1000):
+            chunk = user_ids[start : start + 1000]
+            placeholders = ", ".join(["%s"] * len(chunk))
+            cur.execute(
+                f"SELECT user_id FROM {layout.MEMBERS_TABLE}"
+                f" WHERE segment_id = %s AND version = %s AND user_id IN ({placeholders})",
+                (segment_id, version, *chunk),
+            )
+            found.update(row[0] for row in cur.fetchall())
+        self.conn.commit()
+        return found
+
+    def has_version(self, segment_id: str, version: int) -> bool:
+        """Whether ``version`` is still kept (live or retired): a pinned cursor may read it."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT 1 FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s"
+            " AND state IN ('live', 'retired')",
+            (segment_id, version),
+        )
+        found = cur.fetchone() is not None
+        self.conn.commit()
+        return found
+
+    def page_members(self, segment_id: str, version: int, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` members of ``version`` after ``after``, in user id order."""
+        return self._page(
+            f"SELECT user_id FROM {layout.MEMBERS_TABLE}"
+            " WHERE segment_id = %s AND version = %s AND user_id > %s ORDER BY user_id LIMIT %s",
+            (segment_id, version, after, limit),
+        )
+
+    def page_changes(self, segment_id: str, version: int, change: str, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids that ``entered`` or ``exited`` in ``version``, after ``after``."""
+        return self._page(
+            f"SELECT user_id FROM {layout.CHANGES_TABLE} WHERE segment_id = %s AND version = %s"
+            " AND change_type = %s AND user_id > %s ORDER BY user_id LIMIT %s",
+            (segment_id, version, change, after, limit),
+        )
+
+    def _page(self, sql: str, params: tuple[object, ...]) -> list[str]:
+        cur = self.conn.cursor()
+        cur.execute(sql, params)
+        page = [row[0] for row in cur.fetchall()]
+        self.conn.commit()
+        return page
+
     def prune(self, segment_id: str, keep: int) -> list[int]:
         """Delete all but the newest ``keep`` versions (the live one always stays); return those deleted.
 

@@ -26,6 +26,7 @@ import MySQLdb
 from funnel import layout
 from funnel.errors import StoreError
 from funnel.proxy.events import Event, net_changes
+from funnel.proxy.rules import AllOf, NewUser, Not, OldUser, OrderCount, Rule, cutoff
 from funnel.proxy.tags import TagRow, from_score
 from funnel.stores.lock import LockLost
 from funnel.stores.mysql_store import LOAD_DATA_ESCAPES, LOAD_DATA_REFUSED, batch_file
@@ -128,6 +129,32 @@ class MySqlTagStore:
         while batch := cur.fetchmany(batch_size):
             yield [_tag_row(row) for row in batch]
         self.conn.commit()
+
+    def count_matching(self, rule: Rule, now: dt.datetime) -> int:
+        """How many users of the live version a proxy rule holds for (counted inside MySQL)."""
+        where, params = rule_sql(rule, now)
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT COUNT(*) FROM {layout.USER_TAGS_TABLE} t JOIN {layout.TAG_LIVE_TABLE} l"
+            f" ON l.id = 1 AND t.version = l.version WHERE {where}",
+            params,
+        )
+        (value,) = cur.fetchone()
+        self.conn.commit()
+        return int(value)
+
+    def page_matching(self, rule: Rule, now: dt.datetime, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` users a proxy rule holds for, after ``after``, in user id order."""
+        where, params = rule_sql(rule, now)
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT t.user_id FROM {layout.USER_TAGS_TABLE} t JOIN {layout.TAG_LIVE_TABLE} l"
+            f" ON l.id = 1 AND t.version = l.version WHERE t.user_id > %s AND ({where}) ORDER BY t.user_id LIMIT %s",
+            (after, *params, limit),
+        )
+        page = [row[0] for row in cur.fetchall()]
+        self.conn.commit()
+        return page
 
     # ------------------------------------------------------------------ events
 
@@ -427,6 +454,28 @@ class MySqlTagStore:
 
 
 _LIVE_COLUMNS = "version, as_of, size, refreshed_at"
+
+
+def rule_sql(rule: Rule, now: dt.datetime) -> tuple[str, list[object]]:
+    """A proxy rule as a SQL condition over ``t.first_seen`` and ``t.order_count``, with its
+    parameters. Every leaf is true or false, never NULL, so ``NOT`` agrees with ``matches``."""
+    if isinstance(rule, NewUser | OldUser):
+        compare = ">=" if isinstance(rule, NewUser) else "<"
+        return f"(t.first_seen IS NOT NULL AND t.first_seen {compare} %s)", [to_naive_utc(cutoff(rule.days, now))]
+    if isinstance(rule, OrderCount):
+        if rule.op == "between":
+            return "(t.order_count BETWEEN %s AND %s)", [rule.low, rule.high]
+        return f"(t.order_count {_SQL_OPS[rule.op]} %s)", [rule.low]
+    if isinstance(rule, Not):
+        inner, params = rule_sql(rule.rule, now)
+        return f"(NOT {inner})", params
+    parts = [rule_sql(child, now) for child in rule.rules]
+    joiner = " AND " if isinstance(rule, AllOf) else " OR "
+    return "(" + joiner.join(sql for sql, _ in parts) + ")", [p for _, params in parts for p in params]
+
+
+_SQL_OPS = {"<": "<", "<=": "<=", "=": "=", "!=": "<>", ">=": ">=", ">": ">"}
+
 #: The earlier of two nullable times, in SQL.
 _EARLIEST = "CASE WHEN {new} IS NULL THEN {old} WHEN {old} IS NULL THEN {new} ELSE LEAST({old}, {new}) END"
 

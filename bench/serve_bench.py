@@ -1,0 +1,1192 @@
+"""The serving API under load, side by side with the Redis limits it wraps.
+
+Run it through ``bench/serve`` (see bench/README.md). One run:
+
+1. setup (a child process, ``--setup``): the MySQL database ``funnel_bench_serve`` is dropped,
+   created and migrated by funnel's own migration; Redis database 12 is emptied (only when it
+   is empty or holds this bench's marker key). One dynamic segment ``big`` with 1,000,000
+   members (the even ids 0..1,999,998), 99 small dynamic segments ``s001``..``s099`` and a
+   proxy segment ``prx`` (``order_count >= 2``) are written to the catalog with SQL; the
+   dynamic ones are made live in both stores by funnel's ``Refresher`` (wiring.refresher) from
+   a Python source of ids, the user tags (200,000 users) by funnel's ``TagLoader``. Every
+   segment is then checked to be served by Redis in full (MySQL's live version, every member).
+2. the limits: a bare redis-py ``SISMEMBER`` loop (one connection, one command per round
+   trip, hiredis) and pipelined ``SMISMEMBER`` of 10,000 ids per call, on the same set.
+3. the API, ``python -m funnel.cli serve --workers N`` on a free loopback port, with its own
+   connections and token in its environment; the run waits for ``/healthz``, checks a few
+   answers against what the setup wrote, then measures:
+   - saturation with ``wrk`` (one thread, a fixed number of keep-alive connections, random ids
+     from a Lua ``request()``); ``wrk``'s own CPU is recorded to show it is not the limit;
+   - a fixed 1,000 requests/s with an open-loop generator (below): latency from each
+     request's scheduled send time, so a stall of the server is counted in full.
+   Two workers for every figure; one worker and a minimal FastAPI app (the same Redis
+   pipeline, no funnel code) for comparison.
+4. every process the run started is stopped (also on an error or Ctrl-C); the table goes to
+   stdout and ``bench/.work/serve.md``.
+
+The open-loop generator: a sender thread sleeps until each request's scheduled time
+(``time.sleep``, not an event loop timer, whose resolution is 1 ms) and writes the request on
+an idle keep-alive connection; one reader thread per connection parses the answer (httptools)
+and records ``done - scheduled``. When every connection is busy, the request waits in a
+backlog and is sent by the first connection to free up, still timed from its schedule. The
+generator reports its own lag (sent - scheduled for requests that found a free connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime as dt
+import gc
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+WORK = BENCH / ".work"
+STATE = WORK / "serve"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+BENCH_DB = os.environ.get("BENCH_SERVE_MYSQL_DB", "funnel_bench_serve")
+REDIS_DB = int(os.environ.get("BENCH_SERVE_REDIS_DB", "12"))
+MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+MYSQL_URI = f"mysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{BENCH_DB}"
+REDIS_URI = f"redis://{REDIS_HOST}:{REDIS_PORT}?db={REDIS_DB}"
+#: A key only this bench writes: Redis database REDIS_DB is emptied only when it holds this
+#: key or nothing at all, so the bench never wipes a database someone else uses.
+REDIS_MARKER = "funnel_bench_serve:owner"
+TOKEN = "bench-serve-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:24]
+
+BIG = "big"
+BIG_SIZE = 1_000_000  # members: the even ids 0 .. 2 * BIG_SIZE - 2
+SMALL = [f"s{k:03d}" for k in range(1, 100)]  # s{k}: ids below SMALL_SPAN divisible by k + 1
+SMALL_SPAN = 20_000
+PROXY = "prx"
+PROXY_RULE = {"tag": "order_count", "op": ">=", "value": 2}
+TAG_USERS = 200_000  # user i: order_count i % 5, first_seen 2025-01-01 + (i % 700) days
+BATCH_IDS = 10_000  # ids per members:check (the API's max_check_ids default)
+
+# Targets (the issue), on the 2-core machine.
+TARGET_SINGLE_VS_BARE = 0.85
+TARGET_P99_FIXED_MS = 2.0
+TARGET_P99_SAT_MS = 10.0
+TARGET_BATCH_IDS_S = 1_000_000
+TARGET_PROXY_VS_DYNAMIC = 1.5
+TARGET_USER_SEGMENTS_P99_MS = 5.0
+FIXED_RATE = 1_000
+
+
+def log(message: str) -> None:
+    print(f"[serve {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def expected_segments(user: int) -> list[str]:
+    """What ``users/{user}/segments`` must answer, from how the setup built the segments."""
+    found = []
+    if user % 2 == 0 and user < 2 * BIG_SIZE:
+        found.append(BIG)
+    if user < SMALL_SPAN:
+        found += [sid for k, sid in enumerate(SMALL, start=1) if user % (k + 1) == 0]
+    if user < TAG_USERS and user % 5 >= 2:
+        found.append(PROXY)
+    return sorted(found)
+
+
+# ----------------------------------------------------------------------------------------------
+# Setup: a child process (it imports Airflow and funnel with the bench's connections).
+# ----------------------------------------------------------------------------------------------
+
+
+def child_env() -> dict[str, str]:
+    """The environment of every funnel process the bench starts (setup child, API servers)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FUNNEL_"))}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT / "plugins"),
+            "AIRFLOW_HOME": str(STATE / "airflow"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW_CONN_FUNNEL_MYSQL": MYSQL_URI,
+            "AIRFLOW_CONN_FUNNEL_REDIS": REDIS_URI,
+            "AIRFLOW__FUNNEL__API_TOKENS": f"read:{TOKEN}",
+        }
+    )
+    return env
+
+
+def setup_child(result_path: str) -> None:
+    """Build the bench data in MySQL database BENCH_DB and Redis database REDIS_DB."""
+    import logging
+
+    import MySQLdb
+
+    logging.getLogger("funnel").setLevel(logging.WARNING)
+    steps: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        steps[name] = round(now - started, 2)
+        started = now
+
+    if BENCH_DB in ("funnel", "funnel_test"):
+        raise SystemExit(f"refusing to use MySQL database {BENCH_DB!r}: it belongs to the demo or the tests")
+    server = MySQLdb.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root")
+    server.cursor().execute(f"DROP DATABASE IF EXISTS `{BENCH_DB}`")
+    server.cursor().execute(f"CREATE DATABASE `{BENCH_DB}` CHARACTER SET utf8mb4")
+    server.close()
+
+    from funnel import layout, wiring
+    from funnel.hooks import FunnelMySqlHook
+    from funnel.refresh import RefreshRequest, redis_serves
+    from funnel.schema import migrate
+    from funnel.segments import Kind
+    from funnel.stores.mysql_store import MySqlSegmentStore
+    from funnel.stores.run_info import RunInfo
+
+    step("import")
+    migrate(FunnelMySqlHook())
+    step("migrate")
+
+    client = wiring.redis_client()
+    keys = client.dbsize()
+    if keys and not client.exists(REDIS_MARKER):
+        raise SystemExit(
+            f"Redis database {REDIS_DB} holds {keys} keys that this bench did not write; set BENCH_SERVE_REDIS_DB "
+            "to an unused database"
+        )
+    client.flushdb()
+    client.set(REDIS_MARKER, "bench/serve")
+
+    conn = wiring.mysql_connection()
+    cur = conn.cursor()
+    rows = [(BIG, "Bench: 1,000,000 members", "dynamic", "SELECT user_id FROM dw.users", None)]
+    rows += [(sid, f"Bench: small {sid}", "dynamic", "SELECT user_id FROM dw.users", None) for sid in SMALL]
+    rows.append((PROXY, "Bench: two orders or more", "proxy", None, json.dumps(PROXY_RULE)))
+    cur.executemany(
+        f"INSERT INTO {layout.SEGMENTS_TABLE} (segment_id, name, kind, query, rule) VALUES (%s, %s, %s, %s, %s)",
+        rows,
+    )
+    conn.commit()
+    step("catalog")
+
+    run = RunInfo("bench_serve", "bench_serve", dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC))
+
+    def refresh(refresher: Any, segment_id: str, ids: range) -> None:
+        def batches() -> Any:
+            for start in range(0, len(ids), 50_000):
+                yield list(ids[start : start + 50_000])
+
+        lock = wiring.segment_lock(client, segment_id, {"run_id": "bench_serve"})
+        refresher.refresh(RefreshRequest(segment_id, Kind.DYNAMIC, run, force=True), batches, lock)
+
+    with wiring.refresher(redis_client=client, batch_size=50_000) as refresher:
+        refresh(refresher, BIG, range(0, 2 * BIG_SIZE, 2))
+        step("refresh big")
+        for k, sid in enumerate(SMALL, start=1):
+            refresh(refresher, sid, range(0, SMALL_SPAN, k + 1))
+        step("refresh 99 small")
+
+    as_of = dt.datetime(2026, 11, 29, 6, tzinfo=dt.UTC)
+    base = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+    def tag_rows() -> Any:
+        for start in range(0, TAG_USERS, 50_000):
+            yield [
+                (i, base + dt.timedelta(days=i % 700), i % 5) for i in range(start, min(start + 50_000, TAG_USERS))
+            ]
+
+    tag_run = RunInfo("bench_serve_tags", "bench_serve", as_of)
+    with wiring.tag_loader(redis_client=client, batch_size=50_000) as loader:
+        lock = wiring.segment_lock(client, layout.TAGS_ID, {"run_id": "bench_serve"})
+        loader.load(tag_run, as_of, tag_rows, lock, force=True)
+    step("tags")
+
+    store = MySqlSegmentStore(conn)
+    sizes = {}
+    for sid in [BIG, *SMALL]:
+        live = store.live_version(sid)
+        serving = wiring.redis_store(client).serving(sid)
+        if live is None or not redis_serves(live, serving):
+            raise SystemExit(f"setup: segment {sid} is not served whole by Redis (MySQL {live}, Redis {serving})")
+        sizes[sid] = live.size
+    tags_serving = wiring.redis_tag_store(client).serving()
+    if tags_serving[1] != TAG_USERS:
+        raise SystemExit(f"setup: Redis serves {tags_serving[1]} users' tags, not {TAG_USERS}")
+    conn.close()
+    step("verify")
+    Path(result_path).write_text(
+        json.dumps(
+            {
+                "steps": steps,
+                "big": sizes[BIG],
+                "small_total": sum(sizes[s] for s in SMALL),
+                "tags": tags_serving[1],
+                "redis_used_memory": client.info("memory")["used_memory_human"],
+            }
+        )
+    )
+
+
+def run_setup() -> dict[str, Any]:
+    STATE.mkdir(parents=True, exist_ok=True)
+    result = STATE / "setup.json"
+    result.unlink(missing_ok=True)
+    started = time.perf_counter()
+    with open(STATE / "setup.log", "w") as out:
+        proc = subprocess.run(
+            [str(PYTHON), str(Path(__file__).resolve()), "--setup", str(result)],
+            env=child_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+    if proc.returncode != 0 or not result.exists():
+        tail = (STATE / "setup.log").read_text().splitlines()[-20:]
+        raise SystemExit("setup failed:\n" + "\n".join(tail))
+    data = json.loads(result.read_text())
+    data["seconds"] = round(time.perf_counter() - started, 1)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes the bench starts: tracked, and stopped on every exit path.
+# ----------------------------------------------------------------------------------------------
+
+
+class Processes:
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM to the process group this bench created (uvicorn and its workers), then SIGKILL."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        # Workers left behind by a killed supervisor are in the same group: end them too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc in self.started:
+            self.started.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.started):
+            self.stop(proc)
+
+
+PROCS = Processes()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 60.0) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                if answer.status == 200:
+                    return time.perf_counter() - started
+        time.sleep(0.1)
+    raise SystemExit(f"the server did not answer /healthz within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+
+
+def start_funnel(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    log_path = STATE / f"funnel-{workers}w.log"
+    argv = [str(PYTHON), "-m", "funnel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = PROCS.start([*argv, "--workers", str(workers)], child_env(), log_path)
+    seconds = wait_healthy(proc, port, log_path)
+    log(f"funnel API, {workers} worker(s), pid {proc.pid}, port {port}: /healthz after {seconds:.1f} s")
+    return proc, port
+
+
+MINIMAL_APP = '''"""A minimal FastAPI app doing the API's single-check pipeline, without funnel (bench/serve)."""
+import gc
+import hmac
+import os
+from contextlib import asynccontextmanager
+
+import orjson
+import redis.asyncio
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+TOKEN = os.environ["BENCH_TOKEN"].encode()
+
+
+@asynccontextmanager
+async def lifespan(app):
+    app.state.redis = redis.asyncio.Redis(host="@HOST@", port=@PORT@, db=@DB@)
+    gc.freeze()
+    yield
+    await app.state.redis.aclose()
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/v1/segments/{segment_id}/members/{user_id}")
+async def is_member(segment_id: str, user_id: str, request: Request) -> Response:
+    header = request.headers.get("authorization", "")
+    if not hmac.compare_digest(header[7:].encode(), TOKEN):
+        return Response(status_code=401)
+    members, meta = f"funnel:{{{segment_id}}}:members", f"funnel:{{{segment_id}}}:meta"
+    pipe = request.app.state.redis.pipeline(transaction=False)
+    pipe.sismember(members, user_id)
+    pipe.hmget(meta, "version", "size", "refreshed_at")
+    pipe.scard(members)
+    found, (version, size, refreshed_at), card = await pipe.execute()
+    body = {"segment_id": segment_id, "user_id": user_id, "member": bool(found), "version": int(version),
+            "refreshed_at": refreshed_at.decode(), "source": "redis" if int(size) == card else "?"}
+    return Response(orjson.dumps(body), media_type="application/json", headers={"X-Funnel-Source": "redis"})
+'''
+
+
+def start_minimal(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    folder = STATE / "minimal"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "minimal_app.py").write_text(
+        MINIMAL_APP.replace("@HOST@", REDIS_HOST).replace("@PORT@", str(REDIS_PORT)).replace("@DB@", str(REDIS_DB))
+    )
+    port = free_port()
+    log_path = STATE / f"minimal-{workers}w.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FUNNEL_"))}
+    env["BENCH_TOKEN"] = TOKEN
+    argv = [str(PYTHON), "-m", "uvicorn", "minimal_app:app", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+    proc = PROCS.start([*argv, "--log-level", "warning", "--app-dir", str(folder)], env, log_path)
+    seconds = wait_healthy_path(proc, port, log_path)
+    log(f"minimal FastAPI app, {workers} worker(s), pid {proc.pid}, port {port}: up after {seconds:.1f} s")
+    return proc, port
+
+
+def wait_healthy_path(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < 30:
+        if proc.poll() is not None:
+            raise SystemExit(f"the minimal app exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return time.perf_counter() - started
+        time.sleep(0.1)
+    raise SystemExit(f"the minimal app did not listen within 30 s:\n{log_path.read_text()[-3000:]}")
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU accounting: who used the two cores during a measurement.
+# ----------------------------------------------------------------------------------------------
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def tree(pid: int) -> list[int]:
+    """A process and all its descendants (uvicorn's supervisor and its workers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def total_cpu() -> float:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return sum(int(f) for f in fields[:8]) / TICK, (int(fields[3]) + int(fields[4])) / TICK  # type: ignore[return-value]
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per wall second of the server, Redis, and the whole machine's busy time."""
+
+    server_pid: int | None
+    redis_pid: int
+    started: float = 0.0
+    server: float = 0.0
+    redis: float = 0.0
+    busy: float = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self.started = time.perf_counter()
+        self.server = sum(cpu_seconds(p) for p in tree(self.server_pid)) if self.server_pid else 0.0
+        self.redis = cpu_seconds(self.redis_pid)
+        total, idle = total_cpu()  # type: ignore[misc]
+        self.busy = total - idle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.started
+        server = sum(cpu_seconds(p) for p in tree(self.server_pid)) if self.server_pid else 0.0
+        total, idle = total_cpu()  # type: ignore[misc]
+        self.result = {
+            "server": (server - self.server) / wall,
+            "redis": (cpu_seconds(self.redis_pid) - self.redis) / wall,
+            "machine": (total - idle - self.busy) / wall,
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# The limits: redis-py straight to Redis, no HTTP.
+# ----------------------------------------------------------------------------------------------
+
+
+def bare_limits(seconds: float, redis_pid: int) -> dict[str, Any]:
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    key = f"funnel:{{{BIG}}}:members"
+    rng = random.Random(1)
+    ids = [str(rng.randrange(2 * BIG_SIZE)) for _ in range(200_000)]
+    truth = sum(1 for i in ids[:1000] if client.sismember(key, i))
+    if not 400 < truth < 600:
+        raise SystemExit(f"bare loop: {truth} of 1,000 random ids are members of {BIG}; expected about half")
+    out: dict[str, Any] = {}
+
+    # One SISMEMBER per round trip, one connection: what one Python process can ask of Redis.
+    sismember = client.sismember
+    for _ in range(2000):
+        sismember(key, ids[0])  # warm-up
+    lat: list[float] = []
+    with CpuMeter(os.getpid(), redis_pid) as meter:
+        n, started = 0, time.perf_counter()
+        deadline = started + seconds
+        now = started
+        while now < deadline:
+            sismember(key, ids[n % len(ids)])
+            later = time.perf_counter()
+            lat.append(later - now)
+            now = later
+            n += 1
+        elapsed = now - started
+    out["sismember"] = {"rate": n / elapsed, "n": n, "p99_ms": percentile(lat, 99) * 1e3, "cpu": meter.result}
+
+    # SMISMEMBER, 10,000 ids per call, pipelined two calls deep.
+    batches = [ids[i : i + BATCH_IDS] for i in range(0, len(ids), BATCH_IDS)]
+    for batch in batches[:3]:
+        client.smismember(key, batch)
+    with CpuMeter(os.getpid(), redis_pid) as meter:
+        n, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            pipe = client.pipeline(transaction=False)
+            pipe.smismember(key, batches[n % len(batches)])
+            pipe.smismember(key, batches[(n + 1) % len(batches)])
+            pipe.execute()
+            n += 2
+        elapsed = time.perf_counter() - started
+    out["smismember"] = {"rate": n * BATCH_IDS / elapsed, "n": n, "cpu": meter.result}
+    client.close()
+    return out
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+# ----------------------------------------------------------------------------------------------
+# Saturation: wrk with a Lua script (auth header, random ids, POST bodies, a JSON summary).
+# ----------------------------------------------------------------------------------------------
+
+LUA_COMMON = r"""
+local token = "%(token)s"
+wrk.headers["Authorization"] = "Bearer " .. token
+local counter = 0
+setup = function(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCHJSON {\"requests\": %%d, \"duration_us\": %%d, \"bytes\": %%d, \"connect\": %%d, \"read\": %%d, " ..
+    "\"write\": %%d, \"status\": %%d, \"timeout\": %%d, \"p50\": %%d, \"p90\": %%d, \"p99\": %%d, " ..
+    "\"p999\": %%d, \"max\": %%d, \"mean\": %%f}\n",
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
+    latency.max, latency.mean))
+end
+"""
+
+LUA_GET = r"""
+init = function(args)
+  math.randomseed(1000 + (id or 0))
+end
+request = function()
+  return wrk.format("GET", "%(prefix)s" .. math.random(%(low)d, %(high)d) .. "%(suffix)s")
+end
+"""
+
+LUA_BATCH = r"""
+local bodies = {}
+init = function(args)
+  math.randomseed(2000 + (id or 0))
+  for b = 1, 8 do
+    local ids = {}
+    for i = 1, %(count)d do ids[i] = "\"" .. math.random(%(low)d, %(high)d) .. "\"" end
+    bodies[b] = "{\"user_ids\": [" .. table.concat(ids, ",") .. "]}"
+  end
+end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", "%(path)s", {["Content-Type"] = "application/json"}, bodies[n %% 8 + 1])
+end
+"""
+
+
+@dataclass
+class Load:
+    """One measured load: throughput, latency (ms), errors, CPU split."""
+
+    name: str
+    rate: float
+    p50: float
+    p99: float
+    p999: float
+    max: float
+    errors: int
+    requests: int
+    cpu: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def lua_get(prefix: str, low: int, high: int, suffix: str = "") -> str:
+    common = LUA_COMMON % {"token": TOKEN}
+    return common + LUA_GET % {"prefix": prefix, "low": low, "high": high, "suffix": suffix}
+
+
+def lua_batch(path: str, count: int, low: int, high: int) -> str:
+    return LUA_COMMON % {"token": TOKEN} + LUA_BATCH % {"path": path, "count": count, "low": low, "high": high}
+
+
+def wrk(
+    name: str,
+    port: int,
+    script: str,
+    *,
+    connections: int,
+    seconds: float,
+    server_pid: int,
+    redis_pid: int,
+    threads: int = 1,
+    warmup: float = 1.0,
+) -> Load:
+    path = STATE / "lua" / f"{name.replace(' ', '_').replace('/', '_')}.lua"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    base = ["wrk", "-t", str(threads), "-c", str(connections), "-s", str(path), "--timeout", "5s"]
+    url = f"http://127.0.0.1:{port}/"
+    if warmup:
+        subprocess.run([*base, "-d", f"{max(1, round(warmup))}s", url], capture_output=True, timeout=warmup + 30, check=True)
+    with CpuMeter(server_pid, redis_pid) as meter:
+        proc = subprocess.Popen(
+            [*base, "-d", f"{max(1, round(seconds))}s", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        PROCS.started.append(proc)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            PROCS.started.remove(proc)
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 or "BENCHJSON" not in out:
+        raise SystemExit(f"wrk {name} failed ({proc.returncode}):\n{out}\n{proc.stderr.read().decode() if proc.stderr else ''}")
+    data = json.loads(out.split("BENCHJSON", 1)[1].strip().splitlines()[0])
+    wall = data["duration_us"] / 1e6
+    cpu = dict(meter.result)
+    cpu["client"] = (usage.ru_utime + usage.ru_stime) / wall
+    errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return Load(
+        name,
+        data["requests"] / wall,
+        data["p50"] / 1e3,
+        data["p99"] / 1e3,
+        data["p999"] / 1e3,
+        data["max"] / 1e3,
+        errors,
+        data["requests"],
+        cpu,
+        {"connections": connections, "seconds": seconds},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# A fixed rate: the open-loop generator (see the module doc).
+# ----------------------------------------------------------------------------------------------
+
+
+class _Conn:
+    def __init__(self, port: int, gen: OpenLoop) -> None:
+        import httptools
+
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.gen = gen
+        self.parser = httptools.HttpResponseParser(self)
+        self.job: tuple[int, float] | None = None
+        self.complete = False
+        self.thread = threading.Thread(target=self.read, daemon=True)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    def send(self, index: int, scheduled: float) -> None:
+        self.job = (index, scheduled)
+        self.sock.sendall(self.gen.requests[index % len(self.gen.requests)])
+
+    def read(self) -> None:
+        gen = self.gen
+        recv, feed = self.sock.recv, self.parser.feed_data
+        while True:
+            try:
+                data = recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            feed(data)
+            if self.complete:
+                self.complete = False
+                done = time.perf_counter()
+                index, scheduled = self.job  # type: ignore[misc]
+                gen.latency[index] = done - scheduled
+                gen.status[self.parser.get_status_code()] += 1
+                gen.finished(self)
+
+
+class OpenLoop:
+    """Requests at a fixed rate whatever the server does; latency from the scheduled time."""
+
+    def __init__(self, port: int, requests: list[bytes], rate: float, seconds: float, connections: int = 64) -> None:
+        self.requests = requests
+        self.rate = rate
+        self.count = int(rate * seconds)
+        self.latency: list[float | None] = [None] * self.count
+        self.lag: list[float] = []
+        self.status: collections.Counter[int] = collections.Counter()
+        self.lock = threading.Lock()
+        self.idle: collections.deque[_Conn] = collections.deque()
+        self.backlog: collections.deque[tuple[int, float]] = collections.deque()
+        self.queued = 0
+        self.conns = [_Conn(port, self) for _ in range(connections)]
+        for conn in self.conns:
+            conn.thread.start()
+            self.idle.append(conn)
+
+    def finished(self, conn: _Conn) -> None:
+        with self.lock:
+            if self.backlog:
+                job = self.backlog.popleft()
+            else:
+                self.idle.append(conn)
+                return
+        conn.send(*job)
+
+    def run(self) -> dict[str, Any]:
+        interval = 1.0 / self.rate
+        start = time.perf_counter() + 0.05
+        sleep, now_of = time.sleep, time.perf_counter
+        lag = self.lag
+        for index in range(self.count):
+            scheduled = start + index * interval
+            delay = scheduled - now_of()
+            if delay > 0:
+                sleep(delay)
+            with self.lock:
+                conn = self.idle.popleft() if self.idle else None
+                if conn is None:
+                    self.backlog.append((index, scheduled))
+                    self.queued += 1
+            if conn is not None:
+                lag.append(now_of() - scheduled)
+                conn.send(index, scheduled)
+        sent_for = now_of() - start
+        deadline = now_of() + 10
+        while any(v is None for v in self.latency[-50:]) and now_of() < deadline:
+            time.sleep(0.01)
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            conn.sock.close()
+        done = [v for v in self.latency if v is not None]
+        return {
+            "sent_rate": self.count / sent_for,
+            "answered": len(done),
+            "lost": self.count - len(done),
+            "latency": done,
+            "lag_p50": percentile(lag, 50),
+            "lag_p99": percentile(lag, 99),
+            "lag_max": max(lag) if lag else float("nan"),
+            "queued": self.queued,
+            "status": dict(self.status),
+        }
+
+
+def fixed_rate(
+    name: str, port: int, paths: list[str], *, seconds: float, server_pid: int, redis_pid: int
+) -> Load:
+    requests = [
+        f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode() for p in paths
+    ]
+    # Warm-up: the same rate for a second, not measured.
+    OpenLoop(port, requests, FIXED_RATE, 1.0, connections=16).run()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
+    try:
+        gen = OpenLoop(port, requests, FIXED_RATE, seconds)
+        with CpuMeter(server_pid, redis_pid) as meter:
+            result = gen.run()
+    finally:
+        sys.setswitchinterval(old_interval)
+        gc.enable()
+        gc.unfreeze()
+    lat = result.pop("latency")
+    errors = result["lost"] + sum(n for code, n in result["status"].items() if code != 200)
+    return Load(
+        name,
+        result["answered"] / seconds,
+        percentile(lat, 50) * 1e3,
+        percentile(lat, 99) * 1e3,
+        percentile(lat, 99.9) * 1e3,
+        max(lat) * 1e3 if lat else float("nan"),
+        errors,
+        len(lat),
+        meter.result,
+        {k: v for k, v in result.items()},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Answers: a few checked against what the setup wrote, before anything is measured.
+# ----------------------------------------------------------------------------------------------
+
+
+def get_json(port: int, path: str, body: bytes | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=body,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read()), dict(answer.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
+
+
+def check_answers(port: int) -> None:
+    problems = []
+    for user in (0, 1, 1_999_998, 2_000_000, 6, 7):
+        status, body, _ = get_json(port, f"/v1/segments/{BIG}/members/{user}")
+        want = user % 2 == 0 and user < 2 * BIG_SIZE
+        if status != 200 or body.get("member") is not want or body.get("source") != "redis":
+            problems.append(f"{BIG}/members/{user}: {status} {body}")
+    for user in (2, 3, 4, 5, 199_999, 200_002):
+        status, body, _ = get_json(port, f"/v1/segments/{PROXY}/members/{user}")
+        want = user < TAG_USERS and user % 5 >= 2
+        if status != 200 or body.get("member") is not want:
+            problems.append(f"{PROXY}/members/{user}: {status} {body}")
+    ids = [str(i) for i in range(0, 40)]
+    status, body, _ = get_json(port, f"/v1/segments/{BIG}/members:check", json.dumps({"user_ids": ids}).encode())
+    if status != 200 or body.get("members") != {i: int(i) % 2 == 0 for i in ids}:
+        problems.append(f"{BIG}/members:check: {status} {str(body)[:300]}")
+    for user in (0, 1, 12, 360, 7_777, 19_999, 150_003, 1_000_001):
+        status, body, _ = get_json(port, f"/v1/users/{user}/segments")
+        if status != 200 or body.get("segments") != expected_segments(user) or body.get("source") != "redis":
+            problems.append(f"users/{user}/segments: {status} {str(body)[:300]} (want {expected_segments(user)})")
+    status, body, _ = get_json(port, "/v1/segments")
+    if status != 200 or len(body.get("segments", [])) != 101:
+        problems.append(f"/v1/segments: {status}, {len(body.get('segments', []))} segments (want 101)")
+    if problems:
+        raise SystemExit("the API answered wrongly:\n  " + "\n  ".join(problems))
+
+
+# ----------------------------------------------------------------------------------------------
+# The run: every figure side by side, then the table.
+# ----------------------------------------------------------------------------------------------
+
+
+def random_paths(template: str, high: int, count: int = 20_000, seed: int = 3) -> list[str]:
+    rng = random.Random(seed)
+    return [template.format(rng.randrange(high)) for _ in range(count)]
+
+
+def idle_machine(seconds: float = 1.0) -> float:
+    """Busy cores of the machine while the bench does nothing (other people's work)."""
+    total, idle = total_cpu()  # type: ignore[misc]
+    started = time.perf_counter()
+    time.sleep(seconds)
+    total2, idle2 = total_cpu()  # type: ignore[misc]
+    return ((total2 - idle2) - (total - idle)) / (time.perf_counter() - started)
+
+
+def measure_api(
+    label: str, start: Any, workers: int, redis_pid: int, args: argparse.Namespace, full: bool
+) -> dict[str, Load]:
+    """Every load on one server; ``full`` adds proxy, batch and user segments."""
+    proc, port = start(workers)
+    loads: dict[str, Load] = {}
+    seconds, conns = args.seconds, args.connections
+    common = {"server_pid": proc.pid, "redis_pid": redis_pid}
+    single = lua_get(f"/v1/segments/{BIG}/members/", 0, 2 * BIG_SIZE - 1)
+    try:
+        if start is start_funnel:
+            check_answers(port)
+        wrk(f"{label} warm-up", port, single, connections=conns, seconds=2, warmup=0, **common)
+        loads["single_sat"] = wrk(f"{label} single", port, single, connections=conns, seconds=seconds, **common)
+        log(f"{label}: single checks at saturation {fmt_load(loads['single_sat'])}")
+        if full:
+            proxy = lua_get(f"/v1/segments/{PROXY}/members/", 0, 2 * TAG_USERS - 1)
+            loads["proxy_sat"] = wrk(f"{label} proxy", port, proxy, connections=conns, seconds=seconds, **common)
+            log(f"{label}: proxy checks at saturation {fmt_load(loads['proxy_sat'])}")
+            batch = lua_batch(f"/v1/segments/{BIG}/members:check", BATCH_IDS, 0, 2 * BIG_SIZE - 1)
+            loads["batch_sat"] = wrk(
+                f"{label} batch", port, batch, connections=2 * workers, seconds=seconds, **common
+            )
+            log(f"{label}: batch checks of {BATCH_IDS:,} ids {fmt_load(loads['batch_sat'])}")
+            users = lua_get("/v1/users/", 0, 2 * SMALL_SPAN - 1, "/segments")
+            loads["users_sat"] = wrk(f"{label} users", port, users, connections=conns, seconds=seconds, **common)
+            log(f"{label}: users/{{id}}/segments at saturation {fmt_load(loads['users_sat'])}")
+        fixed = args.fixed_seconds
+        paths = random_paths(f"/v1/segments/{BIG}/members/{{}}", 2 * BIG_SIZE)
+        loads["single_fixed"] = fixed_rate(f"{label} single fixed", port, paths, seconds=fixed, **common)
+        log(f"{label}: single checks at {FIXED_RATE:,}/s {fmt_load(loads['single_fixed'])}")
+        if full:
+            paths = random_paths(f"/v1/segments/{PROXY}/members/{{}}", 2 * TAG_USERS)
+            loads["proxy_fixed"] = fixed_rate(f"{label} proxy fixed", port, paths, seconds=fixed, **common)
+            log(f"{label}: proxy checks at {FIXED_RATE:,}/s {fmt_load(loads['proxy_fixed'])}")
+            paths = random_paths("/v1/users/{}/segments", 2 * SMALL_SPAN)
+            loads["users_fixed"] = fixed_rate(f"{label} users fixed", port, paths, seconds=fixed, **common)
+            log(f"{label}: users/{{id}}/segments at {FIXED_RATE:,}/s {fmt_load(loads['users_fixed'])}")
+        if args.profile and start is start_funnel and workers == 2:
+            profile(port, proc.pid, single, args)
+    finally:
+        PROCS.stop(proc)
+    return loads
+
+
+def fmt_load(load: Load) -> str:
+    text = f"{load.rate:,.0f}/s p50 {load.p50:.2f} ms p99 {load.p99:.2f} ms max {load.max:.1f} ms"
+    if load.errors:
+        text += f" ERRORS {load.errors}"
+    return text
+
+
+def profile(port: int, supervisor: int, script: str, args: argparse.Namespace) -> None:
+    """py-spy (installed into bench/.work/site) on every worker during a saturation run."""
+    spy = WORK / "site" / "bin" / "py-spy"
+    if not spy.exists():
+        subprocess.run(
+            [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(WORK / "site"), "py-spy"],
+            check=True,
+        )
+    workers = [p for p in tree(supervisor) if p != supervisor]
+    outs = []
+    spies = []
+    for pid in workers:
+        out = STATE / f"py-spy-{pid}.txt"
+        outs.append(out)
+        argv = [str(spy), "record", "--pid", str(pid), "--duration", str(int(args.seconds)), "--rate", "200"]
+        spies.append(PROCS.start([*argv, "--format", "raw", "--output", str(out), "--nonblocking"], dict(os.environ), STATE / f"py-spy-{pid}.log"))
+    time.sleep(0.5)
+    wrk("profile", port, script, connections=args.connections, seconds=args.seconds, warmup=0, server_pid=supervisor, redis_pid=redis_pid_of())
+    for spy_proc in spies:
+        spy_proc.wait(timeout=30)
+        PROCS.stop(spy_proc)
+    log("py-spy: " + ", ".join(str(o) for o in outs) + " (collapsed stacks; bench/serve_bench.py --top FILE sums them)")
+
+
+def top_frames(paths: list[str], count: int = 25) -> None:
+    """Own and inclusive sample share per function from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if not n.isdigit():
+                continue
+            weight = int(n)
+            frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")" if " (" in f else f for f in stack.split(";")]
+            total += weight
+            own[frames[-1]] += weight
+            for frame in set(frames):
+                inclusive[frame] += weight
+    print(f"{total:,} samples")
+    print("own:")
+    for frame, n in own.most_common(count):
+        print(f"  {100 * n / total:5.1f}%  {frame}")
+    print("inclusive:")
+    for frame, n in inclusive.most_common(count):
+        print(f"  {100 * n / total:5.1f}%  {frame}")
+
+
+def redis_pid_of() -> int:
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
+
+
+def api_sources_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "plugins" / "funnel").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_state() -> str:
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", "--no-optional-locks", *argv], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    head = git("rev-parse", "--short=10", "HEAD") or "?"
+    dirty = git("status", "--porcelain", "--", "plugins/funnel")
+    return f"{head}{' + uncommitted changes in plugins/funnel' if dirty else ''}"
+
+
+def row(figure: str, measured: str, limit: str, ratio: float | None, verdict: str) -> tuple[str, ...]:
+    return (figure, measured, limit, "" if ratio is None else f"{ratio:.2f}", verdict)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool]:
+    bare, f2, f1 = results["bare"], results["funnel2"], results.get("funnel1", {})
+    m2, m1 = results.get("minimal2", {}), results.get("minimal1", {})
+    loop = bare["sismember"]["rate"]
+    smis = bare["smismember"]["rate"]
+    rows: list[tuple[str, ...]] = []
+    passes: list[bool] = []
+
+    def target(figure: str, measured: str, limit: str, ratio: float, ok: bool) -> None:
+        rows.append(row(figure, measured, limit, ratio, verdict(ok)))
+        passes.append(ok)
+
+    def info(figure: str, measured: str, limit: str = "", ratio: float | None = None, kind: str = "info") -> None:
+        rows.append(row(figure, measured, limit, ratio, kind))
+
+    c = args.connections
+    info("bare redis-py SISMEMBER loop (1 connection)", f"{loop:,.0f} checks/s", "", None, "limit")
+    info("pipelined SMISMEMBER, 10,000 ids per call", f"{smis:,.0f} ids/s", "", None, "limit")
+    s2 = f2["single_sat"]
+    target(f"single check, 2 workers, saturation (wrk c={c})", f"{s2.rate:,.0f}/s", f">= 0.85 x bare loop = {0.85 * loop:,.0f}/s", s2.rate / loop, s2.rate >= TARGET_SINGLE_VS_BARE * loop and not s2.errors)
+    target("  p99 at saturation", f"{s2.p99:.2f} ms", f"<= {TARGET_P99_SAT_MS:g} ms", s2.p99 / TARGET_P99_SAT_MS, s2.p99 <= TARGET_P99_SAT_MS)
+    sf = f2["single_fixed"]
+    target(f"single check, 2 workers, {FIXED_RATE:,}/s: p99", f"{sf.p99:.2f} ms", f"<= {TARGET_P99_FIXED_MS:g} ms", sf.p99 / TARGET_P99_FIXED_MS, sf.p99 <= TARGET_P99_FIXED_MS and not sf.errors)
+    info("  p50 / p99.9 / max", f"{sf.p50:.2f} / {sf.p999:.2f} / {sf.max:.1f} ms")
+    if f1:
+        s1, sf1 = f1["single_sat"], f1["single_fixed"]
+        info(f"single check, 1 worker, saturation (wrk c={c})", f"{s1.rate:,.0f}/s", "bare loop", s1.rate / loop)
+        info("  p99 at saturation", f"{s1.p99:.2f} ms", f"<= {TARGET_P99_SAT_MS:g} ms", s1.p99 / TARGET_P99_SAT_MS)
+        info(f"single check, 1 worker, {FIXED_RATE:,}/s: p99", f"{sf1.p99:.2f} ms", f"<= {TARGET_P99_FIXED_MS:g} ms", sf1.p99 / TARGET_P99_FIXED_MS)
+    for label, m in (("2 workers", m2), ("1 worker", m1)):
+        if m:
+            ms = m["single_sat"]
+            info(f"minimal FastAPI app, same pipeline, {label}, saturation", f"{ms.rate:,.0f}/s", "bare loop", ms.rate / loop, "peer")
+            info("  p99 at saturation", f"{ms.p99:.2f} ms", f"<= {TARGET_P99_SAT_MS:g} ms", ms.p99 / TARGET_P99_SAT_MS, "peer")
+    b = f2["batch_sat"]
+    ids = b.rate * BATCH_IDS
+    target(f"batch check, {BATCH_IDS:,} ids per request, 2 workers", f"{ids:,.0f} ids/s", f">= {TARGET_BATCH_IDS_S:,} ids/s", ids / TARGET_BATCH_IDS_S, ids >= TARGET_BATCH_IDS_S and not b.errors)
+    info("  vs pipelined SMISMEMBER", f"{ids:,.0f} ids/s", f"{smis:,.0f} ids/s", ids / smis)
+    info("  p50 / p99 per request", f"{b.p50:.1f} / {b.p99:.1f} ms")
+    p = f2["proxy_sat"]
+    per_proxy, per_single = 1e6 / p.rate, 1e6 / s2.rate
+    target("proxy check, 2 workers, saturation: time per check", f"{per_proxy:.0f} us ({p.rate:,.0f}/s)", f"<= 1.5 x dynamic = {1.5 * per_single:.0f} us", per_proxy / per_single, per_proxy <= TARGET_PROXY_VS_DYNAMIC * per_single and not p.errors)
+    info("  p99 at saturation", f"{p.p99:.2f} ms", f"<= {TARGET_P99_SAT_MS:g} ms", p.p99 / TARGET_P99_SAT_MS)
+    pf = f2["proxy_fixed"]
+    info(f"proxy check, {FIXED_RATE:,}/s: p50 / p99", f"{pf.p50:.2f} / {pf.p99:.2f} ms", f"dynamic {sf.p50:.2f} / {sf.p99:.2f} ms", pf.p50 / sf.p50)
+    uf = f2["users_fixed"]
+    target(f"users/{{id}}/segments, 100 segments, {FIXED_RATE:,}/s: p99", f"{uf.p99:.2f} ms", f"<= {TARGET_USER_SEGMENTS_P99_MS:g} ms", uf.p99 / TARGET_USER_SEGMENTS_P99_MS, uf.p99 <= TARGET_USER_SEGMENTS_P99_MS and not uf.errors)
+    info("  p50 / p99.9 / max", f"{uf.p50:.2f} / {uf.p999:.2f} / {uf.max:.1f} ms")
+    us = f2["users_sat"]
+    info(f"users/{{id}}/segments, 2 workers, saturation (wrk c={c})", f"{us.rate:,.0f}/s", f"p99 {us.p99:.2f} ms")
+
+    widths = [max(len(r[i]) for r in [("figure", "measured", "limit or peer", "ratio", "verdict"), *rows]) for i in range(5)]
+    head = ("figure", "measured", "limit or peer", "ratio", "verdict")
+    lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)), "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+
+    lines.append("")
+    lines.append("Where the two cores went (cores busy per wall second; server CPU per request):")
+    lines.append(f"  {'load':<34} {'rate/s':>9} {'server':>7} {'redis':>6} {'client':>7} {'machine':>8} {'server us/req':>14}")
+
+    def cpu_line(name: str, load: Load) -> None:
+        cpu = load.cpu
+        per = 1e6 * cpu.get("server", 0) / load.rate if load.rate else float("nan")
+        lines.append(
+            f"  {name:<34} {load.rate:>9,.0f} {cpu.get('server', 0):>7.2f} {cpu.get('redis', 0):>6.2f} "
+            f"{cpu.get('client', float('nan')):>7.2f} {cpu.get('machine', 0):>8.2f} {per:>14.0f}"
+        )
+
+    for key, name in (("sismember", "bare SISMEMBER loop"), ("smismember", "pipelined SMISMEMBER (ids/s)")):
+        data = bare[key]
+        load = Load(name, data["rate"], 0, 0, 0, 0, 0, data["n"], {"client": data["cpu"]["server"], "redis": data["cpu"]["redis"], "machine": data["cpu"]["machine"]})
+        cpu_line(name, load)
+    for label, res in (("funnel 2w", f2), ("funnel 1w", f1), ("minimal 2w", m2), ("minimal 1w", m1)):
+        for key, load in res.items():
+            cpu_line(f"{label} {key}", load)
+    lines.append(f"  (background: {results['idle']:.2f} cores busy while the bench was idle, before it started)")
+    lines.append("")
+    lines.append(f"Open-loop generator at {FIXED_RATE:,}/s (its own lag: sent - scheduled, for requests that found a free connection):")
+    for label, res in (("funnel 2w", f2), ("funnel 1w", f1)):
+        for key, load in res.items():
+            if key.endswith("_fixed"):
+                e = load.extra
+                lines.append(
+                    f"  {label} {key:<13} sent at {e['sent_rate']:,.1f}/s, lag p50 {e['lag_p50'] * 1e3:.3f} ms, "
+                    f"p99 {e['lag_p99'] * 1e3:.3f} ms, max {e['lag_max'] * 1e3:.2f} ms; waited for a connection: "
+                    f"{e['queued']}; answers {e['answered']:,} {e['status']}; lost {e['lost']}"
+                )
+    all_ok = all(passes)
+    lines.append("")
+    lines.append(f"{'PASS' if all_ok else 'FAIL'}: {sum(passes)} of {len(passes)} targets met")
+    return "\n".join(lines), all_ok
+
+
+def run(args: argparse.Namespace) -> int:
+    STATE.mkdir(parents=True, exist_ok=True)
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: bench/serve installs it (apt-get install wrk)")
+    wall = time.perf_counter()
+    digest = api_sources_digest()
+    results: dict[str, Any] = {"idle": idle_machine()}
+    log(f"background load: {results['idle']:.2f} cores busy before the bench started")
+    if args.reuse and reusable():
+        log("setup: reusing the data already in place (--reuse)")
+        results["setup"] = {"seconds": 0, "reused": True}
+    else:
+        log(f"setup: MySQL {BENCH_DB}, Redis db {REDIS_DB}: 1,000,000-member segment, 99 small, a proxy, tags")
+        results["setup"] = run_setup()
+        log(f"setup: {results['setup']['seconds']} s {results['setup']['steps']}")
+    redis_pid = redis_pid_of()
+    log(f"bare limits, {args.bare_seconds:g} s each")
+    results["bare"] = bare_limits(args.bare_seconds, redis_pid)
+    log(f"bare SISMEMBER loop {results['bare']['sismember']['rate']:,.0f}/s, SMISMEMBER {results['bare']['smismember']['rate']:,.0f} ids/s")
+    results["funnel2"] = measure_api("funnel 2w", start_funnel, 2, redis_pid, args, full=True)
+    if not args.quick:
+        results["funnel1"] = measure_api("funnel 1w", start_funnel, 1, redis_pid, args, full=False)
+        results["minimal2"] = measure_api("minimal 2w", start_minimal, 2, redis_pid, args_no_fixed(args), full=False)
+        results["minimal1"] = measure_api("minimal 1w", start_minimal, 1, redis_pid, args_no_fixed(args), full=False)
+        for key in ("minimal2", "minimal1"):
+            results[key].pop("single_fixed", None)
+    table, ok = report(results, args)
+    seconds = time.perf_counter() - wall
+    if api_sources_digest() != digest:
+        log("WARNING: plugins/funnel changed while the bench ran; the rows may mix two versions of the code")
+    header = (
+        f"bench/serve at git {git_state()}, {os.cpu_count()} cores, {seconds:.0f} s "
+        f"(setup {results['setup']['seconds']} s); wrk -t1 -c{args.connections} -d{args.seconds:g}s per saturation row, "
+        f"{args.fixed_seconds:g} s per {FIXED_RATE:,}/s row"
+    )
+    text = f"{header}\n\n{table}\n"
+    print(text)
+    (WORK / "serve.md").write_text(f"```\n{text}```\n")
+    (STATE / "results.json").write_text(json.dumps(results, default=lambda o: o.__dict__, indent=1))
+    return 0 if ok else 1
+
+
+def args_no_fixed(args: argparse.Namespace) -> argparse.Namespace:
+    copy = argparse.Namespace(**vars(args))
+    copy.fixed_seconds = 1.0  # the minimal app is a throughput peer; its fixed-rate row is not reported
+    copy.profile = False
+    return copy
+
+
+def reusable() -> bool:
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    try:
+        return bool(client.exists(REDIS_MARKER)) and client.scard(f"funnel:{{{BIG}}}:members") == BIG_SIZE
+    finally:
+        client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setup", metavar="RESULT_JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--top", nargs="+", metavar="FILE", help="sum py-spy collapsed stacks and exit")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per saturation measurement (default 8)")
+    parser.add_argument("--fixed-seconds", type=float, default=10.0, help=f"seconds per {FIXED_RATE:,}/s measurement (default 10)")
+    parser.add_argument("--bare-seconds", type=float, default=3.0, help="seconds per bare Redis limit (default 3)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections at saturation (default 16)")
+    parser.add_argument("--quick", action="store_true", help="two workers only: no 1-worker and minimal-app rows")
+    parser.add_argument("--reuse", action="store_true", help="keep the data of the last run instead of rebuilding it")
+    parser.add_argument("--profile", action="store_true", help="also py-spy the two workers during single-check saturation")
+    args = parser.parse_args()
+    if args.setup:
+        setup_child(args.setup)
+        return 0
+    if args.top:
+        top_frames(args.top)
+        return 0
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        PROCS.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

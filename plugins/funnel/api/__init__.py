@@ -1,0 +1,1 @@
+"""The serving API: segment membership, listings, user segments and events, over HTTP."""

@@ -1,0 +1,366 @@
+"""The serving API, a FastAPI app: ``create_app()``.
+
+It runs on its own (``python -m funnel.cli serve``: uvicorn on 127.0.0.1 by default), as a
+service in ``docker-compose.yaml``, and inside Airflow's API server under ``/funnel``
+(``plugins/funnel_plugin.py``). OpenAPI: ``/docs`` and ``/openapi.json``.
+
+Every answer is JSON. Bad input gets a 4xx with a plain message (``{"error": "..."}``);
+a store that does not answer gets a 503; never a 500, a stack trace, a setting or a secret.
+The hot paths (membership) parse and answer without models, in one Redis round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from funnel import layout, settings
+from funnel.api.auth import Forbidden, Unauthorized, require, scope_of
+from funnel.api.service import Answer, Entry, NotComputed, NotFound, Service
+from funnel.errors import StoreError
+from funnel.proxy.events import EventError, parse_events
+from funnel.stores.run_info import utc_now
+
+log = logging.getLogger(__name__)
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class BadInput(Exception):
+    """The request is malformed (422), or over a limit (413 with ``status``)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Gone(Exception):
+    """A cursor's version is no longer kept (410)."""
+
+
+_STATUS = {BadInput: 422, NotFound: 404, NotComputed: 409, Unauthorized: 401, Forbidden: 403, Gone: 410}
+
+
+def create_app() -> FastAPI:
+    """The API. Clients and stores are made on the first request (a mounted app gets no lifespan)."""
+    tokens = settings.api_tokens()
+    if not tokens:
+        log.warning("funnel API: no [funnel] api_tokens are configured; every request but /healthz gets 401")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gc.freeze()  # what start-up made lives forever: collections need not walk it again
+        yield
+        service = getattr(app.state, "service", None)
+        if service is not None:
+            await service.close()
+
+    app = FastAPI(
+        title="funnel",
+        summary="Who is in which user segment: membership, listings, user segments, events",
+        version="1",
+        lifespan=lifespan,
+        default_response_class=JSON,
+    )
+    app.state.tokens = tokens
+    app.state.service_lock = asyncio.Lock()
+    _add_error_handlers(app)
+    _add_routes(app)
+    return app
+
+
+async def _service(request: Request, scope: str | None) -> Service:
+    """Check the token (``scope`` None: no auth), then the app's ``Service``, made once."""
+    app = request.app
+    if scope is not None:
+        require(scope, scope_of(request.headers.get("authorization"), app.state.tokens))
+    service = getattr(app.state, "service", None)
+    if service is None:
+        async with app.state.service_lock:
+            service = getattr(app.state, "service", None)
+            if service is None:
+                service = app.state.service = Service()
+    return service
+
+
+def _user_id(raw: object, where: str = "user_id") -> str:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str):
+        raise BadInput(f"{where} must be a string")
+    if layout.USER_ID_PATTERN.fullmatch(raw) is None:
+        raise BadInput(f"{where} {raw[:80]!r} {layout.user_id_problem(raw)}")
+    return raw
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return settings.PAGE_LIMIT_DEFAULT
+    if not raw.isdigit() or not 1 <= int(raw) <= settings.PAGE_LIMIT_MAX:
+        raise BadInput(f"limit must be a whole number from 1 to {settings.PAGE_LIMIT_MAX}")
+    return int(raw)
+
+
+def _cursor(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+
+def _read_cursor(raw: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("a"), str):
+        raise BadInput("cursor is not one this API gave out; start again without a cursor")
+    return data
+
+
+def _membership(entry: Entry, user_id: str, answer: Answer) -> Response:
+    body = {
+        "segment_id": entry.segment_id,
+        "user_id": user_id,
+        "member": answer.members[user_id],
+        "version": answer.version,
+        "refreshed_at": answer.refreshed_at,
+        "source": answer.source,
+    }
+    return JSON(body, headers={"X-Funnel-Source": answer.source})
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["health"], summary="The process is up (no auth)")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Redis and MySQL answer (no auth)")
+    async def readyz(request: Request) -> Response:
+        service = await _service(request, None)
+        problems = await service.ready()
+        if problems:
+            return JSON({"status": "unavailable", "failing": sorted(problems)}, status_code=503)
+        return JSON({"status": "ready"})
+
+    @app.get("/v1/segments", tags=["segments"], summary="Every segment: kind, size, version, refreshed_at, enabled")
+    async def list_segments(request: Request) -> Response:
+        service = await _service(request, "read")
+        entries = sorted((await service.catalog()).values(), key=lambda e: e.segment_id)
+        return JSON({"segments": await service.describe(entries)})
+
+    @app.get("/v1/segments/{segment_id}", tags=["segments"], summary="One segment: meta, changes, or its rule")
+    async def get_segment(segment_id: str, request: Request) -> Response:
+        service = await _service(request, "read")
+        entry = await service.entry(segment_id)
+        (described,) = await service.describe([entry])
+        return JSON(described)
+
+    @app.get(
+        "/v1/segments/{segment_id}/members/{user_id:path}",
+        tags=["membership"],
+        summary="Is this user a member, and of which version",
+    )
+    async def is_member(segment_id: str, user_id: str, request: Request) -> Response:
+        service = await _service(request, "read")
+        user_id = _user_id(user_id)
+        entry = await service.entry(segment_id)
+        return _membership(entry, user_id, await service.check(entry, [user_id]))
+
+    @app.post(
+        "/v1/segments/{segment_id}/members:check",
+        tags=["membership"],
+        summary="Membership of up to max_check_ids users at once",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"example": {"user_ids": ["1001", "1002"]}}},
+            }
+        },
+    )
+    async def check_members(segment_id: str, request: Request) -> Response:
+        service = await _service(request, "read")
+        user_ids = _ids_of(await _json_body(request))
+        entry = await service.entry(segment_id)
+        answer = await service.check(entry, user_ids)
+        body = {
+            "segment_id": entry.segment_id,
+            "version": answer.version,
+            "refreshed_at": answer.refreshed_at,
+            "source": answer.source,
+            "members": answer.members,
+        }
+        return JSON(body, headers={"X-Funnel-Source": answer.source})
+
+    @app.get(
+        "/v1/segments/{segment_id}/members",
+        tags=["listings"],
+        summary="Page through the members; a cursor pins the version it started on",
+    )
+    async def list_members(segment_id: str, request: Request) -> Response:
+        service = await _service(request, "read")
+        entry = await service.entry(segment_id)
+        limit = _limit(request.query_params.get("limit"))
+        raw = request.query_params.get("cursor")
+        cursor = _read_cursor(raw) if raw else {"a": ""}
+        if entry.rule is not None:  # proxy: live tags, no versions to pin
+            page = await service.page_proxy(entry, cursor["a"], limit)
+            version = None
+        else:
+            version = cursor.get("v")
+            if version is None:
+                version = (await service.live_version(segment_id)).version
+            elif not isinstance(version, int):
+                raise BadInput("cursor is not one this API gave out; start again without a cursor")
+            found = await service.page_members(segment_id, version, cursor["a"], limit)
+            if found is None:
+                raise Gone(
+                    f"version {version} of segment {segment_id!r} is no longer kept (MySQL keeps the last "
+                    f"{settings.KEEP_VERSIONS}); start again without a cursor to page the live version"
+                )
+            page = found
+        next_cursor = None
+        if len(page) == limit:
+            next_cursor = _cursor({"a": page[-1]} if version is None else {"v": version, "a": page[-1]})
+        return JSON({"segment_id": segment_id, "version": version, "members": page, "next_cursor": next_cursor})
+
+    @app.get(
+        "/v1/segments/{segment_id}/changes",
+        tags=["listings"],
+        summary="Who entered or exited in the latest refresh, paged",
+    )
+    async def list_changes(segment_id: str, request: Request) -> Response:
+        service = await _service(request, "read")
+        entry = await service.entry(segment_id)
+        change = request.query_params.get("type", "entered")
+        if change not in ("entered", "exited"):
+            raise BadInput("type must be 'entered' or 'exited'")
+        if entry.rule is not None:
+            raise BadInput(f"segment {segment_id!r} is a proxy segment: it is answered live and has no refreshes")
+        limit = _limit(request.query_params.get("limit"))
+        raw = request.query_params.get("cursor")
+        cursor = _read_cursor(raw) if raw else {"a": ""}
+        version = cursor.get("v")
+        if version is None:
+            version = (await service.live_version(segment_id)).version
+        page = await service.page_changes(segment_id, int(version), change, cursor["a"], limit)
+        next_cursor = _cursor({"v": version, "a": page[-1]}) if len(page) == limit else None
+        return JSON(
+            {"segment_id": segment_id, "version": version, "type": change, "user_ids": page, "next_cursor": next_cursor}
+        )
+
+    @app.get("/v1/users/{user_id:path}/segments", tags=["membership"], summary="Every segment the user is in")
+    async def user_segments(user_id: str, request: Request) -> Response:
+        service = await _service(request, "read")
+        user_id = _user_id(user_id)
+        answer = await service.segments_of(user_id)
+        return JSON(answer, headers={"X-Funnel-Source": answer["source"]})
+
+    @app.post(
+        "/v1/events",
+        tags=["events"],
+        summary="Sign-ups, orders and cancellations, applied at once; idempotent by event_id (write scope)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "events": [
+                                {"event_id": "o-1", "type": "order", "user_id": "1001", "at": "2026-11-29T09:30:00Z"}
+                            ]
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def post_events(request: Request) -> Response:
+        service = await _service(request, "write")
+        body = await _json_body(request)
+        items = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise BadInput('send {"events": [{"event_id", "type", "user_id", "at"}, ...]}')
+        if len(items) > settings.MAX_EVENTS_PER_REQUEST:
+            raise BadInput(f"at most {settings.MAX_EVENTS_PER_REQUEST} events per request; got {len(items)}", 413)
+        try:
+            events = parse_events(items, utc_now())
+        except EventError as exc:
+            raise BadInput(str(exc)) from None
+        outcome, in_redis = await service.ingest(events)
+        if not in_redis:
+            service.restorer.schedule(layout.TAGS_ID)
+        return JSON(
+            {
+                "accepted": outcome.accepted,
+                "duplicates": outcome.duplicates,
+                "before_baseline": outcome.before_baseline,
+                "tags_version": outcome.version,
+            }
+        )
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadInput("the body is not valid JSON") from None
+
+
+def _ids_of(body: Any) -> list[str]:
+    ids = body.get("user_ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not ids:
+        raise BadInput('send {"user_ids": ["...", ...]} with at least one user id')
+    if len(ids) > settings.MAX_CHECK_IDS:
+        raise BadInput(f"at most {settings.MAX_CHECK_IDS} user ids per request; got {len(ids)}", 413)
+    match = layout.USER_ID_PATTERN.fullmatch
+    if not all(isinstance(i, str) and match(i) for i in ids):
+        for index, raw in enumerate(ids):
+            _user_id(raw, f"user_ids[{index}]")
+    return list(dict.fromkeys(ids))
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    for kind, status in _STATUS.items():
+
+        async def known(request: Request, exc: Exception, status: int = status) -> Response:
+            code = getattr(exc, "status", status)
+            headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+            return JSON({"error": str(exc)}, status_code=code, headers=headers)
+
+        app.add_exception_handler(kind, known)
+
+    async def unreadable(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "the request"
+        return JSON({"error": f"{where}: {first.get('msg', 'is not valid')}"}, status_code=422)
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return JSON({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    async def store_error(request: Request, exc: StoreError) -> Response:
+        log.warning("funnel API: %s", exc)
+        return JSON({"error": str(exc)}, status_code=503)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("funnel API: %s %s failed", request.method, request.url.path)
+        return JSON({"error": "the service could not answer now (a store did not respond); try again"}, 503)
+
+    app.add_exception_handler(RequestValidationError, unreadable)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(StoreError, store_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,484 @@
+"""What the API answers, over the stores: Redis first, MySQL behind it.
+
+Membership answers come from Redis in one round trip. When a segment's Redis keys are not
+whole (Redis restarted empty, or keys were deleted), the answer comes from MySQL's live
+version instead (``source: mysql``) and the segment is restored into Redis once, in the
+background, under its lock. The same holds for the users' tags behind proxy segments.
+
+Blocking work (MySQL, restores) runs in worker threads; the event loop only awaits Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from funnel import layout, settings, wiring
+from funnel.catalog import serving_catalog
+from funnel.hooks import FunnelMySqlHook
+from funnel.proxy.events import Event
+from funnel.proxy.ingest import ingest
+from funnel.proxy.rules import Rule, Tags, is_leaf, leaf_ranges, matches, parse_rule
+from funnel.proxy.tags import from_score
+from funnel.restore import restore_into_redis
+from funnel.segments import Kind, Segment
+from funnel.stores.mysql_store import LiveVersion, MySqlSegmentStore
+from funnel.stores.run_info import utc_now
+from funnel.stores.tags import EventsOutcome, MySqlTagStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class NotFound(LookupError):
+    """An unknown segment (or a resource of it)."""
+
+
+class NotComputed(LookupError):
+    """A static or dynamic segment that has no live version yet."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A segment as the API serves it."""
+
+    segment: Segment
+    rule: Rule | None = None  # proxy segments: the parsed rule
+
+    @property
+    def segment_id(self) -> str:
+        return self.segment.segment_id
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Membership of one or more users, and where it was read."""
+
+    members: dict[str, bool]
+    version: int
+    refreshed_at: str | None
+    source: str  # "redis" or "mysql"
+
+
+class MySqlPool:
+    """A few MySQL connections shared by the API's worker threads (one per call at a time)."""
+
+    def __init__(self, size: int = 4) -> None:
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._size = size
+        self._made = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        conn = self._take()
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            with self._lock:
+                self._made -= 1
+            raise
+        self._idle.put(conn)
+
+    def _take(self) -> Any:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._made < self._size:
+                self._made += 1
+                try:
+                    return wiring.mysql_connection()
+                except BaseException:
+                    self._made -= 1
+                    raise
+        return self._idle.get(timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS)
+
+    def close(self) -> None:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+class Restorer:
+    """Restores a segment (or the tags) into Redis once, in the background, under its lock."""
+
+    def __init__(self) -> None:
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funnel-restore")
+
+    def schedule(self, segment_id: str) -> None:
+        with self._lock:
+            if segment_id in self._pending:
+                return
+            self._pending.add(segment_id)
+        self._pool.submit(self._restore, segment_id)
+
+    def _restore(self, segment_id: str) -> None:
+        try:
+            restore_into_redis(segment_id, wait_seconds=0, by="funnel.api")
+        except Exception as exc:
+            log.warning(
+                "funnel API: restoring %s into Redis failed (%s); the next request tries again", segment_id, exc
+            )
+        finally:
+            with self._lock:
+                self._pending.discard(segment_id)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Service:
+    """The API's view of funnel: the catalog (cached briefly), Redis (async) and MySQL (threads)."""
+
+    def __init__(self) -> None:
+        self.redis = wiring.async_redis_client()
+        self.mysql = MySqlPool()
+        self.restorer = Restorer()
+        self._catalog: dict[str, Entry] = {}
+        self._catalog_at = -1e9
+        self._catalog_lock = asyncio.Lock()
+        self._proxy_sizes: dict[str, tuple[float, int]] = {}
+        self._sync_tags: Any = None
+
+    async def close(self) -> None:
+        self.restorer.close()
+        self.mysql.close()
+        await self.redis.aclose()
+
+    async def in_thread(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(work, *args)
+
+    def with_mysql(self, work: Callable[[Any], T]) -> Callable[[], T]:
+        def run() -> T:
+            with self.mysql.connection() as conn:
+                return work(conn)
+
+        return run
+
+    # ------------------------------------------------------------------ the catalog
+
+    async def catalog(self) -> dict[str, Entry]:
+        if time.monotonic() - self._catalog_at < settings.API_CATALOG_TTL_SECONDS:
+            return self._catalog
+        async with self._catalog_lock:
+            if time.monotonic() - self._catalog_at >= settings.API_CATALOG_TTL_SECONDS:
+                self._catalog = await self.in_thread(_read_catalog)
+                self._catalog_at = time.monotonic()
+        return self._catalog
+
+    async def entry(self, segment_id: str) -> Entry:
+        entry = (await self.catalog()).get(segment_id)
+        if entry is None:
+            raise NotFound(f"segment {segment_id!r} does not exist")
+        return entry
+
+    # ------------------------------------------------------------------ membership
+
+    async def check(self, entry: Entry, user_ids: Sequence[str]) -> Answer:
+        """Membership of ``user_ids`` (validated, unique) in one segment."""
+        if entry.rule is not None:
+            return await self._check_proxy(entry, user_ids)
+        segment_id = entry.segment_id
+        pipe = self.redis.pipeline(transaction=False)
+        if len(user_ids) == 1:
+            pipe.sismember(layout.members_key(segment_id), user_ids[0])
+        else:
+            pipe.smismember(layout.members_key(segment_id), list(user_ids))
+        pipe.hmget(layout.meta_key(segment_id), "version", "size", "refreshed_at")
+        pipe.scard(layout.members_key(segment_id))
+        found, (version, size, refreshed_at), card = await pipe.execute()
+        if version is not None and size is not None and int(size) == card:
+            flags = [found] if len(user_ids) == 1 else found
+            return Answer(
+                {u: bool(f) for u, f in zip(user_ids, flags, strict=True)}, int(version), _text(refreshed_at), "redis"
+            )
+        return await self._check_in_mysql(segment_id, user_ids)
+
+    async def _check_in_mysql(self, segment_id: str, user_ids: Sequence[str]) -> Answer:
+        def read(conn: Any) -> tuple[LiveVersion | None, set[str]]:
+            store = MySqlSegmentStore(conn)
+            live = store.live_version(segment_id)
+            return live, (store.members_among(segment_id, live.version, list(user_ids)) if live else set())
+
+        live, members = await self.in_thread(self.with_mysql(read))
+        if live is None:
+            raise NotComputed(f"segment {segment_id!r} is not computed yet; it has no members to check")
+        self.restorer.schedule(segment_id)
+        return Answer({u: u in members for u in user_ids}, live.version, live.refreshed_at.isoformat(), "mysql")
+
+    async def tags(self, user_ids: Sequence[str]) -> tuple[list[Tags | None], int, str | None, str]:
+        """The users' tags (None: no tags), the tag version, its refresh time, and the source."""
+        keys = layout.tag_keys()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zmscore(keys.first_seen, list(user_ids))
+        pipe.zmscore(keys.order_count, list(user_ids))
+        pipe.hmget(layout.tags_meta_key(), "version", "refreshed_at")
+        first_seen, orders, (version, refreshed_at) = await pipe.execute()
+        if version is not None:
+            tags = [
+                None if count is None else Tags(None if fs is None else from_score(fs), int(count))
+                for fs, count in zip(first_seen, orders, strict=True)
+            ]
+            return tags, int(version), _text(refreshed_at), "redis"
+        return await self._tags_in_mysql(user_ids)
+
+    async def _tags_in_mysql(self, user_ids: Sequence[str]) -> tuple[list[Tags | None], int, str | None, str]:
+        def read(conn: Any) -> tuple[Any, dict[str, Any]]:
+            store = MySqlTagStore(conn)
+            live = store.live()
+            return live, store.tags_of(list(user_ids), live.version)
+
+        live, rows = await self.in_thread(self.with_mysql(read))
+        self.restorer.schedule(layout.TAGS_ID)
+        tags = [Tags(rows[u].first_seen, rows[u].order_count) if u in rows else None for u in user_ids]
+        return tags, live.version, live.refreshed_at.isoformat(), "mysql"
+
+    async def _check_proxy(self, entry: Entry, user_ids: Sequence[str]) -> Answer:
+        assert entry.rule is not None
+        tags, version, refreshed_at, source = await self.tags(user_ids)
+        now = utc_now()
+        members = {u: matches(entry.rule, t, now) for u, t in zip(user_ids, tags, strict=True)}
+        return Answer(members, version, refreshed_at, source)
+
+    async def segments_of(self, user_id: str) -> dict[str, Any]:
+        """Every enabled segment the user is in, read in one pipelined round trip."""
+        entries = [e for e in (await self.catalog()).values() if e.segment.enabled]
+        stored = [e for e in entries if e.rule is None]
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in stored:
+            pipe.sismember(layout.members_key(entry.segment_id), user_id)
+            pipe.hmget(layout.meta_key(entry.segment_id), "version", "size")
+            pipe.scard(layout.members_key(entry.segment_id))
+        keys = layout.tag_keys()
+        pipe.zscore(keys.first_seen, user_id)
+        pipe.zscore(keys.order_count, user_id)
+        pipe.hget(layout.tags_meta_key(), "version")
+        replies = await pipe.execute()
+        found: list[str] = []
+        not_whole: list[str] = []
+        for index, entry in enumerate(stored):
+            member, (version, size), card = replies[3 * index : 3 * index + 3]
+            if version is None or size is None or int(size) != card:
+                not_whole.append(entry.segment_id)
+            elif member:
+                found.append(entry.segment_id)
+        first_seen, count, tags_version = replies[-3:]
+        sources = {"redis"}
+        if not_whole:
+            found += await self._members_in_mysql(user_id, not_whole)
+            sources.add("mysql")
+        proxies = [e for e in entries if e.rule is not None]
+        if proxies:
+            if tags_version is None:
+                (tags,), _, _, _ = await self._tags_in_mysql([user_id])
+                sources.add("mysql")
+            else:
+                tags = (
+                    None if count is None else Tags(None if first_seen is None else from_score(first_seen), int(count))
+                )
+            now = utc_now()
+            found += [e.segment_id for e in proxies if e.rule is not None and matches(e.rule, tags, now)]
+        return {"user_id": user_id, "segments": sorted(found), "source": "mysql" if "mysql" in sources else "redis"}
+
+    async def _members_in_mysql(self, user_id: str, segment_ids: Sequence[str]) -> list[str]:
+        def read(conn: Any) -> list[str]:
+            store = MySqlSegmentStore(conn)
+            found = []
+            for segment_id in segment_ids:
+                live = store.live_version(segment_id)
+                if live is not None and store.members_among(segment_id, live.version, [user_id]):
+                    found.append(segment_id)
+            return found
+
+        found = await self.in_thread(self.with_mysql(read))
+        for segment_id in segment_ids:
+            self.restorer.schedule(segment_id)
+        return found
+
+    # ------------------------------------------------------------------ describing segments
+
+    async def describe(self, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+        """Kind, size, version, refreshed_at, enabled (and entered/exited) of each segment."""
+        stored = [e for e in entries if e.rule is None]
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in stored:
+            pipe.hgetall(layout.meta_key(entry.segment_id))
+        metas = dict(zip((e.segment_id for e in stored), await pipe.execute(), strict=True))
+        missing = [sid for sid, meta in metas.items() if not meta]
+        lives: dict[str, LiveVersion | None] = {}
+        if missing:
+
+            def read(conn: Any) -> dict[str, LiveVersion | None]:
+                store = MySqlSegmentStore(conn)
+                return {segment_id: store.live_version(segment_id) for segment_id in missing}
+
+            lives = await self.in_thread(self.with_mysql(read))
+        tags_meta = await self.redis.hgetall(layout.tags_meta_key()) if len(stored) < len(entries) else {}
+        described = []
+        for entry in entries:
+            segment = entry.segment
+            item: dict[str, Any] = {
+                "segment_id": segment.segment_id,
+                "name": segment.name,
+                "kind": segment.kind.value,
+                "enabled": segment.enabled,
+            }
+            if entry.rule is not None:
+                item.update(await self._describe_proxy(entry, tags_meta))
+            elif metas.get(segment.segment_id):
+                meta = {_text(k): _text(v) for k, v in metas[segment.segment_id].items()}
+                item.update(
+                    size=int(meta["size"]),
+                    version=int(meta["version"]),
+                    refreshed_at=meta.get("refreshed_at"),
+                    entered=_int_or_none(meta.get("entered")),
+                    exited=_int_or_none(meta.get("exited")),
+                )
+            else:
+                live = lives.get(segment.segment_id)
+                item.update(
+                    size=live.size if live else None,
+                    version=live.version if live else None,
+                    refreshed_at=live.refreshed_at.isoformat() if live else None,
+                    entered=live.entered if live else None,
+                    exited=live.exited if live else None,
+                )
+                if live is not None:
+                    self.restorer.schedule(segment.segment_id)
+            described.append(item)
+        return described
+
+    async def _describe_proxy(self, entry: Entry, tags_meta: dict[Any, Any]) -> dict[str, Any]:
+        assert entry.rule is not None
+        meta = {_text(k): _text(v) for k, v in tags_meta.items()}
+        return {
+            "size": await self.proxy_size(entry),
+            "version": _int_or_none(meta.get("version")),
+            "refreshed_at": meta.get("refreshed_at"),
+            "rule": entry.segment.rule and _loads(entry.segment.rule),
+        }
+
+    async def proxy_size(self, entry: Entry) -> int:
+        """One tag: counted in Redis now (``ZCOUNT``). Several: counted in MySQL, cached briefly."""
+        assert entry.rule is not None
+        now = utc_now()
+        if is_leaf(entry.rule) and (await self.redis.exists(layout.tags_meta_key())):
+            pipe = self.redis.pipeline(transaction=False)
+            for tag, low, high in leaf_ranges(entry.rule, now):  # type: ignore[arg-type]
+                pipe.zcount(getattr(layout.tag_keys(), tag), low, high)
+            return sum(int(n) for n in await pipe.execute())
+        cached = self._proxy_sizes.get(entry.segment_id)
+        if cached and time.monotonic() - cached[0] < settings.PROXY_SIZE_CACHE_SECONDS:
+            return cached[1]
+        rule = entry.rule
+        size = await self.in_thread(self.with_mysql(lambda conn: MySqlTagStore(conn).count_matching(rule, now)))
+        self._proxy_sizes[entry.segment_id] = (time.monotonic(), size)
+        return size
+
+    # ------------------------------------------------------------------ listings (MySQL)
+
+    async def live_version(self, segment_id: str) -> LiveVersion:
+        live = await self.in_thread(self.with_mysql(lambda conn: MySqlSegmentStore(conn).live_version(segment_id)))
+        if live is None:
+            raise NotComputed(f"segment {segment_id!r} is not computed yet; it has no members to list")
+        return live
+
+    async def page_members(self, segment_id: str, version: int, after: str, limit: int) -> list[str] | None:
+        """A page of a kept version's members; None when the version is no longer kept."""
+
+        def read(conn: Any) -> list[str] | None:
+            store = MySqlSegmentStore(conn)
+            if not store.has_version(segment_id, version):
+                return None
+            return store.page_members(segment_id, version, after, limit)
+
+        return await self.in_thread(self.with_mysql(read))
+
+    async def page_proxy(self, entry: Entry, after: str, limit: int) -> list[str]:
+        rule, now = entry.rule, utc_now()
+        assert rule is not None
+        return await self.in_thread(
+            self.with_mysql(lambda conn: MySqlTagStore(conn).page_matching(rule, now, after, limit))
+        )
+
+    async def page_changes(self, segment_id: str, version: int, change: str, after: str, limit: int) -> list[str]:
+        return await self.in_thread(
+            self.with_mysql(
+                lambda conn: MySqlSegmentStore(conn).page_changes(segment_id, version, change, after, limit)
+            )
+        )
+
+    # ------------------------------------------------------------------ events
+
+    async def ingest(self, events: Sequence[Event]) -> tuple[EventsOutcome, bool]:
+        """Record and apply a batch of events (MySQL in a thread, then Redis)."""
+
+        def run(conn: Any) -> tuple[EventsOutcome, bool]:
+            return ingest(events, wiring.mysql_tag_store(conn), self.sync_tags, utc_now())
+
+        return await self.in_thread(self.with_mysql(run))
+
+    @property
+    def sync_tags(self) -> Any:
+        """The tags' Redis store over a blocking client, for work done in threads."""
+        if self._sync_tags is None:
+            self._sync_tags = wiring.redis_tag_store(wiring.redis_client())
+        return self._sync_tags
+
+    # ------------------------------------------------------------------ health
+
+    async def ready(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        try:
+            await self.redis.ping()
+        except Exception as exc:
+            problems["redis"] = f"{type(exc).__name__}"
+        try:
+            await self.in_thread(self.with_mysql(lambda conn: conn.ping()))
+        except Exception as exc:
+            problems["mysql"] = f"{type(exc).__name__}"
+        return problems
+
+
+def _read_catalog() -> dict[str, Entry]:
+    catalog = serving_catalog(FunnelMySqlHook(read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS))
+    entries = {}
+    for segment in catalog.segments:
+        rule = None
+        if segment.kind is Kind.PROXY and segment.rule is not None:
+            rule = parse_rule(segment.segment_id, segment.rule, settings.NEW_USER_DAYS)
+        entries[segment.segment_id] = Entry(segment, rule)
+    return entries
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
+
+
+def _loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)

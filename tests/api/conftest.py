@@ -1,0 +1,168 @@
+"""The serving API's fixtures: ``create_app()`` over the real MySQL and Redis, live segments.
+
+Every response any test gets is checked on the way in (``check_response``): never a 500,
+never a stack trace, never a token or a connection URL in the body.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from helpers import insert_segments
+
+from funnel import wiring
+from funnel.refresh import RefreshRequest, RefreshResult
+from funnel.segments import Kind
+from funnel.stores.run_info import RunInfo
+from funnel.stores.tags import MySqlTagStore, RedisTagStore
+
+READ_TOKEN = "read-token-5c0a7e91d2"
+WRITE_TOKEN = "write-token-8b3f46aa17"
+TOKENS = f"read:{READ_TOKEN},write:{WRITE_TOKEN}"
+#: What no response body may ever hold.
+NEVER_IN_A_BODY = ("Traceback", 'File "', READ_TOKEN, WRITE_TOKEN, "mysql://", "redis://")
+
+T = TypeVar("T")
+
+
+def check_response(response: httpx.Response) -> None:
+    """Every response of the suite: a JSON answer, no 500, no stack trace, no secret."""
+    response.read()
+    body = response.text
+    assert response.status_code != 500, body
+    for text in NEVER_IN_A_BODY:
+        assert text not in body, f"{response.request.method} {response.request.url}: {body[:500]}"
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def start_api(mysql_conn: Any, redis_client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """Start the app (its lifespan too) on emptied test stores; ``start_api(token=None)`` sends no token.
+
+    The tokens are set before ``create_app()`` reads them. The app makes its clients and
+    reads the catalog at its first request, so write segments before asking.
+    """
+    from funnel.api.app import create_app
+
+    monkeypatch.setenv("AIRFLOW__FUNNEL__API_TOKENS", TOKENS)
+    started: list[tuple[Any, TestClient]] = []
+
+    def start(token: str | None = READ_TOKEN) -> TestClient:
+        app = create_app()
+        client = TestClient(app, raise_server_exceptions=False, headers=bearer(token) if token else None)
+        client.event_hooks = {"request": [], "response": [check_response]}
+        client.__enter__()
+        started.append((app, client))
+        return client
+
+    yield start
+    for app, client in started:
+        client.__exit__(None, None, None)
+        service = getattr(app.state, "service", None)
+        if service is not None:  # a background restore must not write into the next test's Redis
+            service.restorer._pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def api(start_api: Callable[..., TestClient]) -> TestClient:
+    """The app, asked with the read token by default (pass ``headers=`` for another)."""
+    return start_api()
+
+
+@pytest.fixture
+def add_segment(mysql_conn: Any) -> Callable[..., None]:
+    """Write a catalog row: ``add_segment("s")`` (dynamic), ``kind="static"``, or ``rule=...`` (proxy)."""
+
+    def add(segment_id: str, kind: str = "dynamic", *, rule: str | None = None, enabled: bool = True) -> None:
+        row: dict[str, Any] = {"segment_id": segment_id, "name": segment_id.title(), "kind": kind, "enabled": enabled}
+        if rule is not None:
+            row.update(kind="proxy", rule=rule)
+        else:
+            row["query"] = "SELECT user_id FROM dw.users"
+        if kind == "static":
+            row["run_at"] = "2030-01-01 00:00:00"
+        insert_segments(mysql_conn, row)
+
+    return add
+
+
+@pytest.fixture
+def refresh(mysql_conn: Any, redis_client: Any) -> Callable[..., RefreshResult]:
+    """Make a new version of a segment live, as its Airflow task would (each call a later slot)."""
+    slots = itertools.count()
+
+    def run(segment_id: str, members: list[str], kind: Kind = Kind.DYNAMIC) -> RefreshResult:
+        slot = next(slots)
+        logical_date = dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC) + dt.timedelta(days=slot)
+        info = RunInfo("funnel_test_api", f"scheduled__{slot}", logical_date)
+        with wiring.refresher(redis_client=redis_client) as refresher:
+            lock = wiring.segment_lock(redis_client, segment_id, {"run_id": info.run_id})
+            return refresher.refresh(RefreshRequest(segment_id, kind, info), lambda: iter([list(members)]), lock)
+
+    return run
+
+
+@pytest.fixture
+def tags_in_redis(mysql_conn: Any, redis_client: Any) -> None:
+    """Redis serves the live tag version (0, as the migration leaves it), as a restore would set it up."""
+    RedisTagStore(redis_client, staging_ttl_seconds=600).swap(MySqlTagStore(mysql_conn).live())
+
+
+def wait_until(check: Callable[[], T], timeout: float = 10.0, what: str = "the condition") -> T:
+    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s (last: {result!r})")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def until() -> Callable[..., Any]:
+    """``wait_until`` as a fixture (test modules are not importable from one another)."""
+    return wait_until
+
+
+def order(event_id: str, user_id: str, minutes_ago: int = 5, kind: str = "order") -> dict[str, str]:
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago)
+    return {"event_id": event_id, "type": kind, "user_id": user_id, "at": at.isoformat().replace("+00:00", "Z")}
+
+
+@pytest.fixture
+def event() -> Callable[..., dict[str, str]]:
+    """An event as ``POST /v1/events`` takes it: ``event("o-1", "u1")`` is an order 5 minutes ago."""
+    return order
+
+
+@pytest.fixture
+def read_auth() -> dict[str, str]:
+    return bearer(READ_TOKEN)
+
+
+@pytest.fixture
+def write_auth() -> dict[str, str]:
+    return bearer(WRITE_TOKEN)
+
+
+@pytest.fixture
+def post_events(api: TestClient) -> Callable[..., httpx.Response]:
+    """Post a batch of events with the write token."""
+
+    def post(*events: dict[str, str]) -> httpx.Response:
+        return api.post("/v1/events", json={"events": list(events)}, headers=bearer(WRITE_TOKEN))
+
+    return post
