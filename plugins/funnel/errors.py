@@ -28,6 +28,10 @@ class StoreError(FunnelError):
     """Redis or MySQL rejected or lost part of a refresh; live data is untouched."""
 
 
+class PartialWrite(StoreError):
+    """MySQL took a write but Redis did not; the message tells the client how to finish it."""
+
+
 class RefreshRejected(FunnelError):
     """A refresh was computed but refused before the swap (a guard); live data is untouched."""
 

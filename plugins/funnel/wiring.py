@@ -40,7 +40,11 @@ def async_redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
     extra = conn.extra_dejson
     ssl = {k: v for k, v in extra.items() if k.startswith("ssl")}
     password = None if str(conn.password).lower() in ("none", "false", "") else conn.password
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     return redis.asyncio.Redis(
+        retry=Retry(NoBackoff(), 1),  # one quick retry: a Redis that is down answers 503 at once
         host=conn.host,
         port=conn.port,
         db=int(extra.get("db") or 0),

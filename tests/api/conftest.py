@@ -149,6 +149,18 @@ def event() -> Callable[..., dict[str, str]]:
 
 
 @pytest.fixture
+def response_check() -> Callable[[httpx.Response], None]:
+    """``check_response``, for clients the tests make themselves (``httpx.Client(event_hooks=...)``)."""
+    return check_response
+
+
+@pytest.fixture
+def api_tokens() -> str:
+    """The tokens setting the tests' apps run with (``AIRFLOW__FUNNEL__API_TOKENS``)."""
+    return TOKENS
+
+
+@pytest.fixture
 def read_auth() -> dict[str, str]:
     return bearer(READ_TOKEN)
 

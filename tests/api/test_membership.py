@@ -156,11 +156,6 @@ def test_members_check_refuses_a_body_that_is_not_a_list_of_ids(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.py _ids_of (lines 330-334) lets JSON numbers through (its per-index check converts them but the "
-    "converted ids are thrown away), so the answer dict has int keys and orjson cannot render it: a 503",
-)
 def test_members_check_takes_numeric_ids_as_their_decimal_text(
     api: TestClient, add_segment: Callable[..., None], refresh: Callable[..., Any]
 ) -> None:

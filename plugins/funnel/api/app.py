@@ -23,13 +23,14 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from funnel import layout, settings
 from funnel.api.auth import Forbidden, Unauthorized, require, scope_of
 from funnel.api.service import Answer, Entry, NotComputed, NotFound, Service
-from funnel.errors import StoreError
-from funnel.proxy.events import EventError, parse_events
+from funnel.errors import PartialWrite, StoreError
+from funnel.proxy.events import EventConflict, EventError, parse_events
 from funnel.stores.run_info import utc_now
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,32 @@ class Gone(Exception):
     """A cursor's version is no longer kept (410)."""
 
 
-_STATUS = {BadInput: 422, NotFound: 404, NotComputed: 409, Unauthorized: 401, Forbidden: 403, Gone: 410}
+_STATUS = {
+    BadInput: 422,
+    NotFound: 404,
+    NotComputed: 409,
+    EventConflict: 409,
+    Unauthorized: 401,
+    Forbidden: 403,
+    Gone: 410,
+}
+
+
+class _AnyText(Convertor):  # type: ignore[type-arg]
+    """A path segment that may hold any character, newlines included, so a user id with a
+    control character reaches the handler and gets 422 naming it: Starlette's ``path``
+    (``.*``) stops at a newline, and its trailing ``$`` would read ``7\n`` as ``7``."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
 
 
 def create_app() -> FastAPI:
@@ -112,7 +138,7 @@ def _user_id(raw: object, where: str = "user_id") -> str:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return settings.PAGE_LIMIT_DEFAULT
-    if not raw.isdigit() or not 1 <= int(raw) <= settings.PAGE_LIMIT_MAX:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= settings.PAGE_LIMIT_MAX:
         raise BadInput(f"limit must be a whole number from 1 to {settings.PAGE_LIMIT_MAX}")
     return int(raw)
 
@@ -121,14 +147,42 @@ def _cursor(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
 
 
-def _read_cursor(raw: str) -> dict[str, Any]:
+def _read_cursor(raw: str | None, segment_id: str, versioned: bool) -> tuple[int | None, str]:
+    """(pinned version, last user id) of a cursor this API gave out for this segment's listing."""
+    if not raw:
+        return None, ""
     try:
         data = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except ValueError:
         data = None
-    if not isinstance(data, dict) or not isinstance(data.get("a"), str):
-        raise BadInput("cursor is not one this API gave out; start again without a cursor")
-    return data
+    version = data.get("v") if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or data.get("s") != segment_id
+        or not isinstance(data.get("a"), str)
+        or (versioned and type(version) is not int)
+    ):
+        raise BadInput("cursor is not one this API gave out for this listing; start again without a cursor")
+    return version, data["a"]
+
+
+def _next_cursor(page: list[str], limit: int, segment_id: str, version: int | None) -> str | None:
+    if len(page) < limit:
+        return None
+    data: dict[str, Any] = {"s": segment_id, "a": page[-1]}
+    if version is not None:
+        data["v"] = version
+    return _cursor(data)
+
+
+def _kept(page: list[str] | None, segment_id: str, version: int) -> list[str]:
+    """A page, or 410 when the cursor's version is no longer kept."""
+    if page is None:
+        raise Gone(
+            f"version {version} of segment {segment_id!r} is no longer kept (MySQL keeps the last "
+            f"{settings.KEEP_VERSIONS}); start again without a cursor to page the live version"
+        )
+    return page
 
 
 def _membership(entry: Entry, user_id: str, answer: Answer) -> Response:
@@ -170,7 +224,7 @@ def _add_routes(app: FastAPI) -> None:
         return JSON(described)
 
     @app.get(
-        "/v1/segments/{segment_id}/members/{user_id:path}",
+        "/v1/segments/{segment_id}/members/{user_id:anytext}",
         tags=["membership"],
         summary="Is this user a member, and of which version",
     )
@@ -214,27 +268,13 @@ def _add_routes(app: FastAPI) -> None:
         service = await _service(request, "read")
         entry = await service.entry(segment_id)
         limit = _limit(request.query_params.get("limit"))
-        raw = request.query_params.get("cursor")
-        cursor = _read_cursor(raw) if raw else {"a": ""}
-        if entry.rule is not None:  # proxy: live tags, no versions to pin
-            page = await service.page_proxy(entry, cursor["a"], limit)
-            version = None
+        pinned, after = _read_cursor(request.query_params.get("cursor"), segment_id, versioned=entry.rule is None)
+        if entry.rule is not None:  # proxy: the live tags, no versions to pin
+            page, version = await service.page_proxy(entry, after, limit), None
         else:
-            version = cursor.get("v")
-            if version is None:
-                version = (await service.live_version(segment_id)).version
-            elif not isinstance(version, int):
-                raise BadInput("cursor is not one this API gave out; start again without a cursor")
-            found = await service.page_members(segment_id, version, cursor["a"], limit)
-            if found is None:
-                raise Gone(
-                    f"version {version} of segment {segment_id!r} is no longer kept (MySQL keeps the last "
-                    f"{settings.KEEP_VERSIONS}); start again without a cursor to page the live version"
-                )
-            page = found
-        next_cursor = None
-        if len(page) == limit:
-            next_cursor = _cursor({"a": page[-1]} if version is None else {"v": version, "a": page[-1]})
+            version = pinned if pinned is not None else (await service.live_version(segment_id)).version
+            page = _kept(await service.page_members(segment_id, version, after, limit), segment_id, version)
+        next_cursor = _next_cursor(page, limit, segment_id, version)
         return JSON({"segment_id": segment_id, "version": version, "members": page, "next_cursor": next_cursor})
 
     @app.get(
@@ -249,20 +289,17 @@ def _add_routes(app: FastAPI) -> None:
         if change not in ("entered", "exited"):
             raise BadInput("type must be 'entered' or 'exited'")
         if entry.rule is not None:
-            raise BadInput(f"segment {segment_id!r} is a proxy segment: it is answered live and has no refreshes")
+            raise NotComputed(f"segment {segment_id!r} is a proxy segment: it is answered live and has no refreshes")
         limit = _limit(request.query_params.get("limit"))
-        raw = request.query_params.get("cursor")
-        cursor = _read_cursor(raw) if raw else {"a": ""}
-        version = cursor.get("v")
-        if version is None:
-            version = (await service.live_version(segment_id)).version
-        page = await service.page_changes(segment_id, int(version), change, cursor["a"], limit)
-        next_cursor = _cursor({"v": version, "a": page[-1]}) if len(page) == limit else None
+        pinned, after = _read_cursor(request.query_params.get("cursor"), segment_id, versioned=True)
+        version = pinned if pinned is not None else (await service.live_version(segment_id)).version
+        page = _kept(await service.page_changes(segment_id, version, change, after, limit), segment_id, version)
+        next_cursor = _next_cursor(page, limit, segment_id, version)
         return JSON(
             {"segment_id": segment_id, "version": version, "type": change, "user_ids": page, "next_cursor": next_cursor}
         )
 
-    @app.get("/v1/users/{user_id:path}/segments", tags=["membership"], summary="Every segment the user is in")
+    @app.get("/v1/users/{user_id:anytext}/segments", tags=["membership"], summary="Every segment the user is in")
     async def user_segments(user_id: str, request: Request) -> Response:
         service = await _service(request, "read")
         user_id = _user_id(user_id)
@@ -300,7 +337,10 @@ def _add_routes(app: FastAPI) -> None:
             events = parse_events(items, utc_now())
         except EventError as exc:
             raise BadInput(str(exc)) from None
-        outcome, in_redis = await service.ingest(events)
+        try:
+            outcome, in_redis = await service.ingest(events)
+        except PartialWrite as exc:
+            return JSON({"error": str(exc)}, status_code=503)
         if not in_redis:
             service.restorer.schedule(layout.TAGS_ID)
         return JSON(
@@ -329,8 +369,7 @@ def _ids_of(body: Any) -> list[str]:
         raise BadInput(f"at most {settings.MAX_CHECK_IDS} user ids per request; got {len(ids)}", 413)
     match = layout.USER_ID_PATTERN.fullmatch
     if not all(isinstance(i, str) and match(i) for i in ids):
-        for index, raw in enumerate(ids):
-            _user_id(raw, f"user_ids[{index}]")
+        ids = [_user_id(raw, f"user_ids[{index}]") for index, raw in enumerate(ids)]
     return list(dict.fromkeys(ids))
 
 
@@ -353,8 +392,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSON({"error": str(exc.detail)}, status_code=exc.status_code)
 
     async def store_error(request: Request, exc: StoreError) -> Response:
-        log.warning("funnel API: %s", exc)
-        return JSON({"error": str(exc)}, status_code=503)
+        log.warning("funnel API: %s %s: %s", request.method, request.url.path, exc)  # the details stay here
+        return JSON({"error": "a store (Redis or MySQL) did not answer; try again"}, status_code=503)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("funnel API: %s %s failed", request.method, request.url.path)

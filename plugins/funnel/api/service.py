@@ -26,7 +26,7 @@ from funnel.catalog import serving_catalog
 from funnel.hooks import FunnelMySqlHook
 from funnel.proxy.events import Event
 from funnel.proxy.ingest import ingest
-from funnel.proxy.rules import Rule, Tags, is_leaf, leaf_ranges, matches, parse_rule
+from funnel.proxy.rules import Rule, Tags, is_leaf, leaf_ranges, matches, parse_rule, to_dict
 from funnel.proxy.tags import from_score
 from funnel.restore import restore_into_redis
 from funnel.segments import Kind, Segment
@@ -53,6 +53,7 @@ class Entry:
 
     segment: Segment
     rule: Rule | None = None  # proxy segments: the parsed rule
+    computed: bool = True  # static and dynamic: MySQL had a live version when the catalog was read
 
     @property
     def segment_id(self) -> str:
@@ -154,6 +155,7 @@ class Service:
         self.mysql = MySqlPool()
         self.restorer = Restorer()
         self._catalog: dict[str, Entry] = {}
+        self._invalid: dict[str, str] = {}
         self._catalog_at = -1e9
         self._catalog_lock = asyncio.Lock()
         self._proxy_sizes: dict[str, tuple[float, int]] = {}
@@ -177,18 +179,32 @@ class Service:
     # ------------------------------------------------------------------ the catalog
 
     async def catalog(self) -> dict[str, Entry]:
+        """The served segments, re-read every ``api_catalog_ttl_seconds``; while MySQL cannot be
+        read, the last copy stays in use (Redis keeps answering) and the next request retries."""
         if time.monotonic() - self._catalog_at < settings.API_CATALOG_TTL_SECONDS:
             return self._catalog
         async with self._catalog_lock:
             if time.monotonic() - self._catalog_at >= settings.API_CATALOG_TTL_SECONDS:
-                self._catalog = await self.in_thread(_read_catalog)
-                self._catalog_at = time.monotonic()
+                try:
+                    self._catalog, self._invalid = await self.in_thread(_read_catalog)
+                except Exception as exc:
+                    if not self._catalog_at > 0:
+                        raise
+                    log.warning("funnel API: cannot re-read the catalog (%s); serving the last copy", exc)
+                    self._catalog_at = time.monotonic() - settings.API_CATALOG_TTL_SECONDS + 1  # retry in 1 s
+                else:
+                    self._catalog_at = time.monotonic()
         return self._catalog
 
     async def entry(self, segment_id: str) -> Entry:
         entry = (await self.catalog()).get(segment_id)
         if entry is None:
-            raise NotFound(f"segment {segment_id!r} does not exist")
+            shown = repr(segment_id[:80])
+            if segment_id in self._invalid:
+                raise NotFound(
+                    f"segment {shown} is not served: its catalog row is invalid ({self._invalid[segment_id]})"
+                )
+            raise NotFound(f"segment {shown} does not exist")
         return entry
 
     # ------------------------------------------------------------------ membership
@@ -211,6 +227,8 @@ class Service:
             return Answer(
                 {u: bool(f) for u, f in zip(user_ids, flags, strict=True)}, int(version), _text(refreshed_at), "redis"
             )
+        if not entry.computed and version is None:
+            raise NotComputed(f"segment {segment_id!r} is not computed yet; it has no members to check")
         return await self._check_in_mysql(segment_id, user_ids)
 
     async def _check_in_mysql(self, segment_id: str, user_ids: Sequence[str]) -> Answer:
@@ -231,9 +249,11 @@ class Service:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zmscore(keys.first_seen, list(user_ids))
         pipe.zmscore(keys.order_count, list(user_ids))
-        pipe.hmget(layout.tags_meta_key(), "version", "refreshed_at")
-        first_seen, orders, (version, refreshed_at) = await pipe.execute()
-        if version is not None:
+        pipe.hmget(layout.tags_meta_key(), "version", "refreshed_at", "users", "with_first_seen")
+        pipe.zcard(keys.order_count)
+        pipe.zcard(keys.first_seen)
+        first_seen, orders, (version, refreshed_at, users, dated), orders_card, dated_card = await pipe.execute()
+        if version is not None and _int_or_none(users) == orders_card and _int_or_none(dated) == dated_card:
             tags = [
                 None if count is None else Tags(None if fs is None else from_score(fs), int(count))
                 for fs, count in zip(first_seen, orders, strict=True)
@@ -271,24 +291,31 @@ class Service:
         keys = layout.tag_keys()
         pipe.zscore(keys.first_seen, user_id)
         pipe.zscore(keys.order_count, user_id)
-        pipe.hget(layout.tags_meta_key(), "version")
+        pipe.hmget(layout.tags_meta_key(), "version", "users", "with_first_seen")
+        pipe.zcard(keys.order_count)
+        pipe.zcard(keys.first_seen)
         replies = await pipe.execute()
         found: list[str] = []
         not_whole: list[str] = []
         for index, entry in enumerate(stored):
             member, (version, size), card = replies[3 * index : 3 * index + 3]
+            if version is None and not entry.computed:
+                continue  # never refreshed: nobody is a member yet
             if version is None or size is None or int(size) != card:
                 not_whole.append(entry.segment_id)
             elif member:
                 found.append(entry.segment_id)
-        first_seen, count, tags_version = replies[-3:]
+        first_seen, count, (tags_version, users, dated), orders_card, dated_card = replies[-5:]
+        tags_whole = (
+            tags_version is not None and _int_or_none(users) == orders_card and _int_or_none(dated) == dated_card
+        )
         sources = {"redis"}
         if not_whole:
             found += await self._members_in_mysql(user_id, not_whole)
             sources.add("mysql")
         proxies = [e for e in entries if e.rule is not None]
         if proxies:
-            if tags_version is None:
+            if not tags_whole:
                 (tags,), _, _, _ = await self._tags_in_mysql([user_id])
                 sources.add("mysql")
             else:
@@ -370,11 +397,16 @@ class Service:
     async def _describe_proxy(self, entry: Entry, tags_meta: dict[Any, Any]) -> dict[str, Any]:
         assert entry.rule is not None
         meta = {_text(k): _text(v) for k, v in tags_meta.items()}
+        version, refreshed_at = _int_or_none(meta.get("version")), meta.get("refreshed_at")
+        if version is None:  # Redis has no tags: MySQL's live tag version, as membership answers
+            live = await self.in_thread(self.with_mysql(lambda conn: MySqlTagStore(conn).live()))
+            version, refreshed_at = live.version, live.refreshed_at.isoformat()
+            self.restorer.schedule(layout.TAGS_ID)
         return {
             "size": await self.proxy_size(entry),
-            "version": _int_or_none(meta.get("version")),
-            "refreshed_at": meta.get("refreshed_at"),
-            "rule": entry.segment.rule and _loads(entry.segment.rule),
+            "version": version,
+            "refreshed_at": refreshed_at,
+            "rule": to_dict(entry.rule),
         }
 
     async def proxy_size(self, entry: Entry) -> int:
@@ -420,12 +452,18 @@ class Service:
             self.with_mysql(lambda conn: MySqlTagStore(conn).page_matching(rule, now, after, limit))
         )
 
-    async def page_changes(self, segment_id: str, version: int, change: str, after: str, limit: int) -> list[str]:
-        return await self.in_thread(
-            self.with_mysql(
-                lambda conn: MySqlSegmentStore(conn).page_changes(segment_id, version, change, after, limit)
-            )
-        )
+    async def page_changes(
+        self, segment_id: str, version: int, change: str, after: str, limit: int
+    ) -> list[str] | None:
+        """A page of who entered or exited in a kept version; None when it is no longer kept."""
+
+        def read(conn: Any) -> list[str] | None:
+            store = MySqlSegmentStore(conn)
+            if not store.has_version(segment_id, version):
+                return None
+            return store.page_changes(segment_id, version, change, after, limit)
+
+        return await self.in_thread(self.with_mysql(read))
 
     # ------------------------------------------------------------------ events
 
@@ -459,15 +497,22 @@ class Service:
         return problems
 
 
-def _read_catalog() -> dict[str, Entry]:
-    catalog = serving_catalog(FunnelMySqlHook(read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS))
+def _read_catalog() -> tuple[dict[str, Entry], dict[str, str]]:
+    """The served segments (with whether each has a live version), and the invalid rows' errors."""
+    hook = FunnelMySqlHook(
+        connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS
+    )
+    catalog = serving_catalog(hook)
+    with contextlib.closing(hook.get_conn()) as conn:
+        computed = MySqlSegmentStore(conn).segments_with_live_versions()
     entries = {}
     for segment in catalog.segments:
         rule = None
         if segment.kind is Kind.PROXY and segment.rule is not None:
             rule = parse_rule(segment.segment_id, segment.rule, settings.NEW_USER_DAYS)
-        entries[segment.segment_id] = Entry(segment, rule)
-    return entries
+        entries[segment.segment_id] = Entry(segment, rule, computed=segment.segment_id in computed)
+    invalid = {error.segment_id: f"field {error.field!r} {error.problem}" for error in catalog.errors}
+    return entries, invalid
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -476,9 +521,3 @@ def _text(value: bytes | str | None) -> str | None:
 
 def _int_or_none(value: object) -> int | None:
     return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
-
-
-def _loads(text: str) -> Any:
-    import json
-
-    return json.loads(text)

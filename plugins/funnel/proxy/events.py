@@ -33,6 +33,10 @@ class EventError(FunnelError, ValueError):
     """An event in a batch is malformed; the message names the event, the field and the fix."""
 
 
+class EventConflict(FunnelError):
+    """An ``event_id`` already recorded for a different event (a retry must be identical)."""
+
+
 @dataclass(frozen=True)
 class Event:
     event_id: str

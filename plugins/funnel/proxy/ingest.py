@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-from funnel.errors import StoreError
+from funnel.errors import PartialWrite
 from funnel.proxy.events import Event
 from funnel.stores.tags import EventsOutcome, MySqlTagStore, RedisTagStore
 
@@ -34,9 +34,10 @@ def ingest(
     try:
         written = redis.apply(outcome.version, outcome.rows)
     except Exception as exc:
-        raise StoreError(
-            f"{outcome.accepted} event(s) recorded durably, but Redis could not be updated ({type(exc).__name__}: "
-            f"{exc}). Fix: send the same batch again; its events count once, and Redis catches up"
+        log.warning("user tags: events recorded, Redis not updated (%s: %s)", type(exc).__name__, exc)
+        raise PartialWrite(
+            f"{outcome.accepted} event(s) were recorded durably, but the serving store could not be updated now. "
+            "Fix: send the same batch again; its events count once, and the store catches up"
         ) from exc
     if written < 0:
         log.info(

@@ -185,7 +185,7 @@ def restore_tags(mysql: MySqlTagStore, redis: RedisTagStore, batch_size: int, lo
     live = mysql.live()
     expected = mysql.count(live.version)
     version, size = redis.serving()
-    if version == live.version and size == expected:
+    if version == live.version and size == expected and redis.whole():
         return False
     log.warning(
         "user tags: Redis serves version %s with %s users but MySQL's live version is %s with %s; rebuilding Redis",

@@ -25,7 +25,7 @@ import MySQLdb
 
 from funnel import layout
 from funnel.errors import StoreError
-from funnel.proxy.events import Event, net_changes
+from funnel.proxy.events import Event, EventConflict, net_changes
 from funnel.proxy.rules import AllOf, NewUser, Not, OldUser, OrderCount, Rule, cutoff
 from funnel.proxy.tags import TagRow, from_score
 from funnel.stores.lock import LockLost
@@ -181,6 +181,7 @@ class MySqlTagStore:
                 ],
             )
             new_ids = self._inserted_by(request_id, [e.event_id for e in unique])
+            self._check_repeats(events, [e for e in unique if e.event_id not in new_ids])
             new = [e for e in unique if e.event_id in new_ids]
             applied = [e for e in new if e.at > as_of]
             self._apply(int(version), applied)
@@ -196,6 +197,32 @@ class MySqlTagStore:
             version=int(version),
             rows=tuple(rows),
         )
+
+    def _check_repeats(self, batch: Sequence[Event], repeats: Sequence[Event]) -> None:
+        """A repeated ``event_id`` must be the same event (a retry); anything else is refused."""
+        by_id: dict[str, Event] = {}
+        for event in batch:
+            if by_id.setdefault(event.event_id, event) != event:
+                raise EventConflict(
+                    f"event_id {event.event_id!r} appears twice in the batch for different events. "
+                    "Fix: give each event its own id"
+                )
+        if not repeats:
+            return
+        cur = self.conn.cursor()
+        placeholders = ", ".join(["%s"] * len(repeats))
+        cur.execute(
+            f"SELECT event_id, type, user_id, at FROM {layout.EVENTS_TABLE} WHERE event_id IN ({placeholders})",
+            [e.event_id for e in repeats],
+        )
+        for event_id, kind, user_id, at in cur.fetchall():
+            sent = by_id[event_id]
+            if (sent.type.value, sent.user_id, to_naive_utc(sent.at)) != (kind, user_id, at):
+                raise EventConflict(
+                    f"event_id {event_id!r} was already recorded for a different event ({kind} of user {user_id!r} "
+                    f"at {from_naive_utc(at).isoformat()}); nothing in this batch was recorded. Fix: a retry must "
+                    "send the same event; give a new event a new id"
+                )
 
     def _inserted_by(self, request_id: str, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
@@ -501,8 +528,12 @@ local written = 0
 for i = 2, #ARGV, 4 do
   local user, first_seen, orders, seq = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   if seq >= tonumber(redis.call('HGET', KEYS[3], user) or '0') then
-    if first_seen == '' then redis.call('ZREM', KEYS[1], user) else redis.call('ZADD', KEYS[1], first_seen, user) end
-    redis.call('ZADD', KEYS[2], orders, user)
+    if first_seen == '' then
+      redis.call('HINCRBY', KEYS[4], 'with_first_seen', 0 - redis.call('ZREM', KEYS[1], user))
+    else
+      redis.call('HINCRBY', KEYS[4], 'with_first_seen', redis.call('ZADD', KEYS[1], first_seen, user))
+    end
+    redis.call('HINCRBY', KEYS[4], 'users', redis.call('ZADD', KEYS[2], orders, user))
     if seq > 0 then redis.call('HSET', KEYS[3], user, seq) end
     written = written + 1
   end
@@ -511,8 +542,11 @@ return written
 """
 
 # KEYS: live first_seen, order_count, seq; staging ...; previous ...; meta.
-# ARGV: meta field/value pairs. Live keys become previous, staging becomes live.
+# ARGV: meta field/value pairs. Live keys become previous, staging becomes live; the meta
+# also counts the users (``users``, ``with_first_seen``) so readers can tell a whole set.
 _SWAP_LUA = """
+local users = redis.call('ZCARD', KEYS[5])
+local with_first_seen = redis.call('ZCARD', KEYS[4])
 for i = 1, 3 do
   redis.call('UNLINK', KEYS[6 + i])
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('RENAME', KEYS[i], KEYS[6 + i]) end
@@ -523,7 +557,7 @@ for i = 1, 3 do
 end
 local previous = redis.call('HGETALL', KEYS[10])
 redis.call('DEL', KEYS[10])
-redis.call('HSET', KEYS[10], unpack(ARGV))
+redis.call('HSET', KEYS[10], 'users', users, 'with_first_seen', with_first_seen, unpack(ARGV))
 return previous
 """
 
@@ -554,6 +588,15 @@ class RedisTagStore:
 
     def meta(self) -> dict[str, str]:
         return {_text(k): _text(v) for k, v in self.client.hgetall(layout.tags_meta_key()).items()}
+
+    def whole(self) -> bool:
+        """Whether the live sorted sets hold as many users as the meta counted (none lost)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(layout.tags_meta_key(), "version", "users", "with_first_seen")
+        pipe.zcard(self.live_keys.order_count)
+        pipe.zcard(self.live_keys.first_seen)
+        (version, users, with_first_seen), orders, first_seen = pipe.execute()
+        return version is not None and _count(users) == orders and _count(with_first_seen) == first_seen
 
     def serving(self) -> tuple[int | None, int]:
         """The tag version Redis serves and how many users it holds."""
@@ -644,3 +687,7 @@ class RedisTagStore:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _count(value: bytes | str | None) -> int | None:
+    return None if value is None else int(value)
