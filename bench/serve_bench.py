@@ -46,6 +46,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -89,6 +90,7 @@ TARGET_BATCH_IDS_S = 1_000_000
 TARGET_PROXY_VS_DYNAMIC = 1.5
 TARGET_USER_SEGMENTS_P99_MS = 5.0
 FIXED_RATE = 1_000
+FUNNEL_LOADS = ["single_sat", "proxy_sat", "batch_sat", "users_sat", "single_fixed", "proxy_fixed", "users_fixed"]
 
 
 def log(message: str) -> None:
@@ -335,23 +337,95 @@ def start_funnel(workers: int) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-MINIMAL_APP = '''"""A minimal FastAPI app doing the API's single-check pipeline, without funnel (bench/serve)."""
+MINIMAL_APP = r'''
+"""Peers of the funnel API for bench/serve: the same Redis work without funnel's code (written by
+bench/serve_bench.py; run with uvicorn like funnel.cli serve: uvloop, httptools, no access log).
+
+- ``app`` (FastAPI):
+  - ``GET /v1/segments/{sid}/members/{uid}``: the single check's pipeline (SISMEMBER, HMGET meta,
+    SCARD) through redis-py, as funnel's ``Service.check``;
+  - ``GET /one/segments/{sid}/members/{uid}``: one SISMEMBER, no pipeline (meta known in advance);
+  - ``GET /v1/users/{uid}/segments``: funnel's ``segments_of`` pipeline (SISMEMBER, HMGET,
+    SCARD per segment, then the tags) through redis-py;
+  - ``GET /raw/users/{uid}/segments``: the same SISMEMBERs and tag reads written as one buffer on
+    a plain asyncio connection and parsed with hiredis (segment meta trusted, as if cached).
+- ``raw_app`` (plain ASGI, no framework): the single check's pipeline through redis-py.
+"""
+import asyncio
 import gc
 import hmac
 import os
 from contextlib import asynccontextmanager
 
+import hiredis
 import orjson
 import redis.asyncio
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 TOKEN = os.environ["BENCH_TOKEN"].encode()
+HOST, PORT, DB = os.environ["BENCH_REDIS_HOST"], int(os.environ["BENCH_REDIS_PORT"]), int(os.environ["BENCH_REDIS_DB"])
+SEGMENTS = os.environ["BENCH_SEGMENTS"].split(",")
+PROXY_MIN_ORDERS = int(os.environ["BENCH_PROXY_MIN_ORDERS"])
+TAGS = ("funnel:{_tags}:first_seen", "funnel:{_tags}:order_count", "funnel:{_tags}:meta")
+
+
+def key(segment_id, suffix):
+    return f"funnel:{{{segment_id}}}:{suffix}"
+
+
+def authorized(header):
+    return hmac.compare_digest((header or "")[7:].encode(), TOKEN)
+
+
+def resp(*args):
+    out = b"*%d\r\n" % len(args)
+    for arg in args:
+        arg = arg.encode() if isinstance(arg, str) else arg
+        out += b"$%d\r\n%s\r\n" % (len(arg), arg)
+    return out
+
+
+SISMEMBER_PREFIX = [b"*3\r\n$9\r\nSISMEMBER\r\n" + b"$%d\r\n%s\r\n" % (len(k), k.encode())
+                    for k in (key(s, "members") for s in SEGMENTS)]
+
+
+class RawRedis:
+    """Plain asyncio connections to Redis: one buffer out, replies parsed by hiredis."""
+
+    def __init__(self):
+        self.idle = []
+
+    async def call(self, payload, replies):
+        conn = self.idle.pop() if self.idle else await self.connect()
+        reader, writer, parser = conn
+        try:
+            writer.write(payload)
+            out = []
+            while len(out) < replies:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError("redis closed the connection")
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    out.append(reply)
+        except BaseException:
+            writer.close()
+            raise
+        self.idle.append(conn)
+        return out
+
+    async def connect(self):
+        reader, writer = await asyncio.open_connection(HOST, PORT)
+        writer.write(resp("SELECT", str(DB)))
+        await reader.readline()
+        return reader, writer, hiredis.Reader()
 
 
 @asynccontextmanager
 async def lifespan(app):
-    app.state.redis = redis.asyncio.Redis(host="@HOST@", port=@PORT@, db=@DB@)
+    app.state.redis = redis.asyncio.Redis(host=HOST, port=PORT, db=DB)
+    app.state.raw = RawRedis()
     gc.freeze()
     yield
     await app.state.redis.aclose()
@@ -360,39 +434,131 @@ async def lifespan(app):
 app = FastAPI(lifespan=lifespan)
 
 
-@app.get("/v1/segments/{segment_id}/members/{user_id}")
-async def is_member(segment_id: str, user_id: str, request: Request) -> Response:
-    header = request.headers.get("authorization", "")
-    if not hmac.compare_digest(header[7:].encode(), TOKEN):
-        return Response(status_code=401)
-    members, meta = f"funnel:{{{segment_id}}}:members", f"funnel:{{{segment_id}}}:meta"
-    pipe = request.app.state.redis.pipeline(transaction=False)
+async def single_pipeline(client, segment_id, user_id):
+    members = key(segment_id, "members")
+    pipe = client.pipeline(transaction=False)
     pipe.sismember(members, user_id)
-    pipe.hmget(meta, "version", "size", "refreshed_at")
+    pipe.hmget(key(segment_id, "meta"), "version", "size", "refreshed_at")
     pipe.scard(members)
     found, (version, size, refreshed_at), card = await pipe.execute()
-    body = {"segment_id": segment_id, "user_id": user_id, "member": bool(found), "version": int(version),
-            "refreshed_at": refreshed_at.decode(), "source": "redis" if int(size) == card else "?"}
-    return Response(orjson.dumps(body), media_type="application/json", headers={"X-Funnel-Source": "redis"})
+    return orjson.dumps({"segment_id": segment_id, "user_id": user_id, "member": bool(found),
+                         "version": int(version), "refreshed_at": refreshed_at.decode(),
+                         "source": "redis" if int(size) == card else "mysql"})
+
+
+@app.get("/v1/segments/{segment_id}/members/{user_id}")
+async def is_member(segment_id: str, user_id: str, request: Request) -> Response:
+    if not authorized(request.headers.get("authorization")):
+        return Response(status_code=401)
+    body = await single_pipeline(request.app.state.redis, segment_id, user_id)
+    return Response(body, media_type="application/json", headers={"X-Funnel-Source": "redis"})
+
+
+@app.get("/one/segments/{segment_id}/members/{user_id}")
+async def is_member_one(segment_id: str, user_id: str, request: Request) -> Response:
+    if not authorized(request.headers.get("authorization")):
+        return Response(status_code=401)
+    found = await request.app.state.redis.sismember(key(segment_id, "members"), user_id)
+    body = orjson.dumps({"segment_id": segment_id, "user_id": user_id, "member": bool(found), "source": "redis"})
+    return Response(body, media_type="application/json", headers={"X-Funnel-Source": "redis"})
+
+
+@app.get("/v1/users/{user_id}/segments")
+async def user_segments(user_id: str, request: Request) -> Response:
+    if not authorized(request.headers.get("authorization")):
+        return Response(status_code=401)
+    pipe = request.app.state.redis.pipeline(transaction=False)
+    for segment_id in SEGMENTS:
+        pipe.sismember(key(segment_id, "members"), user_id)
+        pipe.hmget(key(segment_id, "meta"), "version", "size")
+        pipe.scard(key(segment_id, "members"))
+    pipe.zscore(TAGS[0], user_id)
+    pipe.zscore(TAGS[1], user_id)
+    pipe.hget(TAGS[2], "version")
+    replies = await pipe.execute()
+    found = [s for i, s in enumerate(SEGMENTS) if replies[3 * i] and int(replies[3 * i + 1][1]) == replies[3 * i + 2]]
+    count = replies[-2]
+    if count is not None and count >= PROXY_MIN_ORDERS:
+        found.append("prx")
+    body = orjson.dumps({"user_id": user_id, "segments": sorted(found), "source": "redis"})
+    return Response(body, media_type="application/json", headers={"X-Funnel-Source": "redis"})
+
+
+@app.get("/raw/users/{user_id}/segments")
+async def user_segments_raw(user_id: str, request: Request) -> Response:
+    if not authorized(request.headers.get("authorization")):
+        return Response(status_code=401)
+    uid = user_id.encode()
+    tail = b"$%d\r\n%s\r\n" % (len(uid), uid)
+    payload = b"".join(prefix + tail for prefix in SISMEMBER_PREFIX)
+    payload += resp("ZSCORE", TAGS[0], uid) + resp("ZSCORE", TAGS[1], uid) + resp("HGET", TAGS[2], "version")
+    replies = await request.app.state.raw.call(payload, len(SEGMENTS) + 3)
+    found = [s for s, member in zip(SEGMENTS, replies) if member]
+    count = replies[-2]
+    if count is not None and float(count) >= PROXY_MIN_ORDERS:
+        found.append("prx")
+    body = orjson.dumps({"user_id": user_id, "segments": sorted(found), "source": "redis"})
+    return Response(body, media_type="application/json", headers={"X-Funnel-Source": "redis"})
+
+
+async def raw_app(scope, receive, send):
+    """The single check as a plain ASGI callable: what the framework costs, by difference."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                raw_app.redis = redis.asyncio.Redis(host=HOST, port=PORT, db=DB)
+                gc.freeze()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await raw_app.redis.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+    parts = scope["path"].split("/")
+    if not hmac.compare_digest(header[7:], TOKEN) or len(parts) != 6:
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = await single_pipeline(raw_app.redis, parts[3], parts[5])
+    headers = [(b"content-type", b"application/json"), (b"x-funnel-source", b"redis")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 '''
 
 
-def start_minimal(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_peer(workers: int, target: str = "minimal_app:app") -> tuple[subprocess.Popen[bytes], int]:
     folder = STATE / "minimal"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "minimal_app.py").write_text(
-        MINIMAL_APP.replace("@HOST@", REDIS_HOST).replace("@PORT@", str(REDIS_PORT)).replace("@DB@", str(REDIS_DB))
-    )
+    (folder / "minimal_app.py").write_text(MINIMAL_APP)
     port = free_port()
-    log_path = STATE / f"minimal-{workers}w.log"
+    name = target.split(":")[1]
+    log_path = STATE / f"peer-{name}-{workers}w.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FUNNEL_"))}
-    env["BENCH_TOKEN"] = TOKEN
-    argv = [str(PYTHON), "-m", "uvicorn", "minimal_app:app", "--host", "127.0.0.1", "--port", str(port)]
+    env.update(
+        {
+            "BENCH_TOKEN": TOKEN,
+            "BENCH_REDIS_HOST": REDIS_HOST,
+            "BENCH_REDIS_PORT": str(REDIS_PORT),
+            "BENCH_REDIS_DB": str(REDIS_DB),
+            "BENCH_SEGMENTS": ",".join([BIG, *SMALL]),
+            "BENCH_PROXY_MIN_ORDERS": str(PROXY_RULE["value"]),
+        }
+    )
+    argv = [str(PYTHON), "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
     proc = PROCS.start([*argv, "--log-level", "warning", "--app-dir", str(folder)], env, log_path)
     seconds = wait_healthy_path(proc, port, log_path)
-    log(f"minimal FastAPI app, {workers} worker(s), pid {proc.pid}, port {port}: up after {seconds:.1f} s")
+    log(f"peer {target}, {workers} worker(s), pid {proc.pid}, port {port}: up after {seconds:.1f} s")
     return proc, port
+
+
+def start_minimal(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    return start_peer(workers, "minimal_app:app")
+
+
+def start_raw(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    return start_peer(workers, "minimal_app:raw_app")
 
 
 def wait_healthy_path(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> float:
@@ -411,6 +577,7 @@ def wait_healthy_path(proc: subprocess.Popen[bytes], port: int, log_path: Path) 
 # ----------------------------------------------------------------------------------------------
 
 TICK = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
 
 
 def cpu_seconds(pid: int) -> float:
@@ -433,9 +600,11 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def total_cpu() -> float:
+def idle_seconds() -> float:
+    """Idle (and iowait) seconds of all cores since boot. The kernel measures idle time exactly;
+    its busy counters are sampled at each tick and miss short bursts, so busy = cores x wall - idle."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    return sum(int(f) for f in fields[:8]) / TICK, (int(fields[3]) + int(fields[4])) / TICK  # type: ignore[return-value]
+    return (int(fields[3]) + int(fields[4])) / TICK
 
 
 @dataclass
@@ -447,24 +616,27 @@ class CpuMeter:
     started: float = 0.0
     server: float = 0.0
     redis: float = 0.0
-    busy: float = 0.0
+    busy: float = 0.0  # idle seconds at the start
+    own: float = 0.0
 
     def __enter__(self) -> CpuMeter:
         self.started = time.perf_counter()
         self.server = sum(cpu_seconds(p) for p in tree(self.server_pid)) if self.server_pid else 0.0
         self.redis = cpu_seconds(self.redis_pid)
-        total, idle = total_cpu()  # type: ignore[misc]
-        self.busy = total - idle
+        self.busy = idle_seconds()
+        times = os.times()
+        self.own = times.user + times.system
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self.started
         server = sum(cpu_seconds(p) for p in tree(self.server_pid)) if self.server_pid else 0.0
-        total, idle = total_cpu()  # type: ignore[misc]
+        idle = idle_seconds() - self.busy
         self.result = {
             "server": (server - self.server) / wall,
             "redis": (cpu_seconds(self.redis_pid) - self.redis) / wall,
-            "machine": (total - idle - self.busy) / wall,
+            "machine": CORES - idle / wall,
+            "bench": (os.times().user + os.times().system - self.own) / wall,
         }
 
 
@@ -486,28 +658,50 @@ def bare_limits(seconds: float, redis_pid: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     # One SISMEMBER per round trip, one connection: what one Python process can ask of Redis.
+    # On this VM the rate depends on where the scheduler puts the loop: on Redis's core the
+    # round trip is a context switch (about 22k/s); on the other core each round trip wakes an
+    # idle vCPU (about 9k/s). So the loop runs in 0.5 s slices, unpinned (the figure compared,
+    # as the API's workers are not pinned either), then pinned to Redis's core (the best case).
     sismember = client.sismember
     for _ in range(2000):
         sismember(key, ids[0])  # warm-up
-    lat: list[float] = []
-    with CpuMeter(os.getpid(), redis_pid) as meter:
+
+    def loop(duration: float, lat: list[float] | None = None) -> float:
         n, started = 0, time.perf_counter()
-        deadline = started + seconds
-        now = started
+        deadline, now = started + duration, started
         while now < deadline:
             sismember(key, ids[n % len(ids)])
             later = time.perf_counter()
-            lat.append(later - now)
+            if lat is not None:
+                lat.append(later - now)
             now = later
             n += 1
-        elapsed = now - started
-    out["sismember"] = {"rate": n / elapsed, "n": n, "p99_ms": percentile(lat, 99) * 1e3, "cpu": meter.result}
+        return n / (now - started)
+
+    lat: list[float] = []
+    with CpuMeter(None, redis_pid) as meter:
+        slices = [loop(0.5, lat) for _ in range(max(1, int(seconds / 0.5)))]
+    out["sismember"] = {
+        "rate": statistics.median(slices),
+        "slices": slices,
+        "n": len(lat),
+        "p99_ms": percentile(lat, 99) * 1e3,
+        "cpu": meter.result,
+    }
+    mask = os.sched_getaffinity(0)
+    redis_core = int(Path(f"/proc/{redis_pid}/stat").read_text().rsplit(")", 1)[1].split()[36])
+    try:
+        os.sched_setaffinity(0, {redis_core})
+        loop(0.2)
+        out["sismember_same_core"] = {"rate": loop(min(seconds, 2.0)), "core": redis_core}
+    finally:
+        os.sched_setaffinity(0, mask)
 
     # SMISMEMBER, 10,000 ids per call, pipelined two calls deep.
     batches = [ids[i : i + BATCH_IDS] for i in range(0, len(ids), BATCH_IDS)]
     for batch in batches[:3]:
         client.smismember(key, batch)
-    with CpuMeter(os.getpid(), redis_pid) as meter:
+    with CpuMeter(None, redis_pid) as meter:
         n, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
             pipe = client.pipeline(transaction=False)
@@ -572,9 +766,11 @@ init = function(args)
   end
 end
 local n = 0
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %(token)s"}
 request = function()
   n = n + 1
-  return wrk.format("POST", "%(path)s", {["Content-Type"] = "application/json"}, bodies[n %% 8 + 1])
+  -- wrk.format's headers replace wrk.headers: the token goes in again
+  return wrk.format("POST", "%(path)s", headers, bodies[n %% 8 + 1])
 end
 """
 
@@ -601,7 +797,7 @@ def lua_get(prefix: str, low: int, high: int, suffix: str = "") -> str:
 
 
 def lua_batch(path: str, count: int, low: int, high: int) -> str:
-    return LUA_COMMON % {"token": TOKEN} + LUA_BATCH % {"path": path, "count": count, "low": low, "high": high}
+    return LUA_COMMON % {"token": TOKEN} + LUA_BATCH % {"path": path, "count": count, "low": low, "high": high, "token": TOKEN}
 
 
 def wrk(
@@ -677,7 +873,10 @@ class _Conn:
 
     def send(self, index: int, scheduled: float) -> None:
         self.job = (index, scheduled)
-        self.sock.sendall(self.gen.requests[index % len(self.gen.requests)])
+        try:
+            self.sock.sendall(self.gen.requests[index % len(self.gen.requests)])
+        except OSError:
+            self.gen.broken += 1
 
     def read(self) -> None:
         gen = self.gen
@@ -696,6 +895,7 @@ class _Conn:
                 index, scheduled = self.job  # type: ignore[misc]
                 gen.latency[index] = done - scheduled
                 gen.status[self.parser.get_status_code()] += 1
+                gen.answered += 1
                 gen.finished(self)
 
 
@@ -713,6 +913,9 @@ class OpenLoop:
         self.idle: collections.deque[_Conn] = collections.deque()
         self.backlog: collections.deque[tuple[int, float]] = collections.deque()
         self.queued = 0
+        self.answered = 0
+        self.broken = 0
+        self.closing = False
         self.conns = [_Conn(port, self) for _ in range(connections)]
         for conn in self.conns:
             conn.thread.start()
@@ -720,7 +923,7 @@ class OpenLoop:
 
     def finished(self, conn: _Conn) -> None:
         with self.lock:
-            if self.backlog:
+            if self.backlog and not self.closing:
                 job = self.backlog.popleft()
             else:
                 self.idle.append(conn)
@@ -728,10 +931,13 @@ class OpenLoop:
         conn.send(*job)
 
     def run(self) -> dict[str, Any]:
+        """Send on schedule; stop early when the server falls more than 2 s of requests behind."""
         interval = 1.0 / self.rate
         start = time.perf_counter() + 0.05
         sleep, now_of = time.sleep, time.perf_counter
         lag = self.lag
+        sent = 0
+        overloaded = False
         for index in range(self.count):
             scheduled = start + index * interval
             delay = scheduled - now_of()
@@ -742,23 +948,37 @@ class OpenLoop:
                 if conn is None:
                     self.backlog.append((index, scheduled))
                     self.queued += 1
+                    overloaded = len(self.backlog) > 2 * self.rate
+            sent += 1
             if conn is not None:
                 lag.append(now_of() - scheduled)
                 conn.send(index, scheduled)
+            if overloaded:
+                break
         sent_for = now_of() - start
-        deadline = now_of() + 10
-        while any(v is None for v in self.latency[-50:]) and now_of() < deadline:
+        deadline = now_of() + (1 if overloaded else 5)
+        while self.answered < sent and now_of() < deadline:
             time.sleep(0.01)
+        with self.lock:
+            self.closing = True
+            closed = now_of()
         for conn in self.conns:
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
             conn.sock.close()
-        done = [v for v in self.latency if v is not None]
+        # An unanswered request waited at least until the connections closed: that lower bound
+        # stays in the latencies, so an overload shows in p99 instead of vanishing from it.
+        latency = [
+            v if v is not None else closed - (start + index * interval)
+            for index, v in enumerate(self.latency[:sent])
+        ]
         return {
-            "sent_rate": self.count / sent_for,
-            "answered": len(done),
-            "lost": self.count - len(done),
-            "latency": done,
+            "sent_rate": sent / sent_for,
+            "sent": sent,
+            "answered": self.answered,
+            "lost": sent - self.answered,
+            "overloaded": overloaded,
+            "latency": latency,
             "lag_p50": percentile(lag, 50),
             "lag_p99": percentile(lag, 99),
             "lag_max": max(lag) if lag else float("nan"),
@@ -789,10 +1009,11 @@ def fixed_rate(
         gc.enable()
         gc.unfreeze()
     lat = result.pop("latency")
+    meter.result["client"] = meter.result["bench"]
     errors = result["lost"] + sum(n for code, n in result["status"].items() if code != 200)
     return Load(
         name,
-        result["answered"] / seconds,
+        result["answered"] / (result["sent"] / FIXED_RATE),
         percentile(lat, 50) * 1e3,
         percentile(lat, 99) * 1e3,
         percentile(lat, 99.9) * 1e3,
@@ -800,7 +1021,7 @@ def fixed_rate(
         errors,
         len(lat),
         meter.result,
-        {k: v for k, v in result.items()},
+        dict(result),
     )
 
 
@@ -861,53 +1082,57 @@ def random_paths(template: str, high: int, count: int = 20_000, seed: int = 3) -
 
 def idle_machine(seconds: float = 1.0) -> float:
     """Busy cores of the machine while the bench does nothing (other people's work)."""
-    total, idle = total_cpu()  # type: ignore[misc]
-    started = time.perf_counter()
+    idle, started = idle_seconds(), time.perf_counter()
     time.sleep(seconds)
-    total2, idle2 = total_cpu()  # type: ignore[misc]
-    return ((total2 - idle2) - (total - idle)) / (time.perf_counter() - started)
+    return CORES - (idle_seconds() - idle) / (time.perf_counter() - started)
+
+
+def scenario(key: str) -> tuple[str, Any]:
+    """A load by name: ("sat", wrk Lua script) or ("fixed", paths for the open-loop generator)."""
+    single = f"/v1/segments/{BIG}/members/"
+    if key == "single_sat":
+        return "sat", lua_get(single, 0, 2 * BIG_SIZE - 1)
+    if key == "one_sat":  # peer only: one SISMEMBER per request
+        return "sat", lua_get(f"/one/segments/{BIG}/members/", 0, 2 * BIG_SIZE - 1)
+    if key == "proxy_sat":
+        return "sat", lua_get(f"/v1/segments/{PROXY}/members/", 0, 2 * TAG_USERS - 1)
+    if key == "batch_sat":
+        return "batch", lua_batch(f"/v1/segments/{BIG}/members:check", BATCH_IDS, 0, 2 * BIG_SIZE - 1)
+    if key == "users_sat":
+        return "sat", lua_get("/v1/users/", 0, 2 * SMALL_SPAN - 1, "/segments")
+    if key == "single_fixed":
+        return "fixed", random_paths(single + "{}", 2 * BIG_SIZE)
+    if key == "proxy_fixed":
+        return "fixed", random_paths(f"/v1/segments/{PROXY}/members/{{}}", 2 * TAG_USERS)
+    if key == "users_fixed":
+        return "fixed", random_paths("/v1/users/{}/segments", 2 * SMALL_SPAN)
+    if key == "rawusers_fixed":  # peer only: the same reads, one buffer, hiredis
+        return "fixed", random_paths("/raw/users/{}/segments", 2 * SMALL_SPAN)
+    raise ValueError(key)
 
 
 def measure_api(
-    label: str, start: Any, workers: int, redis_pid: int, args: argparse.Namespace, full: bool
+    label: str, start: Any, workers: int, keys: list[str], redis_pid: int, args: argparse.Namespace
 ) -> dict[str, Load]:
-    """Every load on one server; ``full`` adds proxy, batch and user segments."""
+    """The named loads, one after the other, on one server started for them."""
     proc, port = start(workers)
     loads: dict[str, Load] = {}
-    seconds, conns = args.seconds, args.connections
     common = {"server_pid": proc.pid, "redis_pid": redis_pid}
-    single = lua_get(f"/v1/segments/{BIG}/members/", 0, 2 * BIG_SIZE - 1)
     try:
         if start is start_funnel:
             check_answers(port)
-        wrk(f"{label} warm-up", port, single, connections=conns, seconds=2, warmup=0, **common)
-        loads["single_sat"] = wrk(f"{label} single", port, single, connections=conns, seconds=seconds, **common)
-        log(f"{label}: single checks at saturation {fmt_load(loads['single_sat'])}")
-        if full:
-            proxy = lua_get(f"/v1/segments/{PROXY}/members/", 0, 2 * TAG_USERS - 1)
-            loads["proxy_sat"] = wrk(f"{label} proxy", port, proxy, connections=conns, seconds=seconds, **common)
-            log(f"{label}: proxy checks at saturation {fmt_load(loads['proxy_sat'])}")
-            batch = lua_batch(f"/v1/segments/{BIG}/members:check", BATCH_IDS, 0, 2 * BIG_SIZE - 1)
-            loads["batch_sat"] = wrk(
-                f"{label} batch", port, batch, connections=2 * workers, seconds=seconds, **common
-            )
-            log(f"{label}: batch checks of {BATCH_IDS:,} ids {fmt_load(loads['batch_sat'])}")
-            users = lua_get("/v1/users/", 0, 2 * SMALL_SPAN - 1, "/segments")
-            loads["users_sat"] = wrk(f"{label} users", port, users, connections=conns, seconds=seconds, **common)
-            log(f"{label}: users/{{id}}/segments at saturation {fmt_load(loads['users_sat'])}")
-        fixed = args.fixed_seconds
-        paths = random_paths(f"/v1/segments/{BIG}/members/{{}}", 2 * BIG_SIZE)
-        loads["single_fixed"] = fixed_rate(f"{label} single fixed", port, paths, seconds=fixed, **common)
-        log(f"{label}: single checks at {FIXED_RATE:,}/s {fmt_load(loads['single_fixed'])}")
-        if full:
-            paths = random_paths(f"/v1/segments/{PROXY}/members/{{}}", 2 * TAG_USERS)
-            loads["proxy_fixed"] = fixed_rate(f"{label} proxy fixed", port, paths, seconds=fixed, **common)
-            log(f"{label}: proxy checks at {FIXED_RATE:,}/s {fmt_load(loads['proxy_fixed'])}")
-            paths = random_paths("/v1/users/{}/segments", 2 * SMALL_SPAN)
-            loads["users_fixed"] = fixed_rate(f"{label} users fixed", port, paths, seconds=fixed, **common)
-            log(f"{label}: users/{{id}}/segments at {FIXED_RATE:,}/s {fmt_load(loads['users_fixed'])}")
-        if args.profile and start is start_funnel and workers == 2:
-            profile(port, proc.pid, single, args)
+        warm = "one_sat" if keys == ["one_sat"] else "single_sat"
+        wrk(f"{label} warm-up", port, scenario(warm)[1], connections=args.connections, seconds=2, warmup=0, **common)
+        for key in keys:
+            kind, load = scenario(key)
+            if kind == "fixed":
+                loads[key] = fixed_rate(f"{label} {key}", port, load, seconds=args.fixed_seconds, **common)
+            else:
+                conns = 2 * workers if kind == "batch" else args.connections
+                loads[key] = wrk(f"{label} {key}", port, load, connections=conns, seconds=args.seconds, **common)
+            log(f"{label}: {key} {fmt_load(loads[key])}")
+            if args.profile == key.removesuffix("_sat") and kind != "fixed" and start is start_funnel and workers == 2:
+                profile(port, proc.pid, load, args, conns)
     finally:
         PROCS.stop(proc)
     return loads
@@ -920,28 +1145,30 @@ def fmt_load(load: Load) -> str:
     return text
 
 
-def profile(port: int, supervisor: int, script: str, args: argparse.Namespace) -> None:
-    """py-spy (installed into bench/.work/site) on every worker during a saturation run."""
+def profile(port: int, supervisor: int, script: str, args: argparse.Namespace, connections: int) -> None:
+    """py-spy (installed into bench/.work/site) on every worker during one more saturation run."""
     spy = WORK / "site" / "bin" / "py-spy"
     if not spy.exists():
-        subprocess.run(
-            [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(WORK / "site"), "py-spy"],
-            check=True,
-        )
+        pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, "--target", str(WORK / "site"), "py-spy"], check=True)
     workers = [p for p in tree(supervisor) if p != supervisor]
-    outs = []
-    spies = []
+    outs, spies = [], []
     for pid in workers:
-        out = STATE / f"py-spy-{pid}.txt"
+        out = STATE / f"py-spy-{args.profile}-{pid}.txt"
+        argv = [str(spy), "record", "--pid", str(pid), "--duration", str(int(args.seconds)), "--rate", "250"]
+        argv += ["--format", "raw", "--output", str(out), "--nonblocking"]
+        spies.append(PROCS.start(argv, dict(os.environ), STATE / f"py-spy-{pid}.log"))
         outs.append(out)
-        argv = [str(spy), "record", "--pid", str(pid), "--duration", str(int(args.seconds)), "--rate", "200"]
-        spies.append(PROCS.start([*argv, "--format", "raw", "--output", str(out), "--nonblocking"], dict(os.environ), STATE / f"py-spy-{pid}.log"))
     time.sleep(0.5)
-    wrk("profile", port, script, connections=args.connections, seconds=args.seconds, warmup=0, server_pid=supervisor, redis_pid=redis_pid_of())
+    wrk("profile", port, script, connections=connections, seconds=args.seconds, warmup=0, server_pid=supervisor,
+        redis_pid=redis_pid_of())
     for spy_proc in spies:
         spy_proc.wait(timeout=30)
         PROCS.stop(spy_proc)
-    log("py-spy: " + ", ".join(str(o) for o in outs) + " (collapsed stacks; bench/serve_bench.py --top FILE sums them)")
+    found = [str(o) for o in outs if o.exists() and o.stat().st_size]
+    log(f"py-spy of {args.profile} at saturation: {' '.join(found)}")
+    with contextlib.redirect_stdout(sys.stderr):
+        top_frames(found)
 
 
 def top_frames(paths: list[str], count: int = 25) -> None:
@@ -1020,7 +1247,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
         rows.append(row(figure, measured, limit, ratio, kind))
 
     c = args.connections
-    info("bare redis-py SISMEMBER loop (1 connection)", f"{loop:,.0f} checks/s", "", None, "limit")
+    sl = bare["sismember"]["slices"]
+    info("bare redis-py SISMEMBER loop (1 connection)", f"{loop:,.0f} checks/s", f"median of {len(sl)} slices, {min(sl):,.0f}..{max(sl):,.0f}", None, "limit")
+    same = bare.get("sismember_same_core")
+    if same:
+        info("  the same loop pinned to Redis's core", f"{same['rate']:,.0f} checks/s", "best case", same["rate"] / loop, "info")
     info("pipelined SMISMEMBER, 10,000 ids per call", f"{smis:,.0f} ids/s", "", None, "limit")
     s2 = f2["single_sat"]
     target(f"single check, 2 workers, saturation (wrk c={c})", f"{s2.rate:,.0f}/s", f">= 0.85 x bare loop = {0.85 * loop:,.0f}/s", s2.rate / loop, s2.rate >= TARGET_SINGLE_VS_BARE * loop and not s2.errors)
@@ -1033,11 +1264,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
         info(f"single check, 1 worker, saturation (wrk c={c})", f"{s1.rate:,.0f}/s", "bare loop", s1.rate / loop)
         info("  p99 at saturation", f"{s1.p99:.2f} ms", f"<= {TARGET_P99_SAT_MS:g} ms", s1.p99 / TARGET_P99_SAT_MS)
         info(f"single check, 1 worker, {FIXED_RATE:,}/s: p99", f"{sf1.p99:.2f} ms", f"<= {TARGET_P99_FIXED_MS:g} ms", sf1.p99 / TARGET_P99_FIXED_MS)
-    for label, m in (("2 workers", m2), ("1 worker", m1)):
-        if m:
-            ms = m["single_sat"]
-            info(f"minimal FastAPI app, same pipeline, {label}, saturation", f"{ms.rate:,.0f}/s", "bare loop", ms.rate / loop, "peer")
-            info("  p99 at saturation", f"{ms.p99:.2f} ms", f"<= {TARGET_P99_SAT_MS:g} ms", ms.p99 / TARGET_P99_SAT_MS, "peer")
+    raw = results.get("raw2", {})
+    for label, res in (("minimal FastAPI app, 2 workers", m2), ("minimal FastAPI app, 1 worker", m1), ("plain ASGI app, 2 workers", raw)):
+        if res:
+            ms = res["single_sat"]
+            info(f"{label}, same pipeline, saturation", f"{ms.rate:,.0f}/s", f"p99 {ms.p99:.2f} ms; bare loop", ms.rate / loop, "peer")
+    if m2 and "one_sat" in m2:
+        ms = m2["one_sat"]
+        info("minimal FastAPI app, 2 workers, one SISMEMBER (no pipeline)", f"{ms.rate:,.0f}/s", f"p99 {ms.p99:.2f} ms; bare loop", ms.rate / loop, "peer")
     b = f2["batch_sat"]
     ids = b.rate * BATCH_IDS
     target(f"batch check, {BATCH_IDS:,} ids per request, 2 workers", f"{ids:,.0f} ids/s", f">= {TARGET_BATCH_IDS_S:,} ids/s", ids / TARGET_BATCH_IDS_S, ids >= TARGET_BATCH_IDS_S and not b.errors)
@@ -1054,6 +1288,10 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
     info("  p50 / p99.9 / max", f"{uf.p50:.2f} / {uf.p999:.2f} / {uf.max:.1f} ms")
     us = f2["users_sat"]
     info(f"users/{{id}}/segments, 2 workers, saturation (wrk c={c})", f"{us.rate:,.0f}/s", f"p99 {us.p99:.2f} ms")
+    for key, label in (("users_fixed", "same redis-py pipeline"), ("rawusers_fixed", "one buffer + hiredis")):
+        if m2 and key in m2:
+            mu = m2[key]
+            info(f"  minimal FastAPI app, 2 workers, {label}, {FIXED_RATE:,}/s: p99", f"{mu.p99:.2f} ms", f"<= {TARGET_USER_SEGMENTS_P99_MS:g} ms", mu.p99 / TARGET_USER_SEGMENTS_P99_MS, "peer")
 
     widths = [max(len(r[i]) for r in [("figure", "measured", "limit or peer", "ratio", "verdict"), *rows]) for i in range(5)]
     head = ("figure", "measured", "limit or peer", "ratio", "verdict")
@@ -1062,34 +1300,39 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
 
     lines.append("")
     lines.append("Where the two cores went (cores busy per wall second; server CPU per request):")
-    lines.append(f"  {'load':<34} {'rate/s':>9} {'server':>7} {'redis':>6} {'client':>7} {'machine':>8} {'server us/req':>14}")
+    lines.append(
+        f"  {'load':<30} {'rate/s':>10} {'server':>7} {'redis':>6} {'client':>7} {'others':>7} {'machine':>8} "
+        f"{'server us/req':>14}"
+    )
 
     def cpu_line(name: str, load: Load) -> None:
         cpu = load.cpu
-        per = 1e6 * cpu.get("server", 0) / load.rate if load.rate else float("nan")
+        per = 1e6 * cpu.get("server", 0) / load.rate if load.rate and cpu.get("server") else float("nan")
+        others = cpu.get("machine", 0) - cpu.get("server", 0) - cpu.get("redis", 0) - cpu.get("client", 0)
         lines.append(
-            f"  {name:<34} {load.rate:>9,.0f} {cpu.get('server', 0):>7.2f} {cpu.get('redis', 0):>6.2f} "
-            f"{cpu.get('client', float('nan')):>7.2f} {cpu.get('machine', 0):>8.2f} {per:>14.0f}"
+            f"  {name:<30} {load.rate:>10,.0f} {cpu.get('server', 0):>7.2f} {cpu.get('redis', 0):>6.2f} "
+            f"{cpu.get('client', 0):>7.2f} {others:>7.2f} {cpu.get('machine', 0):>8.2f} {per:>14.0f}"
         )
 
     for key, name in (("sismember", "bare SISMEMBER loop"), ("smismember", "pipelined SMISMEMBER (ids/s)")):
         data = bare[key]
-        load = Load(name, data["rate"], 0, 0, 0, 0, 0, data["n"], {"client": data["cpu"]["server"], "redis": data["cpu"]["redis"], "machine": data["cpu"]["machine"]})
+        load = Load(name, data["rate"], 0, 0, 0, 0, 0, data["n"], {"client": data["cpu"]["bench"], "redis": data["cpu"]["redis"], "machine": data["cpu"]["machine"]})
         cpu_line(name, load)
-    for label, res in (("funnel 2w", f2), ("funnel 1w", f1), ("minimal 2w", m2), ("minimal 1w", m1)):
+    for label, res in (("funnel 2w", f2), ("funnel 1w", f1), ("minimal 2w", m2), ("minimal 1w", m1), ("ASGI 2w", raw)):
         for key, load in res.items():
             cpu_line(f"{label} {key}", load)
     lines.append(f"  (background: {results['idle']:.2f} cores busy while the bench was idle, before it started)")
     lines.append("")
     lines.append(f"Open-loop generator at {FIXED_RATE:,}/s (its own lag: sent - scheduled, for requests that found a free connection):")
-    for label, res in (("funnel 2w", f2), ("funnel 1w", f1)):
+    for label, res in (("funnel 2w", f2), ("funnel 1w", f1), ("minimal 2w", m2)):
         for key, load in res.items():
             if key.endswith("_fixed"):
                 e = load.extra
                 lines.append(
-                    f"  {label} {key:<13} sent at {e['sent_rate']:,.1f}/s, lag p50 {e['lag_p50'] * 1e3:.3f} ms, "
+                    f"  {label} {key:<14} sent {e['sent']:,} at {e['sent_rate']:,.1f}/s, lag p50 {e['lag_p50'] * 1e3:.3f} ms, "
                     f"p99 {e['lag_p99'] * 1e3:.3f} ms, max {e['lag_max'] * 1e3:.2f} ms; waited for a connection: "
-                    f"{e['queued']}; answers {e['answered']:,} {e['status']}; lost {e['lost']}"
+                    f"{e['queued']:,}; answers {e['status']}; unanswered {e['lost']:,}"
+                    + ("; OVERLOADED: stopped when 2 s of requests were waiting" if e.get("overloaded") else "")
                 )
     all_ok = all(passes)
     lines.append("")
@@ -1116,13 +1359,15 @@ def run(args: argparse.Namespace) -> int:
     log(f"bare limits, {args.bare_seconds:g} s each")
     results["bare"] = bare_limits(args.bare_seconds, redis_pid)
     log(f"bare SISMEMBER loop {results['bare']['sismember']['rate']:,.0f}/s, SMISMEMBER {results['bare']['smismember']['rate']:,.0f} ids/s")
-    results["funnel2"] = measure_api("funnel 2w", start_funnel, 2, redis_pid, args, full=True)
-    if not args.quick:
-        results["funnel1"] = measure_api("funnel 1w", start_funnel, 1, redis_pid, args, full=False)
-        results["minimal2"] = measure_api("minimal 2w", start_minimal, 2, redis_pid, args_no_fixed(args), full=False)
-        results["minimal1"] = measure_api("minimal 1w", start_minimal, 1, redis_pid, args_no_fixed(args), full=False)
-        for key in ("minimal2", "minimal1"):
-            results[key].pop("single_fixed", None)
+    plans = [
+        ("funnel2", "funnel 2w", start_funnel, 2, FUNNEL_LOADS),
+        ("funnel1", "funnel 1w", start_funnel, 1, ["single_sat", "single_fixed"]),
+        ("minimal2", "minimal 2w", start_minimal, 2, ["single_sat", "one_sat", "users_fixed", "rawusers_fixed"]),
+        ("minimal1", "minimal 1w", start_minimal, 1, ["single_sat"]),
+        ("raw2", "raw ASGI 2w", start_raw, 2, ["single_sat"]),
+    ]
+    for key, label, start, workers, loads in plans[: 1 if args.quick else None]:
+        results[key] = measure_api(label, start, workers, loads, redis_pid, args)
     table, ok = report(results, args)
     seconds = time.perf_counter() - wall
     if api_sources_digest() != digest:
@@ -1137,13 +1382,6 @@ def run(args: argparse.Namespace) -> int:
     (WORK / "serve.md").write_text(f"```\n{text}```\n")
     (STATE / "results.json").write_text(json.dumps(results, default=lambda o: o.__dict__, indent=1))
     return 0 if ok else 1
-
-
-def args_no_fixed(args: argparse.Namespace) -> argparse.Namespace:
-    copy = argparse.Namespace(**vars(args))
-    copy.fixed_seconds = 1.0  # the minimal app is a throughput peer; its fixed-rate row is not reported
-    copy.profile = False
-    return copy
 
 
 def reusable() -> bool:
@@ -1166,7 +1404,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections at saturation (default 16)")
     parser.add_argument("--quick", action="store_true", help="two workers only: no 1-worker and minimal-app rows")
     parser.add_argument("--reuse", action="store_true", help="keep the data of the last run instead of rebuilding it")
-    parser.add_argument("--profile", action="store_true", help="also py-spy the two workers during single-check saturation")
+    parser.add_argument(
+        "--profile",
+        choices=["single", "proxy", "batch", "users"],
+        help="also py-spy funnel's two workers during one more saturation run of this load",
+    )
     args = parser.parse_args()
     if args.setup:
         setup_child(args.setup)
