@@ -56,6 +56,24 @@ def async_redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
     )
 
 
+def resp_pool(conn_id: str = settings.REDIS_CONN_ID) -> Any:
+    """The API's lean hot-path Redis client (``funnel.api.resp``) on the same Airflow connection."""
+    from airflow.providers.redis.hooks.redis import RedisHook
+
+    from funnel.api.resp import RespPool
+
+    conn = RedisHook(redis_conn_id=conn_id).get_connection(conn_id)
+    password = None if str(conn.password).lower() in ("none", "false", "") else conn.password
+    return RespPool(
+        conn.host or "127.0.0.1",
+        int(conn.port or 6379),
+        db=int(conn.extra_dejson.get("db") or 0),
+        username=conn.login,
+        password=password,
+        timeout=settings.REDIS_TIMEOUT_SECONDS,
+    )
+
+
 def mysql_connection(conn_id: str = settings.MYSQL_CONN_ID, *, local_infile: bool = False) -> Any:
     """A mysqlclient connection with the run-time timeouts (never the parse-time ones).
 

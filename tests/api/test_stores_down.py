@@ -46,7 +46,7 @@ def test_mysql_unreachable_from_the_start_is_503_without_the_connection_url(
     for path in ("/v1/segments", "/v1/segments/s", "/v1/segments/s/members/1", "/v1/users/1/segments"):
         response = api.get(path)
         assert_plain(response, url, str(port), "funnel_down")
-        assert response.json() == {"error": "the service could not answer now (a store did not respond); try again"}
+        assert response.json() == {"error": "a store (Redis or MySQL) did not answer; try again"}
     ready = api.get("/readyz")
     assert (ready.status_code, ready.json()) == (503, {"status": "unavailable", "failing": ["mysql"]})
     assert api.get("/healthz").status_code == 200
@@ -96,6 +96,6 @@ def test_redis_unreachable_is_503_and_readyz_names_it(
     ready = api.get("/readyz")
 
     assert_plain(member, url, str(port))
-    assert member.json() == {"error": "the service could not answer now (a store did not respond); try again"}
+    assert member.json() == {"error": "a store (Redis or MySQL) did not answer; try again"}
     assert seconds < settings.REDIS_TIMEOUT_SECONDS + 5
     assert (ready.status_code, ready.json()) == (503, {"status": "unavailable", "failing": ["redis"]})

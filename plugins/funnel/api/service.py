@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -58,6 +59,11 @@ class Entry:
     @property
     def segment_id(self) -> str:
         return self.segment.segment_id
+
+    @functools.cached_property
+    def keys(self) -> tuple[str, str]:
+        """The segment's members and meta keys (built once per catalog copy)."""
+        return layout.members_key(self.segment_id), layout.meta_key(self.segment_id)
 
 
 @dataclass(frozen=True)
@@ -152,18 +158,23 @@ class Service:
 
     def __init__(self) -> None:
         self.redis = wiring.async_redis_client()
+        self.resp = wiring.resp_pool()  # the hot paths: membership, tags, a user's segments
         self.mysql = MySqlPool()
         self.restorer = Restorer()
         self._catalog: dict[str, Entry] = {}
         self._invalid: dict[str, str] = {}
-        self._catalog_at = -1e9
+        self._catalog_at = -1.0
+        self._rereading: asyncio.Task[None] | None = None
         self._catalog_lock = asyncio.Lock()
         self._proxy_sizes: dict[str, tuple[float, int]] = {}
         self._sync_tags: Any = None
+        self._split: tuple[list[Entry], list[Entry]] = ([], [])
+        self._split_for: dict[str, Entry] | None = None
 
     async def close(self) -> None:
         self.restorer.close()
         self.mysql.close()
+        await self.resp.close()
         await self.redis.aclose()
 
     async def in_thread(self, work: Callable[..., T], *args: Any) -> T:
@@ -179,22 +190,26 @@ class Service:
     # ------------------------------------------------------------------ the catalog
 
     async def catalog(self) -> dict[str, Entry]:
-        """The served segments, re-read every ``api_catalog_ttl_seconds``; while MySQL cannot be
-        read, the last copy stays in use (Redis keeps answering) and the next request retries."""
-        if time.monotonic() - self._catalog_at < settings.API_CATALOG_TTL_SECONDS:
-            return self._catalog
-        async with self._catalog_lock:
-            if time.monotonic() - self._catalog_at >= settings.API_CATALOG_TTL_SECONDS:
-                try:
+        """The served segments. The first call reads them; later, once ``api_catalog_ttl_seconds``
+        have passed, a re-read runs in the background while requests go on with the copy they
+        have, so a slow or unreachable MySQL never holds up an answer Redis can give."""
+        if self._catalog_at < 0:
+            async with self._catalog_lock:
+                if self._catalog_at < 0:
                     self._catalog, self._invalid = await self.in_thread(_read_catalog)
-                except Exception as exc:
-                    if not self._catalog_at > 0:
-                        raise
-                    log.warning("funnel API: cannot re-read the catalog (%s); serving the last copy", exc)
-                    self._catalog_at = time.monotonic() - settings.API_CATALOG_TTL_SECONDS + 1  # retry in 1 s
-                else:
                     self._catalog_at = time.monotonic()
+        elif time.monotonic() - self._catalog_at >= settings.API_CATALOG_TTL_SECONDS and self._rereading is None:
+            self._rereading = asyncio.create_task(self._reread_catalog())
         return self._catalog
+
+    async def _reread_catalog(self) -> None:
+        try:
+            self._catalog, self._invalid = await self.in_thread(_read_catalog)
+        except Exception as exc:
+            log.warning("funnel API: cannot re-read the catalog (%s); serving the last copy", exc)
+        finally:
+            self._catalog_at = time.monotonic()  # the next try waits a TTL too
+            self._rereading = None
 
     async def entry(self, segment_id: str) -> Entry:
         entry = (await self.catalog()).get(segment_id)
@@ -210,22 +225,22 @@ class Service:
     # ------------------------------------------------------------------ membership
 
     async def check(self, entry: Entry, user_ids: Sequence[str]) -> Answer:
-        """Membership of ``user_ids`` (validated, unique) in one segment."""
+        """Membership of ``user_ids`` (validated, unique) in one segment, in one round trip."""
         if entry.rule is not None:
             return await self._check_proxy(entry, user_ids)
         segment_id = entry.segment_id
-        pipe = self.redis.pipeline(transaction=False)
+        members_key, meta_key = entry.keys
         if len(user_ids) == 1:
-            pipe.sismember(layout.members_key(segment_id), user_ids[0])
+            ask: tuple[Any, ...] = ("SISMEMBER", members_key, user_ids[0])
         else:
-            pipe.smismember(layout.members_key(segment_id), list(user_ids))
-        pipe.hmget(layout.meta_key(segment_id), "version", "size", "refreshed_at")
-        pipe.scard(layout.members_key(segment_id))
-        found, (version, size, refreshed_at), card = await pipe.execute()
+            ask = ("SMISMEMBER", members_key, *user_ids)
+        found, (version, size, refreshed_at), card = await self.resp.pipeline(
+            (ask, ("HMGET", meta_key, "version", "size", "refreshed_at"), ("SCARD", members_key))
+        )
         if version is not None and size is not None and int(size) == card:
-            flags = [found] if len(user_ids) == 1 else found
+            flags = (found,) if len(user_ids) == 1 else found
             return Answer(
-                {u: bool(f) for u, f in zip(user_ids, flags, strict=True)}, int(version), _text(refreshed_at), "redis"
+                dict(zip(user_ids, map(bool, flags), strict=True)), int(version), refreshed_at.decode(), "redis"
             )
         if not entry.computed and version is None:
             raise NotComputed(f"segment {segment_id!r} is not computed yet; it has no members to check")
@@ -245,20 +260,11 @@ class Service:
 
     async def tags(self, user_ids: Sequence[str]) -> tuple[list[Tags | None], int, str | None, str]:
         """The users' tags (None: no tags), the tag version, its refresh time, and the source."""
-        keys = layout.tag_keys()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zmscore(keys.first_seen, list(user_ids))
-        pipe.zmscore(keys.order_count, list(user_ids))
-        pipe.hmget(layout.tags_meta_key(), "version", "refreshed_at", "users", "with_first_seen")
-        pipe.zcard(keys.order_count)
-        pipe.zcard(keys.first_seen)
-        first_seen, orders, (version, refreshed_at, users, dated), orders_card, dated_card = await pipe.execute()
-        if version is not None and _int_or_none(users) == orders_card and _int_or_none(dated) == dated_card:
-            tags = [
-                None if count is None else Tags(None if fs is None else from_score(fs), int(count))
-                for fs, count in zip(first_seen, orders, strict=True)
-            ]
-            return tags, int(version), _text(refreshed_at), "redis"
+        replies = await self.resp.pipeline(_tags_commands(user_ids))
+        first_seen, orders, meta, orders_card, dated_card = replies
+        if _tags_whole(meta, orders_card, dated_card):
+            tags = [_tags(fs, count) for fs, count in zip(first_seen, orders, strict=True)]
+            return tags, int(meta[0]), _text(meta[1]), "redis"
         return await self._tags_in_mysql(user_ids)
 
     async def _tags_in_mysql(self, user_ids: Sequence[str]) -> tuple[list[Tags | None], int, str | None, str]:
@@ -281,20 +287,18 @@ class Service:
 
     async def segments_of(self, user_id: str) -> dict[str, Any]:
         """Every enabled segment the user is in, read in one pipelined round trip."""
-        entries = [e for e in (await self.catalog()).values() if e.segment.enabled]
-        stored = [e for e in entries if e.rule is None]
-        pipe = self.redis.pipeline(transaction=False)
+        catalog = await self.catalog()
+        stored, proxies = self._enabled_by_kind(catalog)
+        commands: list[tuple[Any, ...]] = []
         for entry in stored:
-            pipe.sismember(layout.members_key(entry.segment_id), user_id)
-            pipe.hmget(layout.meta_key(entry.segment_id), "version", "size")
-            pipe.scard(layout.members_key(entry.segment_id))
-        keys = layout.tag_keys()
-        pipe.zscore(keys.first_seen, user_id)
-        pipe.zscore(keys.order_count, user_id)
-        pipe.hmget(layout.tags_meta_key(), "version", "users", "with_first_seen")
-        pipe.zcard(keys.order_count)
-        pipe.zcard(keys.first_seen)
-        replies = await pipe.execute()
+            members_key, meta_key = entry.keys
+            commands += [
+                ("SISMEMBER", members_key, user_id),
+                ("HMGET", meta_key, "version", "size"),
+                ("SCARD", members_key),
+            ]
+        commands += _tags_commands([user_id])
+        replies = await self.resp.pipeline(commands)
         found: list[str] = []
         not_whole: list[str] = []
         for index, entry in enumerate(stored):
@@ -305,26 +309,28 @@ class Service:
                 not_whole.append(entry.segment_id)
             elif member:
                 found.append(entry.segment_id)
-        first_seen, count, (tags_version, users, dated), orders_card, dated_card = replies[-5:]
-        tags_whole = (
-            tags_version is not None and _int_or_none(users) == orders_card and _int_or_none(dated) == dated_card
-        )
+        (first_seen,), (count,), meta, orders_card, dated_card = replies[-5:]
         sources = {"redis"}
         if not_whole:
             found += await self._members_in_mysql(user_id, not_whole)
             sources.add("mysql")
-        proxies = [e for e in entries if e.rule is not None]
         if proxies:
-            if not tags_whole:
+            if _tags_whole(meta, orders_card, dated_card):
+                tags = _tags(first_seen, count)
+            else:
                 (tags,), _, _, _ = await self._tags_in_mysql([user_id])
                 sources.add("mysql")
-            else:
-                tags = (
-                    None if count is None else Tags(None if first_seen is None else from_score(first_seen), int(count))
-                )
             now = utc_now()
             found += [e.segment_id for e in proxies if e.rule is not None and matches(e.rule, tags, now)]
         return {"user_id": user_id, "segments": sorted(found), "source": "mysql" if "mysql" in sources else "redis"}
+
+    def _enabled_by_kind(self, catalog: dict[str, Entry]) -> tuple[list[Entry], list[Entry]]:
+        """The enabled stored and proxy segments, computed once per catalog copy."""
+        if self._split_for is not catalog:
+            enabled = [e for e in catalog.values() if e.segment.enabled]
+            self._split = ([e for e in enabled if e.rule is None], [e for e in enabled if e.rule is not None])
+            self._split_for = catalog
+        return self._split
 
     async def _members_in_mysql(self, user_id: str, segment_ids: Sequence[str]) -> list[str]:
         def read(conn: Any) -> list[str]:
@@ -513,6 +519,29 @@ def _read_catalog() -> tuple[dict[str, Entry], dict[str, str]]:
         entries[segment.segment_id] = Entry(segment, rule, computed=segment.segment_id in computed)
     invalid = {error.segment_id: f"field {error.field!r} {error.problem}" for error in catalog.errors}
     return entries, invalid
+
+
+def _tags_commands(user_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    keys = layout.tag_keys()
+    return [
+        ("ZMSCORE", keys.first_seen, *user_ids),
+        ("ZMSCORE", keys.order_count, *user_ids),
+        ("HMGET", layout.tags_meta_key(), "version", "refreshed_at", "users", "with_first_seen"),
+        ("ZCARD", keys.order_count),
+        ("ZCARD", keys.first_seen),
+    ]
+
+
+def _tags_whole(meta: Sequence[Any], orders_card: int, dated_card: int) -> bool:
+    """Redis serves a tag version and its sets hold as many users as its meta counted."""
+    version, _refreshed_at, users, dated = meta
+    return version is not None and _int_or_none(users) == orders_card and _int_or_none(dated) == dated_card
+
+
+def _tags(first_seen: bytes | None, count: bytes | None) -> Tags | None:
+    if count is None:
+        return None
+    return Tags(None if first_seen is None else from_score(float(first_seen)), int(float(count)))
 
 
 def _text(value: bytes | str | None) -> str | None:
