@@ -12,17 +12,22 @@ Run it through ``bench/serve`` (see bench/README.md). One run:
    segment is then checked to be served by Redis in full (MySQL's live version, every member).
 2. the limits: a bare redis-py ``SISMEMBER`` loop (one connection, one command per round
    trip, hiredis) and pipelined ``SMISMEMBER`` of 10,000 ids per call, on the same set.
-3. the API, ``python -m funnel.cli serve --workers N`` on a free loopback port, with its own
+3. the API, ``python -m funnel.cli serve --workers 2`` on a free loopback port, with its own
    connections and token in its environment; the run waits for ``/healthz``, checks a few
-   answers against what the setup wrote, then measures:
-   - saturation with ``wrk`` (one thread, a fixed number of keep-alive connections, random ids
-     from a Lua ``request()``); ``wrk``'s own CPU is recorded to show it is not the limit;
+   answers against what the setup wrote, warms every worker, then measures:
+   - saturation with ``wrk`` (one thread, 16 keep-alive connections, random ids from a Lua
+     ``request()``); ``wrk``'s own CPU is recorded to show it is not the limit;
    - a fixed 1,000 requests/s with an open-loop generator (below): latency from each
-     request's scheduled send time, so a stall of the server is counted in full.
-   Two workers for every figure; one worker and a minimal FastAPI app (the same Redis
-   pipeline, no funnel code) for comparison.
-4. every process the run started is stopped (also on an error or Ctrl-C); the table goes to
-   stdout and ``bench/.work/serve.md``.
+     request's scheduled send time, so a stall of the server is counted in full;
+   - single checks at 1,000/s while the catalog table of the bench's MySQL database is
+     write-locked for 6 s (a slow or hung MySQL).
+4. peers, measured in the same run: funnel with one worker; a minimal FastAPI app and a plain
+   ASGI app doing the same Redis work without funnel's code; funnel's own app with its two
+   workers on SO_REUSEPORT sockets; and a what-if: funnel's own app with the changes this
+   bench suggests applied at start-up (``MINIMAL_APP``: ``whatif_app``), plugins/ untouched.
+5. every process the run started is stopped (also on an error or Ctrl-C); the table goes to
+   stdout and ``bench/.work/serve.md``. CPU per process is read from /proc, so the table also
+   says where the two cores went (server, its split over workers, Redis, client, others).
 
 The open-loop generator: a sender thread sleeps until each request's scheduled time
 (``time.sleep``, not an event loop timer, whose resolution is 1 ms) and writes the request on
@@ -91,6 +96,9 @@ TARGET_PROXY_VS_DYNAMIC = 1.5
 TARGET_USER_SEGMENTS_P99_MS = 5.0
 FIXED_RATE = 1_000
 FUNNEL_LOADS = ["single_sat", "proxy_sat", "batch_sat", "users_sat", "single_fixed", "proxy_fixed", "users_fixed"]
+#: The MySQL stall: the catalog table locked from 2 s to 8 s of a 10 s run at FIXED_RATE (longer
+#: than api_catalog_ttl_seconds, so every worker re-reads the catalog during it).
+STALL_AFTER, STALL_HOLD, STALL_SECONDS = 2.0, 6.0, 10.0
 
 
 def log(message: str) -> None:
@@ -211,9 +219,7 @@ def setup_child(result_path: str) -> None:
 
     def tag_rows() -> Any:
         for start in range(0, TAG_USERS, 50_000):
-            yield [
-                (i, base + dt.timedelta(days=i % 700), i % 5) for i in range(start, min(start + 50_000, TAG_USERS))
-            ]
+            yield [(i, base + dt.timedelta(days=i % 700), i % 5) for i in range(start, min(start + 50_000, TAG_USERS))]
 
     tag_run = RunInfo("bench_serve_tags", "bench_serve", as_of)
     with wiring.tag_loader(redis_client=client, batch_size=50_000) as loader:
@@ -279,7 +285,9 @@ class Processes:
 
     def start(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         with open(log_path, "wb") as out:
-            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.started.append(proc)
         return proc
 
@@ -294,9 +302,11 @@ class Processes:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
-        # Workers left behind by a killed supervisor are in the same group: end them too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        # Workers left behind by a killed supervisor are still in its process group: end them too,
+        # each by its id (the group's id is the supervisor's, which this bench started).
+        for pid in group_members(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if proc in self.started:
             self.started.remove(proc)
 
@@ -306,6 +316,17 @@ class Processes:
 
 
 PROCS = Processes()
+
+
+def group_members(pgid: int) -> list[int]:
+    """The processes still in process group ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    found.append(int(entry.name))
+    return found
 
 
 def free_port() -> int:
@@ -319,10 +340,12 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeo
     while time.perf_counter() - started < timeout:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
-                if answer.status == 200:
-                    return time.perf_counter() - started
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer,
+        ):
+            if answer.status == 200:
+                return time.perf_counter() - started
         time.sleep(0.1)
     raise SystemExit(f"the server did not answer /healthz within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
 
@@ -384,10 +407,6 @@ def resp(*args):
         arg = arg.encode() if isinstance(arg, str) else arg
         out += b"$%d\r\n%s\r\n" % (len(arg), arg)
     return out
-
-
-SISMEMBER_PREFIX = [b"*3\r\n$9\r\nSISMEMBER\r\n" + b"$%d\r\n%s\r\n" % (len(k), k.encode())
-                    for k in (key(s, "members") for s in SEGMENTS)]
 
 
 class RawRedis:
@@ -486,15 +505,26 @@ async def user_segments(user_id: str, request: Request) -> Response:
 
 @app.get("/raw/users/{user_id}/segments")
 async def user_segments_raw(user_id: str, request: Request) -> Response:
+    """The same 305 reads as funnel's segments_of (membership, and whether each segment and the tags
+    are whole in Redis), packed by hiredis into one buffer and parsed by hiredis."""
     if not authorized(request.headers.get("authorization")):
         return Response(status_code=401)
-    uid = user_id.encode()
-    tail = b"$%d\r\n%s\r\n" % (len(uid), uid)
-    payload = b"".join(prefix + tail for prefix in SISMEMBER_PREFIX)
-    payload += resp("ZSCORE", TAGS[0], uid) + resp("ZSCORE", TAGS[1], uid) + resp("HGET", TAGS[2], "version")
-    replies = await request.app.state.raw.call(payload, len(SEGMENTS) + 3)
-    found = [s for s, member in zip(SEGMENTS, replies) if member]
-    count = replies[-2]
+    commands = []
+    for segment_id in SEGMENTS:
+        members = key(segment_id, "members")
+        commands += [("SISMEMBER", members, user_id), ("HMGET", key(segment_id, "meta"), "version", "size"),
+                     ("SCARD", members)]
+    commands += [("ZSCORE", TAGS[0], user_id), ("ZSCORE", TAGS[1], user_id),
+                 ("HMGET", TAGS[2], "version", "users", "with_first_seen"), ("ZCARD", TAGS[1]), ("ZCARD", TAGS[0])]
+    replies = await request.app.state.raw.call(b"".join(map(hiredis.pack_command, commands)), len(commands))
+    found = []
+    for index, segment_id in enumerate(SEGMENTS):
+        member, (version, size), card = replies[3 * index : 3 * index + 3]
+        if version is None or size is None or int(size) != card:
+            return Response(status_code=503)  # funnel would read MySQL here; never happens in the bench
+        if member:
+            found.append(segment_id)
+    count = replies[-4]
     if count is not None and float(count) >= PROXY_MIN_ORDERS:
         found.append("prx")
     body = orjson.dumps({"user_id": user_id, "segments": sorted(found), "source": "redis"})
@@ -524,6 +554,148 @@ async def raw_app(scope, receive, send):
     headers = [(b"content-type", b"application/json"), (b"x-funnel-source", b"redis")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def whatif_app():
+    """funnel's own ``create_app()`` with changes bench/serve suggests, for measuring them without
+    editing plugins/ (BENCH_PATCH, comma-separated):
+
+    - ``hiredis``: redis.asyncio connections pack commands with ``hiredis.pack_command`` (C) instead
+      of redis-py's Python packer (a ``connection_class`` in wiring.async_redis_client);
+    - ``ids``: ``_ids_of`` checks all ids with one regex over the ids joined by newlines (app.py);
+    - ``catalog``: past ``api_catalog_ttl_seconds`` the catalog is re-read in the background while
+      requests go on with the copy in hand (service.py ``Service.catalog`` makes every request
+      of the worker wait for the re-read);
+    - ``fast``: ``GET /v1/segments/{id}/members/{user}`` answered by a plain ASGI function in front
+      of FastAPI, with funnel's own auth, Service and _membership; anything unusual (an error, a
+      missing token) falls through to the FastAPI app, which answers it as before.
+    """
+    import re
+
+    from funnel import layout
+    from funnel.api import app as api
+    from funnel.api.auth import require, scope_of
+    from funnel.api.service import Service
+
+    import inspect
+
+    patches = set(os.environ.get("BENCH_PATCH", "").split(",")) - {""}
+    # Apply only what still fits the code under test, and say what was applied.
+    if "fast" in patches and hasattr(api, "FastPaths"):
+        patches.discard("fast")  # the API answers these paths before FastAPI already
+    if "ids" in patches and not hasattr(api, "_ids_of"):
+        patches.discard("ids")
+    if "catalog" in patches and (
+        not all(name in inspect.getsource(Service) for name in ("_catalog_at", "return self._catalog"))
+        or "create_task" in inspect.getsource(Service.catalog)  # the API re-reads in the background already
+    ):
+        patches.discard("catalog")
+    report = os.environ.get("BENCH_PATCH_REPORT")
+    if report:
+        with open(report, "w") as out:
+            out.write(",".join(sorted(patches)))
+    if "hiredis" in patches:
+        from redis.asyncio.connection import Connection
+
+        Connection.pack_command = lambda self, *args: [hiredis.pack_command(args)]
+        Connection.pack_commands = lambda self, commands: [b"".join(hiredis.pack_command(tuple(c)) for c in commands)]
+    if "ids" in patches:
+        one = rf"[!-~](?:[ -~]{{0,{layout.USER_ID_MAX_LENGTH - 2}}}[!-~])?"
+        every = re.compile(rf"(?:{one}\n)*{one}")
+        original = api._ids_of
+
+        def ids_of(body):
+            ids = body.get("user_ids") if isinstance(body, dict) else None
+            if isinstance(ids, list) and ids and len(ids) <= api.settings.MAX_CHECK_IDS:
+                try:
+                    whole = every.fullmatch("\n".join(ids)) is not None
+                except TypeError:
+                    whole = False
+                if whole:
+                    return list(dict.fromkeys(ids))
+            return original(body)
+
+        api._ids_of = ids_of
+    if "catalog" in patches:
+        import asyncio
+        import time
+
+        from funnel.api.service import Service
+
+        reread = Service.catalog
+
+        async def catalog(self):
+            """Stale while revalidate: past the TTL, re-read in the background and answer from the
+            copy in hand; only the very first read is awaited."""
+            if self._catalog_at > 0 and time.monotonic() - self._catalog_at >= api.settings.API_CATALOG_TTL_SECONDS:
+                task = getattr(self, "_bench_reread", None)
+                if task is None or task.done():
+                    self._bench_reread = asyncio.get_running_loop().create_task(reread(self))
+                return self._catalog
+            return await reread(self)
+
+        Service.catalog = catalog
+    inner = api.create_app()
+    if "fast" not in patches:
+        return inner
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET":
+            parts = scope["path"].split("/", 5)
+            if len(parts) == 6 and parts[1] == "v1" and parts[2] == "segments" and parts[4] == "members":
+                state = inner.state
+                try:
+                    header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+                    require("read", scope_of(header, state.tokens))
+                    service = getattr(state, "service", None)
+                    if service is None:
+                        async with state.service_lock:
+                            service = getattr(state, "service", None) or Service()
+                            state.service = service
+                    user_id = api._user_id(parts[5])
+                    entry = await service.entry(parts[3])
+                    response = api._membership(entry, user_id, await service.check(entry, [user_id]))
+                except Exception:
+                    pass  # FastAPI answers it, errors included, as it does today
+                else:
+                    await response(scope, receive, send)
+                    return
+        await inner(scope, receive, send)
+
+    return app
+
+
+def serve_reuseport(target, port, workers, factory):
+    """``workers`` uvicorn processes, each with its own listening socket on the same port
+    (SO_REUSEPORT): the kernel spreads connections over the sockets by their address hash,
+    instead of letting whichever worker wakes first accept them from one shared socket."""
+    import socket
+    import sys
+
+    import uvicorn
+
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(2048)
+            config = uvicorn.Config(target, factory=factory, loop="uvloop", http="httptools", access_log=False,
+                                    log_level="warning")
+            uvicorn.Server(config).run(sockets=[sock])
+            sys.exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_reuseport(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "factory")
 '''
 
 
@@ -551,6 +723,34 @@ def start_peer(workers: int, target: str = "minimal_app:app") -> tuple[subproces
     seconds = wait_healthy_path(proc, port, log_path)
     log(f"peer {target}, {workers} worker(s), pid {proc.pid}, port {port}: up after {seconds:.1f} s")
     return proc, port
+
+
+def start_funnel_reuseport(workers: int, patch: str = "") -> tuple[subprocess.Popen[bytes], int]:
+    """funnel's own app (``create_app``), its workers on SO_REUSEPORT sockets (see MINIMAL_APP);
+    with ``patch``, the app as ``whatif_app`` changes it."""
+    folder = STATE / "minimal"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "minimal_app.py").write_text(MINIMAL_APP)
+    port = free_port()
+    log_path = STATE / f"funnel-reuseport{'-' + patch.replace(',', '-') if patch else ''}-{workers}w.log"
+    env = child_env()
+    env.update({"BENCH_TOKEN": TOKEN, "BENCH_REDIS_HOST": REDIS_HOST, "BENCH_REDIS_PORT": str(REDIS_PORT)})
+    env.update({"BENCH_REDIS_DB": str(REDIS_DB), "BENCH_SEGMENTS": BIG, "BENCH_PROXY_MIN_ORDERS": "2"})
+    env["BENCH_PATCH"] = patch
+    env["BENCH_PATCH_REPORT"] = str(STATE / "whatif-applied.txt")
+    (STATE / "whatif-applied.txt").unlink(missing_ok=True)
+    env["PYTHONPATH"] = f"{env['PYTHONPATH']}:{folder}"
+    target = "minimal_app:whatif_app" if patch else "funnel.api.app:create_app"
+    argv = [str(PYTHON), str(folder / "minimal_app.py"), target, str(port), str(workers)]
+    proc = PROCS.start([*argv, "factory"], env, log_path)
+    seconds = wait_healthy(proc, port, log_path)
+    what = f" with {patch}" if patch else ""
+    log(f"funnel API{what} on SO_REUSEPORT sockets, {workers} worker(s), pid {proc.pid}, port {port}: {seconds:.1f} s")
+    return proc, port
+
+
+def start_funnel_whatif(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    return start_funnel_reuseport(workers, "hiredis,ids,fast,catalog")
 
 
 def start_minimal(workers: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -621,7 +821,9 @@ class CpuMeter:
 
     def __enter__(self) -> CpuMeter:
         self.started = time.perf_counter()
-        self.server = sum(cpu_seconds(p) for p in tree(self.server_pid)) if self.server_pid else 0.0
+        self.pids = tree(self.server_pid) if self.server_pid else []
+        self.each = {p: cpu_seconds(p) for p in self.pids}
+        self.server = sum(self.each.values())
         self.redis = cpu_seconds(self.redis_pid)
         self.busy = idle_seconds()
         times = os.times()
@@ -630,7 +832,8 @@ class CpuMeter:
 
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self.started
-        server = sum(cpu_seconds(p) for p in tree(self.server_pid)) if self.server_pid else 0.0
+        each = {p: cpu_seconds(p) - self.each[p] for p in self.pids}
+        server = sum(self.each.values()) + sum(each.values())
         idle = idle_seconds() - self.busy
         self.result = {
             "server": (server - self.server) / wall,
@@ -638,6 +841,9 @@ class CpuMeter:
             "machine": CORES - idle / wall,
             "bench": (os.times().user + os.times().system - self.own) / wall,
         }
+        # Cores used by each process of the server (its busiest ones first): uvicorn's workers
+        # share one listening socket, so the split of keep-alive connections is up to the kernel.
+        self.result["split"] = sorted((round(v / wall, 2) for v in each.values() if v / wall >= 0.01), reverse=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -797,7 +1003,13 @@ def lua_get(prefix: str, low: int, high: int, suffix: str = "") -> str:
 
 
 def lua_batch(path: str, count: int, low: int, high: int) -> str:
-    return LUA_COMMON % {"token": TOKEN} + LUA_BATCH % {"path": path, "count": count, "low": low, "high": high, "token": TOKEN}
+    return LUA_COMMON % {"token": TOKEN} + LUA_BATCH % {
+        "path": path,
+        "count": count,
+        "low": low,
+        "high": high,
+        "token": TOKEN,
+    }
 
 
 def wrk(
@@ -818,10 +1030,15 @@ def wrk(
     base = ["wrk", "-t", str(threads), "-c", str(connections), "-s", str(path), "--timeout", "5s"]
     url = f"http://127.0.0.1:{port}/"
     if warmup:
-        subprocess.run([*base, "-d", f"{max(1, round(warmup))}s", url], capture_output=True, timeout=warmup + 30, check=True)
+        subprocess.run(
+            [*base, "-d", f"{max(1, round(warmup))}s", url], capture_output=True, timeout=warmup + 30, check=True
+        )
     with CpuMeter(server_pid, redis_pid) as meter:
         proc = subprocess.Popen(
-            [*base, "-d", f"{max(1, round(seconds))}s", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            [*base, "-d", f"{max(1, round(seconds))}s", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         PROCS.started.append(proc)
         try:
@@ -831,7 +1048,9 @@ def wrk(
         out = proc.stdout.read().decode() if proc.stdout else ""
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0 or "BENCHJSON" not in out:
-        raise SystemExit(f"wrk {name} failed ({proc.returncode}):\n{out}\n{proc.stderr.read().decode() if proc.stderr else ''}")
+        raise SystemExit(
+            f"wrk {name} failed ({proc.returncode}):\n{out}\n{proc.stderr.read().decode() if proc.stderr else ''}"
+        )
     data = json.loads(out.split("BENCHJSON", 1)[1].strip().splitlines()[0])
     wall = data["duration_us"] / 1e6
     cpu = dict(meter.result)
@@ -969,8 +1188,7 @@ class OpenLoop:
         # An unanswered request waited at least until the connections closed: that lower bound
         # stays in the latencies, so an overload shows in p99 instead of vanishing from it.
         latency = [
-            v if v is not None else closed - (start + index * interval)
-            for index, v in enumerate(self.latency[:sent])
+            v if v is not None else closed - (start + index * interval) for index, v in enumerate(self.latency[:sent])
         ]
         return {
             "sent_rate": sent / sent_for,
@@ -987,8 +1205,46 @@ class OpenLoop:
         }
 
 
+class CatalogStall:
+    """MySQL slow for a while: the catalog table write-locked (in the bench's own database) from
+    ``after`` seconds for ``hold`` seconds, as a long DDL or a hung server would hold it."""
+
+    def __init__(self, after: float, hold: float) -> None:
+        self.after, self.hold = after, hold
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.release = threading.Event()
+
+    def run(self) -> None:
+        import MySQLdb
+
+        if self.release.wait(self.after):
+            return
+        conn = MySQLdb.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", db=BENCH_DB)
+        try:
+            conn.cursor().execute("LOCK TABLES funnel_segments WRITE")
+            self.release.wait(self.hold)
+            conn.cursor().execute("UNLOCK TABLES")
+        finally:
+            conn.close()
+
+    def __enter__(self) -> CatalogStall:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.thread.join(timeout=30)
+
+
 def fixed_rate(
-    name: str, port: int, paths: list[str], *, seconds: float, server_pid: int, redis_pid: int
+    name: str,
+    port: int,
+    paths: list[str],
+    *,
+    seconds: float,
+    server_pid: int,
+    redis_pid: int,
+    stall: tuple[float, float] | None = None,
 ) -> Load:
     requests = [
         f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode() for p in paths
@@ -1002,7 +1258,7 @@ def fixed_rate(
     sys.setswitchinterval(0.0005)
     try:
         gen = OpenLoop(port, requests, FIXED_RATE, seconds)
-        with CpuMeter(server_pid, redis_pid) as meter:
+        with CpuMeter(server_pid, redis_pid) as meter, CatalogStall(*stall) if stall else contextlib.nullcontext():
             result = gen.run()
     finally:
         sys.setswitchinterval(old_interval)
@@ -1070,6 +1326,21 @@ def check_answers(port: int) -> None:
         raise SystemExit("the API answered wrongly:\n  " + "\n  ".join(problems))
 
 
+def check_peer_answers(port: int) -> None:
+    """The minimal app's user segments must match funnel's answer (the setup's truth)."""
+    problems = []
+    for user in (0, 1, 12, 360, 7_777, 19_999, 150_003, 1_000_001):
+        for path in (f"/v1/users/{user}/segments", f"/raw/users/{user}/segments"):
+            status, body, _ = get_json(port, path)
+            if status != 200 or body.get("segments") != expected_segments(user):
+                problems.append(f"{path}: {status} {str(body)[:300]} (want {expected_segments(user)})")
+    status, body, _ = get_json(port, f"/v1/segments/{BIG}/members/6")
+    if status != 200 or body.get("member") is not True:
+        problems.append(f"/v1/segments/{BIG}/members/6: {status} {body}")
+    if problems:
+        raise SystemExit("the minimal app answered wrongly:\n  " + "\n  ".join(problems))
+
+
 # ----------------------------------------------------------------------------------------------
 # The run: every figure side by side, then the table.
 # ----------------------------------------------------------------------------------------------
@@ -1106,6 +1377,8 @@ def scenario(key: str) -> tuple[str, Any]:
         return "fixed", random_paths(f"/v1/segments/{PROXY}/members/{{}}", 2 * TAG_USERS)
     if key == "users_fixed":
         return "fixed", random_paths("/v1/users/{}/segments", 2 * SMALL_SPAN)
+    if key == "stall_fixed":  # single checks while MySQL's catalog table is locked (CatalogStall)
+        return "stall", random_paths(single + "{}", 2 * BIG_SIZE)
     if key == "rawusers_fixed":  # peer only: the same reads, one buffer, hiredis
         return "fixed", random_paths("/raw/users/{}/segments", 2 * SMALL_SPAN)
     raise ValueError(key)
@@ -1119,14 +1392,23 @@ def measure_api(
     loads: dict[str, Load] = {}
     common = {"server_pid": proc.pid, "redis_pid": redis_pid}
     try:
-        if start is start_funnel:
+        if start in (start_funnel, start_funnel_reuseport, start_funnel_whatif):
             check_answers(port)
+        elif start is start_minimal:
+            check_peer_answers(port)
+        # Fresh connections (urllib closes each), so every worker, not only the one that happens
+        # to accept wrk's connections, has made its clients and read the catalog before timing.
+        for user in range(4 * workers * 10):
+            get_json(port, f"/v1/segments/{BIG}/members/{user}")
         warm = "one_sat" if keys == ["one_sat"] else "single_sat"
         wrk(f"{label} warm-up", port, scenario(warm)[1], connections=args.connections, seconds=2, warmup=0, **common)
         for key in keys:
             kind, load = scenario(key)
             if kind == "fixed":
                 loads[key] = fixed_rate(f"{label} {key}", port, load, seconds=args.fixed_seconds, **common)
+            elif kind == "stall":
+                stall = (STALL_AFTER, STALL_HOLD)
+                loads[key] = fixed_rate(f"{label} {key}", port, load, seconds=STALL_SECONDS, stall=stall, **common)
             else:
                 conns = 2 * workers if kind == "batch" else args.connections
                 loads[key] = wrk(f"{label} {key}", port, load, connections=conns, seconds=args.seconds, **common)
@@ -1160,8 +1442,16 @@ def profile(port: int, supervisor: int, script: str, args: argparse.Namespace, c
         spies.append(PROCS.start(argv, dict(os.environ), STATE / f"py-spy-{pid}.log"))
         outs.append(out)
     time.sleep(0.5)
-    wrk("profile", port, script, connections=connections, seconds=args.seconds, warmup=0, server_pid=supervisor,
-        redis_pid=redis_pid_of())
+    wrk(
+        "profile",
+        port,
+        script,
+        connections=connections,
+        seconds=args.seconds,
+        warmup=0,
+        server_pid=supervisor,
+        redis_pid=redis_pid_of(),
+    )
     for spy_proc in spies:
         spy_proc.wait(timeout=30)
         PROCS.stop(spy_proc)
@@ -1182,7 +1472,10 @@ def top_frames(paths: list[str], count: int = 25) -> None:
             if not n.isdigit():
                 continue
             weight = int(n)
-            frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")" if " (" in f else f for f in stack.split(";")]
+            frames = [
+                f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")" if " (" in f else f
+                for f in stack.split(";")
+            ]
             total += weight
             own[frames[-1]] += weight
             for frame in set(frames):
@@ -1234,6 +1527,7 @@ def verdict(ok: bool) -> str:
 def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool]:
     bare, f2, f1 = results["bare"], results["funnel2"], results.get("funnel1", {})
     m2, m1 = results.get("minimal2", {}), results.get("minimal1", {})
+    reuse = results.get("reuse2", {})
     loop = bare["sismember"]["rate"]
     smis = bare["smismember"]["rate"]
     rows: list[tuple[str, ...]] = []
@@ -1248,88 +1542,287 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
 
     c = args.connections
     sl = bare["sismember"]["slices"]
-    info("bare redis-py SISMEMBER loop (1 connection)", f"{loop:,.0f} checks/s", f"median of {len(sl)} slices, {min(sl):,.0f}..{max(sl):,.0f}", None, "limit")
+    info(
+        "bare redis-py SISMEMBER loop (1 connection)",
+        f"{loop:,.0f} checks/s",
+        f"median of {len(sl)} slices, {min(sl):,.0f}..{max(sl):,.0f}",
+        None,
+        "limit",
+    )
     same = bare.get("sismember_same_core")
     if same:
-        info("  the same loop pinned to Redis's core", f"{same['rate']:,.0f} checks/s", "best case", same["rate"] / loop, "info")
+        info(
+            "  the same loop pinned to Redis's core",
+            f"{same['rate']:,.0f} checks/s",
+            "best case",
+            same["rate"] / loop,
+            "info",
+        )
     info("pipelined SMISMEMBER, 10,000 ids per call", f"{smis:,.0f} ids/s", "", None, "limit")
     s2 = f2["single_sat"]
-    target(f"single check, 2 workers, saturation (wrk c={c})", f"{s2.rate:,.0f}/s", f">= 0.85 x bare loop = {0.85 * loop:,.0f}/s", s2.rate / loop, s2.rate >= TARGET_SINGLE_VS_BARE * loop and not s2.errors)
-    target("  p99 at saturation", f"{s2.p99:.2f} ms", f"<= {TARGET_P99_SAT_MS:g} ms", s2.p99 / TARGET_P99_SAT_MS, s2.p99 <= TARGET_P99_SAT_MS)
+    target(
+        f"single check, 2 workers, saturation (wrk c={c})",
+        f"{s2.rate:,.0f}/s",
+        f">= 0.85 x bare loop = {0.85 * loop:,.0f}/s",
+        s2.rate / loop,
+        s2.rate >= TARGET_SINGLE_VS_BARE * loop and not s2.errors,
+    )
+    target(
+        "  p99 at saturation",
+        f"{s2.p99:.2f} ms",
+        f"<= {TARGET_P99_SAT_MS:g} ms",
+        s2.p99 / TARGET_P99_SAT_MS,
+        s2.p99 <= TARGET_P99_SAT_MS,
+    )
     sf = f2["single_fixed"]
-    target(f"single check, 2 workers, {FIXED_RATE:,}/s: p99", f"{sf.p99:.2f} ms", f"<= {TARGET_P99_FIXED_MS:g} ms", sf.p99 / TARGET_P99_FIXED_MS, sf.p99 <= TARGET_P99_FIXED_MS and not sf.errors)
+    target(
+        f"single check, 2 workers, {FIXED_RATE:,}/s: p99",
+        f"{sf.p99:.2f} ms",
+        f"<= {TARGET_P99_FIXED_MS:g} ms",
+        sf.p99 / TARGET_P99_FIXED_MS,
+        sf.p99 <= TARGET_P99_FIXED_MS and not sf.errors,
+    )
     info("  p50 / p99.9 / max", f"{sf.p50:.2f} / {sf.p999:.2f} / {sf.max:.1f} ms")
     if f1:
         s1, sf1 = f1["single_sat"], f1["single_fixed"]
         info(f"single check, 1 worker, saturation (wrk c={c})", f"{s1.rate:,.0f}/s", "bare loop", s1.rate / loop)
         info("  p99 at saturation", f"{s1.p99:.2f} ms", f"<= {TARGET_P99_SAT_MS:g} ms", s1.p99 / TARGET_P99_SAT_MS)
-        info(f"single check, 1 worker, {FIXED_RATE:,}/s: p99", f"{sf1.p99:.2f} ms", f"<= {TARGET_P99_FIXED_MS:g} ms", sf1.p99 / TARGET_P99_FIXED_MS)
+        info(
+            f"single check, 1 worker, {FIXED_RATE:,}/s: p99",
+            f"{sf1.p99:.2f} ms",
+            f"<= {TARGET_P99_FIXED_MS:g} ms",
+            sf1.p99 / TARGET_P99_FIXED_MS,
+        )
     raw = results.get("raw2", {})
-    for label, res in (("minimal FastAPI app, 2 workers", m2), ("minimal FastAPI app, 1 worker", m1), ("plain ASGI app, 2 workers", raw)):
+    for label, res in (
+        ("minimal FastAPI app, 2 workers", m2),
+        ("minimal FastAPI app, 1 worker", m1),
+        ("plain ASGI app, 2 workers", raw),
+    ):
         if res:
             ms = res["single_sat"]
-            info(f"{label}, same pipeline, saturation", f"{ms.rate:,.0f}/s", f"p99 {ms.p99:.2f} ms; bare loop", ms.rate / loop, "peer")
+            info(
+                f"{label}, same pipeline, saturation",
+                f"{ms.rate:,.0f}/s",
+                f"p99 {ms.p99:.2f} ms; bare loop",
+                ms.rate / loop,
+                "peer",
+            )
+    if reuse:
+        rs, rf = reuse["single_sat"], reuse["single_fixed"]
+        info(
+            "funnel, 2 workers on SO_REUSEPORT sockets, saturation",
+            f"{rs.rate:,.0f}/s",
+            f"p99 {rs.p99:.2f} ms; bare loop",
+            rs.rate / loop,
+            "peer",
+        )
+        info(
+            f"  the same, {FIXED_RATE:,}/s: p99",
+            f"{rf.p99:.2f} ms",
+            f"<= {TARGET_P99_FIXED_MS:g} ms",
+            rf.p99 / TARGET_P99_FIXED_MS,
+            "peer",
+        )
     if m2 and "one_sat" in m2:
         ms = m2["one_sat"]
-        info("minimal FastAPI app, 2 workers, one SISMEMBER (no pipeline)", f"{ms.rate:,.0f}/s", f"p99 {ms.p99:.2f} ms; bare loop", ms.rate / loop, "peer")
+        info(
+            "minimal FastAPI app, 2 workers, one SISMEMBER (no pipeline)",
+            f"{ms.rate:,.0f}/s",
+            f"p99 {ms.p99:.2f} ms; bare loop",
+            ms.rate / loop,
+            "peer",
+        )
+    whatif = results.get("whatif2", {})
+    if whatif:
+        ws, wf = whatif["single_sat"], whatif["single_fixed"]
+        info(
+            "what-if (*), 2 workers: single check, saturation",
+            f"{ws.rate:,.0f}/s",
+            f"p99 {ws.p99:.2f} ms; bare loop",
+            ws.rate / loop,
+            "what-if",
+        )
+        info(
+            f"  the same, {FIXED_RATE:,}/s: p99",
+            f"{wf.p99:.2f} ms",
+            f"<= {TARGET_P99_FIXED_MS:g} ms",
+            wf.p99 / TARGET_P99_FIXED_MS,
+            "what-if",
+        )
     b = f2["batch_sat"]
     ids = b.rate * BATCH_IDS
-    target(f"batch check, {BATCH_IDS:,} ids per request, 2 workers", f"{ids:,.0f} ids/s", f">= {TARGET_BATCH_IDS_S:,} ids/s", ids / TARGET_BATCH_IDS_S, ids >= TARGET_BATCH_IDS_S and not b.errors)
+    target(
+        f"batch check, {BATCH_IDS:,} ids per request, 2 workers",
+        f"{ids:,.0f} ids/s",
+        f">= {TARGET_BATCH_IDS_S:,} ids/s",
+        ids / TARGET_BATCH_IDS_S,
+        ids >= TARGET_BATCH_IDS_S and not b.errors,
+    )
     info("  vs pipelined SMISMEMBER", f"{ids:,.0f} ids/s", f"{smis:,.0f} ids/s", ids / smis)
     info("  p50 / p99 per request", f"{b.p50:.1f} / {b.p99:.1f} ms")
+    if whatif:
+        wb = whatif["batch_sat"]
+        info(
+            "  what-if (*), the same",
+            f"{wb.rate * BATCH_IDS:,.0f} ids/s",
+            f">= {TARGET_BATCH_IDS_S:,} ids/s",
+            wb.rate * BATCH_IDS / TARGET_BATCH_IDS_S,
+            "what-if",
+        )
     p = f2["proxy_sat"]
+    # The time of a check: the server's CPU per request at saturation. Wall time per request
+    # (1 / rate) is shown too, but it also depends on how the kernel happened to split wrk's
+    # connections over the two workers in each run (the "server split" below).
+    cpu_proxy, cpu_single = 1e6 * p.cpu["server"] / p.rate, 1e6 * s2.cpu["server"] / s2.rate
+    target(
+        "proxy check, 2 workers, saturation: server CPU per check",
+        f"{cpu_proxy:.0f} us",
+        f"<= 1.5 x dynamic = {1.5 * cpu_single:.0f} us",
+        cpu_proxy / cpu_single,
+        cpu_proxy <= TARGET_PROXY_VS_DYNAMIC * cpu_single and not p.errors,
+    )
     per_proxy, per_single = 1e6 / p.rate, 1e6 / s2.rate
-    target("proxy check, 2 workers, saturation: time per check", f"{per_proxy:.0f} us ({p.rate:,.0f}/s)", f"<= 1.5 x dynamic = {1.5 * per_single:.0f} us", per_proxy / per_single, per_proxy <= TARGET_PROXY_VS_DYNAMIC * per_single and not p.errors)
+    info(
+        "  wall time per check (1 / rate)",
+        f"{per_proxy:.0f} us ({p.rate:,.0f}/s)",
+        f"dynamic {per_single:.0f} us",
+        per_proxy / per_single,
+    )
     info("  p99 at saturation", f"{p.p99:.2f} ms", f"<= {TARGET_P99_SAT_MS:g} ms", p.p99 / TARGET_P99_SAT_MS)
     pf = f2["proxy_fixed"]
-    info(f"proxy check, {FIXED_RATE:,}/s: p50 / p99", f"{pf.p50:.2f} / {pf.p99:.2f} ms", f"dynamic {sf.p50:.2f} / {sf.p99:.2f} ms", pf.p50 / sf.p50)
+    info(
+        f"proxy check, {FIXED_RATE:,}/s: p50 / p99",
+        f"{pf.p50:.2f} / {pf.p99:.2f} ms",
+        f"dynamic {sf.p50:.2f} / {sf.p99:.2f} ms",
+        pf.p50 / sf.p50,
+    )
+    for label, res in (
+        (f"single check, {FIXED_RATE:,}/s, MySQL catalog table locked {STALL_HOLD:g} s", f2),
+        ("  what-if (*), the same", results.get("whatif2", {})),
+    ):
+        st = res.get("stall_fixed") if res else None
+        if st:
+            e = st.extra
+            shown = f"{e['answered']:,} of {e['sent']:,} answered"
+            if e.get("overloaded"):
+                shown += ", stopped"
+            info(
+                label,
+                shown,
+                f"p99 {st.p99:.1f} ms, max {st.max:.0f} ms",
+                None,
+                "info" if res is f2 else "what-if",
+            )
     uf = f2["users_fixed"]
-    target(f"users/{{id}}/segments, 100 segments, {FIXED_RATE:,}/s: p99", f"{uf.p99:.2f} ms", f"<= {TARGET_USER_SEGMENTS_P99_MS:g} ms", uf.p99 / TARGET_USER_SEGMENTS_P99_MS, uf.p99 <= TARGET_USER_SEGMENTS_P99_MS and not uf.errors)
+    target(
+        f"users/{{id}}/segments, 100 segments, {FIXED_RATE:,}/s: p99",
+        f"{'> ' if uf.extra.get('overloaded') else ''}{uf.p99:.2f} ms",
+        f"<= {TARGET_USER_SEGMENTS_P99_MS:g} ms",
+        uf.p99 / TARGET_USER_SEGMENTS_P99_MS,
+        uf.p99 <= TARGET_USER_SEGMENTS_P99_MS and not uf.errors,
+    )
     info("  p50 / p99.9 / max", f"{uf.p50:.2f} / {uf.p999:.2f} / {uf.max:.1f} ms")
     us = f2["users_sat"]
     info(f"users/{{id}}/segments, 2 workers, saturation (wrk c={c})", f"{us.rate:,.0f}/s", f"p99 {us.p99:.2f} ms")
-    for key, label in (("users_fixed", "same redis-py pipeline"), ("rawusers_fixed", "one buffer + hiredis")):
+    for key, label in (
+        ("users_fixed", "funnel's 305-command redis-py pipeline"),
+        ("rawusers_fixed", "the same 305 reads in one hiredis buffer"),
+    ):
         if m2 and key in m2:
             mu = m2[key]
-            info(f"  minimal FastAPI app, 2 workers, {label}, {FIXED_RATE:,}/s: p99", f"{mu.p99:.2f} ms", f"<= {TARGET_USER_SEGMENTS_P99_MS:g} ms", mu.p99 / TARGET_USER_SEGMENTS_P99_MS, "peer")
+            info(
+                f"  minimal FastAPI app, {label}: p99",
+                f"{mu.p99:.2f} ms",
+                f"<= {TARGET_USER_SEGMENTS_P99_MS:g} ms",
+                mu.p99 / TARGET_USER_SEGMENTS_P99_MS,
+                "peer",
+            )
 
-    widths = [max(len(r[i]) for r in [("figure", "measured", "limit or peer", "ratio", "verdict"), *rows]) for i in range(5)]
+    widths = [
+        max(len(r[i]) for r in [("figure", "measured", "limit or peer", "ratio", "verdict"), *rows]) for i in range(5)
+    ]
     head = ("figure", "measured", "limit or peer", "ratio", "verdict")
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)), "-+-".join("-" * w for w in widths)]
-    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
+    if whatif:
+        applied = set(results.get("whatif_applied", "").split(","))
+        changes = {
+            "catalog": "the catalog re-read in the background (Service.catalog)",
+            "hiredis": "redis.asyncio packing commands with hiredis.pack_command (wiring.async_redis_client)",
+            "ids": "_ids_of checking all ids with one regex",
+            "fast": "GET .../members/{user} answered by a plain ASGI function in front of FastAPI",
+        }
+        lines.append("")
+        lines.append(
+            "(*) what-if: funnel's own create_app() in the same uvicorn (uvloop, httptools), two workers on\n"
+            "    SO_REUSEPORT sockets, with the changes bench/serve suggests that the code under test does not\n"
+            "    have yet (MINIMAL_APP.whatif_app in bench/serve_bench.py):"
+        )
+        lines += [f"    - {text}" for key, text in changes.items() if key in applied] or ["    - none"]
     lines.append("")
     lines.append("Where the two cores went (cores busy per wall second; server CPU per request):")
     lines.append(
-        f"  {'load':<30} {'rate/s':>10} {'server':>7} {'redis':>6} {'client':>7} {'others':>7} {'machine':>8} "
-        f"{'server us/req':>14}"
+        f"  {'load':<36} {'rate/s':>10} {'server':>7} {'redis':>6} {'client':>7} {'others':>7} {'machine':>8} "
+        f"{'server us/req':>14}  server split"
     )
 
     def cpu_line(name: str, load: Load) -> None:
         cpu = load.cpu
-        per = 1e6 * cpu.get("server", 0) / load.rate if load.rate and cpu.get("server") else float("nan")
+        per = f"{1e6 * cpu['server'] / load.rate:.0f}" if load.rate and cpu.get("server") else "-"
         others = cpu.get("machine", 0) - cpu.get("server", 0) - cpu.get("redis", 0) - cpu.get("client", 0)
-        lines.append(
-            f"  {name:<30} {load.rate:>10,.0f} {cpu.get('server', 0):>7.2f} {cpu.get('redis', 0):>6.2f} "
-            f"{cpu.get('client', 0):>7.2f} {others:>7.2f} {cpu.get('machine', 0):>8.2f} {per:>14.0f}"
+        line = (
+            f"  {name:<36} {load.rate:>10,.0f} {cpu.get('server', 0):>7.2f} {cpu.get('redis', 0):>6.2f} "
+            f"{cpu.get('client', 0):>7.2f} {others:>7.2f} {cpu.get('machine', 0):>8.2f} {per:>14}  "
+            + "/".join(f"{v:.2f}" for v in cpu.get("split", []))
         )
+        lines.append(line.rstrip())
 
     for key, name in (("sismember", "bare SISMEMBER loop"), ("smismember", "pipelined SMISMEMBER (ids/s)")):
         data = bare[key]
-        load = Load(name, data["rate"], 0, 0, 0, 0, 0, data["n"], {"client": data["cpu"]["bench"], "redis": data["cpu"]["redis"], "machine": data["cpu"]["machine"]})
+        load = Load(
+            name,
+            data["rate"],
+            0,
+            0,
+            0,
+            0,
+            0,
+            data["n"],
+            {"client": data["cpu"]["bench"], "redis": data["cpu"]["redis"], "machine": data["cpu"]["machine"]},
+        )
         cpu_line(name, load)
-    for label, res in (("funnel 2w", f2), ("funnel 1w", f1), ("minimal 2w", m2), ("minimal 1w", m1), ("ASGI 2w", raw)):
+    for label, res in (
+        ("funnel 2w", f2),
+        ("funnel 1w", f1),
+        ("minimal 2w", m2),
+        ("minimal 1w", m1),
+        ("ASGI 2w", raw),
+        ("funnel SO_REUSEPORT 2w", reuse),
+        ("funnel what-if 2w", results.get("whatif2", {})),
+    ):
         for key, load in res.items():
             cpu_line(f"{label} {key}", load)
     lines.append(f"  (background: {results['idle']:.2f} cores busy while the bench was idle, before it started)")
     lines.append("")
-    lines.append(f"Open-loop generator at {FIXED_RATE:,}/s (its own lag: sent - scheduled, for requests that found a free connection):")
-    for label, res in (("funnel 2w", f2), ("funnel 1w", f1), ("minimal 2w", m2)):
+    lines.append(
+        f"Open-loop generator at {FIXED_RATE:,}/s (its own lag: sent - scheduled, for requests that found a free "
+        "connection):"
+    )
+    for label, res in (
+        ("funnel 2w", f2),
+        ("funnel 1w", f1),
+        ("minimal 2w", m2),
+        ("funnel SO_REUSEPORT 2w", reuse),
+        ("funnel what-if 2w", results.get("whatif2", {})),
+    ):
         for key, load in res.items():
             if key.endswith("_fixed"):
                 e = load.extra
                 lines.append(
-                    f"  {label} {key:<14} sent {e['sent']:,} at {e['sent_rate']:,.1f}/s, lag p50 {e['lag_p50'] * 1e3:.3f} ms, "
+                    f"  {label} {key:<14} sent {e['sent']:,} at {e['sent_rate']:,.1f}/s, "
+                    f"lag p50 {e['lag_p50'] * 1e3:.3f} ms, "
                     f"p99 {e['lag_p99'] * 1e3:.3f} ms, max {e['lag_max'] * 1e3:.2f} ms; waited for a connection: "
                     f"{e['queued']:,}; answers {e['status']}; unanswered {e['lost']:,}"
                     + ("; OVERLOADED: stopped when 2 s of requests were waiting" if e.get("overloaded") else "")
@@ -1358,24 +1851,38 @@ def run(args: argparse.Namespace) -> int:
     redis_pid = redis_pid_of()
     log(f"bare limits, {args.bare_seconds:g} s each")
     results["bare"] = bare_limits(args.bare_seconds, redis_pid)
-    log(f"bare SISMEMBER loop {results['bare']['sismember']['rate']:,.0f}/s, SMISMEMBER {results['bare']['smismember']['rate']:,.0f} ids/s")
+    bare = results["bare"]
+    log(f"bare SISMEMBER loop {bare['sismember']['rate']:,.0f}/s, SMISMEMBER {bare['smismember']['rate']:,.0f} ids/s")
     plans = [
-        ("funnel2", "funnel 2w", start_funnel, 2, FUNNEL_LOADS),
+        ("funnel2", "funnel 2w", start_funnel, 2, [*FUNNEL_LOADS, "stall_fixed"]),
         ("funnel1", "funnel 1w", start_funnel, 1, ["single_sat", "single_fixed"]),
         ("minimal2", "minimal 2w", start_minimal, 2, ["single_sat", "one_sat", "users_fixed", "rawusers_fixed"]),
         ("minimal1", "minimal 1w", start_minimal, 1, ["single_sat"]),
         ("raw2", "raw ASGI 2w", start_raw, 2, ["single_sat"]),
+        ("reuse2", "funnel reuseport 2w", start_funnel_reuseport, 2, ["single_sat", "single_fixed"]),
+        (
+            "whatif2",
+            "funnel what-if 2w",
+            start_funnel_whatif,
+            2,
+            ["single_sat", "batch_sat", "single_fixed", "stall_fixed"],
+        ),
     ]
+    if "SO_REUSEPORT" in (ROOT / "plugins" / "funnel" / "cli.py").read_text():
+        plans = [plan for plan in plans if plan[0] != "reuse2"]  # serve itself has a socket per worker
     for key, label, start, workers, loads in plans[: 1 if args.quick else None]:
         results[key] = measure_api(label, start, workers, loads, redis_pid, args)
+    applied = STATE / "whatif-applied.txt"
+    if "whatif2" in results and applied.exists():
+        results["whatif_applied"] = applied.read_text()
     table, ok = report(results, args)
     seconds = time.perf_counter() - wall
     if api_sources_digest() != digest:
         log("WARNING: plugins/funnel changed while the bench ran; the rows may mix two versions of the code")
     header = (
         f"bench/serve at git {git_state()}, {os.cpu_count()} cores, {seconds:.0f} s "
-        f"(setup {results['setup']['seconds']} s); wrk -t1 -c{args.connections} -d{args.seconds:g}s per saturation row, "
-        f"{args.fixed_seconds:g} s per {FIXED_RATE:,}/s row"
+        f"(setup {results['setup']['seconds']} s); wrk -t1 -c{args.connections} -d{args.seconds:g}s per saturation "
+        f"row, {args.fixed_seconds:g} s per {FIXED_RATE:,}/s row"
     )
     text = f"{header}\n\n{table}\n"
     print(text)
@@ -1399,7 +1906,9 @@ def main() -> int:
     parser.add_argument("--setup", metavar="RESULT_JSON", help=argparse.SUPPRESS)
     parser.add_argument("--top", nargs="+", metavar="FILE", help="sum py-spy collapsed stacks and exit")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per saturation measurement (default 8)")
-    parser.add_argument("--fixed-seconds", type=float, default=10.0, help=f"seconds per {FIXED_RATE:,}/s measurement (default 10)")
+    parser.add_argument(
+        "--fixed-seconds", type=float, default=10.0, help=f"seconds per {FIXED_RATE:,}/s measurement (default 10)"
+    )
     parser.add_argument("--bare-seconds", type=float, default=3.0, help="seconds per bare Redis limit (default 3)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections at saturation (default 16)")
     parser.add_argument("--quick", action="store_true", help="two workers only: no 1-worker and minimal-app rows")
@@ -1421,6 +1930,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
     try:
         return run(args)
     except KeyboardInterrupt:

@@ -505,8 +505,8 @@ class Service:
 
 def _read_catalog() -> tuple[dict[str, Entry], dict[str, str]]:
     """The served segments (with whether each has a live version), and the invalid rows' errors."""
-    hook = FunnelMySqlHook(
-        connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS
+    hook = FunnelMySqlHook(  # the catalog's own short timeouts: a hung MySQL never holds a worker thread long
+        connect_timeout=settings.CATALOG_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.CATALOG_READ_TIMEOUT_SECONDS
     )
     catalog = serving_catalog(hook)
     with contextlib.closing(hook.get_conn()) as conn:
