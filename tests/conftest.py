@@ -56,7 +56,7 @@ from funnel.schema import migrate  # noqa: E402
 FUNNEL_TABLES = (
     layout.SEGMENTS_TABLE,
     layout.VERSIONS_TABLE,
-    layout.MEMBERS_TABLE,
+    layout.MEMBERSHIPS_TABLE,
     layout.LIVE_TABLE,
     layout.RUNS_TABLE,
     layout.CHANGES_TABLE,

@@ -81,9 +81,9 @@ def leftovers(mysql_conn: Any, redis_client: Any) -> dict[str, Any]:
         ),
         "mysql orphan rows": rows(
             mysql_conn,
-            f"SELECT m.version, COUNT(*) FROM {layout.MEMBERS_TABLE} m LEFT JOIN {layout.VERSIONS_TABLE} v"
-            " ON v.segment_id = m.segment_id AND v.version = m.version"
-            " WHERE v.state IS NULL OR v.state NOT IN ('live', 'retired') GROUP BY m.version",
+            f"SELECT m.entered, COUNT(*) FROM {layout.MEMBERSHIPS_TABLE} m LEFT JOIN {layout.VERSIONS_TABLE} v"
+            " ON v.segment_id = m.segment_id AND v.version = m.entered"
+            " WHERE v.state IS NULL OR v.state NOT IN ('live', 'retired') GROUP BY m.entered",
         ),
         "lock": redis_client.get(layout.lock_key(SEGMENT)),
     }

@@ -158,9 +158,15 @@ def test_only_the_last_k_versions_are_kept(refresher: Refresher) -> None:
         do(refresher, [day, 100], run_at(day))
     versions = query(refresher, f"SELECT version, state FROM {layout.VERSIONS_TABLE} ORDER BY version")
     assert versions == ((4, "retired"), (5, "retired"), (6, "live"))
-    kept = query(refresher, f"SELECT DISTINCT version FROM {layout.MEMBERS_TABLE} ORDER BY version")
-    assert kept == ((4,), (5,), (6,))
+    # Member spans: only those covering a kept version remain (10, 11 and 12 left before version 4).
+    spans = query(
+        refresher, f"SELECT user_id, entered, exited FROM {layout.MEMBERSHIPS_TABLE} ORDER BY user_id, entered"
+    )
+    assert spans == (("100", 1, None), ("13", 4, 5), ("14", 5, 6), ("15", 6, None))
+    kept = ((4,), (5,), (6,))
     assert query(refresher, f"SELECT DISTINCT version FROM {layout.CHANGES_TABLE} ORDER BY version") == kept
+    for version, members in ((4, {"13", "100"}), (5, {"14", "100"}), (6, {"15", "100"})):
+        assert {m for page in refresher.mysql.iter_members("s", version, 10) for m in page} == members
 
 
 # ---------------------------------------------------------------- entered and exited
@@ -348,11 +354,11 @@ class FailingStore:
     ("store", "method"),
     [
         ("source", "stream"),
-        ("redis", "add_members"),
-        ("mysql", "add_members"),
-        ("mysql", "count_members"),
-        ("mysql", "stage_changes"),
-        ("redis", "add_changes"),
+        ("redis", "stage_diff"),
+        ("mysql", "add_entered"),
+        ("redis", "staged_counts"),
+        ("redis", "staged_exited"),
+        ("mysql", "add_exited"),
         ("mysql", "promote"),
     ],
 )

@@ -34,7 +34,9 @@ MySQL (second level, durable; Redis can always be rebuilt from it):
 
 - ``funnel_segments``: the catalog (one row per segment; the user-facing contract).
 - ``funnel_segment_versions``: one row per computed version and its state.
-- ``funnel_segment_members``: members of every kept version, keyed by (segment, version, user).
+- ``funnel_memberships``: each stay of a user in a segment, as the span of versions from the one
+  it entered to the one it exited (NULL: still a member); a version's members are the spans
+  that cover it.
 - ``funnel_live_versions``: the live pointer, one row per segment; the swap moves it.
 - ``funnel_current_members``: a view of each segment's live members (segment_id, user_id).
 - ``funnel_segment_runs``: one row per refresh attempt, failed and skipped ones included.
@@ -54,7 +56,7 @@ KEY_PREFIX = "funnel"
 
 SEGMENTS_TABLE = "funnel_segments"
 VERSIONS_TABLE = "funnel_segment_versions"
-MEMBERS_TABLE = "funnel_segment_members"
+MEMBERSHIPS_TABLE = "funnel_memberships"
 LIVE_TABLE = "funnel_live_versions"
 CURRENT_MEMBERS_VIEW = "funnel_current_members"
 RUNS_TABLE = "funnel_segment_runs"

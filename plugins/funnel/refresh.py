@@ -31,6 +31,7 @@ from funnel import layout
 from funnel.errors import FunnelError, RefreshRejected, RunStatus, StoreError
 from funnel.rules import guard_violation, skip_reason
 from funnel.segments import Kind
+from funnel.staging import Staged, stage_in_parallel
 from funnel.stores.history import Outcome, RunHistory
 from funnel.stores.lock import SegmentBusy, SegmentLock
 from funnel.stores.mysql_store import LiveVersion, MySqlSegmentStore
@@ -172,6 +173,8 @@ def sync_redis_from_mysql(
 def _stage_changes_in_redis(
     segment_id: str, version: int, mysql: MySqlSegmentStore, redis: RedisSegmentStore, batch_size: int
 ) -> None:
+    if not mysql.is_logged(segment_id, version):
+        return  # a first version: everyone entered (its members), nobody exited
     for change in ("entered", "exited"):
         for batch in mysql.iter_changes(segment_id, version, change, batch_size):
             redis.add_changes(segment_id, change, batch)
@@ -224,6 +227,7 @@ class Refresher(Stoppable):
     batch_size: int
     keep_versions: int = 3
     progress_every: int = 1_000_000
+    mysql_load_rows: int = 50_000
 
     def __post_init__(self) -> None:
         self._init_stoppable()
@@ -314,17 +318,15 @@ class Refresher(Stoppable):
         sync_redis_from_mysql(segment_id, self.mysql, self.redis, self.batch_size, lock)
         self.mysql.clear_staged(segment_id)
         self.redis.clear_staged(segment_id)
-        version = self.mysql.begin_version(segment_id, run, utc_now())
-        rows_read, nulls = self._stage(segment_id, version, batches(), started)
-        size = self.mysql.count_members(segment_id, version)
-        redis_size = self.redis.staged_size(segment_id)
-        if size != redis_size:
-            raise StoreError(
-                f"segment {segment_id!r}: staged {size} ids in MySQL but {redis_size} in Redis; "
-                "live data is unchanged. Fix: retry the task; if it repeats, check the Redis memory policy"
-            )
-        if nulls:
-            log.warning("segment %s: skipped %s NULL or empty user ids", segment_id, f"{nulls:,}")
+        live = self.mysql.live_version(segment_id)
+        logged = live is not None  # a first version logs no changes: everyone entered
+        version = self.mysql.begin_version(segment_id, run, utc_now(), logged=logged)
+        staged = self._stage(segment_id, version, batches(), logged)
+        exited_began = time.monotonic()
+        size, entered, exited = self._diff(segment_id, version, live, staged)
+        exited_seconds = time.monotonic() - exited_began
+        if staged.skipped:
+            log.warning("segment %s: skipped %s NULL or empty user ids", segment_id, f"{staged.skipped:,}")
         live = self.mysql.live_version(segment_id)
         if live is not None and live.is_after(run, version):
             raise RefreshSuperseded(_superseded_message(segment_id, size, live.version, live.logical_date, run))
@@ -333,41 +335,84 @@ class Refresher(Stoppable):
         )
         if violation:
             raise RefreshRejected(violation, version, size)
-        entered, exited = self.mysql.stage_changes(segment_id, version, live.version if live else None)
-        _stage_changes_in_redis(segment_id, version, self.mysql, self.redis, self.batch_size)
         self._check_cancelled(segment_id)
         lock.check()
+        swap_began = time.monotonic()
         now = utc_now()
         promoted, current = self.mysql.promote(segment_id, version, run, size, now, entered, exited)
         if not promoted:
             raise RefreshSuperseded(_superseded_message(segment_id, size, current.version, current.logical_date, run))
         meta = _meta(size, now, run, entered, exited)
-        self.redis.promote(segment_id, run.logical_ts_us, version, meta, lock.value, (size, entered, exited))
+        counts = (size, entered if logged else None, exited)
+        self.redis.promote(segment_id, run.logical_ts_us, version, meta, lock.value, counts)
+        prune_began = time.monotonic()
         pruned = self.mysql.prune(segment_id, self.keep_versions)
+        done = time.monotonic()
         if pruned:
             log.info("segment %s: pruned old versions %s", segment_id, pruned)
-        return RefreshResult(segment_id, version, size, rows_read, nulls, entered, exited, time.monotonic() - started)
+        t = staged.timings
+        log.info(
+            "segment %s: timings: stage %.2fs (fetch %.2fs, redis %.2fs, mysql %.2fs), exited %.2fs, "
+            "swap %.2fs, prune %.2fs",
+            segment_id,
+            t.wall,
+            t.fetch,
+            t.redis,
+            t.mysql,
+            exited_seconds,
+            prune_began - swap_began,
+            done - prune_began,
+        )
+        return RefreshResult(
+            segment_id, version, size, staged.rows_read, staged.skipped, entered, exited, done - started
+        )
 
-    def _stage(
-        self, segment_id: str, version: int, batches: Iterable[Sequence[object]], started: float
-    ) -> tuple[int, int]:
-        rows_read = nulls = 0
-        for ids, batch_nulls, batch_rows in _normalized(segment_id, batches):
-            self._check_cancelled(segment_id)
-            self.redis.add_members(segment_id, ids)
-            self.mysql.add_members(segment_id, version, ids)
-            before = rows_read
-            rows_read += batch_rows
-            nulls += batch_nulls
-            if rows_read // self.progress_every > before // self.progress_every:
-                elapsed = max(time.monotonic() - started, 1e-9)
-                log.info(
-                    "segment %s: %s rows staged (%s rows/s)",
-                    segment_id,
-                    f"{rows_read:,}",
-                    f"{rows_read / elapsed:,.0f}",
-                )
-        return rows_read, nulls
+    def _stage(self, segment_id: str, version: int, batches: Iterable[Sequence[object]], logged: bool) -> Staged:
+        """Stream the query's ids into the Redis staging set (noting who entered) and the
+        entered into MySQL, all at once (``funnel.staging``)."""
+        began = time.monotonic()
+
+        def progress(before: int, rows: int) -> None:
+            if rows // self.progress_every > before // self.progress_every:
+                rate = rows / max(time.monotonic() - began, 1e-9)
+                log.info("segment %s: %s rows staged (%s rows/s)", segment_id, f"{rows:,}", f"{rate:,.0f}")
+
+        return stage_in_parallel(
+            batches,
+            lambda batch: normalize_user_ids(segment_id, batch),
+            lambda ids: self.redis.stage_diff(segment_id, ids, against_live=logged),
+            lambda ids: self.mysql.add_entered(segment_id, version, ids, logged),
+            mysql_rows=self.mysql_load_rows,
+            depth=4,
+            cancelled=self.cancelled,
+            check_cancelled=lambda: self._check_cancelled(segment_id),
+            progress=progress,
+        )
+
+    def _diff(self, segment_id: str, version: int, live: LiveVersion | None, staged: Staged) -> tuple[int, int, int]:
+        """Size, entered and exited of the staged version; marks the exits in both stores.
+
+        Redis counts the staged and entered ids; whoever was live and is not staged exited,
+        found by walking the live set in short steps (only when the counts say someone did).
+        MySQL's own counts must agree with Redis's, or nothing is swapped.
+        """
+        size, entered, _ = self.redis.staged_counts(segment_id)
+        if live is None:
+            entered = size
+        stayed = size - entered
+        exited = closed = 0
+        if live is not None and live.size > stayed:
+            for gone in self.redis.staged_exited(segment_id, self.batch_size):
+                closed += self.mysql.add_exited(segment_id, version, gone)
+            exited = self.redis.staged_counts(segment_id)[2]
+        if staged.mysql_rows != entered or closed != exited or (live is not None and live.size - stayed != exited):
+            raise StoreError(
+                f"segment {segment_id!r}: the stores disagree on the new version (Redis staged {size:,} ids, "
+                f"{entered:,} entered and {exited:,} exited; MySQL recorded {staged.mysql_rows:,} entered and "
+                f"{closed:,} exited against {live.size if live else 0:,} live); nothing was swapped. Fix: retry the "
+                "task; the next attempt brings Redis level with MySQL first"
+            )
+        return size, entered, exited
 
     def _check_cancelled(self, segment_id: str) -> None:
         if self.cancelled.is_set():

@@ -45,7 +45,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 PRIMARY KEY (segment_id, version),
                 KEY state_idx (segment_id, state)
             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
-            f"""CREATE TABLE IF NOT EXISTS {layout.MEMBERS_TABLE} (
+            f"""CREATE TABLE IF NOT EXISTS funnel_segment_members (
                 segment_id VARCHAR(64) NOT NULL,
                 version INT UNSIGNED NOT NULL,
                 user_id {_MEMBER_ID},
@@ -62,7 +62,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
             f"""CREATE OR REPLACE VIEW {layout.CURRENT_MEMBERS_VIEW} AS
                 SELECT m.segment_id, m.user_id
-                FROM {layout.MEMBERS_TABLE} m
+                FROM funnel_segment_members m
                 JOIN {layout.LIVE_TABLE} l
                   ON m.segment_id = l.segment_id AND m.version = l.version""",
         ],
@@ -160,6 +160,39 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 UNIQUE KEY event_id_idx (event_id),
                 KEY at_idx (at)
             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+        ],
+    ),
+    (
+        5,
+        [
+            # Members as spans of versions: a row per stay of a user in a segment, from the
+            # version it entered to the one it exited (NULL: still a member). A refresh writes
+            # only who entered and exited; retiring a version deletes only the spans that ended
+            # before the oldest kept version, found through the change log.
+            f"""CREATE TABLE IF NOT EXISTS {layout.MEMBERSHIPS_TABLE} (
+                segment_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                user_id {_MEMBER_ID},
+                entered INT UNSIGNED NOT NULL,
+                exited INT UNSIGNED NULL,
+                PRIMARY KEY (segment_id, user_id, entered)
+            ) ENGINE=InnoDB DEFAULT CHARSET=ascii""",
+            f"""ALTER TABLE {layout.VERSIONS_TABLE}
+                ADD COLUMN logged BOOLEAN NOT NULL DEFAULT TRUE""",
+            # The live versions carry over; older kept versions' members cannot (their rows
+            # were per version), so those versions retire as dropped.
+            f"""INSERT IGNORE INTO {layout.MEMBERSHIPS_TABLE} (segment_id, user_id, entered, exited)
+                SELECT m.segment_id, m.user_id, m.version, NULL FROM funnel_segment_members m
+                JOIN {layout.LIVE_TABLE} l ON l.segment_id = m.segment_id AND l.version = m.version""",
+            f"UPDATE {layout.VERSIONS_TABLE} SET state = 'dropped' WHERE state = 'retired'",
+            f"UPDATE {layout.VERSIONS_TABLE} SET logged = FALSE WHERE state = 'live'",
+            f"""DELETE c FROM {layout.CHANGES_TABLE} c LEFT JOIN {layout.LIVE_TABLE} l
+                ON l.segment_id = c.segment_id AND l.version = c.version WHERE l.segment_id IS NULL""",
+            f"""CREATE OR REPLACE VIEW {layout.CURRENT_MEMBERS_VIEW} AS
+                SELECT m.segment_id, m.user_id
+                FROM {layout.MEMBERSHIPS_TABLE} m
+                JOIN {layout.LIVE_TABLE} l ON l.segment_id = m.segment_id
+                WHERE m.entered <= l.version AND (m.exited IS NULL OR m.exited > l.version)""",
+            "DROP TABLE IF EXISTS funnel_segment_members",
         ],
     ),
 ]

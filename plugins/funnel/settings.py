@@ -53,6 +53,8 @@ def strict_catalog() -> bool:
 #: Stage members in MySQL with LOAD DATA LOCAL INFILE (about 2.4x faster than INSERTs);
 #: falls back to INSERTs by itself when the server does not allow it.
 MYSQL_BULK_LOAD: bool = conf.getboolean(SECTION, "mysql_bulk_load", fallback=True)
+#: Ids gathered into one MySQL load while a refresh stages (fewer, larger loads are faster).
+MYSQL_LOAD_ROWS: int = conf.getint(SECTION, "mysql_load_rows", fallback=50_000)
 
 #: Refresh semantics (issue: versioned, guarded, diffed, idempotent).
 KEEP_VERSIONS: int = conf.getint(SECTION, "keep_versions", fallback=3)

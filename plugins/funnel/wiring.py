@@ -154,6 +154,7 @@ def refresher(
             batch_size=batch_size,
             keep_versions=settings.KEEP_VERSIONS,
             progress_every=settings.PROGRESS_EVERY_ROWS,
+            mysql_load_rows=settings.MYSQL_LOAD_ROWS,
         )
 
 

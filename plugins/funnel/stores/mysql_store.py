@@ -1,8 +1,22 @@
-"""The durable, versioned member store in MySQL.
+"""The durable, versioned member store in MySQL, kept as spans of versions.
 
-A refresh writes a new version's rows beside the live one, then moves the live pointer
-(``funnel_live_versions``) in one transaction: readers of ``funnel_current_members`` see
-the old version or the new one, never a mix. The pointer only moves forward in logical time.
+``funnel_memberships`` holds one row per stay of a user in a segment: the version it
+entered and the version it exited (NULL while it is a member). The members of version
+``v`` are the rows with ``entered <= v`` and (``exited`` NULL or ``> v``). So:
+
+- a refresh writes only who entered (new rows) and who exited (their row's ``exited``),
+  never the users that stayed: its MySQL work is the size of the change, not the segment;
+- a version being written is invisible to readers of the live one (its rows have
+  ``entered`` above the live version, and an ``exited`` above it still covers it), and the
+  swap moves only the live pointer (``funnel_live_versions``), in one transaction;
+- retiring a version deletes only the spans that ended at or before the oldest kept
+  version, found through the change log: the cost of the changes, not of the segment.
+
+``funnel_segment_changes`` logs who entered and exited in each version; a segment's first
+version (everyone entered) is not logged (``funnel_segment_versions.logged``), its
+entered are its members. Every write of a staging version first checks, in the same
+transaction, that the version is still ``staging``: an earlier try that a retry has
+taken over can write nothing more once its version is discarded.
 """
 
 from __future__ import annotations
@@ -22,8 +36,10 @@ from funnel import layout
 from funnel.errors import StoreError
 from funnel.stores.run_info import RunInfo, from_naive_utc, to_naive_utc
 
-#: Rows deleted per statement when cleaning up, so no delete holds locks for long.
+#: Rows deleted or updated per statement when cleaning up, so no statement holds locks long.
 DELETE_CHUNK = 10_000
+#: Ids per UPDATE ... IN (...) when marking exits.
+EXIT_CHUNK = 5_000
 
 #: LOAD DATA's default escaping (FIELDS ESCAPED BY '\\'), applied to each user id.
 LOAD_DATA_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
@@ -31,6 +47,9 @@ LOAD_DATA_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r":
 LOAD_DATA_REFUSED = {1148, 2068, 3948, 4166}  # MySQL and MariaDB codes
 
 log = logging.getLogger(__name__)
+
+#: The rows of a version: ``{m}`` is the memberships alias, ``%s`` the version, twice.
+_IN_VERSION = "{m}.entered <= %s AND ({m}.exited IS NULL OR {m}.exited > %s)"
 
 
 @dataclass(frozen=True)
@@ -52,80 +71,60 @@ class LiveVersion:
 
 
 class MySqlSegmentStore:
-    """Versions and members of segments in MySQL, over one DB-API (mysqlclient) connection.
+    """Versions and member spans of segments in MySQL, over one DB-API (mysqlclient) connection.
 
-    With ``bulk_load`` (the connection must allow ``LOAD DATA LOCAL INFILE``), member
-    batches are loaded from a temporary file, about 2.4x faster than multi-row INSERTs;
-    if the server refuses, the store falls back to INSERTs for good and says so once.
+    With ``bulk_load`` (the connection must allow ``LOAD DATA LOCAL INFILE``), batches of
+    ids are loaded from an in-memory file, about 2.4x faster than multi-row INSERTs; if the
+    server refuses, the store falls back to INSERTs for good and says so once.
     """
 
     def __init__(self, conn: Any, bulk_load: bool = False) -> None:
         self.conn = conn
         self.bulk_load = bulk_load
 
+    # ------------------------------------------------------------------ versions
+
     def live_version(self, segment_id: str) -> LiveVersion | None:
         cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT {_LIVE_COLUMNS} FROM {layout.LIVE_TABLE} WHERE segment_id = %s",
-            (segment_id,),
-        )
+        cur.execute(f"SELECT {_LIVE_COLUMNS} FROM {layout.LIVE_TABLE} WHERE segment_id = %s", (segment_id,))
         row = cur.fetchone()
         self.conn.commit()
         return _live(row) if row else None
 
-    def clear_staged(self, segment_id: str) -> int:
-        """Delete what failed attempts left staged; return how many versions were cleaned.
+    def segments_with_live_versions(self) -> set[str]:
+        cur = self.conn.cursor()
+        cur.execute(f"SELECT segment_id FROM {layout.LIVE_TABLE}")
+        found = {row[0] for row in cur.fetchall()}
+        self.conn.commit()
+        return found
 
-        Their version rows stay, as ``dropped``, so a version number is never handed out
-        twice: an earlier try that is somehow still writing writes only to its own number.
-        The flip to ``discarded`` comes first, in one statement, so such a try can no longer
-        promote its version either.
-        """
+    def has_version(self, segment_id: str, version: int) -> bool:
+        """Whether ``version`` is still kept (live or retired): a pinned cursor may read it."""
         cur = self.conn.cursor()
         cur.execute(
-            f"UPDATE {layout.VERSIONS_TABLE} SET state = 'discarded' WHERE segment_id = %s AND state = 'staging'",
-            (segment_id,),
+            f"SELECT 1 FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s"
+            " AND state IN ('live', 'retired')",
+            (segment_id, version),
         )
+        found = cur.fetchone() is not None
         self.conn.commit()
-        cur.execute(
-            f"SELECT v.version, v.state FROM {layout.VERSIONS_TABLE} v"
-            f" LEFT JOIN {layout.LIVE_TABLE} l ON l.segment_id = v.segment_id"
-            " WHERE v.segment_id = %s AND (v.state = 'discarded'"
-            "   OR (v.state = 'dropped' AND v.version > COALESCE(l.version, 0)))",
-            (segment_id,),
-        )
-        versions = cur.fetchall()
-        self.conn.commit()
-        for version, _state in versions:
-            self._delete_rows(segment_id, int(version))
-            cur.execute(
-                f"UPDATE {layout.VERSIONS_TABLE} SET state = 'dropped' WHERE segment_id = %s AND version = %s"
-                " AND state = 'discarded'",
-                (segment_id, version),
-            )
-            self.conn.commit()
-        return sum(1 for _version, state in versions if state == "discarded")
+        return found
 
-    def _delete_rows(self, segment_id: str, version: int) -> None:
-        """Delete one non-live version's members and changes in small chunks.
-
-        Each chunk is its own short transaction on rows no reader of the live version needs,
-        so cleaning never blocks ``funnel_current_members``.
-        """
+    def is_logged(self, segment_id: str, version: int) -> bool:
+        """Whether ``version``'s changes are in the change log (a first version's are not)."""
         cur = self.conn.cursor()
-        for table in (layout.MEMBERS_TABLE, layout.CHANGES_TABLE):
-            while True:
-                cur.execute(
-                    f"DELETE FROM {table} WHERE segment_id = %s AND version = %s LIMIT {DELETE_CHUNK}",
-                    (segment_id, version),
-                )
-                deleted = cur.rowcount
-                self.conn.commit()
-                if deleted < DELETE_CHUNK:
-                    break
+        cur.execute(
+            f"SELECT logged FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s", (segment_id, version)
+        )
+        row = cur.fetchone()
+        self.conn.commit()
+        return bool(row[0]) if row else True
 
-    def begin_version(self, segment_id: str, run: RunInfo, now: dt.datetime) -> int:
-        """Reserve the segment's next version number, in state 'staging'."""
+    def begin_version(self, segment_id: str, run: RunInfo, now: dt.datetime, logged: bool = True) -> int:
+        """Reserve the segment's next version number, in state 'staging'.
+
+        ``logged``: its changes go to the change log (False for a first version).
+        """
         cur = self.conn.cursor()
         cur.execute(
             f"SELECT COALESCE(MAX(version), 0) + 1 FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s FOR UPDATE",
@@ -134,57 +133,172 @@ class MySqlSegmentStore:
         version = int(cur.fetchone()[0])
         cur.execute(
             f"INSERT INTO {layout.VERSIONS_TABLE}"
-            " (segment_id, version, state, logical_date, dag_id, run_id, created_at)"
-            " VALUES (%s, %s, 'staging', %s, %s, %s, %s)",
-            (segment_id, version, to_naive_utc(run.logical_date), run.dag_id, run.run_id, to_naive_utc(now)),
+            " (segment_id, version, state, logical_date, dag_id, run_id, created_at, logged)"
+            " VALUES (%s, %s, 'staging', %s, %s, %s, %s, %s)",
+            (segment_id, version, to_naive_utc(run.logical_date), run.dag_id, run.run_id, to_naive_utc(now), logged),
         )
         self.conn.commit()
         return version
 
-    def add_members(self, segment_id: str, version: int, user_ids: Sequence[str]) -> int:
-        """Stage a batch of user ids; return how many were new (duplicates are ignored)."""
+    # ------------------------------------------------------------------ staging
+
+    def add_entered(self, segment_id: str, version: int, user_ids: Sequence[str], logged: bool) -> int:
+        """Record users entering in ``version`` (one transaction); return how many were new.
+
+        The same id twice (in one batch or two) counts once.
+        """
         if not user_ids:
             return 0
+        try:
+            self._fence(segment_id, version)
+            if logged:
+                change = {"segment_id": segment_id, "version": version, "change_type": "entered"}
+                self._load_ids(layout.CHANGES_TABLE, change, user_ids)
+            added = self._load_ids(layout.MEMBERSHIPS_TABLE, {"segment_id": segment_id, "entered": version}, user_ids)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return added
+
+    def add_exited(self, segment_id: str, version: int, user_ids: Sequence[str]) -> int:
+        """Record users exiting in ``version`` (one transaction); return how many spans it closed."""
+        if not user_ids:
+            return 0
+        closed = 0
+        try:
+            self._fence(segment_id, version)
+            change = {"segment_id": segment_id, "version": version, "change_type": "exited"}
+            self._load_ids(layout.CHANGES_TABLE, change, user_ids)
+            cur = self.conn.cursor()
+            for start in range(0, len(user_ids), EXIT_CHUNK):
+                chunk = user_ids[start : start + EXIT_CHUNK]
+                placeholders = ", ".join(["%s"] * len(chunk))
+                cur.execute(
+                    f"UPDATE {layout.MEMBERSHIPS_TABLE} SET exited = %s"
+                    f" WHERE segment_id = %s AND exited IS NULL AND entered < %s AND user_id IN ({placeholders})",
+                    (version, segment_id, version, *chunk),
+                )
+                closed += cur.rowcount
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return closed
+
+    def _fence(self, segment_id: str, version: int) -> None:
+        """Inside the caller's transaction: lock the version's row; it must still be 'staging'."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT state FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s FOR UPDATE",
+            (segment_id, version),
+        )
+        row = cur.fetchone()
+        if row is None or row[0] != "staging":
+            raise StoreError(
+                f"segment {segment_id!r}: version {version} is no longer staged (a newer try of the refresh "
+                "cleaned it up); nothing more was written. Fix: none needed, the newer try refreshes the segment"
+            )
+
+    def _load_ids(self, table: str, constants: dict[str, object], user_ids: Sequence[str]) -> int:
+        """Insert one row per id into ``table``: ``user_id`` and the same ``constants`` each time;
+        rows already there are ignored. Returns how many were inserted."""
+        names = list(constants)
+        values = tuple(constants.values())
         if self.bulk_load:
             try:
-                return self._load_members(segment_id, version, user_ids)
+                body = "\n".join(user_id.translate(LOAD_DATA_ESCAPES) for user_id in user_ids).encode("ascii")
+                assignments = ", ".join(f"{name} = %s" for name in names)
+                with batch_file(body) as path:
+                    cur = self.conn.cursor()
+                    cur.execute(
+                        f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {table} CHARACTER SET ascii"
+                        f" (user_id) SET {assignments}",
+                        (path, *values),
+                    )
+                return int(cur.rowcount)
             except MySQLdb.OperationalError as exc:
                 if exc.args[0] not in LOAD_DATA_REFUSED:
                     raise
-                self.conn.rollback()
                 self.bulk_load = False
                 log.warning("funnel: MySQL refused LOAD DATA LOCAL INFILE (%s); staging with INSERTs", exc)
         cur = self.conn.cursor()
+        placeholders = ", ".join(["%s"] * (len(names) + 1))
         cur.executemany(
-            f"INSERT IGNORE INTO {layout.MEMBERS_TABLE} (segment_id, version, user_id) VALUES (%s, %s, %s)",
-            [(segment_id, version, user_id) for user_id in user_ids],
+            f"INSERT IGNORE INTO {table} (user_id, {', '.join(names)}) VALUES ({placeholders})",
+            [(user_id, *values) for user_id in user_ids],
         )
-        inserted = cur.rowcount
-        self.conn.commit()
-        return inserted
+        return int(cur.rowcount)
 
-    def _load_members(self, segment_id: str, version: int, user_ids: Sequence[str]) -> int:
-        body = "\n".join(user_id.translate(LOAD_DATA_ESCAPES) for user_id in user_ids).encode("ascii")
-        with batch_file(body) as path:
-            cur = self.conn.cursor()
-            cur.execute(
-                f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {layout.MEMBERS_TABLE} CHARACTER SET ascii"
-                " (user_id) SET segment_id = %s, version = %s",
-                (path, segment_id, version),
-            )
-        inserted = cur.rowcount
-        self.conn.commit()
-        return inserted
+    def clear_staged(self, segment_id: str) -> int:
+        """Undo what failed attempts staged; return how many versions were cleaned.
 
-    def count_members(self, segment_id: str, version: int) -> int:
+        Their version rows stay, as ``dropped``, so a version number is never handed out
+        twice. The flip to ``discarded`` comes first, in one statement, so an earlier try
+        that is somehow still running can no longer write to or promote its version.
+        """
         cur = self.conn.cursor()
         cur.execute(
-            f"SELECT COUNT(*) FROM {layout.MEMBERS_TABLE} WHERE segment_id = %s AND version = %s",
-            (segment_id, version),
+            f"UPDATE {layout.VERSIONS_TABLE} SET state = 'discarded' WHERE segment_id = %s AND state = 'staging'",
+            (segment_id,),
         )
-        count = int(cur.fetchone()[0])
         self.conn.commit()
-        return count
+        cur.execute(
+            f"SELECT version, logged FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND state = 'discarded'",
+            (segment_id,),
+        )
+        versions = [(int(version), bool(logged)) for version, logged in cur.fetchall()]
+        self.conn.commit()
+        for version, logged in versions:
+            self._undo(segment_id, version, logged)
+            cur.execute(
+                f"UPDATE {layout.VERSIONS_TABLE} SET state = 'dropped' WHERE segment_id = %s AND version = %s"
+                " AND state = 'discarded'",
+                (segment_id, version),
+            )
+            self.conn.commit()
+        return len(versions)
+
+    def _undo(self, segment_id: str, version: int, logged: bool) -> None:
+        """Remove a never-live version's spans and re-open the spans it closed."""
+        if logged:  # the change log says exactly whom it touched
+            self._chunked(
+                f"DELETE m FROM {layout.MEMBERSHIPS_TABLE} m JOIN {layout.CHANGES_TABLE} c"
+                " ON c.segment_id = m.segment_id AND c.user_id = m.user_id"
+                " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = 'entered' AND m.entered = %s",
+                (segment_id, version, version),
+                limit=False,
+            )
+            self._chunked(
+                f"UPDATE {layout.MEMBERSHIPS_TABLE} m JOIN {layout.CHANGES_TABLE} c"
+                " ON c.segment_id = m.segment_id AND c.user_id = m.user_id"
+                " SET m.exited = NULL"
+                " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = 'exited' AND m.exited = %s",
+                (segment_id, version, version),
+                limit=False,
+            )
+            self._chunked(
+                f"DELETE FROM {layout.CHANGES_TABLE} WHERE segment_id = %s AND version = %s",
+                (segment_id, version),
+            )
+        else:  # a first version: the segment has no live version, and nobody exited
+            self._chunked(
+                f"DELETE FROM {layout.MEMBERSHIPS_TABLE} WHERE segment_id = %s AND entered = %s",
+                (segment_id, version),
+            )
+
+    def _chunked(self, sql: str, params: tuple[object, ...], limit: bool = True) -> None:
+        """Run a DELETE/UPDATE in short transactions of ``DELETE_CHUNK`` rows (MySQL allows LIMIT
+        only on single-table statements; a join runs once)."""
+        cur = self.conn.cursor()
+        while True:
+            cur.execute(f"{sql} LIMIT {DELETE_CHUNK}" if limit else sql, params)
+            affected = cur.rowcount
+            self.conn.commit()
+            if not limit or affected < DELETE_CHUNK:
+                return
+
+    # ------------------------------------------------------------------ swap and prune
 
     def promote(
         self,
@@ -255,38 +369,79 @@ class MySqlSegmentStore:
         self.conn.commit()
         return True, LiveVersion(version, run.logical_date, size, run.dag_id, run.run_id, now, entered, exited)
 
-    def stage_changes(self, segment_id: str, version: int, previous: int | None) -> tuple[int, int]:
-        """Record who entered and exited between ``previous`` (the live version) and ``version``.
+    def prune(self, segment_id: str, keep: int) -> list[int]:
+        """Retire all but the newest ``keep`` versions (the live one always stays); return those retired.
 
-        Two anti-joins run inside MySQL (no ids travel to the client); returns the counts.
+        Only the spans that ended at or before the oldest kept version go, found through the
+        change log, and the log of the retired versions: the cost is the changes, not the size.
         """
         cur = self.conn.cursor()
-        cur.execute(f"DELETE FROM {layout.CHANGES_TABLE} WHERE segment_id = %s AND version = %s", (segment_id, version))
-        counts = []
-        for change, new, old in (("entered", version, previous), ("exited", previous, version)):
-            if new is None:
-                counts.append(0)
-                continue
-            cur.execute(
-                f"INSERT INTO {layout.CHANGES_TABLE} (segment_id, version, change_type, user_id)"
-                f" SELECT n.segment_id, %s, %s, n.user_id FROM {layout.MEMBERS_TABLE} n"
-                f" LEFT JOIN {layout.MEMBERS_TABLE} o"
-                "   ON o.segment_id = n.segment_id AND o.version = %s AND o.user_id = n.user_id"
-                " WHERE n.segment_id = %s AND n.version = %s AND o.user_id IS NULL",
-                (version, change, old if old is not None else 0, segment_id, new),
+        cur.execute(
+            f"SELECT version FROM {layout.VERSIONS_TABLE}"
+            " WHERE segment_id = %s AND state IN ('live', 'retired') ORDER BY version DESC",
+            (segment_id,),
+        )
+        kept_and_older = [int(row[0]) for row in cur.fetchall()]
+        self.conn.commit()
+        if len(kept_and_older) <= max(keep, 1):
+            doomed: list[int] = []
+            oldest_kept = kept_and_older[-1] if kept_and_older else 0
+        else:
+            doomed = kept_and_older[max(keep, 1) :]
+            oldest_kept = kept_and_older[max(keep, 1) - 1]
+        if doomed:
+            self._chunked(
+                f"DELETE m FROM {layout.MEMBERSHIPS_TABLE} m JOIN {layout.CHANGES_TABLE} c"
+                " ON c.segment_id = m.segment_id AND c.user_id = m.user_id AND c.version = m.exited"
+                " WHERE c.segment_id = %s AND c.change_type = 'exited' AND c.version <= %s",
+                (segment_id, oldest_kept),
+                limit=False,
             )
-            counts.append(cur.rowcount)
+            self._chunked(
+                f"DELETE FROM {layout.CHANGES_TABLE} WHERE segment_id = %s AND version < %s",
+                (segment_id, oldest_kept),
+            )
+            for version in doomed:
+                cur.execute(
+                    f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state = 'retired'",
+                    (segment_id, version),
+                )
             self.conn.commit()
-        return counts[0], counts[1]
+        cur.execute(
+            f"SELECT v.version FROM {layout.VERSIONS_TABLE} v JOIN {layout.LIVE_TABLE} l"
+            " ON l.segment_id = v.segment_id WHERE v.segment_id = %s AND v.state = 'dropped' AND v.version < l.version",
+            (segment_id,),
+        )
+        tombstones = [int(row[0]) for row in cur.fetchall()]
+        self.conn.commit()
+        for version in tombstones:
+            cur.execute(
+                f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state = 'dropped'",
+                (segment_id, version),
+            )
+            self.conn.commit()
+        return doomed
+
+    # ------------------------------------------------------------------ reading
+
+    def count_members(self, segment_id: str, version: int) -> int:
+        """How many members ``version`` has (a scan of the segment's spans: for checks and tests)."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT COUNT(*) FROM {layout.MEMBERSHIPS_TABLE} m WHERE m.segment_id = %s AND "
+            + _IN_VERSION.format(m="m"),
+            (segment_id, version, version),
+        )
+        count = int(cur.fetchone()[0])
+        self.conn.commit()
+        return count
 
     def iter_changes(self, segment_id: str, version: int, change: str, batch_size: int) -> Iterator[list[str]]:
         """Stream the ids that ``entered`` or ``exited`` in ``version``."""
-        yield from self._iter_ids(
-            f"SELECT user_id FROM {layout.CHANGES_TABLE}"
-            " WHERE segment_id = %s AND version = %s AND change_type = %s AND user_id > %s ORDER BY user_id LIMIT %s",
-            (segment_id, version, change),
-            batch_size,
-        )
+        after = ""
+        while page := self.page_changes(segment_id, version, change, after, batch_size):
+            yield page
+            after = page[-1]
 
     def iter_live_members(self, segment_id: str, batch_size: int) -> Iterator[list[str]]:
         """Stream the live members in batches."""
@@ -296,25 +451,10 @@ class MySqlSegmentStore:
         yield from self.iter_members(segment_id, live.version, batch_size)
 
     def iter_members(self, segment_id: str, version: int, batch_size: int) -> Iterator[list[str]]:
-        yield from self._iter_ids(
-            f"SELECT user_id FROM {layout.MEMBERS_TABLE}"
-            " WHERE segment_id = %s AND version = %s AND user_id > %s ORDER BY user_id LIMIT %s",
-            (segment_id, version),
-            batch_size,
-        )
-
-    def _iter_ids(self, sql: str, params: tuple[object, ...], batch_size: int) -> Iterator[list[str]]:
-        """Keyset pagination over user_id: short queries, no long-open cursor."""
         after = ""
-        cur = self.conn.cursor()
-        while True:
-            cur.execute(sql, (*params, after, batch_size))
-            batch = [row[0] for row in cur.fetchall()]
-            self.conn.commit()
-            if not batch:
-                return
-            yield batch
-            after = batch[-1]
+        while page := self.page_members(segment_id, version, after, batch_size):
+            yield page
+            after = page[-1]
 
     def members_among(self, segment_id: str, version: int, user_ids: Sequence[str]) -> set[str]:
         """Which of ``user_ids`` are members of ``version`` (the API's answer when Redis is not whole)."""
@@ -324,43 +464,30 @@ class MySqlSegmentStore:
             chunk = user_ids[start : start + 1000]
             placeholders = ", ".join(["%s"] * len(chunk))
             cur.execute(
-                f"SELECT user_id FROM {layout.MEMBERS_TABLE}"
-                f" WHERE segment_id = %s AND version = %s AND user_id IN ({placeholders})",
-                (segment_id, version, *chunk),
+                f"SELECT m.user_id FROM {layout.MEMBERSHIPS_TABLE} m"
+                f" WHERE m.segment_id = %s AND m.user_id IN ({placeholders}) AND " + _IN_VERSION.format(m="m"),
+                (segment_id, *chunk, version, version),
             )
             found.update(row[0] for row in cur.fetchall())
-        self.conn.commit()
-        return found
-
-    def segments_with_live_versions(self) -> set[str]:
-        cur = self.conn.cursor()
-        cur.execute(f"SELECT segment_id FROM {layout.LIVE_TABLE}")
-        found = {row[0] for row in cur.fetchall()}
-        self.conn.commit()
-        return found
-
-    def has_version(self, segment_id: str, version: int) -> bool:
-        """Whether ``version`` is still kept (live or retired): a pinned cursor may read it."""
-        cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT 1 FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s"
-            " AND state IN ('live', 'retired')",
-            (segment_id, version),
-        )
-        found = cur.fetchone() is not None
         self.conn.commit()
         return found
 
     def page_members(self, segment_id: str, version: int, after: str, limit: int) -> list[str]:
         """Up to ``limit`` members of ``version`` after ``after``, in user id order."""
         return self._page(
-            f"SELECT user_id FROM {layout.MEMBERS_TABLE}"
-            " WHERE segment_id = %s AND version = %s AND user_id > %s ORDER BY user_id LIMIT %s",
-            (segment_id, version, after, limit),
+            f"SELECT m.user_id FROM {layout.MEMBERSHIPS_TABLE} m WHERE m.segment_id = %s AND m.user_id > %s AND "
+            + _IN_VERSION.format(m="m")
+            + " ORDER BY m.user_id LIMIT %s",
+            (segment_id, after, version, version, limit),
         )
 
     def page_changes(self, segment_id: str, version: int, change: str, after: str, limit: int) -> list[str]:
-        """Up to ``limit`` ids that ``entered`` or ``exited`` in ``version``, after ``after``."""
+        """Up to ``limit`` ids that ``entered`` or ``exited`` in ``version``, after ``after``.
+
+        A first version logs no changes: everyone entered, nobody exited.
+        """
+        if not self.is_logged(segment_id, version):
+            return self.page_members(segment_id, version, after, limit) if change == "entered" else []
         return self._page(
             f"SELECT user_id FROM {layout.CHANGES_TABLE} WHERE segment_id = %s AND version = %s"
             " AND change_type = %s AND user_id > %s ORDER BY user_id LIMIT %s",
@@ -373,44 +500,6 @@ class MySqlSegmentStore:
         page = [row[0] for row in cur.fetchall()]
         self.conn.commit()
         return page
-
-    def prune(self, segment_id: str, keep: int) -> list[int]:
-        """Delete all but the newest ``keep`` versions (the live one always stays); return those deleted.
-
-        Tombstones of failed attempts below the live version go too: the live version's row
-        keeps the numbering moving forward.
-        """
-        cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT version FROM {layout.VERSIONS_TABLE}"
-            " WHERE segment_id = %s AND state = 'retired' ORDER BY version DESC",
-            (segment_id,),
-        )
-        retired = [int(row[0]) for row in cur.fetchall()]
-        self.conn.commit()
-        doomed = retired[max(keep - 1, 0) :]
-        for version in doomed:
-            self._delete_rows(segment_id, version)
-            cur.execute(
-                f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state = 'retired'",
-                (segment_id, version),
-            )
-            self.conn.commit()
-        cur.execute(
-            f"SELECT v.version FROM {layout.VERSIONS_TABLE} v JOIN {layout.LIVE_TABLE} l"
-            " ON l.segment_id = v.segment_id WHERE v.segment_id = %s AND v.state = 'dropped' AND v.version < l.version",
-            (segment_id,),
-        )
-        tombstones = [int(row[0]) for row in cur.fetchall()]
-        self.conn.commit()
-        for version in tombstones:
-            self._delete_rows(segment_id, version)  # rows a stray earlier try may have added since
-            cur.execute(
-                f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state = 'dropped'",
-                (segment_id, version),
-            )
-            self.conn.commit()
-        return doomed
 
 
 @contextlib.contextmanager

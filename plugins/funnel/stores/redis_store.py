@@ -10,7 +10,7 @@ or a mix; a version for an earlier logical date never replaces a later one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from funnel import layout
@@ -54,6 +54,25 @@ return 1
 """
 
 
+# KEYS: members, staging, staging:exited. ARGV: cursor, count, staging ttl ms.
+# One SSCAN step over the live members: those not staged have exited; they are added to the
+# staged exited set. Returns {next cursor, exited ids...}. A step is short (``count`` ids).
+_EXITED_STEP_LUA = """
+local scan = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local out = {scan[1]}
+for _, user in ipairs(scan[2]) do
+  if redis.call('SISMEMBER', KEYS[2], user) == 0 then out[#out + 1] = user end
+end
+if #out > 1 then
+  for i = 2, #out, 1000 do
+    redis.call('SADD', KEYS[3], unpack(out, i, math.min(i + 999, #out)))
+  end
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
+return out
+"""
+
+
 class RedisSegmentStore:
     """Live member sets and their metadata in Redis, over a redis-py client."""
 
@@ -62,6 +81,7 @@ class RedisSegmentStore:
         self.staging_ttl_seconds = staging_ttl_seconds
         self.change_ttl_seconds = change_ttl_seconds
         self._promote = client.register_script(_PROMOTE_LUA)
+        self._exited_step = client.register_script(_EXITED_STEP_LUA)
 
     def live_meta(self, segment_id: str) -> dict[str, str]:
         raw = self.client.hgetall(layout.meta_key(segment_id))
@@ -94,6 +114,49 @@ class RedisSegmentStore:
         pipe.sadd(key, *user_ids)
         pipe.expire(key, self.staging_ttl_seconds)
         pipe.execute()
+
+    def stage_diff(self, segment_id: str, user_ids: Sequence[str], against_live: bool) -> list[str]:
+        """Stage a batch and return the ids that are not live members (they entered).
+
+        One round trip; the entered ids are staged too (unless there is no live version to
+        compare with: then everyone entered, and the staged set says who).
+        """
+        if not user_ids:
+            return []
+        staging = layout.staging_key(segment_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(staging, *user_ids)
+        pipe.expire(staging, self.staging_ttl_seconds)
+        if not against_live:
+            pipe.execute()
+            return list(user_ids)
+        pipe.smismember(layout.members_key(segment_id), list(user_ids))
+        flags = pipe.execute()[2]
+        entered = [user for user, live in zip(user_ids, flags, strict=True) if not live]
+        if entered:
+            self.add_changes(segment_id, "entered", entered)
+        return entered
+
+    def staged_exited(self, segment_id: str, count: int) -> Iterator[list[str]]:
+        """Walk the live members in short steps; yield (and stage) those not staged: they exited."""
+        keys = [layout.members_key(segment_id), layout.staging_key(segment_id), layout.staging_exited_key(segment_id)]
+        cursor: bytes | str | int = 0
+        while True:
+            reply = self._exited_step(keys=keys, args=[cursor, count, self.staging_ttl_seconds * 1000])
+            cursor, exited = reply[0], [_text(user) for user in reply[1:]]
+            if exited:
+                yield exited
+            if int(cursor) == 0:
+                return
+
+    def staged_counts(self, segment_id: str) -> tuple[int, int, int]:
+        """How many ids are staged: members, entered, exited."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.scard(layout.staging_key(segment_id))
+        pipe.scard(layout.staging_entered_key(segment_id))
+        pipe.scard(layout.staging_exited_key(segment_id))
+        size, entered, exited = pipe.execute()
+        return int(size), int(entered), int(exited)
 
     def staged_size(self, segment_id: str) -> int:
         return int(self.client.scard(layout.staging_key(segment_id)))
