@@ -41,6 +41,7 @@ def diff(store: MySqlSegmentStore, run: RunInfo, entered: list[str], exited: lis
     version = store.begin_version("s", run, NOW)
     store.add_entered("s", version, entered, logged=True)
     store.add_exited("s", version, exited)
+    assert store.close_exited("s", version) == len(set(exited))
     return version
 
 

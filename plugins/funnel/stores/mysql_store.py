@@ -38,8 +38,6 @@ from funnel.stores.run_info import RunInfo, from_naive_utc, to_naive_utc
 
 #: Rows deleted or updated per statement when cleaning up, so no statement holds locks long.
 DELETE_CHUNK = 10_000
-#: Ids per UPDATE ... IN (...) when marking exits.
-EXIT_CHUNK = 5_000
 
 #: LOAD DATA's default escaping (FIELDS ESCAPED BY '\\'), applied to each user id.
 LOAD_DATA_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
@@ -162,24 +160,34 @@ class MySqlSegmentStore:
         return added
 
     def add_exited(self, segment_id: str, version: int, user_ids: Sequence[str]) -> int:
-        """Record users exiting in ``version`` (one transaction); return how many spans it closed."""
+        """Log users exiting in ``version`` (one transaction); their spans close in ``close_exited``."""
         if not user_ids:
             return 0
-        closed = 0
         try:
             self._fence(segment_id, version)
             change = {"segment_id": segment_id, "version": version, "change_type": "exited"}
-            self._load_ids(layout.CHANGES_TABLE, change, user_ids)
+            logged = self._load_ids(layout.CHANGES_TABLE, change, user_ids)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return logged
+
+    def close_exited(self, segment_id: str, version: int) -> int:
+        """Close the spans of everyone logged as exiting in ``version``, in one statement;
+        return how many spans it closed."""
+        try:
+            self._fence(segment_id, version)
             cur = self.conn.cursor()
-            for start in range(0, len(user_ids), EXIT_CHUNK):
-                chunk = user_ids[start : start + EXIT_CHUNK]
-                placeholders = ", ".join(["%s"] * len(chunk))
-                cur.execute(
-                    f"UPDATE {layout.MEMBERSHIPS_TABLE} SET exited = %s"
-                    f" WHERE segment_id = %s AND exited IS NULL AND entered < %s AND user_id IN ({placeholders})",
-                    (version, segment_id, version, *chunk),
-                )
-                closed += cur.rowcount
+            cur.execute(
+                f"UPDATE {layout.MEMBERSHIPS_TABLE} m JOIN {layout.CHANGES_TABLE} c"
+                " ON c.segment_id = m.segment_id AND c.user_id = m.user_id"
+                " SET m.exited = %s"
+                " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = 'exited'"
+                " AND m.exited IS NULL AND m.entered < %s",
+                (version, segment_id, version, version),
+            )
+            closed = int(cur.rowcount)
             self.conn.commit()
         except BaseException:
             self.conn.rollback()
@@ -205,6 +213,7 @@ class MySqlSegmentStore:
         rows already there are ignored. Returns how many were inserted."""
         names = list(constants)
         values = tuple(constants.values())
+        user_ids = sorted(user_ids)  # InnoDB inserts in key order faster than at random
         if self.bulk_load:
             try:
                 body = "\n".join(user_id.translate(LOAD_DATA_ESCAPES) for user_id in user_ids).encode("ascii")
