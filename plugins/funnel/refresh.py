@@ -371,23 +371,9 @@ class Refresher(Stoppable):
 
     def _stage(self, segment_id: str, version: int, batches: Iterable[Sequence[object]], logged: bool) -> Staged:
         """Stream the query's ids into the Redis staging set (noting who entered) and the
-        entered into MySQL, all at once (``funnel.staging``); meanwhile a walk over the live
-        set gathers who exited (``RedisSegmentStore.find_exited``)."""
+        entered into MySQL, all at once (``funnel.staging``)."""
         began = time.monotonic()
-        walk = _Walk(lambda stop: self.redis.find_exited(segment_id, EXITED_STEP, stop)) if logged else None
-        try:
-            staged = self._stream(segment_id, version, batches, logged, began)
-        except BaseException:
-            if walk is not None:
-                walk.abandon()
-            raise
-        if walk is not None:
-            walk.finish()
-        return staged
 
-    def _stream(
-        self, segment_id: str, version: int, batches: Iterable[Sequence[object]], logged: bool, began: float
-    ) -> Staged:
         def progress(before: int, rows: int) -> None:
             if rows // self.progress_every > before // self.progress_every:
                 rate = rows / max(time.monotonic() - began, 1e-9)
@@ -408,19 +394,30 @@ class Refresher(Stoppable):
     def _diff(self, segment_id: str, version: int, live: LiveVersion | None, staged: Staged) -> tuple[int, int, int]:
         """Size, entered and exited of the staged version; records the exits in MySQL.
 
-        Redis counts the staged, entered and exited ids (the walk during staging left exactly
-        the live members not staged); MySQL logs the exited and closes their spans. MySQL's
-        own counts must agree with Redis's, and with the live size, or nothing is swapped.
+        Redis counts the staged and entered ids; whoever was live and is not staged exited,
+        found by walking the live set in short steps (only when the counts say someone did),
+        while MySQL logs them; their spans are then closed in one statement. MySQL's own
+        counts must agree with Redis's, and with the live size, or nothing is swapped.
         """
-        size, entered, exited = self.redis.staged_counts(segment_id)
+        size, entered, _ = self.redis.staged_counts(segment_id)
         if live is None:
-            entered, exited = size, 0
-        closed = 0
-        if exited:
-            for gone in _chunks(self.redis.staged_exited(segment_id, self.batch_size), self.mysql_load_rows):
-                self.mysql.add_exited(segment_id, version, gone)
-            closed = self.mysql.close_exited(segment_id, version)
+            entered = size
         stayed = size - entered
+        exited = closed = 0
+        if live is not None and live.size > stayed:  # someone exited: walk the live set to find whom
+            stage_in_parallel(  # the walk over Redis feeds the MySQL log while it goes on
+                self.redis.staged_exited(segment_id, EXITED_SCAN),
+                lambda gone: (list(gone), 0),  # type: ignore[arg-type]
+                lambda gone: gone,
+                lambda gone: self.mysql.add_exited(segment_id, version, gone),
+                mysql_rows=self.mysql_load_rows,
+                depth=4,
+                cancelled=self.cancelled,
+                check_cancelled=lambda: self._check_cancelled(segment_id),
+                progress=lambda before, rows: None,
+            )
+            closed = self.mysql.close_exited(segment_id, version)
+            exited = self.redis.staged_counts(segment_id)[2]
         if staged.mysql_rows != entered or closed != exited or (live is not None and live.size - stayed != exited):
             raise StoreError(
                 f"segment {segment_id!r}: the stores disagree on the new version (Redis staged {size:,} ids, "
@@ -463,48 +460,8 @@ def describe_failure(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-#: Live members per step of the walk that finds who exited (a step holds Redis well under 1 ms).
-EXITED_STEP = 1_000
-
-
-class _Walk:
-    """``find_exited`` on a thread of its own, for the length of the staging."""
-
-    def __init__(self, work: Callable[[threading.Event], None]) -> None:
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                work(self.stop)
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, name="funnel-find-exited", daemon=True)
-        self.thread.start()
-
-    def finish(self) -> None:
-        """Wait for the walk (it must see every live member); raise its error, if any."""
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-    def abandon(self) -> None:
-        """The staging failed: stop the walk, whose result is not needed."""
-        self.stop.set()
-        self.thread.join()
-
-
-def _chunks(batches: Iterable[list[str]], size: int) -> Iterator[list[str]]:
-    """Regroup batches into lists of about ``size``."""
-    pending: list[str] = []
-    for batch in batches:
-        pending.extend(batch)
-        if len(pending) >= size:
-            yield pending
-            pending = []
-    if pending:
-        yield pending
+#: Live members per step of the walk that finds who exited (SSCAN COUNT: a few ms of Redis).
+EXITED_SCAN = 10_000
 
 
 def _superseded_message(segment_id: str, size: int, live_version: int, live_date: dt.datetime, run: RunInfo) -> str:

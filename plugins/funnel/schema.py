@@ -170,12 +170,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             # only who entered and exited; retiring a version deletes only the spans that ended
             # before the oldest kept version, found through the change log.
             f"""CREATE TABLE IF NOT EXISTS {layout.MEMBERSHIPS_TABLE} (
-                segment_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                segment_id VARCHAR(64) NOT NULL,
                 user_id {_MEMBER_ID},
                 entered INT UNSIGNED NOT NULL,
                 exited INT UNSIGNED NULL,
                 PRIMARY KEY (segment_id, user_id, entered)
-            ) ENGINE=InnoDB DEFAULT CHARSET=ascii""",
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
             f"""ALTER TABLE {layout.VERSIONS_TABLE}
                 ADD COLUMN logged BOOLEAN NOT NULL DEFAULT TRUE""",
             # The live versions carry over; older kept versions' members cannot (their rows
@@ -193,6 +193,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 JOIN {layout.LIVE_TABLE} l ON l.segment_id = m.segment_id
                 WHERE m.entered <= l.version AND (m.exited IS NULL OR m.exited > l.version)""",
             "DROP TABLE IF EXISTS funnel_segment_members",
+        ],
+    ),
+    (
+        6,
+        [
+            # segment_id as in every other table (a join across different character sets
+            # cannot use the index: the change log would read every span of the segment).
+            f"ALTER TABLE {layout.MEMBERSHIPS_TABLE} MODIFY segment_id VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL",
         ],
     ),
 ]

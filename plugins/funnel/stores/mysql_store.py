@@ -46,6 +46,10 @@ LOAD_DATA_REFUSED = {1148, 2068, 3948, 4166}  # MySQL and MariaDB codes
 
 log = logging.getLogger(__name__)
 
+# Joins between the change log and the spans go from the log (STRAIGHT_JOIN): the log holds
+# the few users a version changed, the spans every member; the other order would read the
+# whole segment.
+
 #: The rows of a version: ``{m}`` is the memberships alias, ``%s`` the version, twice.
 _IN_VERSION = "{m}.entered <= %s AND ({m}.exited IS NULL OR {m}.exited > %s)"
 
@@ -180,8 +184,8 @@ class MySqlSegmentStore:
             self._fence(segment_id, version)
             cur = self.conn.cursor()
             cur.execute(
-                f"UPDATE {layout.MEMBERSHIPS_TABLE} m JOIN {layout.CHANGES_TABLE} c"
-                " ON c.segment_id = m.segment_id AND c.user_id = m.user_id"
+                f"UPDATE {layout.CHANGES_TABLE} c STRAIGHT_JOIN {layout.MEMBERSHIPS_TABLE} m"
+                " ON m.segment_id = c.segment_id AND m.user_id = c.user_id"
                 " SET m.exited = %s"
                 " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = 'exited'"
                 " AND m.exited IS NULL AND m.entered < %s",
@@ -272,15 +276,15 @@ class MySqlSegmentStore:
         """Remove a never-live version's spans and re-open the spans it closed."""
         if logged:  # the change log says exactly whom it touched
             self._chunked(
-                f"DELETE m FROM {layout.MEMBERSHIPS_TABLE} m JOIN {layout.CHANGES_TABLE} c"
-                " ON c.segment_id = m.segment_id AND c.user_id = m.user_id"
+                f"DELETE m FROM {layout.CHANGES_TABLE} c STRAIGHT_JOIN {layout.MEMBERSHIPS_TABLE} m"
+                " ON m.segment_id = c.segment_id AND m.user_id = c.user_id"
                 " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = 'entered' AND m.entered = %s",
                 (segment_id, version, version),
                 limit=False,
             )
             self._chunked(
-                f"UPDATE {layout.MEMBERSHIPS_TABLE} m JOIN {layout.CHANGES_TABLE} c"
-                " ON c.segment_id = m.segment_id AND c.user_id = m.user_id"
+                f"UPDATE {layout.CHANGES_TABLE} c STRAIGHT_JOIN {layout.MEMBERSHIPS_TABLE} m"
+                " ON m.segment_id = c.segment_id AND m.user_id = c.user_id"
                 " SET m.exited = NULL"
                 " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = 'exited' AND m.exited = %s",
                 (segment_id, version, version),
@@ -400,8 +404,8 @@ class MySqlSegmentStore:
             oldest_kept = kept_and_older[max(keep, 1) - 1]
         if doomed:
             self._chunked(
-                f"DELETE m FROM {layout.MEMBERSHIPS_TABLE} m JOIN {layout.CHANGES_TABLE} c"
-                " ON c.segment_id = m.segment_id AND c.user_id = m.user_id AND c.version = m.exited"
+                f"DELETE m FROM {layout.CHANGES_TABLE} c STRAIGHT_JOIN {layout.MEMBERSHIPS_TABLE} m"
+                " ON m.segment_id = c.segment_id AND m.user_id = c.user_id AND m.exited = c.version"
                 " WHERE c.segment_id = %s AND c.change_type = 'exited' AND c.version <= %s",
                 (segment_id, oldest_kept),
                 limit=False,

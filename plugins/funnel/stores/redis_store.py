@@ -10,7 +10,6 @@ or a mix; a version for an earlier logical date never replaces a later one.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -55,27 +54,8 @@ return 1
 """
 
 
-# KEYS: members, staging, staging:exited. ARGV: cursor, count, staging ttl ms.
-# One short step of the walk that finds who exited, run while the refresh stages: the live
-# members of one SSCAN step that are not staged (yet) go into staging:exited; a member staged
-# later is taken out again by the staging itself (SREM). Either order leaves exactly the
-# live members never staged. Returns the next cursor.
-_EXITED_STEP_LUA = """
-local scan = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local chunk = scan[2]
-if #chunk > 0 then
-  local staged = redis.call('SMISMEMBER', KEYS[2], unpack(chunk))
-  local gone = {}
-  for i = 1, #chunk do
-    if staged[i] == 0 then gone[#gone + 1] = chunk[i] end
-  end
-  if #gone > 0 then
-    redis.call('SADD', KEYS[3], unpack(gone))
-    redis.call('PEXPIRE', KEYS[3], ARGV[3])
-  end
-end
-return scan[1]
-"""
+#: Ids per command when staging: each command holds Redis well under a millisecond.
+COMMAND_IDS = 2_000
 
 
 class RedisSegmentStore:
@@ -86,7 +66,6 @@ class RedisSegmentStore:
         self.staging_ttl_seconds = staging_ttl_seconds
         self.change_ttl_seconds = change_ttl_seconds
         self._promote = client.register_script(_PROMOTE_LUA)
-        self._exited_step = client.register_script(_EXITED_STEP_LUA)
 
     def live_meta(self, segment_id: str) -> dict[str, str]:
         raw = self.client.hgetall(layout.meta_key(segment_id))
@@ -123,52 +102,53 @@ class RedisSegmentStore:
     def stage_diff(self, segment_id: str, user_ids: Sequence[str], against_live: bool) -> list[str]:
         """Stage a batch and return the ids that are not live members (they entered).
 
-        One round trip: the batch goes into the staging set, is checked against the live
-        set, and leaves the set of those who exited (see ``find_exited``); the entered ids
-        are staged in the next. Without a live version to compare with, everyone entered
+        One round trip: the batch goes into the staging set and is checked against the live
+        set; the entered ids are staged in a second. Without a live version to compare with, everyone entered
         (the staged set says who). Commands are packed by hiredis in one buffer: a batch of
         10,000 ids costs the client about a millisecond, a third of redis-py's own packing.
         """
         if not user_ids:
             return []
         staging, ttl = layout.staging_key(segment_id), str(self.staging_ttl_seconds)
-        commands: list[tuple[object, ...]] = [("SADD", staging, *user_ids), ("EXPIRE", staging, ttl)]
-        if against_live:
-            commands.append(("SMISMEMBER", layout.members_key(segment_id), *user_ids))
-            commands.append(("SREM", layout.staging_exited_key(segment_id), *user_ids))
-        replies = self._raw(commands)
+        members = layout.members_key(segment_id)
+        commands: list[tuple[object, ...]] = []
+        for start in range(0, len(user_ids), COMMAND_IDS):  # short commands: readers never wait long
+            part = user_ids[start : start + COMMAND_IDS]
+            commands.append(("SADD", staging, *part))
+            if against_live:
+                commands.append(("SMISMEMBER", members, *part))
+        replies = self._raw([*commands, ("EXPIRE", staging, ttl)])
         if not against_live:
             return list(user_ids)
-        entered = [user for user, live in zip(user_ids, replies[2], strict=True) if not live]
+        flags = [flag for reply in replies[1 : len(commands) : 2] for flag in reply]
+        entered = [user for user, live in zip(user_ids, flags, strict=True) if not live]
         if entered:
             entered_key = layout.staging_entered_key(segment_id)
             self._raw([("SADD", entered_key, *entered), ("EXPIRE", entered_key, ttl)])
         return entered
 
-    def find_exited(self, segment_id: str, count: int, stop: threading.Event) -> None:
-        """Walk the live members in short steps, while the refresh stages, into the set of
-        those who exited (``:staging:exited``): each step adds the live members not staged
-        yet, and staging removes whoever it stages. When both are done, the set holds exactly
-        the live members the new version lacks. Each step is well under a millisecond of
-        Redis's time per thousand members, so readers never wait behind it for long."""
-        keys = [layout.members_key(segment_id), layout.staging_key(segment_id), layout.staging_exited_key(segment_id)]
-        cursor: bytes | int = 0
-        ttl_ms = self.staging_ttl_seconds * 1000
-        while not stop.is_set():
-            cursor = self._exited_step(keys=keys, args=[cursor, count, ttl_ms])
-            if int(cursor) == 0:
-                return
-
     def staged_exited(self, segment_id: str, count: int) -> Iterator[list[str]]:
-        """The ids in the set of those who exited (after ``find_exited`` and staging), in steps."""
-        exited_key = layout.staging_exited_key(segment_id)
-        cursor: bytes = b"0"
+        """After staging, walk the live members in ``SSCAN`` steps of ``count``; yield (and
+        stage) those not staged: they exited. One round trip a step (the check of one step
+        goes with the scan of the next); each command holds Redis a few milliseconds at most."""
+        members, staging = layout.members_key(segment_id), layout.staging_key(segment_id)
+        exited, ttl = layout.staging_exited_key(segment_id), str(self.staging_ttl_seconds)
+        scan_count = str(count)
+        ((cursor, chunk),) = self._raw([("SSCAN", members, "0", "COUNT", scan_count)])
         while True:
-            cursor, chunk = self._raw([("SSCAN", exited_key, cursor, "COUNT", str(count))])[0]
+            commands: list[tuple[object, ...]] = [("SMISMEMBER", staging, *chunk)] if chunk else []
+            last = int(cursor) == 0
+            if not last:
+                commands.append(("SSCAN", members, cursor, "COUNT", scan_count))
+            replies = self._raw(commands) if commands else []
             if chunk:
-                yield [_text(user) for user in chunk]
-            if int(cursor) == 0:
+                gone = [user for user, staged in zip(chunk, replies[0], strict=True) if not staged]
+                if gone:
+                    self._raw([("SADD", exited, *gone), ("EXPIRE", exited, ttl)])
+                    yield [_text(user) for user in gone]
+            if last:
                 return
+            cursor, chunk = replies[-1]
 
     def _raw(self, commands: Sequence[tuple[object, ...]]) -> list[Any]:
         """Send commands in one buffer packed by hiredis (arguments: str or bytes); their replies."""
