@@ -461,7 +461,7 @@ def describe_failure(exc: BaseException) -> str:
 
 
 #: Live members per step of the walk that finds who exited (SSCAN COUNT: a few ms of Redis).
-EXITED_SCAN = 10_000
+EXITED_SCAN = 5_000
 
 
 def _superseded_message(segment_id: str, size: int, live_version: int, live_date: dt.datetime, run: RunInfo) -> str:
