@@ -142,11 +142,7 @@ def refresher(
     batch_size: int = settings.BATCH_SIZE,
 ) -> Iterator[Refresher]:
     """A ``Refresher`` over fresh MySQL connections (staging and history), closed on exit."""
-    with contextlib.ExitStack() as stack:
-        conn = mysql_connection(mysql_conn_id, local_infile=settings.MYSQL_BULK_LOAD)
-        stack.callback(_close_quietly, conn)
-        history = run_history(mysql_conn_id)
-        stack.callback(history.close)
+    with _staging_and_history(mysql_conn_id) as (conn, history):
         yield Refresher(
             mysql=mysql_store(conn),
             redis=redis_store(redis_client),
@@ -156,6 +152,17 @@ def refresher(
             progress_every=settings.PROGRESS_EVERY_ROWS,
             mysql_load_rows=settings.MYSQL_LOAD_ROWS,
         )
+
+
+@contextlib.contextmanager
+def _staging_and_history(mysql_conn_id: str) -> Iterator[tuple[Any, RunHistory]]:
+    """The two MySQL connections a batch load uses: one for its staging, one for its run history."""
+    with contextlib.ExitStack() as stack:
+        conn = mysql_connection(mysql_conn_id, local_infile=settings.MYSQL_BULK_LOAD)
+        stack.callback(_close_quietly, conn)
+        history = run_history(mysql_conn_id)
+        stack.callback(history.close)
+        yield conn, history
 
 
 def _close_quietly(conn: Any) -> None:
@@ -176,11 +183,7 @@ def tag_loader(
     *, mysql_conn_id: str = settings.MYSQL_CONN_ID, redis_client: Any, batch_size: int = settings.BATCH_SIZE
 ) -> Iterator[TagLoader]:
     """A ``TagLoader`` over fresh MySQL connections (staging and history), closed on exit."""
-    with contextlib.ExitStack() as stack:
-        conn = mysql_connection(mysql_conn_id, local_infile=settings.MYSQL_BULK_LOAD)
-        stack.callback(_close_quietly, conn)
-        history = run_history(mysql_conn_id)
-        stack.callback(history.close)
+    with _staging_and_history(mysql_conn_id) as (conn, history):
         yield TagLoader(
             mysql=mysql_tag_store(conn),
             redis=redis_tag_store(redis_client),
