@@ -75,3 +75,27 @@ def test_a_staged_set_with_extra_ids_is_never_swapped(store: RedisSegmentStore, 
     with pytest.raises(StoreError, match="does not hold the 2 ids MySQL staged"):
         promote(store, 100, 2, 2)
     assert redis_live_members(redis_client, "s") == {"live"}
+
+
+def test_exit_walk_finds_every_exit_across_many_steps_and_stages_them(
+    store: RedisSegmentStore, redis_client: Any
+) -> None:
+    live = [f"u{i}" for i in range(5_000)] + ["tab\tid", "quote'\"", "ünï", "x" * 64]
+    staged = [user for i, user in enumerate(live) if i % 7]
+    redis_client.sadd(layout.members_key("s"), *live)
+    store.add_members("s", staged)
+    found = [user for step in store.staged_exited("s", 100) for user in step]
+    expected = set(live) - set(staged)
+    assert len(found) == len(expected)
+    assert set(found) == expected
+    assert {m.decode() for m in redis_client.smembers(layout.staging_exited_key("s"))} == expected
+    assert 0 < redis_client.ttl(layout.staging_exited_key("s")) <= 60
+
+
+def test_exit_walk_stops_once_the_counted_exits_are_found(store: RedisSegmentStore, redis_client: Any) -> None:
+    redis_client.sadd(layout.members_key("s"), *[str(i) for i in range(5_000)])
+    store.add_members("s", [str(i) for i in range(0, 5_000, 2)])  # 2,500 exited
+    steps = list(store.staged_exited("s", 10, expected=1))
+    assert len(steps) == 1
+    assert 1 <= len(steps[0]) <= 30
+    assert sum(len(step) for step in store.staged_exited("s", 10)) == 2_500

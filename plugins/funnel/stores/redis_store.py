@@ -53,6 +53,25 @@ redis.call('HSET', KEYS[3], unpack(ARGV, 8))
 return 1
 """
 
+# One step of the walk that finds who exited. KEYS: members, staging, staging:exited.
+# ARGV: cursor, count, staging ttl. Returns {next cursor, the scanned ids not staged}; those
+# are added to staging:exited. Ids go to SMISMEMBER/SADD in slices (Lua's unpack limit).
+_EXIT_STEP_LUA = """
+local scan = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local chunk, gone = scan[2], {}
+for first = 1, #chunk, 1000 do
+  local last = math.min(first + 999, #chunk)
+  local flags = redis.call('SMISMEMBER', KEYS[2], unpack(chunk, first, last))
+  for i = 1, #flags do
+    if flags[i] == 0 then gone[#gone + 1] = chunk[first + i - 1] end
+  end
+end
+for first = 1, #gone, 1000 do
+  redis.call('SADD', KEYS[3], unpack(gone, first, math.min(first + 999, #gone)))
+end
+if #gone > 0 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
+return {scan[1], gone}
+"""
 
 #: Ids per command when staging: each command holds Redis well under a millisecond.
 COMMAND_IDS = 2_000
@@ -66,6 +85,7 @@ class RedisSegmentStore:
         self.staging_ttl_seconds = staging_ttl_seconds
         self.change_ttl_seconds = change_ttl_seconds
         self._promote = client.register_script(_PROMOTE_LUA)
+        self._exit_step = client.register_script(_EXIT_STEP_LUA)
 
     def live_meta(self, segment_id: str) -> dict[str, str]:
         raw = self.client.hgetall(layout.meta_key(segment_id))
@@ -127,28 +147,21 @@ class RedisSegmentStore:
             self._raw([("SADD", entered_key, *entered), ("EXPIRE", entered_key, ttl)])
         return entered
 
-    def staged_exited(self, segment_id: str, count: int) -> Iterator[list[str]]:
+    def staged_exited(self, segment_id: str, count: int, expected: int | None = None) -> Iterator[list[str]]:
         """After staging, walk the live members in ``SSCAN`` steps of ``count``; yield (and
-        stage) those not staged: they exited. One round trip a step (the check of one step
-        goes with the scan of the next); each command holds Redis a few milliseconds at most."""
-        members, staging = layout.members_key(segment_id), layout.staging_key(segment_id)
-        exited, ttl = layout.staging_exited_key(segment_id), str(self.staging_ttl_seconds)
-        scan_count = str(count)
-        ((cursor, chunk),) = self._raw([("SSCAN", members, "0", "COUNT", scan_count)])
+        stage) those not staged: they exited. Each step is one short script inside Redis (scan,
+        check against the staged set, stage the exits), so only the exits cross the network and
+        no command holds Redis more than a few milliseconds. With ``expected`` (how many exited,
+        from the counts) the walk stops as soon as it has found them all."""
+        keys = (layout.members_key(segment_id), layout.staging_key(segment_id), layout.staging_exited_key(segment_id))
+        cursor, found = b"0", 0
         while True:
-            commands: list[tuple[object, ...]] = [("SMISMEMBER", staging, *chunk)] if chunk else []
-            last = int(cursor) == 0
-            if not last:
-                commands.append(("SSCAN", members, cursor, "COUNT", scan_count))
-            replies = self._raw(commands) if commands else []
-            if chunk:
-                gone = [user for user, staged in zip(chunk, replies[0], strict=True) if not staged]
-                if gone:
-                    self._raw([("SADD", exited, *gone), ("EXPIRE", exited, ttl)])
-                    yield [_text(user) for user in gone]
-            if last:
+            cursor, gone = self._exit_step(keys=keys, args=(cursor, count, self.staging_ttl_seconds))
+            if gone:
+                found += len(gone)
+                yield [_text(user) for user in gone]
+            if int(cursor) == 0 or (expected is not None and found >= expected):
                 return
-            cursor, chunk = replies[-1]
 
     def _raw(self, commands: Sequence[tuple[object, ...]]) -> list[Any]:
         """Send commands in one buffer packed by hiredis (arguments: str or bytes); their replies."""
