@@ -10,20 +10,25 @@ case ":$PATH:" in *":$FUNNEL_VENV/bin:"*) ;; *) export PATH=$FUNNEL_VENV/bin:$PA
 # Services' state (Hive metastore, warehouse, logs, pid files): git-ignored.
 export FUNNEL_RUN_DIR=${FUNNEL_RUN_DIR:-$FUNNEL_ROOT/.run}
 
+# Ports, databases and settings shared with docker-compose.yaml: scripts/stack.env (a value
+# already in the caller's environment wins, as everywhere in this file).
+while IFS= read -r _funnel_line || [ -n "$_funnel_line" ]; do
+  case $_funnel_line in '' | '#'*) continue ;; esac
+  _funnel_key=${_funnel_line%%=*}
+  [ -n "${!_funnel_key:-}" ] || export "$_funnel_key=${_funnel_line#*=}"
+  export "$_funnel_key"
+done <"$FUNNEL_ROOT/scripts/stack.env"
+unset _funnel_line _funnel_key
+
+# The services' hosts, as seen from this machine (the compose services see each other by name).
 export FUNNEL_MYSQL_HOST=${FUNNEL_MYSQL_HOST:-127.0.0.1}
-export FUNNEL_MYSQL_PORT=${FUNNEL_MYSQL_PORT:-3306}
-export FUNNEL_MYSQL_DB=${FUNNEL_MYSQL_DB:-funnel}
 export FUNNEL_REDIS_HOST=${FUNNEL_REDIS_HOST:-127.0.0.1}
-export FUNNEL_REDIS_PORT=${FUNNEL_REDIS_PORT:-6379}
-export FUNNEL_REDIS_DB=${FUNNEL_REDIS_DB:-0}
 export FUNNEL_HIVE_HOST=${FUNNEL_HIVE_HOST:-127.0.0.1}
-export FUNNEL_HIVE_PORT=${FUNNEL_HIVE_PORT:-10000}
 
 # Airflow: a project-local home, the project's dags/ and plugins/.
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$FUNNEL_ROOT/.airflow}
 export AIRFLOW__CORE__DAGS_FOLDER=${AIRFLOW__CORE__DAGS_FOLDER:-$FUNNEL_ROOT/dags}
 export AIRFLOW__CORE__PLUGINS_FOLDER=${AIRFLOW__CORE__PLUGINS_FOLDER:-$FUNNEL_ROOT/plugins}
-export AIRFLOW__CORE__LOAD_EXAMPLES=${AIRFLOW__CORE__LOAD_EXAMPLES:-False}
 export AIRFLOW__API__HOST=${AIRFLOW__API__HOST:-127.0.0.1}
 export PYTHONPATH=$FUNNEL_ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}
 
@@ -32,7 +37,6 @@ export AIRFLOW_CONN_FUNNEL_HIVE=${AIRFLOW_CONN_FUNNEL_HIVE:-"hiveserver2://funne
 export AIRFLOW_CONN_FUNNEL_MYSQL=${AIRFLOW_CONN_FUNNEL_MYSQL:-"mysql://root@$FUNNEL_MYSQL_HOST:$FUNNEL_MYSQL_PORT/$FUNNEL_MYSQL_DB"}
 export AIRFLOW_CONN_FUNNEL_REDIS=${AIRFLOW_CONN_FUNNEL_REDIS:-"redis://$FUNNEL_REDIS_HOST:$FUNNEL_REDIS_PORT?db=$FUNNEL_REDIS_DB"}
 
-# The local stack's user tags (the demo warehouse's tag query) and the serving API's tokens.
-# These tokens are fine for this loopback-only stack; anywhere else, set your own (README).
+# The local stack's user tags: the demo warehouse's tag query. (The serving API's tokens
+# come from scripts/stack.env.)
 export AIRFLOW__FUNNEL__TAG_QUERY=${AIRFLOW__FUNNEL__TAG_QUERY:-$(cat "$FUNNEL_ROOT/demo/tag_query.hql")}
-export AIRFLOW__FUNNEL__API_TOKENS=${AIRFLOW__FUNNEL__API_TOKENS:-read:funnel-demo-read,write:funnel-demo-write}
