@@ -83,3 +83,53 @@ def test_rebuild_redis_all_restores_every_live_segment_and_the_tags(
     assert (redis_live_members(redis_client, "a"), redis_live_members(redis_client, "b")) == ({"1", "2"}, {"3"})
     assert main(["rebuild-redis", "--all"]) == 0
     assert "rebuilt: none" in capsys.readouterr().out
+
+
+def test_report_flags_stale_and_failing_segments_in_its_exit_status(
+    mysql_conn: Any, redis_client: Any, capsys: Any
+) -> None:
+    import datetime as dt
+
+    from helpers import insert_segments
+
+    from funnel import layout, wiring
+    from funnel.errors import RunStatus
+    from funnel.refresh import RefreshRequest
+    from funnel.segments import Kind
+    from funnel.stores.history import Outcome, RunHistory
+    from funnel.stores.run_info import RunInfo
+
+    insert_segments(
+        mysql_conn,
+        *({"segment_id": s, "name": s.title(), "kind": "dynamic", "query": "SELECT 1"} for s in ("late", "ok", "sour")),
+        {"segment_id": "vips", "name": "Vips", "kind": "proxy", "rule": '{"tag": "new_user"}'},
+    )
+    run = RunInfo("d", "r", dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC))
+    with wiring.refresher(redis_client=redis_client) as refresher:
+        for segment_id in ("ok", "sour"):
+            lock = wiring.segment_lock(redis_client, segment_id, {"run_id": "r"})
+            refresher.refresh(RefreshRequest(segment_id, Kind.DYNAMIC, run), lambda: iter([["1", "2"]]), lock)
+    history = RunHistory(mysql_conn)
+    now = dt.datetime.now(dt.UTC)
+    failed = history.start("sour", RunInfo("d", "r2", now), now)
+    history.finish(failed, Outcome(RunStatus.FAILED, error="HiveUnavailable: no answer in 10s"), now)
+    long_ago = now - dt.timedelta(days=2)
+    late = history.start("late", RunInfo("d", "r0", long_ago), long_ago)
+    history.finish(late, Outcome(RunStatus.SUCCESS, version=1, size=1), long_ago)
+    capsys.readouterr()
+
+    assert main(["report"]) == 2  # the stores agree; two segments need a look
+
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.split("\nfreshness at ")[1].splitlines()[2:-1]}
+    assert rows["late"].split()[1] == "STALE"
+    assert "the last successful refresh started" in rows["late"]
+    assert "a whole slot passed" in rows["late"]
+    assert rows["sour"].split()[1] == "FAILING"
+    assert "(r2, try 1) failed at" in rows["sour"]
+    assert "HiveUnavailable: no answer in 10s" in rows["sour"]
+    assert (rows["ok"].split()[1], rows["vips"].split()[1]) == ("fresh", "fresh")
+    assert out.rstrip().endswith("stale or failing: late, sour")
+
+    redis_client.delete(layout.members_key("ok"))
+    assert main(["report"]) == 3  # and now the stores disagree too

@@ -1,7 +1,8 @@
 """funnel's command line: ``python -m funnel.cli <command>`` (the project's scripts use it).
 
 Commands: ``migrate`` (MySQL schema), ``hive FILE`` and ``mysql FILE`` (run a script of
-statements, one per ``;`` at a line end), ``report`` (each segment's size in both stores),
+statements, one per ``;`` at a line end), ``report`` (each segment's size in both stores and
+its freshness; exit status 1 when the stores disagree, 2 when a segment is stale or failing, 3 both),
 ``ensure-pool`` (the Airflow pool Hive queries run in), ``static-runs`` (each static
 segment's DAG and run_at), ``rebuild-redis SEGMENT_ID|--all`` (reload Redis from MySQL),
 ``serve`` (the serving API).
@@ -107,6 +108,39 @@ def report() -> bool:
     )
     print("(* disabled; a proxy segment's redis column is '-' when its rule combines tags)")
     return all_agree
+
+
+def freshness_report() -> list[str]:
+    """Print each segment's freshness (``funnel.freshness.rules``) and why; return the stale and failing ids."""
+    from funnel.catalog import serving_catalog
+    from funnel.freshness.rules import Objectives, assess
+    from funnel.hooks import FunnelMySqlHook
+    from funnel.stores.history import RunHistory
+    from funnel.stores.run_info import utc_now
+
+    catalog = serving_catalog(
+        FunnelMySqlHook(
+            connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS
+        )
+    )
+    with contextlib.closing(wiring.mysql_connection()) as conn:
+        summaries = RunHistory(conn).summaries()
+    objectives, now = Objectives.from_settings(), utc_now()
+    print(
+        f"\nfreshness at {now:%Y-%m-%d %H:%M} UTC (dynamic: a success since the older of the last two slots of "
+        f"{objectives.dynamic_schedule} {objectives.timezone}; static: computed by run_at + "
+        f"{settings.STATIC_GRACE_MINUTES} min)"
+    )
+    print(f"{'segment':<24} {'freshness':<9}  reason")
+    flagged = []
+    for segment in catalog.segments:
+        verdict = assess(segment, summaries.get(segment.segment_id), now, objectives)
+        if verdict.flagged:
+            flagged.append(segment.segment_id)
+        shown = verdict.state.value.upper() if verdict.flagged else verdict.state.value
+        print(f"{segment.segment_id:<24} {shown:<9}  {verdict.reason}")
+    print(f"stale or failing: {', '.join(flagged)}" if flagged else "every segment is fresh")
+    return flagged
 
 
 def rebuild_redis(segment_id: str) -> bool:
@@ -233,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("hive", help="run a HiveQL script").add_argument("path", type=Path)
     sub.add_parser("mysql", help="run a SQL script against funnel's MySQL database").add_argument("path", type=Path)
     sub.add_parser("ensure-pool", help="create or resize the funnel_hive Airflow pool")
-    sub.add_parser("report", help="each segment's live size in Redis and MySQL")
+    sub.add_parser(
+        "report",
+        help="each segment's live size in Redis and MySQL, and its freshness; exit status 1: the stores "
+        "disagree, 2: a segment is stale or failing, 3: both",
+    )
     sub.add_parser("static-runs", help="write each static segment's DAG id and run_at").add_argument(
         "output", type=Path
     )
@@ -255,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "ensure-pool":
         ensure_pool()
     elif args.command == "report":
-        return 0 if report() else 1
+        agree = report()
+        flagged = freshness_report()
+        return (0 if agree else 1) | (2 if flagged else 0)
     elif args.command == "static-runs":
         static_runs(args.output)
     elif args.command == "rebuild-redis":

@@ -62,6 +62,14 @@ class VersionState(enum.StrEnum):
     DROPPED = "dropped"  # rows deleted; the row stays so the number is never reused
 
 
+class Freshness(enum.StrEnum):
+    """Whether a segment meets its freshness objective (``funnel.freshness``; not stored, computed on reading)."""
+
+    FRESH = "fresh"  # within its objective (or nothing to be late: proxy, disabled, not due yet)
+    STALE = "stale"  # missed its objective: no successful refresh for its last two slots, or past run_at + grace
+    FAILING = "failing"  # its last finished attempt failed or was rejected, with no success since
+
+
 class HiveUnavailable(FunnelError):
     """HiveServer2 could not be reached or did not answer in time. The message names the connection and the fix."""
 

@@ -21,6 +21,7 @@ from airflow.timetables.events import EventsTimetable
 from funnel import layout, settings
 from funnel.catalog import Catalog, load_catalog
 from funnel.errors import CatalogError, SegmentError
+from funnel.freshness.deadline import DeadlineDag, slot_deadline
 from funnel.operators import (
     InvalidSegmentOperator,
     RestoreRedisOperator,
@@ -41,7 +42,7 @@ _NOT_SLUG = re.compile(r"[^a-z0-9_]+")
 def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
     """One Airflow DAG for one plan."""
     if plan.kind is Kind.DYNAMIC:
-        dag = DAG(
+        dag = DeadlineDag(
             dag_id=plan.dag_id,
             schedule=plan.schedule,
             start_date=pendulum.instance(DYNAMIC_START_DATE, tz=timezone),
@@ -50,6 +51,8 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             tags=list(plan.tags),
             description=f"Refreshes every enabled dynamic segment at {plan.schedule} ({timezone})",
             doc_md=f"Refreshes every enabled dynamic segment on `{plan.schedule}` ({timezone}).",
+            # A run still going shortly before the next slot calls funnel.freshness.deadline.
+            deadline=slot_deadline(_required(plan.schedule), timezone, settings.DEADLINE_MINUTES_BEFORE_NEXT_SLOT),
         )
     else:
         segment = plan.segments[0]
@@ -59,6 +62,8 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             schedule=EventsTimetable([run_at], description=f"once at {run_at.isoformat()}"),
             start_date=run_at,
             catchup=True,
+            # A static segment's DAG exists to run once, at run_at, with nobody to unpause it.
+            is_paused_upon_creation=False,
             max_active_runs=1,
             tags=list(plan.tags),
             description=f"Computes static segment {segment.segment_id} once, at {run_at.isoformat()}",

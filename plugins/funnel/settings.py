@@ -132,6 +132,8 @@ API_WORKERS: int = conf.getint(SECTION, "api_workers", fallback=2)
 MAX_CHECK_IDS: int = conf.getint(SECTION, "max_check_ids", fallback=10_000)
 PAGE_LIMIT_DEFAULT: int = conf.getint(SECTION, "page_limit_default", fallback=1000)
 PAGE_LIMIT_MAX: int = conf.getint(SECTION, "page_limit_max", fallback=10_000)
+#: Refresh attempts ``GET /v1/segments/{id}/runs`` lists when the request gives no ``limit``.
+RUNS_LIMIT_DEFAULT: int = conf.getint(SECTION, "runs_limit_default", fallback=20)
 #: How long the API trusts its copy of the catalog (segment ids, kinds, rules).
 API_CATALOG_TTL_SECONDS: float = conf.getfloat(SECTION, "api_catalog_ttl_seconds", fallback=5.0)
 #: How long the size of a proxy segment whose rule combines tags is cached (one tag: exact).
@@ -164,3 +166,39 @@ def api_tokens() -> dict[str, str]:
 
 #: The API's Redis client: connect and per-command timeouts.
 REDIS_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "redis_timeout_seconds", fallback=5.0)
+
+#: Freshness (``funnel.freshness``): a dynamic segment is stale when its last successful
+#: refresh started before its last two slots of ``dynamic_schedule``; a static one when it
+#: has no version ``static_grace_minutes`` after its ``run_at``.
+STATIC_GRACE_MINUTES: int = conf.getint(SECTION, "static_grace_minutes", fallback=60)
+#: The dynamic DAG's DeadlineAlert: a run still going this many minutes before the next slot
+#: (measured on the shortest gap between two slots) calls ``funnel.freshness.deadline``.
+DEADLINE_MINUTES_BEFORE_NEXT_SLOT: int = conf.getint(SECTION, "deadline_minutes_before_next_slot", fallback=30)
+
+
+def deadline_notifier() -> str:
+    """The Airflow notifier class (dotted path) a missed deadline is sent through; empty: log only.
+
+    Read when the deadline is missed (in the triggerer), not at parse time.
+    """
+    return conf.get(SECTION, "deadline_notifier", fallback="").strip()
+
+
+def deadline_notifier_kwargs() -> dict[str, object]:
+    """The notifier's arguments: a JSON object (its templated fields may use ``{{ message }}``)."""
+    import json
+
+    raw = conf.get(SECTION, "deadline_notifier_kwargs", fallback="").strip() or "{}"
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(
+            f"[funnel] deadline_notifier_kwargs is not valid JSON ({exc}). Fix: set it to a JSON object of the "
+            'notifier\'s arguments, e.g. {"to": "data-eng@example.com"}'
+        ) from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            "[funnel] deadline_notifier_kwargs must be a JSON object of the notifier's arguments, "
+            'e.g. {"to": "data-eng@example.com"}'
+        )
+    return value

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -178,3 +183,49 @@ def post_events(api: TestClient) -> Callable[..., httpx.Response]:
         return api.post("/v1/events", json={"events": list(events)}, headers=bearer(WRITE_TOKEN))
 
     return post
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def server(mysql_conn: Any, redis_client: Any, api_tokens: str, tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
+    """The API as deployed: ``python -m funnel.cli serve`` (uvicorn) on a free loopback port,
+    with the tests' connections and tokens, asked over HTTP; stopped at the end."""
+    port = free_port()
+    env = {
+        **os.environ,  # AIRFLOW_HOME and AIRFLOW_CONN_FUNNEL_* of the test databases (tests/conftest.py)
+        "AIRFLOW__FUNNEL__API_TOKENS": api_tokens,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
+    log = tmp_path / "server.log"
+    command = [sys.executable, "-m", "funnel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen([*command, "--workers", "1"], cwd=ROOT, env=env, stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10, event_hooks={"response": [check_response]}) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, f"no /healthz within 30 s: {log.read_text()[-3000:]}"
+                time.sleep(0.1)
+            yield client, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

@@ -26,13 +26,16 @@ from fastapi.responses import Response
 from starlette._utils import get_route_path
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import cookie_parser
 
 from funnel import layout, settings
-from funnel.api.auth import Forbidden, Unauthorized, require, scope_of
+from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, Forbidden, Unauthorized, granted_scope, require
 from funnel.api.service import NotComputed, NotFound, Service
-from funnel.errors import PartialWrite, StoreError
+from funnel.errors import Freshness, PartialWrite, StoreError
 from funnel.proxy.events import EventConflict, EventError, parse_events
+from funnel.stores import timeline
 from funnel.stores.run_info import utc_now
+from funnel.ui import mount_ui
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +91,12 @@ class _AnyText(Convertor):  # type: ignore[type-arg]
 register_url_convertor("anytext", _AnyText())
 
 
-def create_app() -> FastAPI:
-    """The API. Clients and stores are made on the first request (a mounted app gets no lifespan)."""
+def create_app(airflow_login: bool = False) -> FastAPI:
+    """The API. Clients and stores are made on the first request (a mounted app gets no lifespan).
+
+    ``airflow_login``: the app is mounted in Airflow's API server (the plugin), where an
+    Airflow login grants the read scope (``auth.granted_scope``).
+    """
     tokens = settings.api_tokens()
     if not tokens:
         log.warning("funnel API: no [funnel] api_tokens are configured; every request but /healthz gets 401")
@@ -111,20 +118,41 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(FastPaths, api=app)
     app.state.tokens = tokens
+    app.state.airflow_login = airflow_login
     app.state.service_lock = asyncio.Lock()
     _add_error_handlers(app)
     _add_routes(app)
+    mount_ui(app)
     return app
 
 
 async def _service(request: Request, scope: str | None) -> Service:
     """Check the token (``scope`` None: no auth), then the app's ``Service``, made once."""
-    return await _service_of(request.app, request.headers.get("authorization"), scope)
+    return await _service_of(
+        request.app,
+        request.headers.get("authorization"),
+        scope,
+        request.cookies.get(AIRFLOW_LOGIN_COOKIE),
+        request.method in ("GET", "HEAD"),
+    )
 
 
-async def _service_of(app: FastAPI, authorization: str | None, scope: str | None) -> Service:
+async def _service_of(
+    app: FastAPI,
+    authorization: str | None,
+    scope: str | None,
+    login_cookie: str | None = None,
+    safe_method: bool = True,
+) -> Service:
     if scope is not None:
-        require(scope, scope_of(authorization, app.state.tokens))
+        granted = await granted_scope(
+            authorization,
+            app.state.tokens,
+            airflow_login=app.state.airflow_login,
+            login_cookie=login_cookie,
+            safe_method=safe_method,
+        )
+        require(scope, granted)
     service = getattr(app.state, "service", None)
     if service is None:
         async with app.state.service_lock:
@@ -144,12 +172,28 @@ def _user_id(raw: object, where: str = "user_id") -> str:
     return raw
 
 
-def _limit(raw: str | None) -> int:
+def _limit(raw: str | None, default: int | None = None) -> int:
     if raw is None:
-        return settings.PAGE_LIMIT_DEFAULT
+        return settings.PAGE_LIMIT_DEFAULT if default is None else default
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= settings.PAGE_LIMIT_MAX:
         raise BadInput(f"limit must be a whole number from 1 to {settings.PAGE_LIMIT_MAX}")
     return int(raw)
+
+
+def _refreshed(entry: Any, what: str) -> Any:
+    """The entry of a static or dynamic segment; a proxy segment has no refreshes (409)."""
+    if entry.rule is not None:
+        raise NotComputed(f"segment {entry.segment_id!r} is a proxy segment: it is answered live and has no {what}")
+    return entry
+
+
+def _stale_filter(raw: str | None) -> bool | None:
+    """``?stale=true``: only stale and failing segments; ``false``: only fresh ones; absent: all."""
+    if raw is None:
+        return None
+    if raw not in ("true", "false"):
+        raise BadInput("stale must be 'true' (the stale and failing segments) or 'false' (the fresh ones)")
+    return raw == "true"
 
 
 def _cursor(data: dict[str, Any]) -> str:
@@ -241,8 +285,12 @@ class FastPaths:
 
     async def _answer(self, scope: Any, send: Any, answer: Any) -> None:
         authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        login_cookie = None
+        if self.api.state.airflow_login:
+            cookies = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"cookie"), "")
+            login_cookie = cookie_parser(cookies).get(AIRFLOW_LOGIN_COOKIE)
         try:
-            body, source = await answer(await _service_of(self.api, authorization, "read"))
+            body, source = await answer(await _service_of(self.api, authorization, "read", login_cookie))
             status, extra = 200, [(b"x-funnel-source", source.encode())]
         except tuple(_STATUS) as exc:
             status = getattr(exc, "status", _STATUS[type(exc)])
@@ -269,18 +317,60 @@ def _add_routes(app: FastAPI) -> None:
             return JSON({"status": "unavailable", "failing": sorted(problems)}, status_code=503)
         return JSON({"status": "ready"})
 
-    @app.get("/v1/segments", tags=["segments"], summary="Every segment: kind, size, version, refreshed_at, enabled")
+    @app.get(
+        "/v1/segments",
+        tags=["segments"],
+        summary="Every segment: kind, size, version, refreshed_at, enabled, freshness, last run; "
+        "?stale=true: the stale and failing ones only (false: the fresh ones)",
+    )
     async def list_segments(request: Request) -> Response:
         service = await _service(request, "read")
+        flagged = _stale_filter(request.query_params.get("stale"))
         entries = sorted((await service.catalog()).values(), key=lambda e: e.segment_id)
-        return JSON({"segments": await service.describe(entries)})
+        described = await service.describe(entries)
+        if flagged is not None:
+            described = [item for item in described if (item["freshness"] != Freshness.FRESH) == flagged]
+        return JSON({"segments": described})
 
-    @app.get("/v1/segments/{segment_id}", tags=["segments"], summary="One segment: meta, changes, or its rule")
+    @app.get(
+        "/v1/segments/{segment_id}",
+        tags=["segments"],
+        summary="One segment: meta, changes, freshness, its query or rule",
+    )
     async def get_segment(segment_id: str, request: Request) -> Response:
         service = await _service(request, "read")
         entry = await service.entry(segment_id)
         (described,) = await service.describe([entry])
+        if entry.segment.query is not None:  # the definition, as the catalog row has it (templates unrendered)
+            described["query"] = entry.segment.query
+        if entry.segment.run_at is not None:
+            described["run_at"] = entry.segment.run_at.isoformat()
         return JSON(described)
+
+    @app.get(
+        "/v1/segments/{segment_id}/versions",
+        tags=["segments"],
+        summary="The kept versions, oldest first: size, entered and exited of each refresh",
+    )
+    async def list_versions(segment_id: str, request: Request) -> Response:
+        service = await _service(request, "read")
+        entry = _refreshed(await service.entry(segment_id), "versions")
+        kept = await service.in_thread(service.with_mysql(lambda conn: timeline.kept_versions(conn, segment_id)))
+        return JSON({"segment_id": entry.segment_id, "keep_versions": settings.KEEP_VERSIONS, "versions": kept})
+
+    @app.get(
+        "/v1/segments/{segment_id}/runs",
+        tags=["segments"],
+        summary="The latest refresh attempts (funnel_segment_runs), newest first",
+    )
+    async def list_runs(segment_id: str, request: Request) -> Response:
+        service = await _service(request, "read")
+        entry = _refreshed(await service.entry(segment_id), "refresh attempts")
+        limit = _limit(request.query_params.get("limit"), settings.RUNS_LIMIT_DEFAULT)
+        runs = await service.in_thread(
+            service.with_mysql(lambda conn: timeline.recent_attempts(conn, segment_id, limit))
+        )
+        return JSON({"segment_id": entry.segment_id, "runs": runs})
 
     @app.get(
         "/v1/segments/{segment_id}/members/{user_id:anytext}",

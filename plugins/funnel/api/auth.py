@@ -1,10 +1,12 @@
 """Bearer tokens with a scope: ``read`` (every GET and ``members:check``) or ``write`` (also
 ``POST /v1/events``). Tokens come from the settings (``api_tokens``, ``api_tokens_file``),
 so from Airflow's configuration or a mounted secret; they are compared in constant time.
+Inside Airflow's API server, an Airflow login also grants ``read`` (``granted_scope``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Mapping
 
@@ -44,3 +46,60 @@ def require(scope: str, granted: str) -> None:
     """``Forbidden`` unless ``granted`` covers ``scope`` (write covers read)."""
     if scope == "write" and granted != "write":
         raise Forbidden("this endpoint needs a token with the write scope; this token can only read")
+
+
+#: The cookie Airflow's UI keeps its login in (``COOKIE_NAME_JWT_TOKEN``; httpOnly, same origin).
+AIRFLOW_LOGIN_COOKIE = "_token"
+
+
+async def granted_scope(
+    header: str | None,
+    tokens: Mapping[str, str],
+    *,
+    airflow_login: bool = False,
+    login_cookie: str | None = None,
+    safe_method: bool = True,
+) -> str:
+    """The scope a request is granted: funnel's own bearer tokens, or, inside Airflow, a login.
+
+    With ``airflow_login`` (the API mounted in Airflow's API server by the plugin), an Airflow
+    JWT grants ``read`` and never more: sent as the bearer token (``POST /auth/token``), or as
+    the login cookie of Airflow's UI, which a browser sends along with the Segments page's
+    requests. The cookie counts only on GET and HEAD, so another site can never make a
+    logged-in browser do more than read (and, the cookie being ``SameSite=Lax``, not even
+    that). As in Airflow, a credential in the header wins over the cookie.
+    """
+    if header or not airflow_login:
+        try:
+            return scope_of(header, tokens)
+        except Unauthorized:
+            scheme, _, presented = (header or "").partition(" ")
+            if not airflow_login or scheme.lower() != "bearer" or not presented.strip():
+                raise
+            return await airflow_login_scope(presented.strip())
+    if login_cookie and safe_method:
+        return await airflow_login_scope(login_cookie)
+    raise Unauthorized(
+        "this endpoint needs a token: log in to Airflow, or send the header 'Authorization: Bearer <token>'"
+    )
+
+
+async def airflow_login_scope(token: str) -> str:
+    """``read`` when Airflow's auth manager takes ``token`` as a user who may read DAGs.
+
+    Only inside Airflow's API server, where the auth manager is set up: the same check
+    (signature, expiry, audience, revocation) as Airflow's own API makes.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from jwt import ExpiredSignatureError, InvalidTokenError
+
+    manager = get_auth_manager()
+    try:
+        user = await manager.get_user_from_token(token)
+    except ExpiredSignatureError:
+        raise Unauthorized("the Airflow login has expired: log in to Airflow again") from None
+    except InvalidTokenError:
+        raise Unauthorized("the token is not valid for this service") from None
+    if not await asyncio.to_thread(lambda: manager.is_authorized_dag(method="GET", user=user)):
+        raise Forbidden("this Airflow user may not read DAGs, so not the segments they refresh either")
+    return "read"

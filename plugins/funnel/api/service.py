@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from funnel import layout, settings, wiring
 from funnel.catalog import serving_catalog
+from funnel.freshness.rules import Objectives, RunSummary, assess
 from funnel.hooks import FunnelMySqlHook
 from funnel.proxy.events import Event
 from funnel.proxy.ingest import ingest
@@ -31,6 +32,7 @@ from funnel.proxy.rules import Rule, Tags, is_leaf, leaf_ranges, matches, parse_
 from funnel.proxy.tags import from_score
 from funnel.restore import restore_into_redis
 from funnel.segments import Kind, Segment
+from funnel.stores.history import RunHistory
 from funnel.stores.mysql_store import LiveVersion, MySqlSegmentStore
 from funnel.stores.run_info import utc_now
 from funnel.stores.tags import EventsOutcome, MySqlTagStore
@@ -350,7 +352,8 @@ class Service:
     # ------------------------------------------------------------------ describing segments
 
     async def describe(self, entries: Sequence[Entry]) -> list[dict[str, Any]]:
-        """Kind, size, version, refreshed_at, enabled (and entered/exited) of each segment."""
+        """Kind, size, version, refreshed_at, enabled (and entered/exited), freshness and the last
+        attempt of each segment."""
         stored = [e for e in entries if e.rule is None]
         pipe = self.redis.pipeline(transaction=False)
         for entry in stored:
@@ -366,6 +369,7 @@ class Service:
 
             lives = await self.in_thread(self.with_mysql(read))
         tags_meta = await self.redis.hgetall(layout.tags_meta_key()) if len(stored) < len(entries) else {}
+        freshness = await self.freshness(entries)
         described = []
         for entry in entries:
             segment = entry.segment
@@ -397,8 +401,29 @@ class Service:
                 )
                 if live is not None:
                     self.restorer.schedule(segment.segment_id)
+            item.update(freshness[segment.segment_id])
             described.append(item)
         return described
+
+    async def freshness(self, entries: Sequence[Entry]) -> dict[str, dict[str, Any]]:
+        """Each segment's ``freshness`` (fresh / stale / failing), ``freshness_reason`` and
+        ``last_run`` (its latest attempt), from one read of the run history."""
+        summaries: dict[str, RunSummary] = {}
+        if any(e.rule is None for e in entries):
+            only = entries[0].segment_id if len(entries) == 1 else None
+            summaries = await self.in_thread(self.with_mysql(lambda conn: RunHistory(conn).summaries(only)))
+        now, objectives = utc_now(), Objectives.from_settings()
+        verdicts: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            summary = summaries.get(entry.segment_id)
+            verdict = assess(entry.segment, summary, now, objectives)
+            last = summary.last if summary is not None and entry.rule is None else None
+            verdicts[entry.segment_id] = {
+                "freshness": verdict.state.value,
+                "freshness_reason": verdict.reason,
+                "last_run": last.as_dict() if last is not None else None,
+            }
+        return verdicts
 
     async def _describe_proxy(self, entry: Entry, tags_meta: dict[Any, Any]) -> dict[str, Any]:
         assert entry.rule is not None

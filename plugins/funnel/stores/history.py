@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from funnel import layout
 from funnel.errors import RunStatus
+from funnel.freshness.rules import Attempt, RunSummary, summarize
 from funnel.stores.run_info import RunInfo, from_naive_utc, to_naive_utc
 
 log = logging.getLogger(__name__)
 
 #: Longest error text kept per attempt (the task log has the rest).
 ERROR_MAX_CHARS = 4000
+#: Segment ids per ``IN (...)`` list.
+IN_CHUNK = 1000
 ABANDONED_ERROR = "the attempt ended without finishing (process killed or lost)"
 
 
@@ -133,6 +136,62 @@ class RunHistory:
         (value,) = cur.fetchone()
         self.conn.commit()
         return from_naive_utc(value) if value is not None else None
+
+    def summaries(self, segment_id: str | None = None) -> dict[str, RunSummary]:
+        """What decides each segment's freshness (``funnel.freshness.rules``), in one query.
+
+        The latest attempt of each (segment, status) is read with a loose scan of the
+        ``(segment_id, status)`` index (the primary key rides in it), so the cost grows with the
+        number of segments, not with the history's length. ``segment_id``: that segment only.
+        """
+        where = "WHERE segment_id = %s " if segment_id is not None else ""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT r.id, r.segment_id, r.status, r.started_at, r.finished_at, r.error, r.dag_id, r.run_id,"
+            f" r.try_number FROM (SELECT segment_id, status, MAX(id) AS id FROM {layout.RUNS_TABLE} {where}"
+            f"GROUP BY segment_id, status) AS latest JOIN {layout.RUNS_TABLE} AS r ON r.id = latest.id",
+            (segment_id,) if segment_id is not None else (),
+        )
+        rows = cur.fetchall()
+        self.conn.commit()
+        attempts: dict[str, list[Attempt]] = {}
+        for attempt_id, sid, status, started, finished, error, dag_id, run_id, try_number in rows:
+            attempts.setdefault(sid, []).append(
+                Attempt(
+                    id=int(attempt_id),
+                    status=RunStatus(status),
+                    started_at=from_naive_utc(started),
+                    finished_at=from_naive_utc(finished) if finished is not None else None,
+                    error=error,
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    try_number=int(try_number),
+                )
+            )
+        return {sid: summarize(found) for sid, found in attempts.items()}
+
+    def statuses_in_run(
+        self, dag_id: str, run_id: str, segment_ids: Sequence[str], since: dt.datetime
+    ) -> dict[str, RunStatus]:
+        """The latest status of each segment's attempts in one Airflow run (absent: none yet).
+
+        ``since`` (the run's start) bounds the ``(segment_id, started_at)`` index range read per
+        segment; ids go in chunks of ``IN_CHUNK``.
+        """
+        found: dict[str, RunStatus] = {}
+        cur = self.conn.cursor()
+        for start in range(0, len(segment_ids), IN_CHUNK):
+            chunk = list(segment_ids[start : start + IN_CHUNK])
+            marks = ", ".join(["%s"] * len(chunk))
+            cur.execute(
+                f"SELECT segment_id, status FROM {layout.RUNS_TABLE} WHERE segment_id IN ({marks})"
+                " AND started_at >= %s AND dag_id = %s AND run_id = %s ORDER BY id",
+                (*chunk, to_naive_utc(since), dag_id, run_id),
+            )
+            for sid, status in cur.fetchall():
+                found[sid] = RunStatus(status)
+        self.conn.commit()
+        return found
 
     def close(self) -> None:
         self._close_quietly()
