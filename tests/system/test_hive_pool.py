@@ -68,13 +68,16 @@ def pool_of_two(airflow: AirflowClient) -> Iterator[None]:
         resize(before["slots"])
 
 
-def run_rows(conn: Any, since: dt.datetime) -> list[tuple[str, str, str, dt.datetime, dt.datetime | None]]:
-    """Every attempt recorded since ``since``: (segment, run_id, status, started_at, finished_at)."""
+def run_rows(
+    conn: Any, since: dt.datetime, until: dt.datetime
+) -> list[tuple[str, str, str, dt.datetime, dt.datetime | None]]:
+    """Every attempt that started between ``since`` and ``until`` (stored as naive UTC):
+    (segment, run_id, status, started_at, finished_at)."""
     cur = conn.cursor()
     cur.execute(
         f"SELECT segment_id, run_id, status, started_at, finished_at FROM {layout.RUNS_TABLE} "
-        "WHERE started_at >= %s ORDER BY started_at",
-        (since.replace(tzinfo=None),),
+        "WHERE started_at >= %s AND started_at < %s ORDER BY started_at",
+        (since.replace(tzinfo=None), until.astimezone(dt.UTC).replace(tzinfo=None)),
     )
     return list(cur.fetchall())
 
@@ -89,7 +92,7 @@ def test_the_pool_caps_concurrent_hive_queries(airflow: AirflowClient, system_my
         ),
     )
     eventually(
-        lambda: set(SEGMENTS) <= set(airflow.task_ids(DYNAMIC_DAG_ID)),
+        lambda: airflow.dag(DYNAMIC_DAG_ID) is not None and set(SEGMENTS) <= set(airflow.task_ids(DYNAMIC_DAG_ID)),
         PARSE_TIMEOUT,
         "the six slow segments as tasks of the dynamic DAG",
     )
@@ -110,7 +113,8 @@ def test_the_pool_caps_concurrent_hive_queries(airflow: AirflowClient, system_my
 
     # funnel's own record: every refresh since the test began, of any run (a scheduled slot
     # that ran first shares the pool), each interval enclosing its Hive query.
-    rows = run_rows(system_mysql, since)
+    # (A slot due after our run ended may already have started: not counted.)
+    rows = run_rows(system_mysql, since, parse_time(run["end_date"]))
     ours_recorded = {(sid, status) for sid, run_id, status, *_ in rows if run_id == run["dag_run_id"]}
     assert {(sid, "success") for sid in SEGMENTS} <= ours_recorded
     assert all(finished is not None for *_, finished in rows), rows
