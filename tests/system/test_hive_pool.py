@@ -24,9 +24,10 @@ from funnel.plan import DYNAMIC_DAG_ID
 
 POOL_SLOTS = 2
 SEGMENTS = [f"pool_{n}" for n in range(6)]
-# About 2 s alone on the local HiveServer2 (100 M joined rows; 857 members each, disjoint).
+# About 2 s alone on a quiet local HiveServer2 (10^9 joined rows; 857 members each, disjoint):
+# long beside the 1 s or so between the starts of two tasks, so two refreshes overlap.
 SLOW_QUERY = (
-    "SELECT a.id + {offset} AS user_id FROM range(1000) a CROSS JOIN range(100000) b "
+    "SELECT a.id + {offset} AS user_id FROM range(1000) a CROSS JOIN range(1000000) b "
     "WHERE (a.id * b.id) % 7 = 3 GROUP BY a.id"
 )
 MEMBERS = 857
