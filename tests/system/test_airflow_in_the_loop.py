@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import time
 from typing import Any
 
 import httpx
@@ -94,7 +95,13 @@ def backfill(
     airflow.wait_for_backfills(DYNAMIC_DAG_ID, BACKFILL_TIMEOUT)
     args = ["--dag-id", DYNAMIC_DAG_ID, "--from-date", start.isoformat(), "--to-date", end.isoformat()]
     args += ["--max-active-runs", "1", *(["--dag-run-conf", '{"force": true}'] if force else [])]
-    created = stack.airflow("backfill", "create", *args)
+    deadline = time.monotonic() + 60
+    while True:  # SQLite (the stack's metadata DB) refuses the write now and then while the scheduler writes
+        created = stack.airflow("backfill", "create", *args)
+        locked = "database is locked" in created.stderr or "not supported on SQLite" in created.stderr
+        if created.returncode == 0 or not locked or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert created.returncode == 0, created.stderr[-2000:]
 
     def finished() -> list[dict[str, Any]]:
