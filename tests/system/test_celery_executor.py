@@ -258,7 +258,7 @@ def test_segment_tasks_spread_over_the_workers_within_the_pool(
     # Three workers with a free slot each, yet never more than the pool's two at once.
     peak = most_at_once(list(tis.values()))
     print(f"celery: at most {peak} segment tasks at once (pool {POOL_SLOTS}, {len(WORKERS)} worker slots)")
-    assert peak <= POOL_SLOTS
+    assert peak == POOL_SLOTS
     for grp, sid in enumerate(GROUP_IDS):
         expected = hive_first_column(warehouse, GROUP_QUERY.format(grp=grp))
         assert len(expected) == USERS // GROUPS
@@ -308,6 +308,7 @@ def test_a_second_refresh_of_a_segment_on_another_worker_waits_for_the_lock_then
     assert (one["state"], two["state"]) == ("success", "skipped")
     log = task_log(celery_stack, second, SLOW_ID)
     assert f"{SLOW_ID}: waiting for the refresh lock held by {DYNAMIC_DAG_ID}/{first}" in log
+    assert f"on {one['hostname']} pid" in log  # the holder: the other worker
     assert recorded_runs(mysql, first) == {SLOW_ID: "success"}
     assert recorded_runs(mysql, second) == {SLOW_ID: "skipped"}
     assert members_in_both_stores(mysql, redis, SLOW_ID) == {str(user) for user in range(1, USERS + 1)}
