@@ -4,6 +4,7 @@ Used by the system tests (``tests/system/``) and by anything that needs funnel i
 Airflow (screenshots, a look at the UI). From a shell::
 
     scripts/airflow-stack up [--home DIR] [--mysql-db DB] [--redis-db N]   # prints URL and login
+    scripts/airflow-stack up --celery-workers 2 [--broker-redis-db 6]       # the CeleryExecutor
     scripts/airflow-stack status
     scripts/airflow-stack down
 
@@ -619,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mysql-db", default=defaults["FUNNEL_MYSQL_DB"], help="funnel's MySQL database (the demo's)")
     parser.add_argument("--redis-db", type=int, default=int(defaults["FUNNEL_REDIS_DB"]), help="funnel's Redis db")
     parser.add_argument("--keep", action="store_true", help="up: keep the home's Airflow database and runs")
+    parser.add_argument(
+        "--celery-workers", type=int, default=0, help="up: the CeleryExecutor with this many workers (0: LocalExecutor)"
+    )
+    parser.add_argument("--broker-redis-db", type=int, default=6, help="up: the Redis db of Celery's broker (emptied)")
     args = parser.parse_args(argv)
     home = args.home.resolve()
     if args.command == "down":
@@ -627,7 +632,18 @@ def main(argv: list[str] | None = None) -> int:
         return _status(home)
     if (home / STATE_FILE).exists() and _status(home) == 0:
         return 0
-    stack = AirflowStack(StackSettings(home=home, mysql_db=args.mysql_db, redis_db=args.redis_db))
+    workers = tuple(f"worker{n}" for n in range(1, args.celery_workers + 1))
+    if workers and args.broker_redis_db == args.redis_db:
+        parser.error("--broker-redis-db must differ from --redis-db: the broker's db is emptied at start")
+    stack = AirflowStack(
+        StackSettings(
+            home=home,
+            mysql_db=args.mysql_db,
+            redis_db=args.redis_db,
+            celery_workers=workers,
+            celery_redis_db=args.broker_redis_db,
+        )
+    )
     stack.start(fresh=not args.keep)
     print(f"airflow-stack: up at {stack.base_url} (login {stack.settings.username} / {stack.settings.password})")
     print(f"airflow-stack: logs in {stack.log_dir}; stop with scripts/airflow-stack down --home {home}")
