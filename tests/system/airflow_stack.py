@@ -4,6 +4,7 @@ Used by the system tests (``tests/system/``) and by anything that needs funnel i
 Airflow (screenshots, a look at the UI). From a shell::
 
     scripts/airflow-stack up [--home DIR] [--mysql-db DB] [--redis-db N]   # prints URL and login
+    scripts/airflow-stack up --celery-workers 2 [--broker-redis-db 6]       # the CeleryExecutor
     scripts/airflow-stack status
     scripts/airflow-stack down
 
@@ -16,7 +17,12 @@ What it runs:
 - the connections, folders and tokens of ``scripts/env.sh`` (the one place that names them),
   with this stack's own MySQL database and Redis db, so it never touches the demo's data;
 - LocalExecutor on SQLite in its own ``AIRFLOW_HOME`` (Airflow 3.3.2 accepts that pair:
-  ``airflow standalone`` runs it too), ``load_examples`` off, 5 s instead of Airflow's 300 s /
+  ``airflow standalone`` runs it too), or, with ``celery_workers``, the CeleryExecutor: a Redis
+  db as Celery's broker and result backend, and one ``airflow celery worker`` per name in the
+  same process group (distinct Celery hostnames, pid files and log-server ports; each names
+  itself in its task instances' ``hostname`` through ``stack_hostname.py``). Workers reach
+  Airflow only through the API server's execution API, so SQLite stays the scheduler's alone
+  (Airflow 3.3.2 and the Celery provider 3.26 accept the pair); ``load_examples`` off, 5 s instead of Airflow's 300 s /
   30 s / 30 s between DAG bundle refreshes, parses of a file and writes of a changed DAG (so a
   catalog row shows up within seconds), fixed admin credentials from a passwords file, a JWT
   secret shared by the components, and free loopback ports for the API server and both log
@@ -51,6 +57,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 ENV_SH = ROOT / "scripts" / "env.sh"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+HERE = Path(__file__).resolve().parent
 #: Health entries of ``GET /api/v2/monitor/health`` that must say "healthy".
 HEALTH_KEYS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 STATE_FILE = "stack.json"
@@ -78,6 +85,13 @@ class StackSettings:
     #: Seconds between DAG bundle refreshes and between two parses of a DAG file.
     parse_interval_seconds: int = 5
     parallelism: int = 4
+    #: CeleryExecutor workers to start, by name (each ``airflow celery worker --celery-hostname
+    #: <name>@127.0.0.1``); empty: LocalExecutor.
+    celery_workers: tuple[str, ...] = ()
+    #: The Redis db of Celery's broker and result backend (emptied at a fresh start).
+    celery_redis_db: int = 6
+    #: Task slots per Celery worker.
+    worker_concurrency: int = 1
     #: Extra environment for every component (e.g. ``AIRFLOW__FUNNEL__TAG_QUERY``).
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     start_timeout_seconds: float = 240.0
@@ -207,6 +221,23 @@ class AirflowStack:
         pairs = (item.split(":", 1) for item in self.env().get("AIRFLOW__FUNNEL__API_TOKENS", "").split(",") if item)
         return {scope.strip(): token.strip() for scope, token in pairs}
 
+    @property
+    def celery_broker_url(self) -> str:
+        """Celery's broker and result backend: a Redis db of the stack's own."""
+        host = os.environ.get("FUNNEL_REDIS_HOST", "127.0.0.1")
+        port = os.environ.get("FUNNEL_REDIS_PORT", "6379")
+        return f"redis://{host}:{port}/{self.settings.celery_redis_db}"
+
+    def celery_workers_up(self) -> set[str]:
+        """The Celery workers that answer a ping on the stack's broker (their Celery hostnames)."""
+        from celery import Celery
+
+        app = Celery(broker=self.celery_broker_url, backend=self.celery_broker_url)
+        try:
+            return {name for reply in app.control.ping(timeout=2.0) or [] for name in reply}
+        finally:
+            app.close()
+
     def client(self) -> AirflowClient:
         """A REST client logged in as the stack's admin user."""
         return AirflowClient(self.base_url, self.settings.username, self.settings.password)
@@ -245,7 +276,7 @@ class AirflowStack:
         env = env_sh_environment(stack_env)
         env.update(
             {
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if s.celery_workers else "LocalExecutor",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__PARALLELISM": str(s.parallelism),
@@ -270,6 +301,18 @@ class AirflowStack:
                 "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": str(s.parse_interval_seconds),
             }
         )
+        if s.celery_workers:
+            env.update(
+                {
+                    "AIRFLOW__CELERY__BROKER_URL": self.celery_broker_url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": self.celery_broker_url,
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(s.worker_concurrency),
+                    # Tasks run a few seconds to minutes here; a lost worker's task comes back after this.
+                    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
+                }
+            )
+            if fresh:
+                self._empty_celery_db()
         env.update(s.extra_env)
         self._env = env
         self._run_checked(self._airflow_bin(), "db", "migrate", name="airflow db migrate")
@@ -279,6 +322,8 @@ class AirflowStack:
         self._write_state()
         try:
             self.wait_healthy(s.start_timeout_seconds)
+            if s.celery_workers:
+                self.wait_workers(s.start_timeout_seconds)
         except BaseException:
             self.stop()
             raise
@@ -316,7 +361,32 @@ class AirflowStack:
             time.sleep(1)
         raise StackError(f"Airflow was not healthy after {timeout:.0f} s (last health: {last}){self._log_tails()}")
 
+    def wait_workers(self, timeout: float) -> None:
+        """Poll the broker until every Celery worker of the stack answers a ping."""
+        want = {f"{name}@127.0.0.1" for name in self.settings.celery_workers}
+        deadline = time.monotonic() + timeout
+        up: set[str] = set()
+        while time.monotonic() < deadline:
+            if self._launcher is not None and self._launcher.poll() is not None:
+                raise StackError(f"the Airflow components exited during start-up{self._log_tails()}")
+            with contextlib.suppress(Exception):
+                up = self.celery_workers_up()
+            if want <= up:
+                return
+            time.sleep(1)
+        raise StackError(f"Celery workers {sorted(want - up)} did not answer within {timeout:.0f} s{self._log_tails()}")
+
     # -- internals
+
+    def _empty_celery_db(self) -> None:
+        """Empty the broker's Redis db, so no message of an earlier stack reaches the new workers."""
+        import redis
+
+        client = redis.Redis.from_url(self.celery_broker_url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
 
     def _airflow_bin(self) -> str:
         return str(Path(sys.executable).with_name("airflow"))
@@ -334,6 +404,22 @@ class AirflowStack:
             + f" >{shlex.quote(str(self.log_dir / component))}.log 2>&1 &"
             for component in COMPONENTS
         ]
+        for name in self.settings.celery_workers:
+            worker_env = {
+                # The task instances' ``hostname`` names the worker (all run on this one machine).
+                "FUNNEL_STACK_HOSTNAME": name,
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "stack_hostname.hostname",
+                "PYTHONPATH": f"{self.env().get('PYTHONPATH', '')}:{HERE}",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            }
+            assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in worker_env.items())
+            command = (
+                f"{airflow} celery worker --celery-hostname {shlex.quote(name)}@127.0.0.1"
+                f" --concurrency {self.settings.worker_concurrency}"
+                f" --pid {shlex.quote(str(self.home / f'worker-{name}.pid'))}"
+            )
+            log = shlex.quote(str(self.log_dir / f"worker-{name}.log"))
+            lines.append(f"env {assignments} {command} >{log} 2>&1 &")
         launcher_log = (self.log_dir / "launcher.log").open("wb")
         self._launcher = subprocess.Popen(
             ["bash", "-c", "\n".join([*lines, "wait"])],
@@ -534,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mysql-db", default=defaults["FUNNEL_MYSQL_DB"], help="funnel's MySQL database (the demo's)")
     parser.add_argument("--redis-db", type=int, default=int(defaults["FUNNEL_REDIS_DB"]), help="funnel's Redis db")
     parser.add_argument("--keep", action="store_true", help="up: keep the home's Airflow database and runs")
+    parser.add_argument(
+        "--celery-workers", type=int, default=0, help="up: the CeleryExecutor with this many workers (0: LocalExecutor)"
+    )
+    parser.add_argument("--broker-redis-db", type=int, default=6, help="up: the Redis db of Celery's broker (emptied)")
     args = parser.parse_args(argv)
     home = args.home.resolve()
     if args.command == "down":
@@ -542,7 +632,18 @@ def main(argv: list[str] | None = None) -> int:
         return _status(home)
     if (home / STATE_FILE).exists() and _status(home) == 0:
         return 0
-    stack = AirflowStack(StackSettings(home=home, mysql_db=args.mysql_db, redis_db=args.redis_db))
+    workers = tuple(f"worker{n}" for n in range(1, args.celery_workers + 1))
+    if workers and args.broker_redis_db == args.redis_db:
+        parser.error("--broker-redis-db must differ from --redis-db: the broker's db is emptied at start")
+    stack = AirflowStack(
+        StackSettings(
+            home=home,
+            mysql_db=args.mysql_db,
+            redis_db=args.redis_db,
+            celery_workers=workers,
+            celery_redis_db=args.broker_redis_db,
+        )
+    )
     stack.start(fresh=not args.keep)
     print(f"airflow-stack: up at {stack.base_url} (login {stack.settings.username} / {stack.settings.password})")
     print(f"airflow-stack: logs in {stack.log_dir}; stop with scripts/airflow-stack down --home {home}")

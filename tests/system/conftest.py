@@ -51,6 +51,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.system)
         item.add_marker(pytest.mark.services)
     ids = {id(item) for item in system}
+    # The CeleryExecutor tests (a stack of their own, stopped at the end of their module) first,
+    # so that their stack and this folder's session stack never run at the same time.
+    system.sort(key=lambda item: item.get_closest_marker("celery") is None)
     items[:] = [item for item in items if id(item) not in ids] + system
 
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
 from typing import Any
+
+from airflow.utils.net import get_hostname
 
 from funnel import layout
 from funnel.errors import FunnelError
@@ -105,7 +106,9 @@ class SegmentLock:
         self.client = client
         self.segment_id = segment_id
         self.key = layout.lock_key(segment_id)
-        self._holder = {"host": socket.gethostname(), "pid": os.getpid(), **holder}
+        # Airflow's name for this host ([core] hostname_callable), as in the task instance's
+        # hostname, so a waiting refresh names the worker that holds the lock.
+        self._holder = {"host": get_hostname(), "pid": os.getpid(), **holder}
         self.value = json.dumps({**self._holder, "token": uuid.uuid4().hex}, sort_keys=True, default=str)
         self.ttl_ms = max(int(ttl_seconds * 1000), 1)
         self.wait_seconds = wait_seconds
