@@ -31,8 +31,17 @@ def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
     return RedisHook(redis_conn_id=conn_id).get_conn()
 
 
+def redis_is_cluster(conn_id: str = settings.REDIS_CONN_ID) -> bool:
+    """Whether the Airflow Redis connection names a Redis Cluster (its extra ``{"cluster": true}``),
+    read as Airflow's ``RedisHook`` reads it."""
+    from airflow.providers.redis.hooks.redis import RedisHook
+
+    return bool(RedisHook(redis_conn_id=conn_id).get_connection(conn_id).extra_dejson.get("cluster", False))
+
+
 def async_redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
-    """An asyncio redis-py client on the same Airflow connection as ``redis_client`` (the API's)."""
+    """An asyncio redis-py client on the same Airflow connection as ``redis_client`` (the API's):
+    a ``RedisCluster`` when the connection's extra says ``{"cluster": true}``."""
     import redis.asyncio
     from airflow.providers.redis.hooks.redis import RedisHook
 
@@ -43,30 +52,38 @@ def async_redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    return redis.asyncio.Redis(
-        retry=Retry(NoBackoff(), 1),  # one quick retry: a Redis that is down answers 503 at once
-        host=conn.host,
-        port=conn.port,
-        db=int(extra.get("db") or 0),
-        username=conn.login,
-        password=password,
-        socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
-        socket_timeout=settings.REDIS_TIMEOUT_SECONDS,
+    common: dict[str, Any] = {
+        "host": conn.host,
+        "port": conn.port,
+        "username": conn.login,
+        "password": password,
+        "socket_connect_timeout": settings.REDIS_TIMEOUT_SECONDS,
+        "socket_timeout": settings.REDIS_TIMEOUT_SECONDS,
         **ssl,
-    )
+    }
+    if extra.get("cluster", False):
+        # redis-py sends each command to the master of its key's slot and splits a pipeline
+        # into one pipeline per node; all of a segment's keys share its ``{segment_id}`` tag.
+        return redis.asyncio.RedisCluster(retry=Retry(NoBackoff(), 1), **common)
+    # one quick retry: a Redis that is down answers 503 at once
+    return redis.asyncio.Redis(retry=Retry(NoBackoff(), 1), db=int(extra.get("db") or 0), **common)
 
 
 def resp_pool(conn_id: str = settings.REDIS_CONN_ID) -> Any:
-    """The API's lean hot-path Redis client (``funnel.api.resp``) on the same Airflow connection."""
+    """The API's lean hot-path Redis client (``funnel.api.resp``) on the same Airflow connection:
+    ``RespCluster`` (one pipeline per node, by slot) when the connection is a Redis Cluster."""
     from airflow.providers.redis.hooks.redis import RedisHook
 
-    from funnel.api.resp import RespPool
+    from funnel.api.resp import RespCluster, RespPool
 
     conn = RedisHook(redis_conn_id=conn_id).get_connection(conn_id)
     password = None if str(conn.password).lower() in ("none", "false", "") else conn.password
+    host, port = conn.host or "127.0.0.1", int(conn.port or 6379)
+    if conn.extra_dejson.get("cluster", False):
+        return RespCluster(host, port, username=conn.login, password=password, timeout=settings.REDIS_TIMEOUT_SECONDS)
     return RespPool(
-        conn.host or "127.0.0.1",
-        int(conn.port or 6379),
+        host,
+        port,
         db=int(conn.extra_dejson.get("db") or 0),
         username=conn.login,
         password=password,
