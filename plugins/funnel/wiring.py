@@ -31,14 +31,6 @@ def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
     return RedisHook(redis_conn_id=conn_id).get_conn()
 
 
-def redis_is_cluster(conn_id: str = settings.REDIS_CONN_ID) -> bool:
-    """Whether the Airflow Redis connection names a Redis Cluster (its extra ``{"cluster": true}``),
-    read as Airflow's ``RedisHook`` reads it."""
-    from airflow.providers.redis.hooks.redis import RedisHook
-
-    return bool(RedisHook(redis_conn_id=conn_id).get_connection(conn_id).extra_dejson.get("cluster", False))
-
-
 def async_redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
     """An asyncio redis-py client on the same Airflow connection as ``redis_client`` (the API's):
     a ``RedisCluster`` when the connection's extra says ``{"cluster": true}``."""

@@ -8,6 +8,8 @@ moves to another master while clients hold an old map of the slots.
 
 from __future__ import annotations
 
+import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +19,7 @@ from fastapi.testclient import TestClient
 from helpers import redis_live_members
 from redis.crc import key_slot
 
-from funnel import layout, wiring
+from funnel import layout, settings, wiring
 
 pytestmark = pytest.mark.parametrize("redis_mode", ["cluster"], indirect=True)
 
@@ -137,3 +139,35 @@ def test_clients_holding_an_old_slot_map_follow_a_slot_that_moved(
     # a refresh's staging (one buffer of commands on the slot's master) follows the slot too
     assert store.stage_diff("moving", ["u2", "u3"], against_live=True) == ["u3"]
     assert store.staged_size("moving") == 2
+
+
+def test_a_cluster_that_stops_answering_is_503_and_readyz_names_redis(
+    redis_client: Any,
+    add_segment: Callable[..., None],
+    refresh: Callable[..., Any],
+    start_api: Callable[..., TestClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from redis_cluster import LocalRedisCluster
+
+    add_segment("s")
+    refresh("s", ["1", "2"])
+    doomed = LocalRedisCluster().start()  # a cluster of this test's own, stopped under the API
+    try:
+        conn = {"conn_type": "redis", "host": doomed.host, "port": doomed.ports[1], "extra": {"cluster": True}}
+        monkeypatch.setenv("AIRFLOW_CONN_FUNNEL_REDIS", json.dumps(conn))
+        api = start_api()
+        assert api.get("/readyz").status_code == 200
+        assert api.get("/v1/users/1/segments").json()["segments"] == ["s"]  # from MySQL: that cluster is empty
+    finally:
+        doomed.stop()
+
+    started = time.monotonic()
+    member = api.get("/v1/segments/s/members/1")
+    users = api.get("/v1/users/1/segments")
+    assert time.monotonic() - started < 2 * settings.REDIS_TIMEOUT_SECONDS + 5
+    for response in (member, users):
+        assert response.status_code == 503, response.text
+        assert response.json() == {"error": "a store (Redis or MySQL) did not answer; try again"}
+        assert str(doomed.ports[1]) not in response.text
+    assert api.get("/readyz").json() == {"status": "unavailable", "failing": ["redis"]}
