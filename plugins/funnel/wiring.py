@@ -56,7 +56,10 @@ def async_redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
     if extra.get("cluster", False):
         # redis-py sends each command to the master of its key's slot and splits a pipeline
         # into one pipeline per node; all of a segment's keys share its ``{segment_id}`` tag.
-        return redis.asyncio.RedisCluster(retry=Retry(NoBackoff(), 1), **common)
+        from redis.asyncio.cluster import ClusterNode
+
+        nodes = [ClusterNode(host, port) for host, port in _cluster_nodes(conn)]
+        return redis.asyncio.RedisCluster(retry=Retry(NoBackoff(), 1), startup_nodes=nodes, **common)
     # one quick retry: a Redis that is down answers 503 at once
     return redis.asyncio.Redis(retry=Retry(NoBackoff(), 1), db=int(extra.get("db") or 0), **common)
 
@@ -72,7 +75,9 @@ def resp_pool(conn_id: str = settings.REDIS_CONN_ID) -> Any:
     password = None if str(conn.password).lower() in ("none", "false", "") else conn.password
     host, port = conn.host or "127.0.0.1", int(conn.port or 6379)
     if conn.extra_dejson.get("cluster", False):
-        return RespCluster(host, port, username=conn.login, password=password, timeout=settings.REDIS_TIMEOUT_SECONDS)
+        return RespCluster(
+            _cluster_nodes(conn), username=conn.login, password=password, timeout=settings.REDIS_TIMEOUT_SECONDS
+        )
     return RespPool(
         host,
         port,
@@ -81,6 +86,17 @@ def resp_pool(conn_id: str = settings.REDIS_CONN_ID) -> Any:
         password=password,
         timeout=settings.REDIS_TIMEOUT_SECONDS,
     )
+
+
+def _cluster_nodes(conn: Any) -> list[tuple[str, int]]:
+    """A Redis Cluster's nodes to ask first: the connection's host, then its ``startup_nodes``
+    extra (``"host:port,host:port"``, as Airflow's ``RedisHook`` reads it)."""
+    nodes = [(conn.host or "127.0.0.1", int(conn.port or 6379))]
+    for entry in str(conn.extra_dejson.get("startup_nodes") or "").split(","):
+        host, _, port = entry.strip().partition(":")
+        if host:
+            nodes.append((host, int(port or 6379)))
+    return nodes
 
 
 def mysql_connection(conn_id: str = settings.MYSQL_CONN_ID, *, local_infile: bool = False) -> Any:

@@ -171,3 +171,27 @@ def test_a_cluster_that_stops_answering_is_503_and_readyz_names_redis(
         assert response.json() == {"error": "a store (Redis or MySQL) did not answer; try again"}
         assert str(doomed.ports[1]) not in response.text
     assert api.get("/readyz").json() == {"status": "unavailable", "failing": ["redis"]}
+
+
+def test_startup_nodes_stand_in_for_a_first_node_that_does_not_answer(
+    redis_cluster: Any,
+    redis_client: Any,
+    add_segment: Callable[..., None],
+    refresh: Callable[..., Any],
+    start_api: Callable[..., TestClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from redis_cluster import free_ports
+
+    add_segment("s")
+    refresh("s", ["1", "2"])
+    others = ",".join(f"{redis_cluster.host}:{port}" for port in redis_cluster.ports[1:])
+    extra = {"cluster": True, "startup_nodes": others}
+    conn = {"conn_type": "redis", "host": redis_cluster.host, "port": free_ports(1)[0], "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_FUNNEL_REDIS", json.dumps(conn))
+    api = start_api()
+
+    member = api.get("/v1/segments/s/members/2")
+    assert (member.json()["member"], member.headers["X-Funnel-Source"]) == (True, "redis")
+    assert api.get("/v1/users/1/segments").json() == {"user_id": "1", "segments": ["s"], "source": "redis"}
+    assert api.get("/readyz").status_code == 200

@@ -116,14 +116,13 @@ class RespCluster:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        seeds: Sequence[tuple[str, int]],
         username: str | None = None,
         password: str | None = None,
         timeout: float = 5.0,
         size: int = 16,
     ) -> None:
-        self.seed = (host, port)
+        self.seeds = list(seeds)
         self.username, self.password = username, password
         self.timeout, self.size = timeout, size
         self._pools: dict[tuple[str, int], RespPool] = {}
@@ -138,9 +137,9 @@ class RespCluster:
         return pool
 
     async def _read_slots(self) -> None:
-        """The master of every slot, asked of the nodes known (the seed first)."""
+        """The master of every slot, asked of the nodes known (the seeds first)."""
         problem: BaseException | None = None
-        for node in dict.fromkeys([self.seed, *self._pools]):
+        for node in dict.fromkeys([*self.seeds, *self._pools]):
             try:
                 (ranges,) = await self._pool(node).pipeline([("CLUSTER", "SLOTS")])
             except (OSError, RespError) as exc:  # TimeoutError is an OSError
