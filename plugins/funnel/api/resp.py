@@ -110,6 +110,10 @@ class RespPool:
                 self._idle.pop().close()
 
 
+#: Keys whose slot ``RespCluster`` remembers (forgets them all when full).
+_SLOT_CACHE_KEYS = 100_000
+
+
 class RespCluster:
     """The same ``pipeline`` over a Redis Cluster: a ``RespPool`` per master, commands routed by
     their key's slot (from ``CLUSTER SLOTS``; read again once when a node answers ``MOVED``)."""
@@ -127,6 +131,7 @@ class RespCluster:
         self.timeout, self.size = timeout, size
         self._pools: dict[tuple[str, int], RespPool] = {}
         self._slots: list[tuple[str, int]] = []
+        self._slot_of: dict[Any, int] = {}  # the slot of each key seen (the same segments' keys, request after request)
 
     def _pool(self, node: tuple[str, int]) -> RespPool:
         pool = self._pools.get(node)
@@ -159,11 +164,19 @@ class RespCluster:
             await self._read_slots()
         for attempt in (1, 2):
             groups: dict[tuple[str, int], list[int]] = {}
+            slot_of, slots = self._slot_of, self._slots
             for index, command in enumerate(commands):
                 key = command[1]
-                slot = key_slot(key.encode() if isinstance(key, str) else key)
-                groups.setdefault(self._slots[slot], []).append(index)
+                slot = slot_of.get(key)
+                if slot is None:
+                    if len(slot_of) >= _SLOT_CACHE_KEYS:
+                        slot_of.clear()
+                    slot = slot_of[key] = key_slot(key.encode() if isinstance(key, str) else key)
+                groups.setdefault(slots[slot], []).append(index)
             try:
+                if len(groups) == 1:  # one master: the commands as they are, no task
+                    (node,) = groups
+                    return await self._pool(node).pipeline(commands)
                 answers = await asyncio.gather(
                     *(self._pool(node).pipeline([commands[i] for i in indexes]) for node, indexes in groups.items())
                 )
