@@ -9,6 +9,7 @@ set here, before Airflow or funnel is imported, so ``pytest`` alone works as wel
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -90,15 +91,56 @@ def mysql_conn(mysql_schema: None) -> Iterator[Any]:
     conn.close()
 
 
+#: The Redis deployments each Redis-using test runs against: ``single`` (the test database of
+#: the Redis on 6379) and ``cluster`` (a local three-master Redis Cluster, ``redis_cluster``).
+#: ``FUNNEL_TEST_REDIS_MODES=single`` runs one; ``-m "not cluster"`` leaves the cluster out.
+REDIS_MODES = tuple(os.environ.get("FUNNEL_TEST_REDIS_MODES", "single,cluster").split(","))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A local three-master Redis Cluster on free loopback ports (started once, stopped at the end)."""
+    from redis_cluster import LocalRedisCluster
+
+    cluster = LocalRedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=REDIS_MODES)
+def redis_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Points the ``funnel_redis`` connection at the single Redis or, with the extra
+    ``{"cluster": true}``, at the local Redis Cluster, for the whole test."""
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        conn = {"conn_type": "redis", "host": cluster.host, "port": cluster.ports[0], "extra": {"cluster": True}}
+        monkeypatch.setenv("AIRFLOW_CONN_FUNNEL_REDIS", json.dumps(conn))
+    return request.param
+
+
 @pytest.fixture
-def redis_client() -> Iterator[Any]:
-    """The redis-py client of the funnel_redis connection, on an emptied test database."""
+def redis_client(redis_mode: str) -> Iterator[Any]:
+    """The redis-py client of the funnel_redis connection (a ``RedisCluster`` in the ``cluster``
+    mode), emptied: the test database of the single Redis, or every master of the cluster."""
     from airflow.providers.redis.hooks.redis import RedisHook
 
     client = RedisHook(redis_conn_id="funnel_redis").get_conn()
-    client.flushdb()
+    if redis_mode != "cluster":
+        client.flushdb()
+        yield client
+        client.close()
+        return
+    masters = [node.redis_connection for node in client.get_primaries()]
+    for master in masters:
+        master.flushdb()
+        master.config_resetstat()
     yield client
+    # Redis Cluster refuses a command whose keys span slots (CROSSSLOT): none may have been sent.
+    refused = {str(m.connection_pool.connection_kwargs["port"]): m.info("errorstats") for m in masters}
     client.close()
+    assert not any("errorstat_CROSSSLOT" in stats for stats in refused.values()), refused
 
 
 @pytest.fixture(scope="session")
@@ -121,10 +163,15 @@ def airflow_db() -> None:
 
 #: Fixtures that reach a real server: a test using any of them is marked ``services``, so
 #: ``pytest -m "not services"`` runs the pure tests alone, in about a second.
-SERVICE_FIXTURES = frozenset({"mysql_schema", "mysql_conn", "redis_client", "hive_conn", "airflow_db"})
+SERVICE_FIXTURES = frozenset(
+    {"mysql_schema", "mysql_conn", "redis_client", "redis_mode", "redis_cluster", "hive_conn", "airflow_db"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("redis_mode") == "cluster":
+            item.add_marker(pytest.mark.cluster)

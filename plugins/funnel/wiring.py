@@ -32,7 +32,8 @@ def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
 
 
 def async_redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
-    """An asyncio redis-py client on the same Airflow connection as ``redis_client`` (the API's)."""
+    """An asyncio redis-py client on the same Airflow connection as ``redis_client`` (the API's):
+    a ``RedisCluster`` when the connection's extra says ``{"cluster": true}``."""
     import redis.asyncio
     from airflow.providers.redis.hooks.redis import RedisHook
 
@@ -43,35 +44,59 @@ def async_redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    return redis.asyncio.Redis(
-        retry=Retry(NoBackoff(), 1),  # one quick retry: a Redis that is down answers 503 at once
-        host=conn.host,
-        port=conn.port,
-        db=int(extra.get("db") or 0),
-        username=conn.login,
-        password=password,
-        socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
-        socket_timeout=settings.REDIS_TIMEOUT_SECONDS,
+    common: dict[str, Any] = {
+        "host": conn.host,
+        "port": conn.port,
+        "username": conn.login,
+        "password": password,
+        "socket_connect_timeout": settings.REDIS_TIMEOUT_SECONDS,
+        "socket_timeout": settings.REDIS_TIMEOUT_SECONDS,
         **ssl,
-    )
+    }
+    if extra.get("cluster", False):
+        # redis-py sends each command to the master of its key's slot and splits a pipeline
+        # into one pipeline per node; all of a segment's keys share its ``{segment_id}`` tag.
+        from redis.asyncio.cluster import ClusterNode
+
+        nodes = [ClusterNode(host, port) for host, port in _cluster_nodes(conn)]
+        return redis.asyncio.RedisCluster(retry=Retry(NoBackoff(), 1), startup_nodes=nodes, **common)
+    # one quick retry: a Redis that is down answers 503 at once
+    return redis.asyncio.Redis(retry=Retry(NoBackoff(), 1), db=int(extra.get("db") or 0), **common)
 
 
 def resp_pool(conn_id: str = settings.REDIS_CONN_ID) -> Any:
-    """The API's lean hot-path Redis client (``funnel.api.resp``) on the same Airflow connection."""
+    """The API's lean hot-path Redis client (``funnel.api.resp``) on the same Airflow connection:
+    ``RespCluster`` (one pipeline per node, by slot) when the connection is a Redis Cluster."""
     from airflow.providers.redis.hooks.redis import RedisHook
 
-    from funnel.api.resp import RespPool
+    from funnel.api.resp import RespCluster, RespPool
 
     conn = RedisHook(redis_conn_id=conn_id).get_connection(conn_id)
     password = None if str(conn.password).lower() in ("none", "false", "") else conn.password
+    host, port = conn.host or "127.0.0.1", int(conn.port or 6379)
+    if conn.extra_dejson.get("cluster", False):
+        return RespCluster(
+            _cluster_nodes(conn), username=conn.login, password=password, timeout=settings.REDIS_TIMEOUT_SECONDS
+        )
     return RespPool(
-        conn.host or "127.0.0.1",
-        int(conn.port or 6379),
+        host,
+        port,
         db=int(conn.extra_dejson.get("db") or 0),
         username=conn.login,
         password=password,
         timeout=settings.REDIS_TIMEOUT_SECONDS,
     )
+
+
+def _cluster_nodes(conn: Any) -> list[tuple[str, int]]:
+    """A Redis Cluster's nodes to ask first: the connection's host, then its ``startup_nodes``
+    extra (``"host:port,host:port"``, as Airflow's ``RedisHook`` reads it)."""
+    nodes = [(conn.host or "127.0.0.1", int(conn.port or 6379))]
+    for entry in str(conn.extra_dejson.get("startup_nodes") or "").split(","):
+        host, _, port = entry.strip().partition(":")
+        if host:
+            nodes.append((host, int(port or 6379)))
+    return nodes
 
 
 def mysql_connection(conn_id: str = settings.MYSQL_CONN_ID, *, local_infile: bool = False) -> Any:

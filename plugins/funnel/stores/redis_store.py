@@ -164,24 +164,47 @@ class RedisSegmentStore:
                 return
 
     def _raw(self, commands: Sequence[tuple[object, ...]]) -> list[Any]:
-        """Send commands in one buffer packed by hiredis (arguments: str or bytes); their replies."""
-        import hiredis
+        """Send commands in one buffer packed by hiredis (arguments: str or bytes); their replies.
+
+        Every command's key (its first argument) carries the segment's ``{segment_id}`` tag, so
+        on a Redis Cluster they all go to the master of that one slot, on a connection of its pool.
+        """
         import redis
 
-        pool = self.client.connection_pool
+        try:
+            replies = self._send(self._pool_for(commands[0][1]), commands)
+        except redis.exceptions.ResponseError as error:
+            if not (self._cluster and _moved(error)):
+                raise
+            self.client.nodes_manager.initialize()  # the slot moved (a resharding): ask the cluster, once more
+            replies = self._send(self._pool_for(commands[0][1]), commands)
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise reply
+        return replies
+
+    @property
+    def _cluster(self) -> bool:
+        return hasattr(self.client, "get_node_from_key")
+
+    def _pool_for(self, key: object) -> Any:
+        if self._cluster:
+            return self.client.get_node_from_key(key).redis_connection.connection_pool
+        return self.client.connection_pool
+
+    @staticmethod
+    def _send(pool: Any, commands: Sequence[tuple[object, ...]]) -> list[Any]:
+        import hiredis
+
         conn = pool.get_connection()
         try:
             conn.send_packed_command([b"".join(hiredis.pack_command(command) for command in commands)])
-            replies = [conn.read_response() for _ in commands]
+            return [conn.read_response() for _ in commands]
         except BaseException:
             conn.disconnect()
             raise
         finally:
             pool.release(conn)
-        for reply in replies:
-            if isinstance(reply, redis.exceptions.ResponseError):
-                raise reply
-        return replies
 
     def staged_counts(self, segment_id: str) -> tuple[int, int, int]:
         """How many ids are staged: members, entered, exited."""
@@ -246,6 +269,10 @@ class RedisSegmentStore:
                 "from MySQL"
             )
         return outcome == 1
+
+
+def _moved(error: Exception) -> bool:
+    return str(error).startswith(("MOVED", "ASK")) or type(error).__name__ in ("MovedError", "AskError")
 
 
 def _text(value: bytes | str) -> str:
