@@ -48,6 +48,7 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             start_date=pendulum.instance(DYNAMIC_START_DATE, tz=timezone),
             catchup=False,
             max_active_runs=1,
+            max_active_tasks=settings.DYNAMIC_MAX_ACTIVE_TASKS,  # the pool caps Hive, not Airflow's 16 per DAG
             tags=list(plan.tags),
             description=f"Refreshes every enabled dynamic segment at {plan.schedule} ({timezone})",
             doc_md=f"Refreshes every enabled dynamic segment on `{plan.schedule}` ({timezone}).",

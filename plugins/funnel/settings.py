@@ -30,6 +30,9 @@ STAGING_TTL_SECONDS: int = conf.getint(SECTION, "staging_ttl_seconds", fallback=
 #: Every Hive query runs in this Airflow pool, so hundreds of segments never flood Hive.
 HIVE_POOL: str = conf.get(SECTION, "hive_pool", fallback="funnel_hive")
 HIVE_POOL_SLOTS: int = conf.getint(SECTION, "hive_pool_slots", fallback=8)
+#: How many segment tasks of one dynamic run may run at once. High by default, so the pool
+#: (and ``[core] parallelism``) decide, not Airflow's ``max_active_tasks_per_dag`` (16).
+DYNAMIC_MAX_ACTIVE_TASKS: int = conf.getint(SECTION, "dynamic_max_active_tasks", fallback=1024)
 
 #: Parse-time catalog read: short timeouts, so a hanging MySQL never hangs the DAG processor.
 CATALOG_CONNECT_TIMEOUT_SECONDS: int = conf.getint(SECTION, "catalog_connect_timeout_seconds", fallback=3)

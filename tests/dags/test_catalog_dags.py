@@ -140,6 +140,8 @@ def test_tasks_document_their_segment_and_run_in_the_hive_pool(mysql_conn: Any) 
     assert alpha.template_fields == ("query",)
     assert alpha.template_fields_renderers == {"query": "sql"}
     assert sorted(dag.tags) == ["dynamic", "funnel"]
+    # The pool caps how many queries Hive sees; Airflow's default of 16 tasks per DAG must not.
+    assert dag.max_active_tasks == 1024
 
 
 def test_dynamic_schedule_and_timezone_are_settings(mysql_conn: Any) -> None:
