@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from funnel import layout, settings, snapshot
+from funnel.composite.graph import check_composites
 from funnel.errors import CatalogError, SegmentError
 from funnel.hooks import FunnelMySqlHook
 from funnel.query_check import check_query, load_parser, rules_fingerprint
@@ -133,6 +134,10 @@ def validate_rows(
             catalog.errors.append(exc)
             continue
         catalog.segments.append(segment)
+    # Composites need the whole catalog: operands known, valid, not proxy, enabled; no cycles.
+    invalid_ids = [error.segment_id for error in catalog.errors]
+    catalog.segments, refused = check_composites(catalog.segments, invalid_ids)
+    catalog.errors.extend(refused)
     catalog.segments.sort()
     return catalog
 

@@ -15,14 +15,17 @@ import time
 from collections.abc import MutableMapping
 
 import pendulum
-from airflow.sdk import DAG, get_parsing_context
+from airflow.sdk import DAG, BaseOperator, get_parsing_context
 from airflow.timetables.events import EventsTimetable
 
 from funnel import layout, settings
 from funnel.catalog import Catalog, load_catalog
+from funnel.composite.expr import describe, parse_expression
+from funnel.composite.graph import composite_operands
 from funnel.errors import CatalogError, SegmentError
 from funnel.freshness.deadline import DeadlineDag, slot_deadline
 from funnel.operators import (
+    CompositeRefreshOperator,
     InvalidSegmentOperator,
     RestoreRedisOperator,
     SegmentRefreshOperator,
@@ -71,8 +74,19 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             doc_md=f"Computes static segment `{segment.segment_id}` once, at {run_at.isoformat()}; "
             "then its members are frozen.",
         )
+    tasks: dict[str, BaseOperator] = {}
     for segment in plan.segments:
-        SegmentRefreshOperator(
+        if segment.kind is Kind.COMPOSITE:
+            tasks[segment.segment_id] = CompositeRefreshOperator(
+                task_id=segment.segment_id,
+                segment_id=segment.segment_id,
+                rule=_required(segment.rule),
+                max_shrink_pct=segment.max_shrink_pct,
+                doc_md=task_doc(segment),
+                dag=dag,
+            )
+            continue
+        tasks[segment.segment_id] = SegmentRefreshOperator(
             task_id=segment.segment_id,
             segment_id=segment.segment_id,
             query=_required(segment.query),
@@ -81,6 +95,12 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             doc_md=task_doc(segment),
             dag=dag,
         )
+    # A composite runs after its operands' tasks in the same run (static operands have none:
+    # their frozen version is used), so the grid shows the graph.
+    for segment in plan.segments:
+        if segment.kind is Kind.COMPOSITE:
+            upstream = [tasks[name] for name in composite_operands(segment) if name in tasks]
+            tasks[segment.segment_id].set_upstream(upstream)
     return dag
 
 
@@ -235,6 +255,11 @@ def task_doc(segment: Segment) -> str:
     ]
     if segment.run_at is not None:
         lines.append(f"- run_at: {segment.run_at.isoformat()}")
+    if segment.kind is Kind.COMPOSITE:
+        expr = parse_expression(segment.segment_id, segment.rule)
+        lines += ["", f"Computed from the operands' live versions, without Hive: `{describe(expr)}`", ""]
+        lines += ["```json", segment.rule or "", "```"]
+        return "\n".join(lines)
     lines += ["", "```sql", segment.query or "", "```"]
     return "\n".join(lines)
 

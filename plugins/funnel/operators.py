@@ -23,7 +23,7 @@ from funnel.errors import FunnelError
 from funnel.hive_source import HiveQuery
 from funnel.hooks import FunnelHiveHook
 from funnel.query_check import check_query
-from funnel.refresh import RefreshRequest, RefreshSkipped, Stoppable, describe_failure
+from funnel.refresh import RefreshRequest, RefreshResult, RefreshSkipped, Stoppable, describe_failure
 from funnel.segments import Kind
 from funnel.stores.run_info import RunInfo, utc_now
 from funnel.templating import date_values, render_query
@@ -31,6 +31,49 @@ from funnel.templating import date_values, render_query
 log = logging.getLogger(__name__)
 
 KILLED = "killed by Airflow: the task was stopped (marked failed or success, cleared, or past its execution_timeout)"
+
+
+def _run_info(context: Context) -> RunInfo:
+    dag_run = context["dag_run"]
+    return RunInfo(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        logical_date=dag_run.logical_date or dag_run.run_after,
+        try_number=context["ti"].try_number,
+    )
+
+
+def _forced(context: Context) -> bool:
+    return (context["dag_run"].conf or {}).get("force") is True
+
+
+def _holder(run: RunInfo) -> dict[str, Any]:
+    return {"dag_id": run.dag_id, "run_id": run.run_id, "try_number": run.try_number, "since": utc_now()}
+
+
+def _announce(task: BaseOperator, context: Context, result: RefreshResult) -> dict[str, Any]:
+    """Log what a segment refresh made live and put it on the segment's Asset event."""
+    summary = {
+        "segment_id": result.segment_id,
+        "version": result.version,
+        "size": result.size,
+        "entered": result.entered,
+        "exited": result.exited,
+    }
+    context["outlet_events"][Asset(layout.asset_uri(result.segment_id))].extra = summary
+    task.log.info(
+        "segment %s: version %s is live with %s members (+%s entered, -%s exited; %s rows read, "
+        "%s NULL ids skipped) in %.1fs",
+        result.segment_id,
+        result.version,
+        f"{result.size:,}",
+        f"{result.entered:,}",
+        f"{result.exited:,}",
+        f"{result.rows_read:,}",
+        f"{result.null_ids:,}",
+        result.seconds,
+    )
+    return summary
 
 
 @dataclass
@@ -91,22 +134,6 @@ class _HiveQueryOperator(BaseOperator):
         moment = context.get("logical_date") or context["dag_run"].run_after
         values = date_values(moment, context.get("data_interval_start"), context.get("data_interval_end"))
         self.query = render_query(self.subject, self.query, values)
-
-    def _run_info(self, context: Context) -> RunInfo:
-        dag_run = context["dag_run"]
-        return RunInfo(
-            dag_id=dag_run.dag_id,
-            run_id=dag_run.run_id,
-            logical_date=dag_run.logical_date or dag_run.run_after,
-            try_number=context["ti"].try_number,
-        )
-
-    @staticmethod
-    def _forced(context: Context) -> bool:
-        return (context["dag_run"].conf or {}).get("force") is True
-
-    def _holder(self, run: RunInfo) -> dict[str, Any]:
-        return {"dag_id": run.dag_id, "run_id": run.run_id, "try_number": run.try_number, "since": utc_now()}
 
     @contextlib.contextmanager
     def _streaming(self, attempt: Stoppable, columns: int = 1) -> Iterator[Callable[[], Iterator[list[Any]]]]:
@@ -220,18 +247,18 @@ class SegmentRefreshOperator(_HiveQueryOperator):
         self.max_shrink_pct = max_shrink_pct
 
     def execute(self, context: Context) -> dict[str, Any]:
-        run = self._run_info(context)
+        run = _run_info(context)
         request = RefreshRequest(
             segment_id=self.segment_id,
             kind=Kind(self.kind),
             run=run,
-            force=self._forced(context),
+            force=_forced(context),
             max_shrink_pct=settings.MAX_SHRINK_PCT if self.max_shrink_pct is None else self.max_shrink_pct,
         )
         if request.force:
             self.log.warning("segment %s: forced run: guards, overshoot skip and freeze are off", self.segment_id)
         redis_client = wiring.redis_client(self.redis_conn_id)
-        lock = wiring.segment_lock(redis_client, self.segment_id, self._holder(run))
+        lock = wiring.segment_lock(redis_client, self.segment_id, _holder(run))
         with (
             wiring.refresher(
                 mysql_conn_id=self.mysql_conn_id, redis_client=redis_client, batch_size=self.batch_size
@@ -243,27 +270,104 @@ class SegmentRefreshOperator(_HiveQueryOperator):
             except RefreshSkipped as skipped:
                 self.log.info("segment %s: skipped: %s", self.segment_id, skipped)
                 raise AirflowSkipException(str(skipped)) from skipped
-        summary = {
-            "segment_id": result.segment_id,
-            "version": result.version,
-            "size": result.size,
-            "entered": result.entered,
-            "exited": result.exited,
-        }
-        context["outlet_events"][Asset(layout.asset_uri(self.segment_id))].extra = summary
-        self.log.info(
-            "segment %s: version %s is live with %s members (+%s entered, -%s exited; %s rows read, "
-            "%s NULL ids skipped) in %.1fs",
-            result.segment_id,
-            result.version,
-            f"{result.size:,}",
-            f"{result.entered:,}",
-            f"{result.exited:,}",
-            f"{result.rows_read:,}",
-            f"{result.null_ids:,}",
-            result.seconds,
+        return _announce(self, context, result)
+
+
+class CompositeRefreshOperator(BaseOperator):
+    """Compute a composite segment (a set expression over other segments) from its operands'
+    live versions in MySQL, without Hive, and make it live like a query segment's result:
+    locked, staged, diffed, guarded, swapped, versioned and announced on its Asset.
+
+    :param segment_id: the composite segment.
+    :param rule: its set expression (``funnel.composite.expr``), as JSON text.
+    :param max_shrink_pct: refuse a result that shrinks more than this against the live
+        version (None: the global ``max_shrink_pct`` setting).
+    :param mysql_conn_id: MySQL connection holding funnel's tables.
+    :param redis_conn_id: Redis connection serving membership.
+    :param batch_size: ids per read from MySQL and per write to each store.
+
+    Runs once every upstream task is done (``trigger_rule`` ``all_done``): an operand skipped
+    (overshoot) or refused (guard) in this run keeps its live version, and the composite uses
+    that. The attempt's history row (``inputs``) names each operand's version and whether this
+    run made it. An operand never computed (a static segment before its ``run_at``) skips the
+    composite. Not in the Hive pool: it sends Hive nothing. ``on_kill`` records the attempt as
+    failed and releases the lock.
+    """
+
+    ui_color = "#efe8f8"
+
+    def __init__(
+        self,
+        *,
+        segment_id: str,
+        rule: str,
+        max_shrink_pct: float | None = None,
+        mysql_conn_id: str = settings.MYSQL_CONN_ID,
+        redis_conn_id: str = settings.REDIS_CONN_ID,
+        batch_size: int = settings.BATCH_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("outlets", [Asset(layout.asset_uri(segment_id))])
+        kwargs.setdefault("trigger_rule", "all_done")
+        kwargs.setdefault("execution_timeout", dt.timedelta(seconds=settings.REFRESH_TIMEOUT_SECONDS))
+        kwargs.setdefault("retries", settings.REFRESH_RETRIES)
+        kwargs.setdefault("retry_delay", dt.timedelta(seconds=settings.REFRESH_RETRY_DELAY_SECONDS))
+        super().__init__(**kwargs)
+        self.segment_id = segment_id
+        self.rule = rule
+        self.max_shrink_pct = max_shrink_pct
+        self.mysql_conn_id = mysql_conn_id
+        self.redis_conn_id = redis_conn_id
+        self.batch_size = batch_size
+        self._attempt: Stoppable | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from funnel.composite.expr import describe, operands, parse_expression
+        from funnel.composite.inputs import CompositeInputs
+
+        expr = parse_expression(self.segment_id, self.rule)
+        run = _run_info(context)
+        request = RefreshRequest(
+            segment_id=self.segment_id,
+            kind=Kind.COMPOSITE,
+            run=run,
+            force=_forced(context),
+            max_shrink_pct=settings.MAX_SHRINK_PCT if self.max_shrink_pct is None else self.max_shrink_pct,
         )
-        return summary
+        redis_client = wiring.redis_client(self.redis_conn_id)
+        lock = wiring.segment_lock(redis_client, self.segment_id, _holder(run))
+        with (
+            wiring.refresher(
+                mysql_conn_id=self.mysql_conn_id, redis_client=redis_client, batch_size=self.batch_size
+            ) as refresher,
+            wiring.composite_source(self.mysql_conn_id) as source,
+        ):
+
+            def batches() -> Iterator[list[str]]:
+                inputs = CompositeInputs.read(self.segment_id, source, operands(expr), run)
+                refresher.note_inputs(inputs.to_json())
+                self.log.info("segment %s = %s, from %s", self.segment_id, describe(expr), inputs.describe())
+                return source.stream(expr, inputs.versions, self.batch_size)
+
+            self._attempt = refresher
+            try:
+                result = refresher.refresh(request, batches, lock)
+            except RefreshSkipped as skipped:
+                self.log.info("segment %s: skipped: %s", self.segment_id, skipped)
+                raise AirflowSkipException(str(skipped)) from skipped
+            finally:
+                self._attempt = None
+        return _announce(self, context, result)
+
+    def on_kill(self) -> None:
+        """Record the attempt as failed and release its lock (bounded in time, as for Hive)."""
+        attempt = self._attempt
+        if attempt is None:
+            return
+        self.log.warning("%s: %s; stopping", self.segment_id, KILLED)
+        worker = threading.Thread(target=attempt.abort, args=(KILLED,), name="funnel-on-kill", daemon=True)
+        worker.start()
+        worker.join(timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS + 10)
 
 
 class UserTagsLoadOperator(_HiveQueryOperator):
@@ -303,10 +407,10 @@ class UserTagsLoadOperator(_HiveQueryOperator):
         self.query = query
 
     def execute(self, context: Context) -> dict[str, Any]:
-        run = self._run_info(context)
+        run = _run_info(context)
         as_of = context.get("data_interval_end") or context["dag_run"].run_after
         redis_client = wiring.redis_client(self.redis_conn_id)
-        lock = wiring.segment_lock(redis_client, layout.TAGS_ID, self._holder(run))
+        lock = wiring.segment_lock(redis_client, layout.TAGS_ID, _holder(run))
         with (
             wiring.tag_loader(
                 mysql_conn_id=self.mysql_conn_id, redis_client=redis_client, batch_size=self.batch_size
@@ -315,7 +419,7 @@ class UserTagsLoadOperator(_HiveQueryOperator):
         ):
             try:
                 result = loader.load(
-                    run, as_of, batches, lock, force=self._forced(context), max_shrink_pct=settings.MAX_SHRINK_PCT
+                    run, as_of, batches, lock, force=_forced(context), max_shrink_pct=settings.MAX_SHRINK_PCT
                 )
             except RefreshSkipped as skipped:  # a newer load is live
                 self.log.info("user tags: skipped: %s", skipped)

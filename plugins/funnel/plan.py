@@ -40,12 +40,13 @@ def static_dag_id(segment_id: str) -> str:
 
 
 def plan_dags(segments: Iterable[Segment], dynamic_schedule: str) -> list[DagPlan]:
-    """The DAGs for a catalog: one dynamic DAG (always), one DAG per enabled static segment.
+    """The DAGs for a catalog: one dynamic DAG (always; dynamic and composite segments), one
+    DAG per enabled static segment.
 
     Disabled segments get no task; proxy segments are answered at request time, not by a DAG.
     """
     enabled = sorted(s for s in segments if s.enabled)
-    dynamic = tuple(s for s in enabled if s.kind is Kind.DYNAMIC)
+    dynamic = tuple(s for s in enabled if s.kind.on_slots)  # composites ride with their operands
     plans = [DagPlan(DYNAMIC_DAG_ID, Kind.DYNAMIC, dynamic, schedule=dynamic_schedule)]
     plans.extend(
         DagPlan(static_dag_id(s.segment_id), Kind.STATIC, (s,), run_at=s.run_at)

@@ -263,8 +263,7 @@ class Refresher(Stoppable):
                 result = self._guarded(request, batches, lock)
             except RefreshSkipped as skipped:
                 self.history.finish(attempt, Outcome(skipped.status, error=str(skipped)), utc_now())
-                if isinstance(skipped, RefreshSuperseded):
-                    self._drop_staged(segment_id, lock)
+                self._drop_staged(segment_id, lock)  # a skip may come after staging began
                 raise
             except RefreshRejected as rejected:
                 outcome = Outcome(RunStatus.REJECTED, rejected.version, rejected.size, error=str(rejected))
@@ -284,6 +283,11 @@ class Refresher(Stoppable):
         finally:
             self._attempt = self._lock = None
             lock.release()
+
+    def note_inputs(self, inputs: str) -> None:
+        """Record, on the running attempt's history row, what it computes from."""
+        if self._attempt is not None:
+            self.history.set_inputs(self._attempt, inputs)
 
     def _busy(self, request: RefreshRequest, busy: SegmentBusy) -> None:
         """The lock stayed taken: skip if the segment got refreshed for this slot, else fail."""

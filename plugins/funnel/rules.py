@@ -33,7 +33,7 @@ def skip_reason(
             f"static segment {segment_id!r} is frozen at version {live_version}; "
             'trigger with conf {"force": true} to compute it again'
         )
-    if kind is Kind.DYNAMIC and last_success_started_at is not None and last_success_started_at > slot_time:
+    if kind.on_slots and last_success_started_at is not None and last_success_started_at > slot_time:
         return (
             f"segment {segment_id!r} was already refreshed by a run that started at "
             f"{last_success_started_at.isoformat()}, after this run's slot {slot_time.isoformat()} "

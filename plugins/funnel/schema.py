@@ -203,6 +203,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             f"ALTER TABLE {layout.MEMBERSHIPS_TABLE} MODIFY segment_id VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL",
         ],
     ),
+    (
+        7,
+        [
+            # Composite segments: set expressions over other segments, computed without Hive.
+            f"""ALTER TABLE {layout.SEGMENTS_TABLE}
+                MODIFY kind ENUM('static','dynamic','proxy','composite') NOT NULL""",
+            # Which version of each operand a composite's attempt used (JSON; NULL for query segments).
+            f"ALTER TABLE {layout.RUNS_TABLE} ADD COLUMN inputs TEXT NULL",
+        ],
+    ),
 ]
 
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_]+")

@@ -28,6 +28,17 @@ class Kind(enum.StrEnum):
     STATIC = "static"
     DYNAMIC = "dynamic"
     PROXY = "proxy"
+    COMPOSITE = "composite"
+
+    @property
+    def stored(self) -> bool:
+        """Its members are computed in batches and stored as versions (all but proxy)."""
+        return self is not Kind.PROXY
+
+    @property
+    def on_slots(self) -> bool:
+        """Refreshed at every slot of the dynamic schedule (dynamic and composite segments)."""
+        return self in (Kind.DYNAMIC, Kind.COMPOSITE)
 
 
 #: Fields each kind must have; any other optional field must be empty.
@@ -35,6 +46,7 @@ _REQUIRED: dict[Kind, frozenset[str]] = {
     Kind.STATIC: frozenset({"query", "run_at"}),
     Kind.DYNAMIC: frozenset({"query"}),
     Kind.PROXY: frozenset({"rule"}),
+    Kind.COMPOSITE: frozenset({"rule"}),
 }
 _OPTIONAL_FIELDS = ("query", "run_at", "rule")
 
@@ -80,7 +92,7 @@ def segment_from_row(row: Mapping[str, Any], source: str = "mysql") -> Segment:
         kind=kind,
         query=_query(segment_id, row["query"]) if "query" in present else None,
         run_at=_run_at(segment_id, row["run_at"]) if "run_at" in present else None,
-        rule=_rule(segment_id, row["rule"]) if "rule" in present else None,
+        rule=_rule(segment_id, kind, row["rule"]) if "rule" in present else None,
         enabled=_enabled(segment_id, row.get("enabled", True)),
         source=source,
         max_shrink_pct=_max_shrink_pct(segment_id, kind, row.get("max_shrink_pct")),
@@ -90,7 +102,7 @@ def segment_from_row(row: Mapping[str, Any], source: str = "mysql") -> Segment:
 _FIX_MISSING = {
     "query": "set query to a HiveQL SELECT whose first column is the user id",
     "run_at": "set run_at to the UTC date and time of the single run, e.g. '2026-12-01 09:00:00'",
-    "rule": "set rule to the proxy segment's JSON rule",
+    "rule": "set rule to the segment's JSON rule (a proxy rule over the user tags, or a composite's set expression)",
 }
 
 
@@ -153,10 +165,15 @@ def _run_at(segment_id: str, raw: object) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
-def _rule(segment_id: str, raw: object) -> str:
-    """A proxy rule, validated against the grammar (``funnel.proxy.rules``), as canonical JSON
-    of what the author wrote: a leaf without ``days`` takes the setting ``new_user_days`` when
-    it is evaluated, so changing the setting needs no catalog edit."""
+def _rule(segment_id: str, kind: Kind, raw: object) -> str:
+    """A proxy rule (``funnel.proxy.rules``) or a composite's set expression
+    (``funnel.composite.expr``), validated, as canonical JSON of what the author wrote: a
+    proxy leaf without ``days`` takes the setting ``new_user_days`` when it is evaluated, so
+    changing the setting needs no catalog edit."""
+    if kind is Kind.COMPOSITE:
+        from funnel.composite.expr import parse_expression, to_json
+
+        return json.dumps(to_json(parse_expression(segment_id, raw)), separators=(",", ":"))
     from funnel.proxy.rules import parse_rule
 
     parse_rule(segment_id, raw, default_days=1)  # names any error; days default at evaluation

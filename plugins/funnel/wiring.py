@@ -17,6 +17,7 @@ from funnel.errors import StoreError
 from funnel.hooks import FunnelHiveHook, FunnelMySqlHook
 from funnel.proxy.tag_load import TagLoader
 from funnel.refresh import Refresher
+from funnel.stores.composite import CompositeSource
 from funnel.stores.history import RunHistory
 from funnel.stores.lock import SegmentLock
 from funnel.stores.mysql_store import MySqlSegmentStore
@@ -188,6 +189,17 @@ def _staging_and_history(mysql_conn_id: str) -> Iterator[tuple[Any, RunHistory]]
         history = run_history(mysql_conn_id)
         stack.callback(history.close)
         yield conn, history
+
+
+@contextlib.contextmanager
+def composite_source(mysql_conn_id: str = settings.MYSQL_CONN_ID) -> Iterator[CompositeSource]:
+    """A ``CompositeSource`` on a MySQL connection of its own (its stream holds the connection),
+    closed on exit."""
+    conn = mysql_connection(mysql_conn_id)
+    try:
+        yield CompositeSource(conn)
+    finally:
+        _close_quietly(conn)
 
 
 def _close_quietly(conn: Any) -> None:

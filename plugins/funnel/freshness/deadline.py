@@ -162,19 +162,18 @@ async def slot_deadline_missed(minutes_before_next_slot: int, context: Mapping[s
 
 
 def _segments_not_done(dag_id: str, run_id: str, since: dt.datetime | None) -> list[str]:
-    """The enabled dynamic segments (the catalog now) whose attempts in the run are not done."""
+    """The enabled dynamic and composite segments (the catalog now) whose attempts in the run are not done."""
     import contextlib
 
     from funnel import settings, wiring
     from funnel.catalog import serving_catalog
     from funnel.hooks import FunnelMySqlHook
-    from funnel.segments import Kind
     from funnel.stores.history import RunHistory
 
     hook = FunnelMySqlHook(
         connect_timeout=settings.CATALOG_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.CATALOG_READ_TIMEOUT_SECONDS
     )
-    planned = [s.segment_id for s in serving_catalog(hook).segments if s.enabled and s.kind is Kind.DYNAMIC]
+    planned = [s.segment_id for s in serving_catalog(hook).segments if s.enabled and s.kind.on_slots]
     with contextlib.closing(wiring.mysql_connection()) as conn:
         statuses = RunHistory(conn).statuses_in_run(
             dag_id, run_id, planned, since or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

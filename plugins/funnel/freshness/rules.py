@@ -123,9 +123,7 @@ def assess(segment: Segment, summary: RunSummary | None, now: dt.datetime, objec
             Freshness.FRESH, "disabled: not refreshed, so it has no freshness objective; its last members are kept"
         )
     verdict = (
-        _dynamic(summary, now, objectives)
-        if segment.kind is Kind.DYNAMIC
-        else _static(segment, summary, now, objectives)
+        _dynamic(summary, now, objectives) if segment.kind.on_slots else _static(segment, summary, now, objectives)
     )
     finished = summary.last_finished
     if finished is not None and finished.status in FAILED:

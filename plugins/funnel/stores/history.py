@@ -106,6 +106,12 @@ class RunHistory:
         )
         self.conn.commit()
 
+    def set_inputs(self, attempt_id: int, inputs: str) -> None:
+        """Record what the attempt computed from (a composite: each operand's version, as JSON)."""
+        cur = self.conn.cursor()
+        cur.execute(f"UPDATE {layout.RUNS_TABLE} SET inputs = %s WHERE id = %s", (inputs, attempt_id))
+        self.conn.commit()
+
     def mark_abandoned(self, segment_id: str, current_attempt: int, now: dt.datetime) -> int:
         """Mark attempts still 'running' (their process died) as failed; the caller holds the lock."""
         cur = self.conn.cursor()
