@@ -322,8 +322,8 @@ class CompositeRefreshOperator(BaseOperator):
         self._attempt: Stoppable | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from funnel.composite.expr import describe, operands, parse_expression
-        from funnel.composite.inputs import CompositeInputs
+        from funnel.composite.compute import composite_batches
+        from funnel.composite.expr import parse_expression
 
         expr = parse_expression(self.segment_id, self.rule)
         run = _run_info(context)
@@ -342,13 +342,9 @@ class CompositeRefreshOperator(BaseOperator):
             ) as refresher,
             wiring.composite_source(self.mysql_conn_id) as source,
         ):
-
-            def batches() -> Iterator[list[str]]:
-                inputs = CompositeInputs.read(self.segment_id, source, operands(expr), run)
-                refresher.note_inputs(inputs.to_json())
-                self.log.info("segment %s = %s, from %s", self.segment_id, describe(expr), inputs.describe())
-                return source.stream(expr, inputs.versions, self.batch_size)
-
+            batches = composite_batches(
+                self.segment_id, expr, source, run, refresher.note_inputs, self.batch_size, self.log
+            )
             self._attempt = refresher
             try:
                 result = refresher.refresh(request, batches, lock)

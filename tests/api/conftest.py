@@ -87,12 +87,13 @@ def api(start_api: Callable[..., TestClient]) -> TestClient:
 
 @pytest.fixture
 def add_segment(mysql_conn: Any) -> Callable[..., None]:
-    """Write a catalog row: ``add_segment("s")`` (dynamic), ``kind="static"``, or ``rule=...`` (proxy)."""
+    """Write a catalog row: ``add_segment("s")`` (dynamic), ``kind="static"``, ``rule=...`` (proxy), or
+    ``kind="composite", rule=...``."""
 
     def add(segment_id: str, kind: str = "dynamic", *, rule: str | None = None, enabled: bool = True) -> None:
         row: dict[str, Any] = {"segment_id": segment_id, "name": segment_id.title(), "kind": kind, "enabled": enabled}
         if rule is not None:
-            row.update(kind="proxy", rule=rule)
+            row.update(kind="composite" if kind == "composite" else "proxy", rule=rule)
         else:
             row["query"] = "SELECT user_id FROM dw.users"
         if kind == "static":

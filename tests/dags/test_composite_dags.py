@@ -84,9 +84,7 @@ def expected(n: int) -> dict[str, set[str]]:
 
 def history_inputs(conn: Any, segment_id: str) -> list[dict[str, Any]]:
     cur = conn.cursor()
-    cur.execute(
-        f"SELECT inputs FROM {layout.RUNS_TABLE} WHERE segment_id = %s ORDER BY id DESC LIMIT 1", (segment_id,)
-    )
+    cur.execute(f"SELECT inputs FROM {layout.RUNS_TABLE} WHERE segment_id = %s ORDER BY id DESC LIMIT 1", (segment_id,))
     (inputs,) = cur.fetchone()
     conn.commit()
     return json.loads(inputs)

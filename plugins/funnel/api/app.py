@@ -31,6 +31,7 @@ from starlette.requests import cookie_parser
 from funnel import layout, settings
 from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, Forbidden, Unauthorized, granted_scope, require
 from funnel.api.service import NotComputed, NotFound, Service
+from funnel.composite.expr import describe, parse_expression, to_json
 from funnel.errors import Freshness, PartialWrite, StoreError
 from funnel.proxy.events import EventConflict, EventError, parse_events
 from funnel.stores import timeline
@@ -345,6 +346,10 @@ def _add_routes(app: FastAPI) -> None:
             described["query"] = entry.segment.query
         if entry.segment.run_at is not None:
             described["run_at"] = entry.segment.run_at.isoformat()
+        if entry.operands:  # a composite: its set expression, as written and as read
+            expr = parse_expression(entry.segment_id, entry.segment.rule)
+            described["rule"] = to_json(expr)
+            described["expression"] = describe(expr)
         return JSON(described)
 
     @app.get(

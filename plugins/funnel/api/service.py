@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from funnel import layout, settings, wiring
 from funnel.catalog import serving_catalog
+from funnel.composite.graph import composite_operands
 from funnel.freshness.rules import Objectives, RunSummary, assess
 from funnel.hooks import FunnelMySqlHook
 from funnel.proxy.events import Event
@@ -57,6 +58,7 @@ class Entry:
     segment: Segment
     rule: Rule | None = None  # proxy segments: the parsed rule
     computed: bool = True  # static and dynamic: MySQL had a live version when the catalog was read
+    operands: tuple[str, ...] = ()  # composite segments: the segments its expression names
 
     @property
     def segment_id(self) -> str:
@@ -379,6 +381,8 @@ class Service:
                 "kind": segment.kind.value,
                 "enabled": segment.enabled,
             }
+            if entry.operands:
+                item["operands"] = list(entry.operands)
             if entry.rule is not None:
                 item.update(await self._describe_proxy(entry, tags_meta))
             elif metas.get(segment.segment_id):
@@ -541,7 +545,8 @@ def _read_catalog() -> tuple[dict[str, Entry], dict[str, str]]:
         rule = None
         if segment.kind is Kind.PROXY and segment.rule is not None:
             rule = parse_rule(segment.segment_id, segment.rule, settings.NEW_USER_DAYS)
-        entries[segment.segment_id] = Entry(segment, rule, computed=segment.segment_id in computed)
+        operands = composite_operands(segment) if segment.kind is Kind.COMPOSITE else ()
+        entries[segment.segment_id] = Entry(segment, rule, computed=segment.segment_id in computed, operands=operands)
     invalid = {error.segment_id: f"field {error.field!r} {error.problem}" for error in catalog.errors}
     return entries, invalid
 

@@ -8,6 +8,7 @@ and ``funnel_segment_runs`` (one row per refresh attempt, whatever its outcome).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,8 @@ class Attempt:
     entered: int | None
     exited: int | None
     error: str | None
+    #: A composite's attempt: the version of each operand it computed from (``funnel.composite.inputs``).
+    inputs: list[dict[str, Any]] | None = None
 
 
 def kept_versions(conn: Any, segment_id: str) -> list[KeptVersion]:
@@ -73,7 +76,7 @@ def recent_attempts(conn: Any, segment_id: str, limit: int) -> list[Attempt]:
     cur = conn.cursor()
     cur.execute(
         "SELECT id, status, version, dag_id, run_id, try_number, logical_date, started_at, finished_at,"
-        f" size, entered, exited, error FROM {layout.RUNS_TABLE}"
+        f" size, entered, exited, error, inputs FROM {layout.RUNS_TABLE}"
         " WHERE segment_id = %s ORDER BY started_at DESC, id DESC LIMIT %s",
         (segment_id, limit),
     )
@@ -100,7 +103,7 @@ def _kept(row: Sequence[Any]) -> KeptVersion:
 
 def _attempt(row: Sequence[Any]) -> Attempt:
     (attempt_id, status, version, dag_id, run_id, try_number, logical_date, started_at, finished_at) = row[:9]
-    size, entered, exited, error = row[9:]
+    size, entered, exited, error, inputs = row[9:]
     return Attempt(
         int(attempt_id),
         RunStatus(status),
@@ -115,6 +118,7 @@ def _attempt(row: Sequence[Any]) -> Attempt:
         _int(entered),
         _int(exited),
         error,
+        json.loads(inputs) if inputs else None,
     )
 
 

@@ -164,7 +164,13 @@ function renderList() {
       "tr",
       { "data-segment": segment.segment_id },
       el("td", { class: "id" }, link, el("div", { class: "muted", text: segment.name })),
-      el("td", {}, badge(segment.kind, "kind"), segment.enabled === false ? badge("disabled") : null),
+      el(
+        "td",
+        {},
+        badge(segment.kind, "kind"),
+        segment.enabled === false ? badge("disabled") : null,
+        segment.operands ? el("div", { class: "muted operands", text: `of ${segment.operands.join(", ")}` }) : null,
+      ),
       el("td", { class: "num", text: num(segment.size) }),
       el("td", { class: "num", text: segment.version === null || segment.version === undefined ? "—" : String(segment.version) }),
       el("td", { title: when(segment.refreshed_at), text: segment.refreshed_at ? ago(segment.refreshed_at) : "never" }),
@@ -244,8 +250,13 @@ function renderDetail(segment, versions, runs) {
   for (const [name, value] of facts) dl.append(el("dt", { text: name }), el("dd", { text: value }));
 
   const proxy = segment.kind === "proxy";
-  $("d-def-title").textContent = proxy ? "Rule" : "Query";
-  $("d-definition").textContent = proxy ? JSON.stringify(segment.rule, null, 2) : segment.query || "";
+  const composite = segment.kind === "composite";
+  $("d-def-title").textContent = proxy ? "Rule" : composite ? "Set expression" : "Query";
+  $("d-definition").textContent = proxy
+    ? JSON.stringify(segment.rule, null, 2)
+    : composite
+      ? `${segment.expression}\n\n${JSON.stringify(segment.rule, null, 2)}`
+      : segment.query || "";
 
   $("d-chart-box").hidden = proxy;
   $("d-runs-box").hidden = proxy;
@@ -275,11 +286,18 @@ function renderRuns(runs) {
         el("td", { class: "num", text: num(run.size) }),
         el("td", { class: "num", text: num(run.entered) }),
         el("td", { class: "num", text: num(run.exited) }),
-        el("td", { class: "error", text: run.error || "" }),
+        el("td", { class: "error", text: [run.error, inputsOf(run)].filter(Boolean).join(" · ") }),
       ),
     );
   }
   $("d-runs-empty").hidden = runs.length > 0;
+}
+
+// A composite's attempt: the version of each operand it used, and whether this run made it.
+function inputsOf(run) {
+  if (!run.inputs) return "";
+  const used = run.inputs.map((i) => `${i.segment_id} v${i.version}${i.this_run ? "" : " (kept)"}`);
+  return `from ${used.join(", ")}`;
 }
 
 // Size over the kept versions (a line), entered and exited of each (bars up and down).

@@ -1,6 +1,8 @@
-"""Which version of each operand a composite's attempt computes from, and how it says so.
+"""A composite's refresh input: its members from the operands' live versions, and which
+versions those were.
 
-Every operand is read at its live version when the attempt starts computing. The run
+``composite_batches`` is what a ``Refresher`` streams for a composite (the operator and the
+tests use it alike). Every operand is read at its live version when the attempt starts computing. The run
 history's ``inputs`` column keeps, per operand, that version, the Airflow run that made it,
 and whether it is this run's own (``this_run``): false when the operand's task was skipped
 (overshoot), refused by a guard or failed in this run, or is a static segment.
@@ -9,9 +11,11 @@ and whether it is this run's own (``this_run``): false when the operand's task w
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from funnel.composite.expr import Expr, describe, operands
 from funnel.refresh import RefreshSkipped
 from funnel.stores.composite import CompositeSource
 from funnel.stores.mysql_store import LiveVersion
@@ -71,3 +75,25 @@ class CompositeInputs:
             f"{name} v{live.version} ({'this run' if self.is_this_run(live) else f'kept from {live.run_id}'})"
             for name, live in sorted(self.lives.items())
         )
+
+
+def composite_batches(
+    segment_id: str,
+    expr: Expr,
+    source: CompositeSource,
+    run: RunInfo,
+    note_inputs: Callable[[str], None],
+    batch_size: int,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> Callable[[], Iterator[list[str]]]:
+    """``batches()`` for ``Refresher.refresh``: when called (under the lock, once the refresh is
+    sure to run), pins each operand's live version, records them with ``note_inputs``, and
+    streams the members."""
+
+    def batches() -> Iterator[list[str]]:
+        inputs = CompositeInputs.read(segment_id, source, operands(expr), run)
+        note_inputs(inputs.to_json())
+        log.info("segment %s = %s, from %s", segment_id, describe(expr), inputs.describe())
+        return source.stream(expr, inputs.versions, batch_size)
+
+    return batches
