@@ -18,4 +18,8 @@ REPLACE INTO funnel_segments (segment_id, name, kind, query, run_at, rule, enabl
 ('two_orders', 'Exactly two orders: one more makes a frequent buyer', 'proxy',
  NULL, NULL, '{"tag": "order_count", "op": "=", "value": 2}', TRUE),
 ('new_buyers', 'New users who ordered', 'proxy',
- NULL, NULL, '{"all": [{"tag": "new_user"}, {"tag": "order_count", "op": ">=", "value": 1}]}', TRUE);
+ NULL, NULL, '{"all": [{"tag": "new_user"}, {"tag": "order_count", "op": ">=", "value": 1}]}', TRUE),
+('german_big_spenders', 'German users who are big spenders (composite)', 'composite',
+ NULL, NULL, '{"intersect": ["german_users", "big_spenders"]}', TRUE),
+('recent_not_big', 'Recent sign-ups minus the big spenders (composite)', 'composite',
+ NULL, NULL, '{"minus": ["recent_signups", ["big_spenders"]]}', TRUE);

@@ -79,7 +79,7 @@ def report() -> bool:
     # No tags at all agree with an empty Redis (nothing to restore).
     tags_agree = tags_serving == (tag_live.version, tag_users) or tags_serving == (None, 0) == (None, tag_users)
     all_agree = tags_agree
-    print(f"{'segment':<24} {'kind':<8} {'version':>7} {'redis':>9} {'mysql':>9}  agree")
+    print(f"{'segment':<24} {'kind':<9} {'version':>7} {'redis':>9} {'mysql':>9}  agree")
     for segment_id, kind, enabled, _rule in rows:
         label = kind if enabled else f"{kind}*"
         if kind == "proxy":
@@ -100,10 +100,10 @@ def report() -> bool:
                 shown_version += f" (redis {serving[0] if serving[0] is not None else '-'})"
             row = (shown_version, f"{serving[1]:,}", f"{live.size if live is not None else 0:,}")
         all_agree &= agree
-        print(f"{segment_id:<24} {label:<8} {row[0]:>7} {row[1]:>9} {row[2]:>9}  {'yes' if agree else 'NO'}")
+        print(f"{segment_id:<24} {label:<9} {row[0]:>7} {row[1]:>9} {row[2]:>9}  {'yes' if agree else 'NO'}")
     shown_tags = "-" if tags_serving[0] is None else str(tags_serving[0])
     print(
-        f"{'(user tags)':<24} {'':<8} {tag_live.version:>7} {tags_serving[1]:>9,} {tag_users:>9,}  "
+        f"{'(user tags)':<24} {'':<9} {tag_live.version:>7} {tags_serving[1]:>9,} {tag_users:>9,}  "
         f"{'yes' if tags_agree else 'NO (redis serves tag version ' + shown_tags + ')'}"
     )
     print("(* disabled; a proxy segment's redis column is '-' when its rule combines tags)")

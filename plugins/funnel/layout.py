@@ -39,7 +39,8 @@ MySQL (second level, durable; Redis can always be rebuilt from it):
   that cover it.
 - ``funnel_live_versions``: the live pointer, one row per segment; the swap moves it.
 - ``funnel_current_members``: a view of each segment's live members (segment_id, user_id).
-- ``funnel_segment_runs``: one row per refresh attempt, failed and skipped ones included.
+- ``funnel_segment_runs``: one row per refresh attempt, failed and skipped ones included;
+  a composite's attempt names the version of each operand it used (``inputs``, JSON).
 - ``funnel_segment_changes``: who entered and exited, per kept version.
 - ``funnel_tag_versions``: one row per tag load (a version of every user's tags) and its state.
 - ``funnel_user_tags``: every user's tags, per kept tag version.

@@ -173,3 +173,26 @@ def test_the_overshoot_rule_skips_a_composite_refreshed_after_the_slot(
     morning, evening = dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC), dt.datetime(2026, 1, 5, 18, tzinfo=dt.UTC)
     assert set(states(dag.test(logical_date=morning)).values()) == {"success"}
     assert states(dag.test(logical_date=evening)) == {"by_two": "skipped", "by_three": "skipped", "six": "skipped"}
+
+
+def test_a_bad_composite_becomes_an_invalid_dag_naming_the_field_and_the_fix(mysql_conn: Any) -> None:
+    insert_segments(
+        mysql_conn,
+        CATALOG[0],
+        row("loop_a", "composite", rule=json.dumps({"union": ["by_two", "loop_b"]})),
+        row("loop_b", "composite", rule=json.dumps({"minus": ["loop_a", "by_two"]})),
+        row("ghostly", "composite", rule=json.dumps({"intersect": ["by_two", "nobody"]})),
+        row("mixed", "composite", query="SELECT 1", rule=json.dumps({"union": ["by_two", "by_two"]})),
+    )
+    dags = load_dags()
+    assert [t.task_id for t in dags[DYNAMIC_DAG_ID].tasks] == ["by_two"]
+    described = {dag_id: dags[dag_id].description for dag_id in dags if dag_id.startswith("funnel_invalid_")}
+    assert sorted(described) == [
+        "funnel_invalid_ghostly",
+        "funnel_invalid_loop_a",
+        "funnel_invalid_loop_b",
+        "funnel_invalid_mixed",
+    ]
+    assert "is part of a cycle of composite segments (loop_a → loop_b → loop_a)" in described["funnel_invalid_loop_b"]
+    assert "uses segment 'nobody', which is not in the catalog" in described["funnel_invalid_ghostly"]
+    assert "field 'query' is set but a composite segment does not use it" in described["funnel_invalid_mixed"]
