@@ -142,3 +142,23 @@ def freezable_proxy(host: str, port: int) -> Iterator[FreezableProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+def feed_entries(client: Any, segment_id: str) -> list[dict[str, str]]:
+    """Every entry of a segment's change feed, oldest first, read with XRANGE (fields as text)."""
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(layout.feed_key(segment_id))
+    ]
+
+
+def feed_versions(client: Any, segment_id: str) -> dict[int, dict[str, Any]]:
+    """The feed per version: the ids that entered and exited, the closing counts, how many
+    closing entries it has (a version published twice has two)."""
+    out: dict[int, dict[str, Any]] = {}
+    for entry in feed_entries(client, segment_id):
+        version = out.setdefault(int(entry["version"]), {"entered": set(), "exited": set(), "ends": []})
+        if entry["change"] == "end":
+            version["ends"].append((int(entry["entered"]), int(entry["exited"])))
+        else:
+            version[entry["change"]].update(entry["ids"].split("\n"))
+    return out

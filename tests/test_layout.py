@@ -9,6 +9,7 @@ def test_keys_share_one_hash_tag_per_segment() -> None:
     assert layout.members_key("big_spenders") == "funnel:{big_spenders}:members"
     assert layout.meta_key("big_spenders") == "funnel:{big_spenders}:meta"
     assert layout.staging_key("big_spenders") == "funnel:{big_spenders}:staging"
+    assert layout.feed_key("big_spenders") == "funnel:{big_spenders}:feed"
 
 
 def test_table_names() -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from helpers import mysql_live_members, redis_live_members
+from helpers import feed_entries, feed_versions, mysql_live_members, redis_live_members
 
 from funnel import layout
 from funnel.errors import RefreshRejected
@@ -25,6 +25,7 @@ from funnel.refresh import (
     sync_redis_from_mysql,
 )
 from funnel.segments import Kind
+from funnel.stores.feed import SegmentFeed
 from funnel.stores.history import RunHistory
 from funnel.stores.lock import SegmentBusy, SegmentLock
 from funnel.stores.mysql_store import MySqlSegmentStore
@@ -492,3 +493,72 @@ def test_progress_is_logged_with_rows_and_rate(refresher: Refresher, caplog: pyt
     assert len(progress) == 2
     assert progress[0].startswith("segment s: 6 rows staged (")
     assert progress[0].endswith(" rows/s)")
+
+
+# ---------------------------------------------------------------- the change feed
+
+
+@pytest.fixture
+def fed(refresher: Refresher) -> Refresher:
+    """The refresher, publishing to the change feed in entries of 2 ids."""
+    refresher.feed = SegmentFeed(refresher.redis.client, max_len=1000, batch_ids=2)
+    return refresher
+
+
+def test_each_refresh_publishes_exactly_its_entered_and_exited_ids(fed: Refresher) -> None:
+    do(fed, [1, 2, 3, 4, 5], run_at(20))
+    do(fed, [3, 4, 5, 6], run_at(21))
+    do(fed, [3, 4, 5, 6], run_at(22))  # nobody moved: the version is still announced, and closed
+    do(fed, [6, 7], run_at(23), max_shrink_pct=100)
+    assert feed_versions(fed.redis.client, "s") == {
+        1: {"entered": digits(1, 2, 3, 4, 5), "exited": set(), "ends": [(5, 0)]},
+        2: {"entered": digits(6), "exited": digits(1, 2), "ends": [(1, 2)]},
+        3: {"entered": set(), "exited": set(), "ends": [(0, 0)]},
+        4: {"entered": digits(7), "exited": digits(3, 4, 5), "ends": [(1, 3)]},
+    }
+    entries = feed_entries(fed.redis.client, "s")
+    assert [(e["version"], e["change"], e.get("batch")) for e in entries[:4]] == [
+        ("1", "entered", "0"),
+        ("1", "entered", "1"),
+        ("1", "entered", "2"),
+        ("1", "end", None),
+    ]
+    assert fed.feed.published_version("s") == 4  # type: ignore[union-attr]
+
+
+def test_a_publish_that_fails_after_the_swap_is_published_by_the_next_refresh(fed: Refresher) -> None:
+    do(fed, [1, 2, 3], run_at(20))
+    healthy = fed.feed
+    fed.feed = FailingStore(healthy, "publish_version")  # type: ignore[assignment]
+    result = do(fed, [2, 3, 4], run_at(21))  # the swap stands: the version is live, the run a success
+    assert (result.version, live(fed)) == (2, (digits(2, 3, 4), digits(2, 3, 4)))
+    assert set(feed_versions(fed.redis.client, "s")) == {1}
+    fed.feed = healthy
+    do(fed, [3, 4, 5], run_at(22))  # its reconcile step publishes version 2 first, then its own
+    assert feed_versions(fed.redis.client, "s") == {
+        1: {"entered": digits(1, 2, 3), "exited": set(), "ends": [(3, 0)]},
+        2: {"entered": digits(4), "exited": digits(1), "ends": [(1, 1)]},
+        3: {"entered": digits(5), "exited": digits(2), "ends": [(1, 1)]},
+    }
+    assert [e["version"] for e in feed_entries(fed.redis.client, "s")] == ["1"] * 3 + ["2"] * 3 + ["3"] * 3
+
+
+def test_a_crash_before_the_closing_entry_is_published_again_in_full(fed: Refresher) -> None:
+    do(fed, [1, 2, 3], run_at(20))
+    fed.redis.client.hdel(layout.meta_key("s"), "feed_version")  # as if the process died before the end entry
+    lock = lock_for(fed)
+    with lock:
+        assert sync_redis_from_mysql("s", fed.mysql, fed.redis, 3, lock, fed.feed) is False  # Redis was whole
+    versions = feed_versions(fed.redis.client, "s")
+    assert versions[1]["ends"] == [(3, 0), (3, 0)]  # seen twice: consumers drop repeats by (version, change, batch)
+    assert versions[1]["entered"] == digits(1, 2, 3)
+    with lock:
+        sync_redis_from_mysql("s", fed.mysql, fed.redis, 3, lock, fed.feed)
+    assert len(feed_versions(fed.redis.client, "s")[1]["ends"]) == 2  # published: not again
+
+
+def test_a_swap_keeps_the_feed_marker_and_a_rebuild_does_not_republish(fed: Refresher) -> None:
+    do(fed, [1, 2, 3], run_at(20))
+    fed.redis.client.srem(layout.members_key("s"), "1")  # Redis lost a member: the next refresh rebuilds
+    do(fed, [1, 2, 3, 4], run_at(21))
+    assert {v: d["ends"] for v, d in feed_versions(fed.redis.client, "s").items()} == {1: [(3, 0)], 2: [(1, 0)]}

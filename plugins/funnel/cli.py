@@ -154,7 +154,8 @@ def rebuild_redis(segment_id: str) -> bool:
     lock = wiring.segment_lock(client, segment_id, holder)
     with lock, contextlib.closing(wiring.mysql_connection()) as conn:
         store = MySqlSegmentStore(conn)
-        rebuilt = sync_redis_from_mysql(segment_id, store, wiring.redis_store(client), settings.BATCH_SIZE, lock)
+        redis, feed = wiring.redis_store(client), wiring.segment_feed(client)
+        rebuilt = sync_redis_from_mysql(segment_id, store, redis, settings.BATCH_SIZE, lock, feed)
     print(f"segment {segment_id}: {'rebuilt Redis from MySQL' if rebuilt else 'Redis already matches MySQL'}")
     return rebuilt
 

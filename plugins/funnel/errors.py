@@ -80,3 +80,11 @@ class HiveQueryError(FunnelError):
 
 class HiveQueryCancelled(HiveQueryError):
     """A Hive query was cancelled (on request or by someone else) before all its rows were read."""
+
+
+class FeedChange(enum.StrEnum):
+    """The ``change`` field of a change-feed entry (README, "Change feed")."""
+
+    ENTERED = "entered"
+    EXITED = "exited"
+    END = "end"  # the closing entry of a version: its entered and exited counts

@@ -15,6 +15,10 @@ hash tag ``{<segment_id>}``, so all of them share one cluster slot and the atomi
   refresh; they expire after ``change_ttl_seconds``.
 - ``funnel:{<segment_id>}:staging:entered`` / ``:staging:exited``: the same, being written.
 - ``funnel:{<segment_id>}:lock`` STRING: the refresh lock (holder as JSON; a short lease, renewed while held).
+- ``funnel:{<segment_id>}:feed`` STREAM: the change feed, each live version's entered and exited
+  ids (fields ``version``, ``change``, ``batch``, ``ids``; then ``change=end`` with ``entered``,
+  ``exited``), capped near ``feed_max_len`` entries. ``meta``'s ``feed_version`` is the last
+  version published in full.
 
 User tags (the input of proxy segments) share one hash tag, ``{_tags}`` (no segment id
 starts with ``_``), so a tag load swaps all of them in one script:
@@ -135,6 +139,11 @@ def staging_entered_key(segment_id: str) -> str:
 
 def staging_exited_key(segment_id: str) -> str:
     return _segment_key(segment_id, "staging:exited")
+
+
+def feed_key(segment_id: str) -> str:
+    """The change feed STREAM: each live version's entered and exited ids (README, "Change feed")."""
+    return _segment_key(segment_id, "feed")
 
 
 def lock_key(segment_id: str) -> str:

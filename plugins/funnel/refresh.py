@@ -16,6 +16,8 @@ Order (README, "How a refresh stays atomic"):
 7. Diff against the live version (who entered, who exited) in MySQL; stage the ids in Redis.
 8. Swap MySQL (the durable truth), then Redis. Either swap is skipped when a version for a
    later logical date is already live. Prune versions beyond ``keep_versions``.
+9. Publish the new live version's changes to the segment's change feed (a Redis Stream).
+   A publish cut short is published again by step 3 of the next refresh, or by a restore.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from funnel.errors import FunnelError, RefreshRejected, RunStatus, StoreError
 from funnel.rules import guard_violation, skip_reason
 from funnel.segments import Kind
 from funnel.staging import Staged, stage_in_parallel
+from funnel.stores.feed import SegmentFeed
 from funnel.stores.history import Outcome, RunHistory
 from funnel.stores.lock import SegmentBusy, SegmentLock
 from funnel.stores.mysql_store import LiveVersion, MySqlSegmentStore
@@ -141,15 +144,58 @@ def redis_serves(live: LiveVersion, serving: tuple[int | None, int]) -> bool:
 
 
 def sync_redis_from_mysql(
-    segment_id: str, mysql: MySqlSegmentStore, redis: RedisSegmentStore, batch_size: int, lock: SegmentLock
+    segment_id: str,
+    mysql: MySqlSegmentStore,
+    redis: RedisSegmentStore,
+    batch_size: int,
+    lock: SegmentLock,
+    feed: SegmentFeed | None = None,
 ) -> bool:
-    """Rebuild Redis from MySQL's live version unless Redis already serves it in full.
+    """Rebuild Redis from MySQL's live version unless Redis already serves it in full; then,
+    with ``feed``, publish the live version to the change feed unless it already is.
 
     The caller holds the segment's lock. Return whether it rebuilt.
     """
     live = mysql.live_version(segment_id)
     if live is None:
         return False
+    rebuilt = _rebuild_redis(segment_id, live, mysql, redis, batch_size, lock)
+    if feed is not None:
+        publish_feed(segment_id, mysql, feed, batch_size)
+    return rebuilt
+
+
+def publish_feed(segment_id: str, mysql: MySqlSegmentStore, feed: SegmentFeed, batch_size: int) -> int | None:
+    """Publish MySQL's live version to the segment's change feed unless the feed already holds
+    it in full (meta's ``feed_version``); return the version published, or None."""
+    live = mysql.live_version(segment_id)
+    if live is None:
+        return None
+    published = feed.published_version(segment_id)
+    if published is not None and published >= live.version:
+        return None
+    version = live.version
+    entered, exited = feed.publish_version(
+        segment_id, version, lambda change: mysql.iter_changes(segment_id, version, change, batch_size)
+    )
+    log.info(
+        "segment %s: published version %s to the change feed (%s entered, %s exited)",
+        segment_id,
+        version,
+        f"{entered:,}",
+        f"{exited:,}",
+    )
+    return version
+
+
+def _rebuild_redis(
+    segment_id: str,
+    live: LiveVersion,
+    mysql: MySqlSegmentStore,
+    redis: RedisSegmentStore,
+    batch_size: int,
+    lock: SegmentLock,
+) -> bool:
     serving = redis.serving(segment_id)
     if redis_serves(live, serving):
         return False
@@ -228,6 +274,7 @@ class Refresher(Stoppable):
     history: RunHistory
     batch_size: int
     keep_versions: int = 3
+    feed: SegmentFeed | None = None  # the change feed each swap publishes to (None: not published)
     progress_every: int = 1_000_000
     mysql_load_rows: int = 50_000
 
@@ -321,7 +368,7 @@ class Refresher(Stoppable):
         if reason:
             raise RefreshSkipped(reason)
         started = time.monotonic()
-        sync_redis_from_mysql(segment_id, self.mysql, self.redis, self.batch_size, lock)
+        sync_redis_from_mysql(segment_id, self.mysql, self.redis, self.batch_size, lock, self.feed)
         self.mysql.clear_staged(segment_id)
         self.redis.clear_staged(segment_id)
         live = self.mysql.live_version(segment_id)
@@ -356,10 +403,12 @@ class Refresher(Stoppable):
         done = time.monotonic()
         if pruned:
             log.info("segment %s: pruned old versions %s", segment_id, pruned)
+        self._publish(segment_id)
+        published = time.monotonic()
         t = staged.timings
         log.info(
             "segment %s: timings: stage %.2fs (fetch %.2fs, redis %.2fs, mysql %.2fs), exited %.2fs, "
-            "swap %.2fs, prune %.2fs",
+            "swap %.2fs, prune %.2fs, feed %.2fs",
             segment_id,
             t.wall,
             t.fetch,
@@ -368,6 +417,7 @@ class Refresher(Stoppable):
             exited_seconds,
             prune_began - swap_began,
             done - prune_began,
+            published - done,
         )
         return RefreshResult(
             segment_id, version, size, staged.rows_read, staged.skipped, entered, exited, done - started
@@ -430,6 +480,22 @@ class Refresher(Stoppable):
                 "task; the next attempt brings Redis level with MySQL first"
             )
         return size, entered, exited
+
+    def _publish(self, segment_id: str) -> None:
+        """Publish the version just swapped in to the change feed. It is live already, so a
+        failure here does not fail the refresh: the next refresh (step 3) or a restore publishes it."""
+        if self.feed is None:
+            return
+        try:
+            publish_feed(segment_id, self.mysql, self.feed, self.batch_size)
+        except Exception as exc:
+            log.warning(
+                "segment %s: the new version is live but its change feed was not published (%s); the next "
+                "refresh or `python -m funnel.cli rebuild-redis %s` publishes it",
+                segment_id,
+                exc,
+                segment_id,
+            )
 
     def _check_cancelled(self, segment_id: str) -> None:
         if self.cancelled.is_set():

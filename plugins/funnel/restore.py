@@ -1,5 +1,7 @@
 """Bringing Redis level with MySQL: one segment, the users' tags, or everything.
 
+Also publishes the live version to the change feed when the feed lacks it.
+
 Used by a refresh (for its own segment), the API (a segment it found not whole in Redis),
 ``python -m funnel.cli rebuild-redis`` and the ``funnel_restore_redis`` DAG. Each restore
 holds the segment's lock, so it never races a refresh or another restore.
@@ -39,7 +41,8 @@ def restore_into_redis(segment_id: str, *, wait_seconds: float, by: str) -> bool
                 tags = (wiring.mysql_tag_store(conn), wiring.redis_tag_store(client))
                 return restore_tags(*tags, settings.BATCH_SIZE, lock)
             store = wiring.mysql_store(conn)
-            return sync_redis_from_mysql(segment_id, store, wiring.redis_store(client), settings.BATCH_SIZE, lock)
+            redis, feed = wiring.redis_store(client), wiring.segment_feed(client)
+            return sync_redis_from_mysql(segment_id, store, redis, settings.BATCH_SIZE, lock, feed)
     finally:
         lock.release()
 

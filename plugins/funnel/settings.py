@@ -63,6 +63,10 @@ MYSQL_LOAD_ROWS: int = conf.getint(SECTION, "mysql_load_rows", fallback=50_000)
 KEEP_VERSIONS: int = conf.getint(SECTION, "keep_versions", fallback=3)
 MAX_SHRINK_PCT: float = conf.getfloat(SECTION, "max_shrink_pct", fallback=50.0)
 CHANGE_TTL_SECONDS: int = conf.getint(SECTION, "change_ttl_seconds", fallback=7 * 86_400)
+#: The change feed (README, "Change feed"): each segment's stream is capped near this many
+#: entries (``XADD MAXLEN ~``), each entry holding up to ``feed_batch_ids`` user ids.
+FEED_MAX_LEN: int = conf.getint(SECTION, "feed_max_len", fallback=100_000)
+FEED_BATCH_IDS: int = conf.getint(SECTION, "feed_batch_ids", fallback=1_000)
 PROGRESS_EVERY_ROWS: int = conf.getint(SECTION, "progress_every_rows", fallback=1_000_000)
 
 #: The per-segment refresh lock: a lease renewed every third of its length, so a dead

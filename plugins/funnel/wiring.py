@@ -18,6 +18,7 @@ from funnel.hooks import FunnelHiveHook, FunnelMySqlHook
 from funnel.proxy.tag_load import TagLoader
 from funnel.refresh import Refresher
 from funnel.stores.composite import CompositeSource
+from funnel.stores.feed import SegmentFeed
 from funnel.stores.history import RunHistory
 from funnel.stores.lock import SegmentLock
 from funnel.stores.mysql_store import MySqlSegmentStore
@@ -136,6 +137,10 @@ def redis_store(client: Any) -> RedisSegmentStore:
     return RedisSegmentStore(client, settings.STAGING_TTL_SECONDS, settings.CHANGE_TTL_SECONDS)
 
 
+def segment_feed(client: Any) -> SegmentFeed:
+    return SegmentFeed(client, settings.FEED_MAX_LEN, settings.FEED_BATCH_IDS)
+
+
 def mysql_store(conn: Any) -> MySqlSegmentStore:
     return MySqlSegmentStore(conn, bulk_load=settings.MYSQL_BULK_LOAD)
 
@@ -173,6 +178,7 @@ def refresher(
             mysql=mysql_store(conn),
             redis=redis_store(redis_client),
             history=history,
+            feed=segment_feed(redis_client),
             batch_size=batch_size,
             keep_versions=settings.KEEP_VERSIONS,
             progress_every=settings.PROGRESS_EVERY_ROWS,

@@ -23,6 +23,7 @@ from funnel.stores.lock import LockLost
 # Returns 1 when swapped, 0 when the live version is for a later (logical date, version),
 # -1 when the caller no longer holds the segment's lock, -2 when a staged set does not hold
 # exactly the expected number of ids (something else wrote to it): nothing changes then.
+# meta's ``feed_version`` (the last version published to the change feed) is carried over.
 _PROMOTE_LUA = """
 if redis.call('GET', KEYS[8]) ~= ARGV[4] then return -1 end
 local live_ts = tonumber(redis.call('HGET', KEYS[3], 'logical_ts_us') or '-1')
@@ -48,8 +49,10 @@ end
 swap(KEYS[1], KEYS[2], nil)
 swap(KEYS[4], KEYS[5], ARGV[3])
 swap(KEYS[6], KEYS[7], ARGV[3])
+local feed_version = redis.call('HGET', KEYS[3], 'feed_version')
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], unpack(ARGV, 8))
+if feed_version then redis.call('HSET', KEYS[3], 'feed_version', feed_version) end
 return 1
 """
 
