@@ -87,9 +87,13 @@ def test_segments_on_every_master_refresh_diff_and_answer_with_one_pipeline_per_
     masters = {node.port: node.redis_connection for node in redis_client.get_primaries()}
     for master in masters.values():
         master.config_resetstat()
-    assert api.get("/v1/users/u4/segments").json() == {
+    body = api.get("/v1/users/u4/segments").json()
+    assert {sid: v["version"] for sid, v in body.pop("versions").items()} == dict.fromkeys(segment_ids, 2)
+    assert body == {
         "user_id": "u4",
         "segments": sorted(segment_ids),
+        "stale": [],
+        "not_computed": [],
         "source": "redis",
     }
     assert api.get("/v1/users/u1/segments").json()["segments"] == []
@@ -193,5 +197,6 @@ def test_startup_nodes_stand_in_for_a_first_node_that_does_not_answer(
 
     member = api.get("/v1/segments/s/members/2")
     assert (member.json()["member"], member.headers["X-Funnel-Source"]) == (True, "redis")
-    assert api.get("/v1/users/1/segments").json() == {"user_id": "1", "segments": ["s"], "source": "redis"}
+    users = api.get("/v1/users/1/segments").json()
+    assert (users["segments"], users["versions"]["s"]["version"], users["source"]) == (["s"], 1, "redis")
     assert api.get("/readyz").status_code == 200

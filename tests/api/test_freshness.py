@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from funnel import wiring
+from funnel import layout, settings, wiring
 from funnel.errors import HiveQueryError, RefreshRejected, RunStatus
 from funnel.refresh import RefreshRequest
 from funnel.segments import Kind
@@ -147,3 +147,66 @@ def test_the_served_api_lists_stale_segments_over_http(
     one = client.get("/v1/segments/broken", headers=read_auth).json()
     assert one["last_run"]["status"] == "failed"
     assert client.get("/v1/segments?stale=true").status_code == 401
+
+
+def age_history(mysql_conn: Any, segment_id: str, days: int = 3) -> None:
+    """Move a segment's refresh attempts ``days`` back, as if nothing had refreshed it since."""
+    cur = mysql_conn.cursor()
+    cur.execute(
+        f"UPDATE {layout.RUNS_TABLE} SET started_at = started_at - INTERVAL %s DAY,"
+        " finished_at = finished_at - INTERVAL %s DAY WHERE segment_id = %s",
+        (days, days, segment_id),
+    )
+    mysql_conn.commit()
+
+
+def test_membership_answers_say_stale_once_the_background_reread_sees_it(
+    api: TestClient,
+    add_segment: Callable[..., None],
+    refresh: Callable[..., Any],
+    mysql_conn: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    until: Callable[..., Any],
+) -> None:
+    add_segment("s")
+    add_segment("t")
+    refresh("s", ["1", "2"])
+    refresh("t", ["1"])
+    first = api.get("/v1/segments/s/members/1").json()
+    assert (first["member"], first["version"], first["stale"]) == (True, 1, False)
+    assert first["refreshed_at"] == api.get("/v1/segments/s").json()["refreshed_at"]
+
+    age_history(mysql_conn, "s")  # its last success started 3 days ago: two slots passed without one
+    monkeypatch.setattr(settings, "API_CATALOG_TTL_SECONDS", 0.0)  # re-read at the next request, in the background
+    stale = until(lambda: (r := api.get("/v1/segments/s/members/1").json())["stale"] and r, what="s answered stale")
+
+    assert (stale["member"], stale["version"], stale["refreshed_at"]) == (True, 1, first["refreshed_at"])
+    assert api.get("/v1/segments/s/members/9").json()["stale"] is True  # a "no" is just as old
+    checked = api.post("/v1/segments/s/members:check", json={"user_ids": ["1", "9"]}).json()
+    assert (checked["members"], checked["stale"], checked["refreshed_at"]) == (
+        {"1": True, "9": False},
+        True,
+        first["refreshed_at"],
+    )
+    listed = api.get("/v1/segments/s/members").json()
+    assert (listed["members"], listed["version"], listed["refreshed_at"], listed["stale"]) == (
+        ["1", "2"],
+        1,
+        first["refreshed_at"],
+        True,
+    )
+    users = api.get("/v1/users/1/segments").json()
+    assert (users["segments"], users["stale"]) == (["s", "t"], ["s"])
+    assert (users["versions"]["s"]["stale"], users["versions"]["t"]["stale"]) == (True, False)
+    assert api.get("/v1/users/9/segments").json()["stale"] == ["s"]  # member of nothing, from stale data
+    assert api.get("/v1/segments/t/members/1").json()["stale"] is False
+
+
+def test_a_failing_segment_whose_data_is_in_its_objective_is_not_stale(catalog: None, api: TestClient) -> None:
+    broken = api.get("/v1/segments/broken/members/1").json()  # failing: its last attempt failed just after a success
+    assert (broken["member"], broken["stale"]) == (True, False)
+    vip = api.get("/v1/segments/vips/members/1").json()
+    assert (vip["version"], vip["stale"]) == (0, False)  # proxy: the tag version, never stale
+    newbie = api.get("/v1/segments/newbie/members/1")  # stale because never computed: it has no answer at all
+    assert newbie.status_code == 409
+    assert api.get("/v1/users/1/segments").json()["not_computed"] == ["launch", "newbie", "stale"]

@@ -188,6 +188,26 @@ def test_a_users_segments_are_static_dynamic_and_proxy_together(
     nobody = api.get("/v1/users/u9/segments")
 
     assert u1.status_code == nobody.status_code == 200
-    assert u1.json() == {"user_id": "u1", "segments": ["buyers", "launch", "newcomers", "vips"], "source": "redis"}
+    body = u1.json()
+    versions = body.pop("versions")
+    assert body == {
+        "user_id": "u1",
+        "segments": ["buyers", "launch", "newcomers", "vips"],
+        "stale": [],
+        "not_computed": [],
+        "source": "redis",
+    }
+    buyers, tags = api.get("/v1/segments/buyers/members/u1").json(), api.get("/v1/segments/vips/members/u1").json()
+    assert versions["buyers"] == {"version": 1, "refreshed_at": buyers["refreshed_at"], "stale": False}
+    assert versions["launch"]["version"] == 1
+    proxy = {"version": tags["version"], "refreshed_at": tags["refreshed_at"], "stale": False}
+    assert versions["vips"] == versions["newcomers"] == proxy  # the tag version and its load time
     assert u1.headers["X-Funnel-Source"] == "redis"
-    assert nobody.json() == {"user_id": "u9", "segments": [], "source": "redis"}
+    assert nobody.json() == {
+        "user_id": "u9",
+        "segments": [],
+        "versions": {},
+        "stale": [],
+        "not_computed": [],
+        "source": "redis",
+    }

@@ -86,10 +86,13 @@ def test_a_proxy_segment_shows_its_rule_and_how_many_users_it_holds_now(
     assert "entered" not in body
 
 
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
 def test_a_segment_never_computed_is_described_and_its_members_are_409(
-    api: TestClient, add_segment: Callable[..., None], read_auth: dict[str, str]
+    api: TestClient, add_segment: Callable[..., None], refresh: Callable[..., Any], read_auth: dict[str, str], kind: str
 ) -> None:
-    add_segment("launch", "static")  # its run_at has not come yet
+    add_segment("launch", kind)  # static: its run_at has not come yet; dynamic: its first slot has not run
+    add_segment("buyers")
+    refresh("buyers", ["1"])
 
     described = api.get("/v1/segments/launch")
     assert described.status_code == 200
@@ -106,6 +109,8 @@ def test_a_segment_never_computed_is_described_and_its_members_are_409(
     ):
         assert response.status_code == 409, response.request.url
         assert response.json()["error"].startswith("segment 'launch' is not computed yet")
+    users = api.get("/v1/users/1/segments").json()  # one new segment never fails everyone's answer: it is named
+    assert (users["segments"], users["not_computed"]) == (["buyers"], ["launch"])
 
 
 @pytest.mark.parametrize(

@@ -45,9 +45,11 @@ def test_the_served_api_answers_over_http(
     assert (member.json()["member"], member.headers["X-Funnel-Source"]) == (True, "redis")
     assert (vip.json()["member"], vip.json()["version"]) == (True, 0)
     assert checked.json()["members"] == {"u1": True, "u2": False}
-    assert segments.json() == {"user_id": "u1", "segments": ["buyers", "launch", "vips"], "source": "redis"}
+    assert segments.json()["segments"] == ["buyers", "launch", "vips"]
+    assert (segments.json()["versions"]["vips"]["version"], segments.json()["source"]) == (0, "redis")
     assert bad_id.status_code == 422
-    assert (listed["members"], listed["version"]) == (["u1"], 1)
+    assert (listed["members"], listed["version"], listed["stale"]) == (["u1"], 1, False)
+    assert listed["refreshed_at"] == member.json()["refreshed_at"]
     second = client.get(
         "/v1/segments/buyers/members", params={"limit": 1, "cursor": listed["next_cursor"]}, headers=read_auth
     )

@@ -13,6 +13,7 @@ from funnel.freshness.rules import (
     RunSummary,
     assess,
     next_slot,
+    past_objective,
     recent_slots,
     shortest_gap,
     summarize,
@@ -324,6 +325,29 @@ def test_the_verdict_and_its_reason(
     verdict = assess(segment, summary, now, OBJECTIVES)
     assert (verdict.state, verdict.flagged) == (state, state is not Freshness.FRESH)
     assert words in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("segment", "summary", "now", "state", "words"),
+    [pytest.param(*case[1:], id=case[0]) for case in CASES],
+)
+def test_past_objective_is_stale_data_whatever_the_last_attempt(
+    segment: Segment, summary: RunSummary, now: dt.datetime, state: Freshness, words: str
+) -> None:
+    stale = past_objective(segment, summary, now, OBJECTIVES)
+    if state is Freshness.FAILING:  # the failure aside, the data's own verdict decides (the words after "meanwhile")
+        underneath = assess(segment, summary, now, OBJECTIVES).reason.partition("; meanwhile: ")[2]
+        past = underneath.startswith(("never computed", "the last successful refresh started"))
+        assert stale == (past and "not before" not in underneath)
+    else:
+        assert stale == (state is Freshness.STALE)
+
+
+def test_a_failing_segment_is_past_its_objective_once_its_data_is() -> None:
+    failed = history(MORNING_SUCCESS, attempt(2, RunStatus.FAILED, at(26, 18), "boom"))
+    assert assess(DYNAMIC, failed, at(27, 9), OBJECTIVES).state is Freshness.FAILING
+    assert not past_objective(DYNAMIC, failed, at(26, 18, 30), OBJECTIVES)  # the morning's data is in its objective
+    assert past_objective(DYNAMIC, failed, at(27, 9), OBJECTIVES)  # two slots without a success
 
 
 def test_the_objective_follows_the_schedules_timezone() -> None:

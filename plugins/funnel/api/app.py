@@ -250,6 +250,7 @@ async def _is_member(service: Service, segment_id: str, raw_user_id: str) -> tup
         "member": answer.members[user_id],
         "version": answer.version,
         "refreshed_at": answer.refreshed_at,
+        "stale": answer.stale,
         "source": answer.source,
     }
     return body, answer.source
@@ -406,6 +407,7 @@ def _add_routes(app: FastAPI) -> None:
             "segment_id": entry.segment_id,
             "version": answer.version,
             "refreshed_at": answer.refreshed_at,
+            "stale": answer.stale,
             "source": answer.source,
             "members": answer.members,
         }
@@ -421,13 +423,16 @@ def _add_routes(app: FastAPI) -> None:
         entry = await service.entry(segment_id)
         limit = _limit(request.query_params.get("limit"))
         pinned, after = _read_cursor(request.query_params.get("cursor"), segment_id, versioned=entry.rule is None)
+        refreshed_at: str | None = None
         if entry.rule is not None:  # proxy: the live tags, no versions to pin
             page, version = await service.page_proxy(entry, after, limit), None
         else:
             version = pinned if pinned is not None else (await service.live_version(segment_id)).version
-            page = _kept(await service.page_members(segment_id, version, after, limit), segment_id, version)
+            kept, refreshed_at = await service.page_members(segment_id, version, after, limit)
+            page = _kept(kept, segment_id, version)
         next_cursor = _next_cursor(page, limit, segment_id, version)
-        return JSON({"segment_id": segment_id, "version": version, "members": page, "next_cursor": next_cursor})
+        body = {"segment_id": segment_id, "version": version, "refreshed_at": refreshed_at, "stale": entry.stale}
+        return JSON({**body, "members": page, "next_cursor": next_cursor})
 
     @app.get(
         "/v1/segments/{segment_id}/changes",

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from funnel import layout, settings, wiring
 from funnel.catalog import serving_catalog
 from funnel.composite.graph import composite_operands
-from funnel.freshness.rules import Objectives, RunSummary, assess
+from funnel.freshness.rules import Objectives, RunSummary, assess, past_objective
 from funnel.hooks import FunnelMySqlHook
 from funnel.proxy.events import Event
 from funnel.proxy.ingest import ingest
@@ -59,6 +59,7 @@ class Entry:
     rule: Rule | None = None  # proxy segments: the parsed rule
     computed: bool = True  # static and dynamic: MySQL had a live version when the catalog was read
     operands: tuple[str, ...] = ()  # composite segments: the segments its expression names
+    stale: bool = False  # past its freshness objective when the catalog was read (``past_objective``)
 
     @property
     def segment_id(self) -> str:
@@ -78,6 +79,7 @@ class Answer:
     version: int
     refreshed_at: str | None
     source: str  # "redis" or "mysql"
+    stale: bool = False  # the segment is past its freshness objective
 
 
 class MySqlPool:
@@ -174,6 +176,8 @@ class Service:
         self._sync_tags: Any = None
         self._split: tuple[list[Entry], list[Entry]] = ([], [])
         self._split_for: dict[str, Entry] | None = None
+        self._stale: list[str] = []
+        self._stale_for: dict[str, Entry] | None = None
 
     async def close(self) -> None:
         self.restorer.close()
@@ -244,13 +248,17 @@ class Service:
         if version is not None and size is not None and int(size) == card:
             flags = (found,) if len(user_ids) == 1 else found
             return Answer(
-                dict(zip(user_ids, map(bool, flags), strict=True)), int(version), refreshed_at.decode(), "redis"
+                dict(zip(user_ids, map(bool, flags), strict=True)),
+                int(version),
+                refreshed_at.decode(),
+                "redis",
+                entry.stale,
             )
         if not entry.computed and version is None:
             raise NotComputed(f"segment {segment_id!r} is not computed yet; it has no members to check")
-        return await self._check_in_mysql(segment_id, user_ids)
+        return await self._check_in_mysql(segment_id, user_ids, entry.stale)
 
-    async def _check_in_mysql(self, segment_id: str, user_ids: Sequence[str]) -> Answer:
+    async def _check_in_mysql(self, segment_id: str, user_ids: Sequence[str], stale: bool) -> Answer:
         def read(conn: Any) -> tuple[LiveVersion | None, set[str]]:
             store = MySqlSegmentStore(conn)
             live = store.live_version(segment_id)
@@ -260,7 +268,8 @@ class Service:
         if live is None:
             raise NotComputed(f"segment {segment_id!r} is not computed yet; it has no members to check")
         self.restorer.schedule(segment_id)
-        return Answer({u: u in members for u in user_ids}, live.version, live.refreshed_at.isoformat(), "mysql")
+        members_of = {u: u in members for u in user_ids}
+        return Answer(members_of, live.version, live.refreshed_at.isoformat(), "mysql", stale)
 
     async def tags(self, user_ids: Sequence[str]) -> tuple[list[Tags | None], int, str | None, str]:
         """The users' tags (None: no tags), the tag version, its refresh time, and the source."""
@@ -287,10 +296,13 @@ class Service:
         tags, version, refreshed_at, source = await self.tags(user_ids)
         now = utc_now()
         members = {u: matches(entry.rule, t, now) for u, t in zip(user_ids, tags, strict=True)}
-        return Answer(members, version, refreshed_at, source)
+        return Answer(members, version, refreshed_at, source, entry.stale)
 
     async def segments_of(self, user_id: str) -> dict[str, Any]:
-        """Every enabled segment the user is in, read in one pipelined round trip."""
+        """Every enabled segment the user is in, read in one pipelined round trip: ``segments``
+        (sorted ids), ``versions`` (each of those: version, refreshed_at, stale), ``stale`` (every
+        enabled segment past its freshness objective, member or not) and ``not_computed`` (the
+        stored segments with no live version yet: nobody is a member of them *yet*)."""
         catalog = await self.catalog()
         stored, proxies = self._enabled_by_kind(catalog)
         commands: list[tuple[Any, ...]] = []
@@ -298,35 +310,61 @@ class Service:
             members_key, meta_key = entry.keys
             commands += [
                 ("SISMEMBER", members_key, user_id),
-                ("HMGET", meta_key, "version", "size"),
+                ("HMGET", meta_key, "version", "size", "refreshed_at"),
                 ("SCARD", members_key),
             ]
         commands += _tags_commands([user_id])
         replies = await self.resp.pipeline(commands)
-        found: list[str] = []
+        versions: dict[str, dict[str, Any]] = {}
         not_whole: list[str] = []
+        not_computed: list[str] = []
         for index, entry in enumerate(stored):
-            member, (version, size), card = replies[3 * index : 3 * index + 3]
+            member, (version, size, refreshed_at), card = replies[3 * index : 3 * index + 3]
             if version is None and not entry.computed:
-                continue  # never refreshed: nobody is a member yet
-            if version is None or size is None or int(size) != card:
+                not_computed.append(entry.segment_id)  # never refreshed: nobody is a member yet
+            elif version is None or size is None or int(size) != card:
                 not_whole.append(entry.segment_id)
             elif member:
-                found.append(entry.segment_id)
+                versions[entry.segment_id] = {
+                    "version": int(version),
+                    "refreshed_at": refreshed_at.decode(),
+                    "stale": entry.stale,
+                }
         (first_seen,), (count,), meta, orders_card, dated_card = replies[-5:]
         sources = {"redis"}
         if not_whole:
-            found += await self._members_in_mysql(user_id, not_whole)
+            for segment_id, live in (await self._members_in_mysql(user_id, not_whole)).items():
+                versions[segment_id] = {
+                    "version": live.version,
+                    "refreshed_at": live.refreshed_at.isoformat(),
+                    "stale": catalog[segment_id].stale,
+                }
             sources.add("mysql")
         if proxies:
             if _tags_whole(meta, orders_card, dated_card):
-                tags = _tags(first_seen, count)
+                tags, tags_version, tags_at = _tags(first_seen, count), int(meta[0]), _text(meta[1])
             else:
-                (tags,), _, _, _ = await self._tags_in_mysql([user_id])
+                (tags,), tags_version, tags_at, _ = await self._tags_in_mysql([user_id])
                 sources.add("mysql")
             now = utc_now()
-            found += [e.segment_id for e in proxies if e.rule is not None and matches(e.rule, tags, now)]
-        return {"user_id": user_id, "segments": sorted(found), "source": "mysql" if "mysql" in sources else "redis"}
+            for entry in proxies:
+                if entry.rule is not None and matches(entry.rule, tags, now):
+                    versions[entry.segment_id] = {"version": tags_version, "refreshed_at": tags_at, "stale": False}
+        return {
+            "user_id": user_id,
+            "segments": sorted(versions),
+            "versions": dict(sorted(versions.items())),
+            "stale": self._stale_ids(catalog),
+            "not_computed": not_computed,
+            "source": "mysql" if "mysql" in sources else "redis",
+        }
+
+    def _stale_ids(self, catalog: dict[str, Entry]) -> list[str]:
+        """The enabled segments past their freshness objective, computed once per catalog copy."""
+        if self._stale_for is not catalog:
+            self._stale = sorted(e.segment_id for e in catalog.values() if e.segment.enabled and e.stale)
+            self._stale_for = catalog
+        return self._stale
 
     def _enabled_by_kind(self, catalog: dict[str, Entry]) -> tuple[list[Entry], list[Entry]]:
         """The enabled stored and proxy segments, computed once per catalog copy."""
@@ -336,14 +374,16 @@ class Service:
             self._split_for = catalog
         return self._split
 
-    async def _members_in_mysql(self, user_id: str, segment_ids: Sequence[str]) -> list[str]:
-        def read(conn: Any) -> list[str]:
+    async def _members_in_mysql(self, user_id: str, segment_ids: Sequence[str]) -> dict[str, LiveVersion]:
+        """The segments among ``segment_ids`` the user is in, by MySQL's live versions (and those)."""
+
+        def read(conn: Any) -> dict[str, LiveVersion]:
             store = MySqlSegmentStore(conn)
-            found = []
+            found = {}
             for segment_id in segment_ids:
                 live = store.live_version(segment_id)
                 if live is not None and store.members_among(segment_id, live.version, [user_id]):
-                    found.append(segment_id)
+                    found[segment_id] = live
             return found
 
         found = await self.in_thread(self.with_mysql(read))
@@ -469,14 +509,19 @@ class Service:
             raise NotComputed(f"segment {segment_id!r} is not computed yet; it has no members to list")
         return live
 
-    async def page_members(self, segment_id: str, version: int, after: str, limit: int) -> list[str] | None:
-        """A page of a kept version's members; None when the version is no longer kept."""
+    async def page_members(
+        self, segment_id: str, version: int, after: str, limit: int
+    ) -> tuple[list[str] | None, str | None]:
+        """A page of a kept version's members and when that version was made live; (None, None)
+        when the version is no longer kept."""
 
-        def read(conn: Any) -> list[str] | None:
+        def read(conn: Any) -> tuple[list[str] | None, str | None]:
             store = MySqlSegmentStore(conn)
-            if not store.has_version(segment_id, version):
-                return None
-            return store.page_members(segment_id, version, after, limit)
+            kept, refreshed_at = store.kept_refreshed_at(segment_id, version)
+            if not kept:
+                return None, None
+            page = store.page_members(segment_id, version, after, limit)
+            return page, refreshed_at.isoformat() if refreshed_at is not None else None
 
         return await self.in_thread(self.with_mysql(read))
 
@@ -533,20 +578,27 @@ class Service:
 
 
 def _read_catalog() -> tuple[dict[str, Entry], dict[str, str]]:
-    """The served segments (with whether each has a live version), and the invalid rows' errors."""
+    """The served segments (with whether each has a live version and is past its freshness
+    objective, from the run history), and the invalid rows' errors. Read in the background
+    every ``api_catalog_ttl_seconds``, so the hot paths only look the flags up."""
     hook = FunnelMySqlHook(  # the catalog's own short timeouts: a hung MySQL never holds a worker thread long
         connect_timeout=settings.CATALOG_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.CATALOG_READ_TIMEOUT_SECONDS
     )
     catalog = serving_catalog(hook)
     with contextlib.closing(hook.get_conn()) as conn:
         computed = MySqlSegmentStore(conn).segments_with_live_versions()
+        summaries = RunHistory(conn).summaries()
+    now, objectives = utc_now(), Objectives.from_settings()
     entries = {}
     for segment in catalog.segments:
         rule = None
         if segment.kind is Kind.PROXY and segment.rule is not None:
             rule = parse_rule(segment.segment_id, segment.rule, settings.NEW_USER_DAYS)
         operands = composite_operands(segment) if segment.kind is Kind.COMPOSITE else ()
-        entries[segment.segment_id] = Entry(segment, rule, computed=segment.segment_id in computed, operands=operands)
+        stale = past_objective(segment, summaries.get(segment.segment_id), now, objectives)
+        entries[segment.segment_id] = Entry(
+            segment, rule, computed=segment.segment_id in computed, operands=operands, stale=stale
+        )
     invalid = {error.segment_id: f"field {error.field!r} {error.problem}" for error in catalog.errors}
     return entries, invalid
 

@@ -141,6 +141,20 @@ def assess(segment: Segment, summary: RunSummary | None, now: dt.datetime, objec
     return verdict
 
 
+def past_objective(segment: Segment, summary: RunSummary | None, now: dt.datetime, objectives: Objectives) -> bool:
+    """Whether the segment's live data is past its freshness objective: the ``stale`` flag of
+    its membership answers. Rules 4 and 5 alone: a *failing* segment is past its objective only
+    when its data is also that old (a failed retry an hour after a good refresh leaves the data
+    fresh); proxy and disabled segments never are."""
+    if segment.kind is Kind.PROXY or not segment.enabled:
+        return False
+    summary = summary or RunSummary()
+    verdict = (
+        _dynamic(summary, now, objectives) if segment.kind.on_slots else _static(segment, summary, now, objectives)
+    )
+    return verdict.state is Freshness.STALE
+
+
 def _dynamic(summary: RunSummary, now: dt.datetime, objectives: Objectives) -> Assessment:
     newer, older = recent_slots(objectives.dynamic_schedule, objectives.timezone, now, 2)
     success = summary.last_success

@@ -112,6 +112,20 @@ class MySqlSegmentStore:
         self.conn.commit()
         return found
 
+    def kept_refreshed_at(self, segment_id: str, version: int) -> tuple[bool, dt.datetime | None]:
+        """Whether ``version`` is still kept (live or retired), and when it was made live."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT promoted_at FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s"
+            " AND state IN ('live', 'retired')",
+            (segment_id, version),
+        )
+        row = cur.fetchone()
+        self.conn.commit()
+        if row is None:
+            return False, None
+        return True, (from_naive_utc(row[0]) if row[0] is not None else None)
+
     def is_logged(self, segment_id: str, version: int) -> bool:
         """Whether ``version``'s changes are in the change log (a first version's are not)."""
         cur = self.conn.cursor()
