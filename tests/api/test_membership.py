@@ -211,3 +211,17 @@ def test_a_users_segments_are_static_dynamic_and_proxy_together(
         "not_computed": [],
         "source": "redis",
     }
+
+
+def test_a_users_segments_name_the_version_now_live_and_its_refresh_time(
+    api: TestClient, add_segment: Callable[..., None], refresh: Callable[..., Any]
+) -> None:
+    add_segment("s")
+    refresh("s", ["u1"])
+    before = api.get("/v1/users/u1/segments").json()["versions"]["s"]
+    assert (before["version"], before["refreshed_at"]) == (1, api.get("/v1/segments/s").json()["refreshed_at"])
+    assert api.get("/v1/users/u1/segments").json()["versions"]["s"] == before  # remembered: the same answer
+    refresh("s", ["u1", "u2"])
+    after = api.get("/v1/users/u1/segments").json()["versions"]["s"]
+    assert (after["version"], after["refreshed_at"]) == (2, api.get("/v1/segments/s").json()["refreshed_at"])
+    assert after["refreshed_at"] > before["refreshed_at"]

@@ -177,6 +177,7 @@ class Service:
         self._split: tuple[list[Entry], list[Entry]] = ([], [])
         self._split_for: dict[str, Entry] | None = None
         self._stale: list[str] = []
+        self._as_of: dict[str, tuple[bytes, str, dict[bool, dict[str, Any]]]] = {}  # see ``_versions``
         self._stale_for: dict[str, Entry] | None = None
 
     async def close(self) -> None:
@@ -298,7 +299,7 @@ class Service:
         members = {u: matches(entry.rule, t, now) for u, t in zip(user_ids, tags, strict=True)}
         return Answer(members, version, refreshed_at, source, entry.stale)
 
-    async def segments_of(self, user_id: str) -> dict[str, Any]:
+    async def segments_of(self, user_id: str, again: bool = True) -> dict[str, Any]:
         """Every enabled segment the user is in, read in one pipelined round trip: ``segments``
         (sorted ids), ``versions`` (each of those: version, refreshed_at, stale), ``stale`` (every
         enabled segment past its freshness objective, member or not) and ``not_computed`` (the
@@ -310,26 +311,30 @@ class Service:
             members_key, meta_key = entry.keys
             commands += [
                 ("SISMEMBER", members_key, user_id),
-                ("HMGET", meta_key, "version", "size", "refreshed_at"),
+                ("HMGET", meta_key, "version", "size"),
                 ("SCARD", members_key),
             ]
         commands += _tags_commands([user_id])
         replies = await self.resp.pipeline(commands)
-        versions: dict[str, dict[str, Any]] = {}
+        found: list[tuple[Entry, bytes]] = []
         not_whole: list[str] = []
         not_computed: list[str] = []
         for index, entry in enumerate(stored):
-            member, (version, size, refreshed_at), card = replies[3 * index : 3 * index + 3]
+            member, (version, size), card = replies[3 * index : 3 * index + 3]
             if version is None and not entry.computed:
                 not_computed.append(entry.segment_id)  # never refreshed: nobody is a member yet
             elif version is None or size is None or int(size) != card:
                 not_whole.append(entry.segment_id)
             elif member:
-                versions[entry.segment_id] = {
-                    "version": int(version),
-                    "refreshed_at": refreshed_at.decode(),
-                    "stale": entry.stale,
-                }
+                found.append((entry, version))
+        versions = self._versions(found)
+        if versions is None:  # a version not seen yet: its refreshed_at, in a second round trip
+            await self._learn_versions(found)
+            versions = self._versions(found)
+            if versions is None:  # a swap came between the two reads: answer from the new version
+                if again:
+                    return await self.segments_of(user_id, again=False)
+                versions = {e.segment_id: {"version": int(v), "refreshed_at": None, "stale": e.stale} for e, v in found}
         (first_seen,), (count,), meta, orders_card, dated_card = replies[-5:]
         sources = {"redis"}
         if not_whole:
@@ -350,14 +355,41 @@ class Service:
             for entry in proxies:
                 if entry.rule is not None and matches(entry.rule, tags, now):
                     versions[entry.segment_id] = {"version": tags_version, "refreshed_at": tags_at, "stale": False}
+        ordered = dict(sorted(versions.items()))
         return {
             "user_id": user_id,
-            "segments": sorted(versions),
-            "versions": dict(sorted(versions.items())),
+            "segments": list(ordered),
+            "versions": ordered,
             "stale": self._stale_ids(catalog),
             "not_computed": not_computed,
             "source": "mysql" if "mysql" in sources else "redis",
         }
+
+    def _versions(self, found: Sequence[tuple[Entry, bytes]]) -> dict[str, dict[str, Any]] | None:
+        """``versions`` of the stored segments a user is in: each one's version (as read with its
+        membership), ``refreshed_at`` and ``stale``; None when a version's ``refreshed_at`` is not
+        known yet. It is read once per worker and version (``_learn_versions``), then remembered,
+        so the user's segments cost one more field per segment only after a swap."""
+        known = self._as_of
+        versions: dict[str, dict[str, Any]] = {}
+        for entry, version in found:
+            k = known.get(entry.segment_id)
+            if k is None or k[0] != version:
+                return None
+            answer = k[2].get(entry.stale)  # one dict per (version, stale), reused by every answer
+            if answer is None:
+                answer = k[2][entry.stale] = {"version": int(version), "refreshed_at": k[1], "stale": entry.stale}
+            versions[entry.segment_id] = answer
+        return versions
+
+    async def _learn_versions(self, found: Sequence[tuple[Entry, bytes]]) -> None:
+        """Read the live version and its ``refreshed_at`` of the segments whose version is new here."""
+        known = self._as_of
+        missing = [e for e, v in found if (k := known.get(e.segment_id)) is None or k[0] != v]
+        replies = await self.resp.pipeline([("HMGET", e.keys[1], "version", "refreshed_at") for e in missing])
+        for entry, (version, refreshed_at) in zip(missing, replies, strict=True):
+            if version is not None and refreshed_at is not None:
+                known[entry.segment_id] = (version, refreshed_at.decode(), {})
 
     def _stale_ids(self, catalog: dict[str, Entry]) -> list[str]:
         """The enabled segments past their freshness objective, computed once per catalog copy."""
