@@ -63,6 +63,7 @@ FUNNEL_TABLES = (
     layout.CHANGES_TABLE,
     layout.USER_TAGS_TABLE,
     layout.EVENTS_TABLE,
+    layout.PROXY_CHANGES_TABLE,
 )
 
 

@@ -5,18 +5,21 @@ statements, one per ``;`` at a line end), ``report`` (each segment's size in bot
 its freshness; exit status 1 when the stores disagree, 2 when a segment is stale or failing, 3 both),
 ``ensure-pool`` (the Airflow pool Hive queries run in), ``static-runs`` (each static
 segment's DAG and run_at), ``rebuild-redis SEGMENT_ID|--all`` (reload Redis from MySQL),
-``serve`` (the serving API).
+``serve`` (the serving API), ``history USER_ID`` (when the user entered and left each segment,
+within ``change_history_days``; the API's ``/v1/users/{user_id}/history``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from funnel import layout, settings, wiring
 from funnel.schema import migrate
@@ -259,6 +262,97 @@ def ensure_pool() -> None:
     print(f"pool {settings.HIVE_POOL}: {settings.HIVE_POOL_SLOTS} slots")
 
 
+def history(
+    user_id: str,
+    segment_id: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    as_json: bool = False,
+) -> None:
+    """Print a user's membership history (``membership_history.user_history``, as the API answers)."""
+    import orjson
+
+    from funnel.stores.membership_history import user_history
+    from funnel.stores.run_info import utc_now
+
+    problem = layout.user_id_problem(user_id)
+    if problem:
+        raise SystemExit(f"user id {user_id!r} {problem}")
+    conn = wiring.mysql_connection()
+    try:
+        found = user_history(
+            conn,
+            user_id,
+            now=utc_now(),
+            days=settings.CHANGE_HISTORY_DAYS,
+            limit=settings.PAGE_LIMIT_DEFAULT,
+            segment_id=segment_id,
+            since=since,
+            until=until,
+        )
+    finally:
+        conn.close()
+    if as_json:
+        print(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+        return
+    print(
+        f"user {user_id}: membership history since {_shown_time(found.horizon)} UTC "
+        f"(change_history_days {found.change_history_days})"
+    )
+    rows = [
+        (
+            stay.segment_id,
+            _shown_time(stay.entered_at) if stay.entered_at else "(before the horizon)",
+            _shown_time(stay.exited_at) if stay.exited_at else "-",
+            f"version {stay.entered_version} -> {stay.exited_version}"
+            if stay.exited_version is not None
+            else f"version {stay.entered_version} -> (member now)",
+        )
+        for stay in found.stays
+    ]
+    rows += _proxy_rows(found.proxy_changes)
+    if not rows:
+        print("no stays or changes recorded in that time")
+        return
+    width = max(len("segment"), *(len(row[0]) for row in rows))
+    print(f"{'segment':<{width}}  {'entered (UTC)':<20}  {'left (UTC)':<20}  by")
+    for segment, entered, left, by in sorted(rows, key=lambda row: row[0]):
+        print(f"{segment:<{width}}  {entered:<20}  {left:<20}  {by}")
+    if found.truncated:
+        print(f"(only the first {found.limit} stays and proxy changes: narrow with --segment, --since, --until)")
+
+
+def _proxy_rows(changes: Sequence[Any]) -> list[tuple[str, str, str, str]]:
+    """A proxy segment's changes paired into stays (entered ... exited), in time order."""
+    rows: list[tuple[str, str, str, str]] = []
+    open_stays: dict[str, Any] = {}
+    for change in changes:
+        label = f"{change.segment_id} (proxy)"
+        if change.change == "entered":
+            open_stays[change.segment_id] = change
+            continue
+        began = open_stays.pop(change.segment_id, None)
+        entered = _shown_time(began.at) if began else "(before the log)"
+        by = f"event {began.event_id} -> {change.event_id}" if began else f"event ... -> {change.event_id}"
+        rows.append((label, entered, _shown_time(change.at), by))
+    for segment_id, began in open_stays.items():
+        rows.append((f"{segment_id} (proxy)", _shown_time(began.at), "-", f"event {began.event_id} -> (member now)"))
+    return rows
+
+
+def _shown_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _time_argument(raw: str) -> dt.datetime:
+    """A command-line time: ISO-8601; without an offset it is UTC."""
+    try:
+        value = dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not an ISO-8601 time, e.g. 2026-11-29T09:30:00Z") from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(prog="python -m funnel.cli", description=__doc__)
@@ -282,6 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     serving.add_argument("--host", default=settings.API_HOST)
     serving.add_argument("--port", type=int, default=settings.API_PORT)
     serving.add_argument("--workers", type=int, default=settings.API_WORKERS)
+    past = sub.add_parser(
+        "history", help="when a user entered and left each segment (within change_history_days), as a table"
+    )
+    past.add_argument("user_id")
+    past.add_argument("--segment", help="this segment only")
+    past.add_argument("--since", type=_time_argument, help="stays and changes at or after this time (ISO-8601; UTC)")
+    past.add_argument("--until", type=_time_argument, help="stays and changes at or before this time")
+    past.add_argument("--json", action="store_true", help="the API's JSON answer instead of a table")
     args = parser.parse_args(argv)
     if args.command == "migrate":
         applied = migrate()
@@ -307,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             rebuild_redis(args.segment_id)
     elif args.command == "serve":
         serve(args.host, args.port, args.workers)
+    elif args.command == "history":
+        history(args.user_id, args.segment, args.since, args.until, args.json)
     return 0
 
 

@@ -57,9 +57,31 @@ class VersionState(enum.StrEnum):
 
     STAGING = "staging"  # being written by a refresh
     LIVE = "live"  # what readers see
-    RETIRED = "retired"  # was live; kept for history until pruned
+    RETIRED = "retired"  # was live; one of the ``keep_versions`` kept: its members can still be paged
+    # was live, beyond ``keep_versions`` but within ``change_history_days``: its members are no longer
+    # pageable; its spans and change log stay, so the membership history (``?at=``, user history) answers
+    ARCHIVED = "archived"
     DISCARDED = "discarded"  # computed but never made live (rejected, superseded, failed); rows being deleted
     DROPPED = "dropped"  # rows deleted; the row stays so the number is never reused
+
+
+class ChangeType(enum.StrEnum):
+    """Which way a user crossed a segment (``funnel_segment_changes`` / ``funnel_proxy_changes.change_type``)."""
+
+    ENTERED = "entered"
+    EXITED = "exited"
+
+
+class HistoryGone(FunnelError):
+    """A time older than the membership history keeps (410); the message names the horizon and the setting."""
+
+    def __init__(self, message: str, horizon: object) -> None:
+        super().__init__(message)
+        self.horizon = horizon
+
+
+class NotReconstructable(FunnelError, ValueError):
+    """A proxy segment whose past membership the history cannot answer (a time-based rule; 422)."""
 
 
 class Freshness(enum.StrEnum):

@@ -66,6 +66,7 @@ TAG_VERSIONS_TABLE = "funnel_tag_versions"
 USER_TAGS_TABLE = "funnel_user_tags"
 TAG_LIVE_TABLE = "funnel_tag_live"
 EVENTS_TABLE = "funnel_user_events"
+PROXY_CHANGES_TABLE = "funnel_proxy_changes"
 
 #: The pseudo segment id of the user tags: their keys' hash tag, their lock, their runs.
 TAGS_ID = "_tags"

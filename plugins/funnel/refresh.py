@@ -15,7 +15,8 @@ Order (README, "How a refresh stays atomic"):
    shrink limit) pass unless forced.
 7. Diff against the live version (who entered, who exited) in MySQL; stage the ids in Redis.
 8. Swap MySQL (the durable truth), then Redis. Either swap is skipped when a version for a
-   later logical date is already live. Prune versions beyond ``keep_versions``.
+   later logical date is already live. Prune versions beyond ``keep_versions`` and
+   ``change_history_days``.
 """
 
 from __future__ import annotations
@@ -230,6 +231,8 @@ class Refresher(Stoppable):
     keep_versions: int = 3
     progress_every: int = 1_000_000
     mysql_load_rows: int = 50_000
+    #: versions beyond ``keep_versions`` promoted within this many days keep their history (archived)
+    change_history_days: float = 0
 
     def __post_init__(self) -> None:
         self._init_stoppable()
@@ -352,7 +355,7 @@ class Refresher(Stoppable):
         counts = (size, entered if logged else None, exited)
         self.redis.promote(segment_id, run.logical_ts_us, version, meta, lock.value, counts)
         prune_began = time.monotonic()
-        pruned = self.mysql.prune(segment_id, self.keep_versions)
+        pruned = self.mysql.prune(segment_id, self.keep_versions, self.change_history_days, utc_now())
         done = time.monotonic()
         if pruned:
             log.info("segment %s: pruned old versions %s", segment_id, pruned)

@@ -64,6 +64,9 @@ KEEP_VERSIONS: int = conf.getint(SECTION, "keep_versions", fallback=3)
 MAX_SHRINK_PCT: float = conf.getfloat(SECTION, "max_shrink_pct", fallback=50.0)
 CHANGE_TTL_SECONDS: int = conf.getint(SECTION, "change_ttl_seconds", fallback=7 * 86_400)
 PROGRESS_EVERY_ROWS: int = conf.getint(SECTION, "progress_every_rows", fallback=1_000_000)
+#: Membership history by age: spans and change logs of versions promoted within this many days
+#: (and proxy segments' changes at most this old) are kept, beyond ``keep_versions``; 0: none.
+CHANGE_HISTORY_DAYS: int = max(conf.getint(SECTION, "change_history_days", fallback=90), 0)
 
 #: The per-segment refresh lock: a lease renewed every third of its length, so a dead
 #: holder blocks others for at most this long; how long a second refresh waits (logging

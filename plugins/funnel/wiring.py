@@ -177,6 +177,7 @@ def refresher(
             keep_versions=settings.KEEP_VERSIONS,
             progress_every=settings.PROGRESS_EVERY_ROWS,
             mysql_load_rows=settings.MYSQL_LOAD_ROWS,
+            change_history_days=settings.CHANGE_HISTORY_DAYS,
         )
 
 
@@ -228,4 +229,5 @@ def tag_loader(
             batch_size=batch_size,
             keep_versions=settings.TAG_KEEP_VERSIONS,
             progress_every=settings.PROGRESS_EVERY_ROWS,
+            change_history_days=settings.CHANGE_HISTORY_DAYS,
         )

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,9 +34,9 @@ from funnel import layout, settings
 from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, Forbidden, Unauthorized, granted_scope, require
 from funnel.api.service import NotComputed, NotFound, Service
 from funnel.composite.expr import describe, parse_expression, to_json
-from funnel.errors import Freshness, PartialWrite, StoreError
+from funnel.errors import Freshness, HistoryGone, NotReconstructable, PartialWrite, StoreError
 from funnel.proxy.events import EventConflict, EventError, parse_events
-from funnel.stores import timeline
+from funnel.stores import membership_history, timeline
 from funnel.stores.run_info import utc_now
 from funnel.ui import mount_ui
 
@@ -72,6 +74,8 @@ _STATUS = {
     Unauthorized: 401,
     Forbidden: 403,
     Gone: 410,
+    HistoryGone: 410,
+    NotReconstructable: 422,
 }
 
 
@@ -255,6 +259,50 @@ async def _is_member(service: Service, segment_id: str, raw_user_id: str) -> tup
     return body, answer.source
 
 
+_TIME_FORMAT = "an ISO-8601 time with its offset, e.g. 2026-11-29T09:30:00Z"
+#: A ``+hh:mm`` offset whose ``+`` a query string turned into a space.
+_SPACED_OFFSET = re.compile(r" (\d\d:?\d\d)$")
+
+
+def _time(raw: str | None, name: str) -> dt.datetime | None:
+    """An optional ``?name=`` time (``_parse_time``)."""
+    return None if raw is None else _parse_time(raw, name)
+
+
+def _parse_time(raw: str, name: str) -> dt.datetime:
+    """A ``?name=`` time: aware, as UTC; 422 naming the format otherwise."""
+    text = _SPACED_OFFSET.sub(r"+\1", raw.strip())
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"{name} {raw[:80]!r} is not a time. Fix: send {_TIME_FORMAT}") from None
+    if value.tzinfo is None:
+        raise BadInput(f"{name} {raw[:80]!r} has no time zone. Fix: send {_TIME_FORMAT}")
+    return value.astimezone(dt.UTC)
+
+
+async def _is_member_at(service: Service, segment_id: str, raw_user_id: str, raw_at: str) -> dict[str, Any]:
+    """``GET /v1/segments/{id}/members/{user_id}?at=``: membership as it was then, from the history."""
+    user_id = _user_id(raw_user_id)
+    at = _parse_time(raw_at, "at")
+    now = utc_now()
+    if at > now:
+        raise BadInput(f"at {raw_at[:80]!r} is in the future. Fix: ask without at for the membership now")
+    entry = await service.entry(segment_id)
+    answer = await service.membership_at(entry, user_id, at, now)
+    body: dict[str, Any] = {
+        "segment_id": entry.segment_id,
+        "user_id": user_id,
+        "member": answer.member,
+        "at": at.isoformat(),
+        "version": answer.version,
+        "source": "history",
+    }
+    if answer.note:
+        body["note"] = answer.note
+    return body
+
+
 async def _user_segments(service: Service, raw_user_id: str) -> tuple[dict[str, Any], str]:
     """``GET /v1/users/{user_id}/segments``: the body and its source."""
     answer = await service.segments_of(_user_id(raw_user_id))
@@ -275,7 +323,7 @@ class FastPaths:
             path = get_route_path(scope)
             if path.startswith("/v1/segments/"):
                 segment_id, found, user_id = path[13:].partition("/members/")
-                if found and segment_id and "/" not in segment_id:
+                if found and segment_id and "/" not in segment_id and not scope["query_string"]:
                     await self._answer(scope, send, lambda service: _is_member(service, segment_id, user_id))
                     return
             elif path.startswith("/v1/users/") and path.endswith("/segments") and len(path) >= 19:
@@ -382,8 +430,11 @@ def _add_routes(app: FastAPI) -> None:
         tags=["membership"],
         summary="Is this user a member, and of which version",
     )
-    async def is_member(segment_id: str, user_id: str, request: Request) -> Response:
-        body, source = await _is_member(await _service(request, "read"), segment_id, user_id)
+    async def is_member(segment_id: str, user_id: str, request: Request, at: str | None = None) -> Response:
+        service = await _service(request, "read")
+        if at is not None:  # ?at=<ISO time>: as it was then (the membership history)
+            return JSON(await _is_member_at(service, segment_id, user_id, at), headers={"X-Funnel-Source": "history"})
+        body, source = await _is_member(service, segment_id, user_id)
         return JSON(body, headers={"X-Funnel-Source": source})
 
     @app.post(
@@ -455,6 +506,38 @@ def _add_routes(app: FastAPI) -> None:
     async def user_segments(user_id: str, request: Request) -> Response:
         body, source = await _user_segments(await _service(request, "read"), user_id)
         return JSON(body, headers={"X-Funnel-Source": source})
+
+    @app.get(
+        "/v1/users/{user_id:anytext}/history",
+        tags=["membership"],
+        summary="When the user entered and left each segment (stays by version, proxy changes by event), "
+        "within change_history_days; ?segment=, ?since=, ?until=, ?limit=",
+    )
+    async def user_history(user_id: str, request: Request) -> Response:
+        service = await _service(request, "read")
+        checked = _user_id(user_id)
+        query = request.query_params
+        segment_id = query.get("segment") or None
+        since, until = _time(query.get("since"), "since"), _time(query.get("until"), "until")
+        if since is not None and until is not None and since > until:
+            raise BadInput("since is after until. Fix: send since <= until")
+        limit = _limit(query.get("limit"))
+        now = utc_now()
+        history = await service.in_thread(
+            service.with_mysql(
+                lambda conn: membership_history.user_history(
+                    conn,
+                    checked,
+                    now=now,
+                    days=settings.CHANGE_HISTORY_DAYS,
+                    limit=limit,
+                    segment_id=segment_id,
+                    since=since,
+                    until=until,
+                )
+            )
+        )
+        return JSON(history, headers={"X-Funnel-Source": "history"})
 
     @app.post(
         "/v1/events",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import queue
@@ -33,7 +34,9 @@ from funnel.proxy.rules import Rule, Tags, is_leaf, leaf_ranges, matches, parse_
 from funnel.proxy.tags import from_score
 from funnel.restore import restore_into_redis
 from funnel.segments import Kind, Segment
+from funnel.stores import membership_history
 from funnel.stores.history import RunHistory
+from funnel.stores.membership_history import AtAnswer
 from funnel.stores.mysql_store import LiveVersion, MySqlSegmentStore
 from funnel.stores.run_info import utc_now
 from funnel.stores.tags import EventsOutcome, MySqlTagStore
@@ -500,13 +503,34 @@ class Service:
 
         return await self.in_thread(self.with_mysql(read))
 
+    # ------------------------------------------------------------------ history (MySQL)
+
+    async def membership_at(self, entry: Entry, user_id: str, at: dt.datetime, now: dt.datetime) -> AtAnswer:
+        """Membership as it was at ``at``, from the history (``funnel.stores.membership_history``)."""
+        days, rule, segment_id = settings.CHANGE_HISTORY_DAYS, entry.rule, entry.segment_id
+
+        def read(conn: Any) -> AtAnswer | None:
+            if rule is None:
+                return membership_history.membership_at(conn, segment_id, user_id, at, now, days)
+            row = MySqlTagStore(conn).tags_of([user_id]).get(user_id)
+            current = None if row is None else Tags(row.first_seen, row.order_count)
+            return membership_history.proxy_membership_at(conn, segment_id, rule, user_id, at, now, days, current)
+
+        answer = await self.in_thread(self.with_mysql(read))
+        if answer is None:
+            raise NotComputed(f"segment {segment_id!r} is not computed yet; it has no history to answer from")
+        return answer
+
     # ------------------------------------------------------------------ events
 
     async def ingest(self, events: Sequence[Event]) -> tuple[EventsOutcome, bool]:
         """Record and apply a batch of events (MySQL in a thread, then Redis)."""
 
+        _, proxies = self._enabled_by_kind(await self.catalog())
+        rules = {entry.segment_id: entry.rule for entry in proxies if entry.rule is not None}
+
         def run(conn: Any) -> tuple[EventsOutcome, bool]:
-            return ingest(events, wiring.mysql_tag_store(conn), self.sync_tags, utc_now())
+            return ingest(events, wiring.mysql_tag_store(conn), self.sync_tags, utc_now(), rules)
 
         return await self.in_thread(self.with_mysql(run))
 
