@@ -133,3 +133,46 @@ def test_report_flags_stale_and_failing_segments_in_its_exit_status(
 
     redis_client.delete(layout.members_key("ok"))
     assert main(["report"]) == 3  # and now the stores disagree too
+
+
+def test_history_prints_a_users_stays_and_proxy_changes_as_a_table(mysql_conn: Any, capsys: Any) -> None:
+    import datetime as dt
+    import json
+
+    from funnel.proxy.events import Event, EventType
+    from funnel.proxy.rules import parse_rule
+    from funnel.stores.mysql_store import MySqlSegmentStore
+    from funnel.stores.run_info import RunInfo, utc_now
+    from funnel.stores.tags import MySqlTagStore
+
+    now = utc_now().replace(microsecond=0)
+    store = MySqlSegmentStore(mysql_conn)
+    for n, (members, hours_ago) in enumerate([(["1"], 3), (["2"], 2), (["1"], 1)]):
+        run = RunInfo("funnel_dynamic_segments", f"scheduled__{n}", dt.datetime(2030, 1, 1 + n, tzinfo=dt.UTC))
+        version = store.begin_version("buyers", run, now, logged=n > 0)
+        store.add_entered("buyers", version, members, logged=n > 0)
+        if n > 0:
+            store.add_exited("buyers", version, ["2"] if members == ["1"] else ["1"])
+            store.close_exited("buyers", version)
+        store.promote("buyers", version, run, 1, now - dt.timedelta(hours=hours_ago))
+    loyal = {"loyal": parse_rule("loyal", '{"tag": "order_count", "op": ">=", "value": 1}', 30)}
+    order = Event("o-1", EventType.ORDER, "1", now - dt.timedelta(minutes=30))
+    MySqlTagStore(mysql_conn).record_events([order], "r" * 32, now, loyal)
+
+    assert main(["history", "1"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    hour = {n: (now - dt.timedelta(hours=n)).strftime("%Y-%m-%d %H:%M:%S") for n in (1, 2, 3)}
+    assert shown[0].startswith("user 1: membership history since ")
+    assert shown[0].endswith("(change_history_days 90)")
+    assert shown[1:] == [
+        "segment        entered (UTC)         left (UTC)            by",
+        f"buyers         {hour[3]}   {hour[2]}   version 1 -> 2",
+        f"buyers         {hour[1]}   -                     version 3 -> (member now)",
+        f"loyal (proxy)  {order.at.strftime('%Y-%m-%d %H:%M:%S')}   -                     event o-1 -> (member now)",
+    ]
+    assert main(["history", "1", "--segment", "loyal", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["stays"] == []
+    assert [c["event_id"] for c in answer["proxy_changes"]] == ["o-1"]
+    assert main(["history", "nobody"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "no stays or changes recorded in that time"

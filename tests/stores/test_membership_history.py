@@ -56,8 +56,10 @@ def test_membership_at_a_time_is_the_version_live_then(mysql_conn: Any) -> None:
     assert at(mysql_conn, "1", hours(10)) == (True, 3)  # at the promotion itself: the new version
     assert at(mysql_conn, "3", hours(1)) == (False, 3)
     before = membership_at(mysql_conn, "s", "1", hours(40), NOW, DAYS)
-    assert before is not None and (before.member, before.version) == (False, None)
-    assert before.note is not None and "before the segment's first version (1, live since" in before.note
+    assert before is not None
+    assert (before.member, before.version) == (False, None)
+    assert before.note is not None
+    assert "before the segment's first version (1, live since" in before.note
 
 
 def test_a_segment_never_computed_has_no_answer(mysql_conn: Any) -> None:
@@ -97,7 +99,8 @@ def test_a_users_stays_come_from_the_spans_first_version_included(mysql_conn: An
         Stay("a", hours(10), 3, None, None),
         Stay("b", hours(25), 1, None, None),
     ]
-    assert not history.truncated and history.horizon == NOW - dt.timedelta(days=DAYS)
+    assert not history.truncated
+    assert history.horizon == NOW - dt.timedelta(days=DAYS)
     assert user_history(mysql_conn, "9", now=NOW, days=DAYS, limit=10).stays == []
     # since / until keep the stays overlapping the window; segment narrows to one
     window = user_history(mysql_conn, "1", now=NOW, days=DAYS, limit=10, since=hours(15), until=hours(12))
@@ -106,4 +109,5 @@ def test_a_users_stays_come_from_the_spans_first_version_included(mysql_conn: An
         s.entered_version for s in user_history(mysql_conn, "1", now=NOW, days=DAYS, limit=10, segment_id="a").stays
     ] == [1, 3]
     capped = user_history(mysql_conn, "1", now=NOW, days=DAYS, limit=2)
-    assert capped.truncated and len(capped.stays) == 2
+    assert capped.truncated
+    assert len(capped.stays) == 2
