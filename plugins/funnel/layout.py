@@ -33,19 +33,22 @@ starts with ``_``), so a tag load swaps all of them in one script:
 MySQL (second level, durable; Redis can always be rebuilt from it):
 
 - ``funnel_segments``: the catalog (one row per segment; the user-facing contract).
-- ``funnel_segment_versions``: one row per computed version and its state.
+- ``funnel_segment_versions``: one row per computed version and its state (``archived``: beyond
+  ``keep_versions`` but within ``change_history_days``, kept for the membership history).
 - ``funnel_memberships``: each stay of a user in a segment, as the span of versions from the one
   it entered to the one it exited (NULL: still a member); a version's members are the spans
-  that cover it.
+  that cover it. Index ``user_idx (user_id, segment_id, entered)``: a user's stays.
 - ``funnel_live_versions``: the live pointer, one row per segment; the swap moves it.
 - ``funnel_current_members``: a view of each segment's live members (segment_id, user_id).
 - ``funnel_segment_runs``: one row per refresh attempt, failed and skipped ones included;
   a composite's attempt names the version of each operand it used (``inputs``, JSON).
-- ``funnel_segment_changes``: who entered and exited, per kept version.
+- ``funnel_segment_changes``: who entered and exited, per kept (live, retired, archived) version.
 - ``funnel_tag_versions``: one row per tag load (a version of every user's tags) and its state.
 - ``funnel_user_tags``: every user's tags, per kept tag version.
 - ``funnel_tag_live``: the live tag version (one row); events and loads serialize on it.
 - ``funnel_user_events``: the real-time events (sign-ups, orders), unique by ``event_id``.
+- ``funnel_proxy_changes``: an event that moved a user across a proxy segment's rule (entered or
+  exited, at the event's time, naming it); kept ``change_history_days`` days.
 """
 
 from __future__ import annotations
