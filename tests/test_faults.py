@@ -83,7 +83,7 @@ def leftovers(mysql_conn: Any, redis_client: Any) -> dict[str, Any]:
             mysql_conn,
             f"SELECT m.entered, COUNT(*) FROM {layout.MEMBERSHIPS_TABLE} m LEFT JOIN {layout.VERSIONS_TABLE} v"
             " ON v.segment_id = m.segment_id AND v.version = m.entered"
-            " WHERE v.state IS NULL OR v.state NOT IN ('live', 'retired') GROUP BY m.entered",
+            " WHERE v.state IS NULL OR v.state NOT IN ('live', 'retired', 'archived') GROUP BY m.entered",
         ),
         "lock": redis_client.get(layout.lock_key(SEGMENT)),
     }
