@@ -186,6 +186,7 @@ def preview(
     from funnel.errors import FunnelError
     from funnel.preview import PreviewRequest
 
+    _logs_to_stderr()  # stdout holds the answer alone (``--json | jq`` works)
     if query_file is not None:
         request = PreviewRequest(segment_id, query=_read_text(query_file), kind=kind)
     elif rule_file is not None:
@@ -205,6 +206,13 @@ def preview(
     else:
         print_preview(answer)
     return 0
+
+
+def _logs_to_stderr() -> None:
+    """Point the log handlers that write to stdout (Airflow's logging config does) at stderr."""
+    for handler in logging.root.handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
 
 
 def _read_text(path: str) -> str:
