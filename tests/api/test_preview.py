@@ -171,16 +171,18 @@ def test_previews_beyond_the_concurrency_get_429_while_the_server_keeps_answerin
 ) -> None:
     client = one_preview_at_a_time
     slow: list[httpx.Response] = []
-    worker = threading.Thread(
-        target=lambda: slow.append(
-            client.post("/v1/preview", json={"query": SLOW_QUERY}, headers=write_auth, timeout=30)
-        )
-    )
+
+    def post_slow() -> None:  # again while a probe holds the slot, until it holds it itself
+        deadline = time.monotonic() + 15
+        while not slow or (slow[-1].status_code == 429 and time.monotonic() < deadline):
+            slow.append(client.post("/v1/preview", json={"query": SLOW_QUERY}, headers=write_auth, timeout=30))
+
+    worker = threading.Thread(target=post_slow)
     worker.start()
     try:
-        deadline = time.monotonic() + 5
-        while True:  # until the slow one holds the only slot (a quick one may slip in first)
-            busy = client.post("/v1/preview", json={"query": "SELECT 1"}, headers=write_auth, timeout=30)
+        deadline = time.monotonic() + 15
+        while True:  # a probe that takes the slot for a moment (refused before Hive) until the slow one holds it
+            busy = client.post("/v1/preview", json={"query": "DROP TABLE t"}, headers=write_auth, timeout=30)
             if busy.status_code == 429 or time.monotonic() > deadline:
                 break
         assert (busy.status_code, busy.json()) == (
@@ -195,7 +197,7 @@ def test_previews_beyond_the_concurrency_get_429_while_the_server_keeps_answerin
         assert client.get("/v1/segments", headers=read_auth).status_code == 200
         assert time.monotonic() - started < 1
     finally:
-        worker.join(timeout=30)
-    assert slow[0].status_code == 504
+        worker.join(timeout=40)
+    assert slow[-1].status_code == 504
     after = client.post("/v1/preview", json={"query": "SELECT 1"}, headers=write_auth, timeout=30)
     assert (after.status_code, after.json()["size"]) == (200, 1)  # the slot is free again

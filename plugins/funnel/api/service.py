@@ -172,6 +172,7 @@ class Previews:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, slots), thread_name_prefix="funnel-preview")
         self._redis: Any = None
+        self._redis_lock = threading.Lock()  # not the slots' lock: the event loop never waits on a connect
 
     async def run(self, request: PreviewRequest) -> dict[str, Any]:
         """The preview's answer (``Preview.to_dict()``); ``Busy`` when ``slots`` previews are running."""
@@ -195,7 +196,7 @@ class Previews:
             self._running -= 1
 
     def _preview(self, request: PreviewRequest) -> dict[str, Any]:
-        with self._lock:
+        with self._redis_lock:
             if self._redis is None:
                 self._redis = wiring.redis_client()
             client = self._redis
