@@ -23,7 +23,6 @@ from funnel.errors import (
     HiveQueryCancelled,
     HiveQueryError,
     PreviewError,
-    PreviewNotAvailable,
     PreviewTimeout,
     SegmentError,
     UnknownSegment,
@@ -260,10 +259,6 @@ def test_a_bad_rule_gets_the_catalogs_message(unchanged: None) -> None:
 
 
 def test_what_cannot_be_previewed_says_why(unchanged: None) -> None:
-    with pytest.raises(PreviewNotAvailable, match=r"^composite previews are not available yet\. Fix: "):
-        preview(rule={"union": ["evens", "low"]})
-    with pytest.raises(PreviewNotAvailable, match=r"^composite previews are not available yet"):
-        preview(rule='{"minus": ["evens", ["low"]]}')
     with pytest.raises(UnknownSegment, match=r"^segment 'nosuch' is not in the catalog\. Fix: check the id"):
         preview(segment_id="nosuch")
     with pytest.raises(PreviewError, match=r"^nothing to preview"):
@@ -382,3 +377,82 @@ def test_preview_request_from_text_reads_a_json_object_as_a_rule() -> None:
     assert PreviewRequest.from_text('{"tag": "new_user"}') == PreviewRequest(rule='{"tag": "new_user"}')
     assert PreviewRequest.from_text("SELECT 1", "s", "static") == PreviewRequest("s", query="SELECT 1", kind="static")
     assert PreviewRequest.from_text("[1, 2]").query == "[1, 2]"
+
+
+def composite(segment_id: str, rule: dict[str, Any]) -> dict[str, Any]:
+    return {"segment_id": segment_id, "name": segment_id.title(), "kind": "composite", "rule": json.dumps(rule)}
+
+
+def test_a_composite_rule_previews_from_the_operands_live_versions(unchanged: None) -> None:
+    answer = preview(rule={"minus": ["big", ["evens", "low"]]})
+    odd_above_ten = {str(i) for i in range(11, 200, 2)}
+    evens_above_hundred = {str(i) for i in range(100, 200, 2)}
+    assert (answer.kind, answer.size, answer.capped) == ("composite", len(odd_above_ten | evens_above_hundred), False)
+    assert answer.sample == ["11", "13", "15", "17", "19", "21", "23", "25", "27", "29"] + [
+        str(i) for i in range(31, 50, 2)
+    ]
+    assert {k: v for k, v in overlaps(answer).items() if k in ("big", "evens", "low")} == {
+        "big": (145, 200),
+        "evens": (0, 50),
+        "low": (0, 10),
+    }
+    assert answer.against_live is None  # a new segment
+
+
+def test_an_existing_composite_previews_its_next_version_against_its_live_one(mysql_conn: Any, world: Any) -> None:
+    from funnel.composite.compute import composite_batches
+    from funnel.composite.expr import parse_expression
+
+    rule = {"minus": ["low", "evens"]}
+    insert_segments(mysql_conn, composite("odd_low", rule))
+    run = RunInfo("funnel_test_preview", "scheduled__odd_low", dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC))
+    with wiring.refresher(redis_client=world) as refresher, wiring.composite_source() as source:
+        lock = wiring.segment_lock(world, "odd_low", {"run_id": run.run_id})
+        batches = composite_batches(
+            "odd_low", parse_expression("odd_low", rule), source, run, refresher.note_inputs, 100, logging.getLogger()
+        )
+        refresher.refresh(RefreshRequest("odd_low", Kind.COMPOSITE, run), batches, lock)
+    before = (redis_dump(world), mysql_fingerprint(mysql_conn))
+
+    by_id = preview(segment_id="odd_low")
+    assert (by_id.size, by_id.sample) == (5, ["1", "3", "5", "7", "9"])
+    assert by_id.against_live is not None
+    assert (by_id.against_live.entered, by_id.against_live.exited, by_id.against_live.guard) == (0, 0, None)
+
+    swapped = preview(segment_id="odd_low", rule={"intersect": ["low", "evens"]})
+    assert (swapped.size, swapped.sample) == (5, ["0", "2", "4", "6", "8"])
+    live = swapped.against_live
+    assert live is not None
+    assert (live.version, live.size, live.entered, live.exited, live.would_refuse) == (1, 5, 5, 5, False)
+    assert (redis_dump(world), mysql_fingerprint(mysql_conn)) == before
+
+
+def test_a_composite_preview_holds_the_cap(unchanged: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings, "PREVIEW_MAX_ROWS", 30)
+    monkeypatch.setattr(settings, "BATCH_SIZE", 7)
+    answer = preview(rule={"union": ["big", "evens"]})
+    assert (answer.size, answer.capped, len(answer.sample)) == (30, True, 20)
+    assert answer.rows_read <= 35
+
+
+def test_a_bad_composite_gets_the_catalogs_message(mysql_conn: Any, world: Any) -> None:
+    cur = mysql_conn.cursor()
+    cur.execute(f"SELECT segment_id, name, kind, query, run_at, rule, enabled FROM {layout.SEGMENTS_TABLE}")
+    columns = ("segment_id", "name", "kind", "query", "run_at", "rule", "enabled")
+    rows = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+    mysql_conn.commit()
+    before = (redis_dump(world), mysql_fingerprint(mysql_conn))
+    for rule in (
+        {"union": ["evens", "buyers"]},  # a proxy operand
+        {"intersect": ["evens", "nosuch"]},  # not in the catalog
+        {"union": ["evens"]},  # one operand
+        {"minus": ["evens", ["preview"]]},  # itself
+    ):
+        catalog = validate_rows([(row, "mysql") for row in [*rows, composite("preview", rule)]])
+        (expected,) = [error for error in catalog.errors if error.segment_id == "preview"]
+        with pytest.raises(SegmentError) as error:
+            preview(rule=rule)
+        assert str(error.value) == str(expected)
+    with pytest.raises(PreviewError, match=r"operand\(s\) 'never' have no live version yet"):
+        preview(rule={"union": ["evens", "never"]})
+    assert (redis_dump(world), mysql_fingerprint(mysql_conn)) == before

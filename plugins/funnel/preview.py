@@ -23,9 +23,10 @@ segment, to see what that segment's next refresh would do with it. The preview:
 Nothing is written anywhere: no Redis key, no MySQL row (not even the run history). Memory
 is bounded by the cap: the preview's ids are one set of at most ``preview_max_rows``.
 
-A composite segment (a set expression over other segments) has no preview yet: its rule
-(top-level ``union``, ``intersect`` or ``minus``) is refused with ``PreviewNotAvailable``;
-``Previewer._members`` is where its branch goes.
+A composite rule (top-level ``union``, ``intersect`` or ``minus``), or an existing composite
+segment, is checked against the whole catalog as the catalog checks it (operands known, valid,
+stored and enabled; no cycle), then computed as its refresh computes it: from the operands'
+live versions in MySQL (``funnel.stores.composite``), streamed up to the cap, with no Hive.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from funnel.catalog import Catalog
+from funnel.composite.expr import operands, parse_expression
+from funnel.composite.graph import check_composites
 from funnel.errors import HiveQueryCancelled, PreviewError, PreviewNotAvailable, PreviewTimeout, UnknownSegment
 from funnel.hive_source import HiveQuery
 from funnel.proxy.rules import Rule, Tags, is_leaf, leaf_ranges, matches, parse_rule
@@ -49,6 +52,7 @@ from funnel.query_check import check_query
 from funnel.refresh import normalize_user_ids, redis_serves
 from funnel.rules import guard_violation
 from funnel.segments import Kind, Segment, segment_from_row
+from funnel.stores.composite import CompositeSource
 from funnel.stores.mysql_store import LiveVersion, MySqlSegmentStore
 from funnel.stores.redis_store import RedisSegmentStore
 from funnel.stores.run_info import utc_now
@@ -208,6 +212,7 @@ class Previewer:
         read_catalog: Callable[[], Catalog],
         hive_connect: Callable[[], Any],
         limits: PreviewLimits,
+        composite_source: Callable[[], contextlib.AbstractContextManager[CompositeSource]],
     ) -> None:
         self.redis = redis
         self.redis_tags = redis_tags
@@ -216,6 +221,7 @@ class Previewer:
         self.read_catalog = read_catalog
         self.hive_connect = hive_connect
         self.limits = limits
+        self.composite_source = composite_source
         self._cancel = threading.Event()
         self._timed_out = threading.Event()
         self._running: HiveQuery | None = None
@@ -283,10 +289,6 @@ class Previewer:
             return existing, existing
         if request.query is not None and request.rule is not None:
             raise PreviewError("both a query and a rule were given. Fix: preview one of them at a time")
-        if request.rule is not None and (request.kind == "composite" or _composite_rule(request.rule)):
-            raise PreviewNotAvailable(
-                "composite previews are not available yet. Fix: preview each operand segment on its own"
-            )
         row: dict[str, Any] = {
             "segment_id": request.segment_id if request.segment_id is not None else PLACEHOLDER_ID,
             "name": existing.name if existing is not None else "preview",
@@ -300,11 +302,20 @@ class Previewer:
             if replaced is not None and replaced.max_shrink_pct is not None:
                 row["max_shrink_pct"] = replaced.max_shrink_pct
         else:
-            row["kind"] = request.kind or Kind.PROXY.value
+            composite = request.kind == Kind.COMPOSITE.value or _composite_rule(request.rule)
+            row["kind"] = request.kind or (Kind.COMPOSITE.value if composite else Kind.PROXY.value)
             row["rule"] = request.rule
+            if row["kind"] == Kind.COMPOSITE.value and existing is not None and existing.kind is Kind.COMPOSITE:
+                row["max_shrink_pct"] = existing.max_shrink_pct
         segment = segment_from_row(row, source="preview")
         if segment.query is not None:
             self._check(segment.segment_id, segment.query)
+        if segment.kind is Kind.COMPOSITE:  # against the whole catalog, as the catalog checks it
+            others = [s for s in catalog.segments if s.segment_id != segment.segment_id]
+            _, refused = check_composites([*others, segment], [e.segment_id for e in catalog.errors])
+            for error in refused:
+                if error.segment_id == segment.segment_id:
+                    raise error
         return segment, existing
 
     def _check(self, segment_id: str, query: str) -> None:
@@ -319,6 +330,8 @@ class Previewer:
                 return self._query_members(segment, now)
             if segment.kind is Kind.PROXY:
                 return self._proxy_members(segment, now)
+            if segment.kind is Kind.COMPOSITE:
+                return self._composite_members(segment)
         raise PreviewNotAvailable(
             f"segment {segment.segment_id!r}: previews of {segment.kind.value} segments are not available yet"
         )
@@ -409,6 +422,40 @@ class Previewer:
             collector.ids,
             size if collector.capped else len(collector.ids),
             True,
+            collector.capped,
+            collector.rows,
+            0,
+            time.monotonic() - started,
+        )
+
+    def _composite_members(self, segment: Segment) -> _Members:
+        """A set expression over the operands' live versions (MySQL, as its refresh computes it),
+        streamed up to the cap on a connection of its own (closed early at the cap)."""
+        expr = parse_expression(segment.segment_id, segment.rule)
+        started = time.monotonic()
+        collector = _Collector(self.limits.max_rows)
+        with self.composite_source() as source:
+            lives = source.live_versions(operands(expr))
+            missing = sorted(name for name, live in lives.items() if live is None)
+            if missing:
+                raise PreviewError(
+                    f"segment {segment.segment_id!r}: operand(s) {', '.join(map(repr, missing))} have no live version "
+                    "yet, so there is nothing to combine. Fix: preview again once they are computed"
+                )
+            versions = {name: live.version for name, live in lives.items() if live is not None}
+            stream = source.stream(expr, versions, self.limits.batch_size)
+            try:
+                for batch in stream:
+                    if self._cancel.is_set():
+                        raise self._timeout() if self._timed_out.is_set() else PreviewError("the preview was stopped")
+                    if not collector.add(len(batch), batch):
+                        break
+            finally:
+                stream.close()
+        return _Members(
+            collector.ids,
+            len(collector.ids),
+            not collector.capped,
             collector.capped,
             collector.rows,
             0,
@@ -509,15 +556,15 @@ class Previewer:
         overlap: Sequence[Overlap],
         lives: dict[str, LiveVersion],
     ) -> AgainstLive | None:
-        """For an existing static or dynamic segment: entered, exited and the guards' verdict."""
-        stored = (Kind.STATIC, Kind.DYNAMIC)
+        """For an existing stored segment: entered, exited and the guards' verdict."""
+        stored = (Kind.STATIC, Kind.DYNAMIC, Kind.COMPOSITE)
         if existing is None or existing.kind not in stored or segment.kind not in stored:
             return None
         segment_id = existing.segment_id
         live = lives.get(segment_id)
         live_size = live.size if live is not None else None
         pct = self.limits.max_shrink_pct if segment.max_shrink_pct is None else segment.max_shrink_pct
-        guard = guard_violation(segment_id, members.size, live_size, pct, force=False)
+        guard = guard_violation(segment_id, members.size, live_size, pct, force=False, kind=segment.kind)
         reason = None
         if members.size_exact:
             would_refuse: bool | None = guard is not None

@@ -274,6 +274,7 @@ def previewer(
                 read_catalog=lambda: serving_catalog(catalog_hook),
                 hive_connect=hive_hook(hive_conn_id).get_conn,
                 limits=limits,
+                composite_source=lambda: composite_source(mysql_conn_id),
             )
     finally:
         if redis is None:

@@ -100,7 +100,7 @@ def test_a_bad_query_or_rule_gets_the_catalogs_message_as_422(
 @pytest.mark.parametrize(
     ("body", "status", "error"),
     [
-        ({"rule": {"union": ["evens", "low"]}}, 422, "composite previews are not available yet. Fix: "),
+        ({"rule": {"union": ["evens", "nosuch"]}}, 422, "segment 'preview': field 'rule' uses segment 'nosuch', which"),
         ({"segment_id": "nosuch"}, 404, "segment 'nosuch' is not in the catalog. Fix: "),
         ({}, 422, 'send {"segment_id": "..."}, {"query": "SELECT ..."} or {"rule": {...}}'),
         ([1], 422, 'send {"segment_id": "..."}'),
