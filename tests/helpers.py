@@ -142,3 +142,30 @@ def freezable_proxy(host: str, port: int) -> Iterator[FreezableProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+def redis_dump(client: Any) -> dict[bytes, tuple[bytes, bytes | None]]:
+    """Every key of the test Redis (each master of a cluster) with its type and ``DUMP``: two
+    equal dumps mean nothing was written in between."""
+    nodes = [node.redis_connection for node in client.get_primaries()] if hasattr(client, "get_primaries") else [client]
+    return {key: (node.type(key), node.dump(key)) for node in nodes for key in node.scan_iter(count=1000)}
+
+
+def mysql_fingerprint(conn: Any) -> dict[str, tuple[Any, ...]]:
+    """Every table of the test MySQL database: rows, ``CHECKSUM TABLE`` and the next AUTO_INCREMENT
+    (so even a row written and deleted again shows)."""
+    cur = conn.cursor()
+    cur.execute(
+        "SELECT table_name, auto_increment FROM information_schema.tables "
+        "WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE'"
+    )
+    tables = dict(cur.fetchall())
+    found: dict[str, tuple[Any, ...]] = {}
+    for table, auto_increment in sorted(tables.items()):
+        cur.execute(f"SELECT COUNT(*) FROM {table}")
+        (rows,) = cur.fetchone()
+        cur.execute(f"CHECKSUM TABLE {table}")
+        (_, checksum) = cur.fetchone()
+        found[table] = (rows, checksum, auto_increment)
+    conn.commit()
+    return found
