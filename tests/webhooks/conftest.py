@@ -27,7 +27,9 @@ def refresh(mysql_conn: Any, redis_client: Any) -> Callable[..., RefreshResult]:
         info = RunInfo("funnel_test_webhooks", f"scheduled__{slot}", logical_date)
         with wiring.refresher(redis_client=redis_client) as refresher:
             lock = wiring.segment_lock(redis_client, segment_id, {"run_id": info.run_id})
-            return refresher.refresh(RefreshRequest(segment_id, Kind.DYNAMIC, info), lambda: iter([list(members)]), lock)
+            return refresher.refresh(
+                RefreshRequest(segment_id, Kind.DYNAMIC, info), lambda: iter([list(members)]), lock
+            )
 
     return run
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -60,7 +61,8 @@ def test_every_change_arrives_in_order_signed_across_failures_an_outage_and_a_ma
     # The receiver fails the first two attempts: retried with backoff, then everything arrives.
     receiver.fail_next(2)
     [report] = deliverer(mysql_conn).run(retry_parked=False)
-    assert report.parked is None and report.versions == [v1, v2]
+    assert report.parked is None
+    assert report.versions == [v1, v2]
     first = receiver.requests[:3]
     assert [status for _, _, status in first] == [500, 500, 200]
     assert len({headers["x-funnel-delivery"] for headers, _, _ in first}) == 1  # repeats carry the same id
@@ -79,7 +81,8 @@ def test_every_change_arrives_in_order_signed_across_failures_an_outage_and_a_ma
     v4 = refresh("buyers", members[3]).version
     receiver.down()
     [report] = deliverer(mysql_conn).run(retry_parked=False)
-    assert report.delivered == [] and report.parked is not None
+    assert report.delivered == []
+    assert report.parked is not None
     store = WebhookStore(mysql_conn)
     [(version, batch, reason)] = store.parked(webhook.id)
     assert (version, batch) == (v3, 1)
@@ -93,18 +96,27 @@ def test_every_change_arrives_in_order_signed_across_failures_an_outage_and_a_ma
     receiver.up()
     accepted_before = len(receiver.accepted())
     [report] = deliverer(mysql_conn).run(retry_parked=False)
-    assert report.parked is not None and "still parked" in report.parked
+    assert report.parked is not None
+    assert "still parked" in report.parked
     assert len(receiver.accepted()) == accepted_before
     [report] = deliverer(mysql_conn).run(retry_parked=True)
-    assert report.retried == 1 and report.parked is None and report.versions == [v3, v4]
+    assert report.retried == 1
+    assert report.parked is None
+    assert report.versions == [v3, v4]
     bodies = received(receiver)
     order = [(b["version"], b["batch"]) for b in bodies]
     assert order == sorted(order)  # version, then batch order, for this subscription
-    assert [(b["version"], b["batch"]) for b in bodies[accepted_before:]] == [(v3, 1), (v3, 2), (v3, 3), (v4, 1), (v4, 2)]
+    assert [(b["version"], b["batch"]) for b in bodies[accepted_before:]] == [
+        (v3, 1),
+        (v3, 2),
+        (v3, 3),
+        (v4, 1),
+        (v4, 2),
+    ]
 
     # Every entered and exited id of every version arrived, as the members lists say.
     expected = {v1: (set(members[0]), set())}
-    for version, (before, after) in zip((v2, v3, v4), zip(members, members[1:], strict=False), strict=True):
+    for version, (before, after) in zip((v2, v3, v4), itertools.pairwise(members), strict=True):
         expected[version] = (set(after) - set(before), set(before) - set(after))
     assert changes_by_version(bodies) == expected
     assert store.get(webhook.id).cursor.version == v4
@@ -125,7 +137,8 @@ def test_a_new_subscription_starts_after_the_live_version_and_one_receiver_down_
         first, second = deliverer(mysql_conn).run(retry_parked=False)
     finally:
         broken.down()
-    assert first.parked is not None and second.parked is None
+    assert first.parked is not None
+    assert second.parked is None
     assert [(b["version"], b["entered"], b["exited"]) for b in received(receiver)] == [
         (v2, ["c"], []),
         (v2, [], ["a"]),
@@ -140,7 +153,8 @@ def test_a_pruned_version_parks_with_the_reason_and_is_never_skipped(
     for members in (["b"], ["c"], ["d"], ["e"]):  # keep_versions (3) prunes v1 and v2
         refresh("buyers", members)
     [report] = deliverer(mysql_conn).run(retry_parked=False)
-    assert report.delivered == [] and receiver.requests == []
+    assert report.delivered == []
+    assert receiver.requests == []
     [(version, batch, reason)] = WebhookStore(mysql_conn).parked(webhook.id)
     assert (version, batch) == (v1, 1)
     assert reason.startswith(f"version {v1} of segment buyers is no longer kept in MySQL (pruned)")
@@ -163,7 +177,9 @@ def test_a_changed_batch_size_restarts_the_version_it_was_in(
     with mysql_conn.cursor() as cur:
         cur.execute(f"UPDATE {layout.WEBHOOKS_TABLE} SET delivered_version = 0, delivered_batches = 1, batch_size = 2")
     mysql_conn.commit()
-    bigger = DeliverySettings(batch_size=10, max_attempts=1, backoff_seconds=0, backoff_max_seconds=0, timeout_seconds=2)
+    bigger = DeliverySettings(
+        batch_size=10, max_attempts=1, backoff_seconds=0, backoff_max_seconds=0, timeout_seconds=2
+    )
     deliverer(mysql_conn, bigger).run(retry_parked=False)  # 10 a batch: v1 again from its start, whole
     assert [(b["batch"], b["batches"], len(b["entered"])) for b in received(receiver)] == [(1, 1, 5)]
 

@@ -32,10 +32,6 @@ class VersionPlan:
     def batches(self) -> int:
         return max(1, self.entered_batches + math.ceil(self.exited / self.batch_size))
 
-    def kind_of(self, batch: int) -> str:
-        """Which ids batch ``batch`` (from 1) holds: ``entered`` or ``exited``."""
-        return "entered" if batch <= self.entered_batches else "exited"
-
 
 @dataclass(frozen=True)
 class Cursor:
