@@ -211,3 +211,20 @@ class WebhookReceiver:
     def accepted(self) -> list[tuple[dict[str, str], bytes]]:
         """The POSTs answered 2xx, in order."""
         return [(headers, body) for headers, body, status in self.requests if status == 200]
+
+
+def refresh_segment(redis_client: Any, segment_id: str, members: list[str], slot: int) -> Any:
+    """Make a new version of a dynamic segment live with the real Refresher, as its Airflow task
+    would (``slot``: days after 2030-01-01 09:00 UTC, its logical date); returns the ``RefreshResult``."""
+    import datetime as dt
+
+    from funnel import wiring
+    from funnel.refresh import RefreshRequest
+    from funnel.segments import Kind
+    from funnel.stores.run_info import RunInfo
+
+    logical_date = dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC) + dt.timedelta(days=slot)
+    info = RunInfo("funnel_tests", f"scheduled__{slot}", logical_date)
+    with wiring.refresher(redis_client=redis_client) as refresher:
+        lock = wiring.segment_lock(redis_client, segment_id, {"run_id": info.run_id})
+        return refresher.refresh(RefreshRequest(segment_id, Kind.DYNAMIC, info), lambda: iter([list(members)]), lock)
