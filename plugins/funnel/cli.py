@@ -214,10 +214,11 @@ def webhooks_command(args: argparse.Namespace) -> int:
                 rows = store.by_version(args.id)
                 print(f"{'version':>7}  {'status':<9} {'batches':>7} {'attempts':>8}  last error")
                 for row in rows:
-                    print(
+                    line = (
                         f"{row.version:>7}  {row.status.value:<9} {row.delivered:>3}/{row.batches:<3} "
                         f"{row.attempts:>8}  {row.last_error or ''}"
                     )
+                    print(line.rstrip())
                 if not rows:
                     print("no deliveries yet")
             elif args.action == "retry":

@@ -58,7 +58,7 @@ class Report:
         done = (
             f" delivered {len(self.delivered)} batch(es) of version(s) {_span(self.versions)}"
             if self.delivered
-            else " nothing new to deliver"
+            else (" delivered nothing" if self.parked or self.stopped else " nothing new to deliver")
         )
         if self.delivered and not self.versions:
             done = f" delivered {len(self.delivered)} batch(es) ({self.delivered[0]} to {self.delivered[-1]})"
