@@ -481,7 +481,7 @@ class WebhookDeliveryOperator(BaseOperator):
             reports = wiring.webhook_deliverer(conn, config, self._stop).run(retry_parked)
         for report in reports:
             self.log.info("%s", report.describe())
-        parked = [report for report in reports if report.parked]
+        parked = [report for report in reports if report.parked or report.error]
         summary = {
             "subscriptions": len(reports),
             "delivered": sum(len(report.delivered) for report in reports),
@@ -493,9 +493,9 @@ class WebhookDeliveryOperator(BaseOperator):
         if parked:
             lines = "\n".join(f"- {report.describe()}" for report in parked)
             raise DeliveriesParked(
-                f"{len(parked)} webhook subscription(s) parked (everything else was delivered):\n{lines}\n"
-                "Fix: make the receiver answer 2xx, then trigger funnel_webhooks by hand (a manual run retries "
-                "parked deliveries first)"
+                f"{len(parked)} webhook subscription(s) parked or failed (everything else was delivered):\n"
+                f"{lines}\nFix: make the receiver answer 2xx (or MySQL answer), then trigger funnel_webhooks by "
+                "hand (a manual run retries parked deliveries first)"
             )
         return summary
 

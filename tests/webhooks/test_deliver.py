@@ -188,3 +188,20 @@ def time_now() -> Any:
     from funnel.stores.run_info import utc_now
 
     return utc_now()
+
+
+def test_an_unexpected_failure_of_one_subscription_never_stops_the_others(
+    mysql_conn: Any, refresh: Callable[..., Any], receiver: WebhookReceiver
+) -> None:
+    from funnel.stores.run_info import utc_now
+
+    v1 = refresh("buyers", ["a"]).version
+    store = WebhookStore(mysql_conn)
+    store.add("buyers", "not a url at all", SECRET, 0, utc_now())  # written around the checks
+    subscribe(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
+    broken, working = deliverer(mysql_conn).run(retry_parked=False)
+    assert broken.error == "ValueError: unknown url type: 'not a url at all'"
+    assert "FAILED ValueError" in broken.describe()
+    assert working.error is None
+    assert working.versions == [v1]
+    assert [b["entered"] for b in received(receiver)] == [["a"]]

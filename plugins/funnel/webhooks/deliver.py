@@ -52,6 +52,7 @@ class Report:
     parked: str | None = None  # "<delivery id>: <reason>" when this subscription is parked
     retried: int = 0  # parked batches this run unparked first
     stopped: bool = False  # the task was killed mid-way
+    error: str | None = None  # an unexpected failure (a store, say): this subscription stopped, the others went on
 
     def describe(self) -> str:
         head = f"webhook {self.webhook_id} (segment {self.segment_id}):"
@@ -65,7 +66,8 @@ class Report:
         retried = f"; retried {self.retried} parked batch(es) first" if self.retried else ""
         parked = f"; PARKED {self.parked}" if self.parked else ""
         stopped = "; stopped (task killed)" if self.stopped else ""
-        return head + done + retried + parked + stopped
+        error = f"; FAILED {self.error}" if self.error else ""
+        return head + done + retried + parked + stopped + error
 
 
 def _span(versions: list[int]) -> str:
@@ -100,7 +102,11 @@ class Deliverer:
         for webhook in self.webhooks.list(enabled_only=True):
             if self.stop.is_set():
                 break
-            report = self.deliver(webhook, retry_parked)
+            try:
+                report = self.deliver(webhook, retry_parked)
+            except Exception as exc:  # one subscription's failure never stops the others
+                log.exception("funnel webhooks: webhook %d failed", webhook.id)
+                report = Report(webhook.id, webhook.segment_id, error=f"{type(exc).__name__}: {exc}")
             log.info("funnel webhooks: %s", report.describe())
             reports.append(report)
         return reports
