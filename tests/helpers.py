@@ -228,3 +228,30 @@ def refresh_segment(redis_client: Any, segment_id: str, members: list[str], slot
     with wiring.refresher(redis_client=redis_client) as refresher:
         lock = wiring.segment_lock(redis_client, segment_id, {"run_id": info.run_id})
         return refresher.refresh(RefreshRequest(segment_id, Kind.DYNAMIC, info), lambda: iter([list(members)]), lock)
+
+
+def redis_dump(client: Any) -> dict[bytes, tuple[bytes, bytes | None]]:
+    """Every key of the test Redis (each master of a cluster) with its type and ``DUMP``: two
+    equal dumps mean nothing was written in between."""
+    nodes = [node.redis_connection for node in client.get_primaries()] if hasattr(client, "get_primaries") else [client]
+    return {key: (node.type(key), node.dump(key)) for node in nodes for key in node.scan_iter(count=1000)}
+
+
+def mysql_fingerprint(conn: Any) -> dict[str, tuple[Any, ...]]:
+    """Every table of the test MySQL database: rows, ``CHECKSUM TABLE`` and the next AUTO_INCREMENT
+    (so even a row written and deleted again shows)."""
+    cur = conn.cursor()
+    cur.execute(
+        "SELECT table_name, auto_increment FROM information_schema.tables "
+        "WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE'"
+    )
+    tables = dict(cur.fetchall())
+    found: dict[str, tuple[Any, ...]] = {}
+    for table, auto_increment in sorted(tables.items()):
+        cur.execute(f"SELECT COUNT(*) FROM {table}")
+        (rows,) = cur.fetchone()
+        cur.execute(f"CHECKSUM TABLE {table}")
+        (_, checksum) = cur.fetchone()
+        found[table] = (rows, checksum, auto_increment)
+    conn.commit()
+    return found

@@ -5,8 +5,9 @@ statements, one per ``;`` at a line end), ``report`` (each segment's size in bot
 its freshness; exit status 1 when the stores disagree, 2 when a segment is stale or failing, 3 both),
 ``ensure-pool`` (the Airflow pool Hive queries run in), ``static-runs`` (each static
 segment's DAG and run_at), ``rebuild-redis SEGMENT_ID|--all`` (reload Redis from MySQL),
-``serve`` (the serving API), ``webhooks add|list|enable|disable|remove|deliveries|retry``
-(webhook subscriptions).
+``serve`` (the serving API), ``preview SEGMENT_ID | --query-file PATH | --rule-file PATH`` (what a
+segment would hold, without writing anything; ``funnel.preview``), ``webhooks add|list|enable|
+disable|remove|deliveries|retry`` (webhook subscriptions).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from funnel import layout, settings, wiring
 from funnel.schema import migrate
@@ -233,6 +235,86 @@ def webhooks_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def preview(
+    segment_id: str | None,
+    query_file: str | None,
+    rule_file: str | None,
+    text_file: str | None,
+    kind: str | None,
+    as_json: bool,
+) -> int:
+    """Preview a segment, a query or a rule (``funnel.preview``); print the answer. Exit status 1
+    with the message when it cannot be previewed (a bad query or rule, a time limit, Hive down)."""
+    import json
+
+    from funnel.errors import FunnelError
+    from funnel.preview import PreviewRequest
+
+    _logs_to_stderr()  # stdout holds the answer alone (``--json | jq`` works)
+    if query_file is not None:
+        request = PreviewRequest(segment_id, query=_read_text(query_file), kind=kind)
+    elif rule_file is not None:
+        request = PreviewRequest(segment_id, rule=_read_text(rule_file), kind=kind)
+    elif text_file is not None:
+        request = PreviewRequest.from_text(_read_text(text_file), segment_id, kind)
+    else:
+        request = PreviewRequest(segment_id, kind=kind)
+    try:
+        with wiring.previewer() as previewer:
+            answer = previewer.preview(request).to_dict()
+    except FunnelError as exc:
+        print(f"preview: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print_preview(answer)
+    return 0
+
+
+def _logs_to_stderr() -> None:
+    """Point the log handlers that write to stdout (Airflow's logging config does) at stderr."""
+    for handler in logging.root.handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
+def _read_text(path: str) -> str:
+    return sys.stdin.read() if path == "-" else Path(path).read_text()
+
+
+def print_preview(a: dict[str, Any]) -> None:
+    """A preview's answer (``Preview.to_dict()``) as the terminal shows it."""
+    what = f"segment {a['segment_id']}" if a["segment_id"] else "a new segment"
+    size = f"{a['size']:,}" + (" or more (capped at preview_max_rows)" if a["capped"] else "")
+    print(f"preview of {what} ({a['kind']}): {size} users")
+    print(f"  read {a['rows_read']:,} rows ({a['null_ids']:,} NULL ids skipped) in {a['query_seconds']:.1f} s")
+    print(f"  sample: {', '.join(a['sample']) or '(none)'}")
+    live = a["against_live"]
+    if live is not None:
+        counts = (
+            f"+{live['entered']:,} entered, -{live['exited']:,} exited"
+            if live["entered"] is not None
+            else "entered and exited not known"
+        )
+        shown = "no live version" if live["version"] is None else f"live version {live['version']} ({live['size']:,})"
+        print(f"  against {shown}: {counts}")
+        if live["would_refuse"] is None:
+            print("  guards: cannot tell")
+        else:
+            print(f"  guards: {'WOULD REFUSE: ' + live['guard'] if live['would_refuse'] else 'pass'}")
+        if live["reason"]:
+            print(f"  ({live['reason']})")
+    print(f"  {'overlap with':<24} {'kind':<8} {'overlap':>9} {'size':>9}")
+    for item in a["overlap"]:
+        overlap = "-" if item["overlap"] is None else f"{item['overlap']:,}"
+        size_shown = "-" if item["size"] is None else f"{item['size']:,}"
+        note = f"  {item['reason']}" if item["reason"] and item["overlap"] is None else ""
+        print(f"  {item['segment_id']:<24} {item['kind']:<8} {overlap:>9} {size_shown:>9}{note}")
+    if a["capped"]:
+        print("  (capped: overlaps count only the ids read before the cap)")
+
+
 def serve(host: str, port: int, workers: int) -> None:
     """Run the serving API with uvicorn (loopback by default: put a proxy in front to expose it).
 
@@ -361,6 +443,17 @@ def main(argv: list[str] | None = None) -> int:
         ("retry", "unpark a subscription's parked deliveries: the next run sends them first"),
     ):
         hooks.add_parser(action, help=text).add_argument("id", type=int)
+    previewing = sub.add_parser(
+        "preview",
+        help="what a segment, a query or a rule would hold, and change, without writing anything",
+    )
+    previewing.add_argument("segment_id", nargs="?", help="an existing segment (with a file: the one it would replace)")
+    source = previewing.add_mutually_exclusive_group()
+    source.add_argument("--query-file", metavar="PATH", help="a HiveQL SELECT to preview ('-': stdin)")
+    source.add_argument("--rule-file", metavar="PATH", help="a proxy rule (JSON) to preview ('-': stdin)")
+    source.add_argument("--file", metavar="PATH", help="a rule if it holds a JSON object, else a query ('-': stdin)")
+    previewing.add_argument("--kind", choices=["dynamic", "static"], help="a query's kind (default: dynamic)")
+    previewing.add_argument("--json", action="store_true", help="print the answer as JSON")
     args = parser.parse_args(argv)
     if args.command == "migrate":
         applied = migrate()
@@ -388,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.host, args.port, args.workers)
     elif args.command == "webhooks":
         return webhooks_command(args)
+    elif args.command == "preview":
+        if not (args.segment_id or args.query_file or args.rule_file or args.file):
+            parser.error("preview takes a segment id, --query-file, --rule-file or --file")
+        return preview(args.segment_id, args.query_file, args.rule_file, args.file, args.kind, args.json)
     return 0
 
 

@@ -41,6 +41,23 @@ class RefreshRejected(FunnelError):
         self.size = size
 
 
+class PreviewError(FunnelError, ValueError):
+    """A preview cannot be made from what was asked (nothing to preview, two things at once). The
+    message names what was wrong and the fix."""
+
+
+class PreviewNotAvailable(PreviewError):
+    """Previews of this kind of segment are not built yet (composite segments)."""
+
+
+class UnknownSegment(FunnelError, LookupError):
+    """A segment id that the catalog does not hold."""
+
+
+class PreviewTimeout(FunnelError):
+    """A preview's query ran past ``preview_timeout_seconds`` and was cancelled on HiveServer2."""
+
+
 class RunStatus(enum.StrEnum):
     """How a refresh attempt ended (``funnel_segment_runs.status``, a MySQL ENUM of the same values)."""
 

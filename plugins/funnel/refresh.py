@@ -337,7 +337,7 @@ class Refresher(Stoppable):
         if live is not None and live.is_after(run, version):
             raise RefreshSuperseded(_superseded_message(segment_id, size, live.version, live.logical_date, run))
         violation = guard_violation(
-            segment_id, size, live.size if live else None, request.max_shrink_pct, request.force
+            segment_id, size, live.size if live else None, request.max_shrink_pct, request.force, request.kind
         )
         if violation:
             raise RefreshRejected(violation, version, size)

@@ -143,6 +143,16 @@ API_CATALOG_TTL_SECONDS: float = conf.getfloat(SECTION, "api_catalog_ttl_seconds
 PROXY_SIZE_CACHE_SECONDS: float = conf.getfloat(SECTION, "proxy_size_cache_seconds", fallback=60.0)
 
 
+#: Previews (``python -m funnel.cli preview``, ``POST /v1/preview``): a query runs on Hive at
+#: most this long and reads at most this many distinct ids (then it is cancelled on the server
+#: and the answer says ``capped``); the answer samples this many ids; the API runs at most
+#: ``preview_concurrency`` previews at once (per worker process) and answers 429 beyond.
+PREVIEW_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "preview_timeout_seconds", fallback=60.0)
+PREVIEW_MAX_ROWS: int = conf.getint(SECTION, "preview_max_rows", fallback=100_000)
+PREVIEW_SAMPLE_SIZE: int = conf.getint(SECTION, "preview_sample_size", fallback=20)
+PREVIEW_CONCURRENCY: int = conf.getint(SECTION, "preview_concurrency", fallback=2)
+
+
 def api_tokens() -> dict[str, str]:
     """Bearer tokens of the API and their scope (``read`` or ``write``; write can read).
 

@@ -30,7 +30,7 @@ from starlette.requests import cookie_parser
 
 from funnel import layout, settings
 from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, Forbidden, Unauthorized, granted_scope, require
-from funnel.api.service import NotComputed, NotFound, Service
+from funnel.api.service import Busy, NotComputed, NotFound, Service
 from funnel.composite.expr import describe, parse_expression, to_json
 from funnel.errors import Freshness, PartialWrite, StoreError, UnknownWebhook, WebhookError
 from funnel.proxy.events import EventConflict, EventError, parse_events
@@ -504,6 +504,75 @@ def _add_routes(app: FastAPI) -> None:
                 "tags_version": outcome.version,
             }
         )
+
+    @app.post(
+        "/v1/preview",
+        tags=["preview"],
+        summary="What a segment, a query or a rule would hold and change, without writing anything (write scope)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "example": {"segment_id": "german_users", "query": "SELECT user_id FROM dw.users"}
+                    }
+                },
+            }
+        },
+    )
+    async def preview(request: Request) -> Response:
+        service = await _service(request, "write")
+        return await _preview(service, await _json_body(request))
+
+
+#: What a client hears when HiveServer2 cannot be reached for a preview (the details go to the log).
+HIVE_UNAVAILABLE = "HiveServer2 did not answer, so the query was not previewed; nothing was written. Try again"
+
+
+async def _preview(service: Service, body: Any) -> Response:
+    """``POST /v1/preview``: validate, run the query on Hive (in a thread of the preview pool),
+    compare with the live segments; nothing is written."""
+    from funnel.errors import (
+        HiveQueryError,
+        HiveUnavailable,
+        PreviewError,
+        PreviewTimeout,
+        SegmentError,
+        UnknownSegment,
+    )
+    from funnel.preview import PreviewRequest
+    from funnel.refresh import UserIdError
+
+    request = PreviewRequest(**_preview_fields(body))
+    try:
+        answer = await service.previews.run(request)
+    except Busy as exc:
+        return JSON({"error": str(exc)}, status_code=429)
+    except PreviewTimeout as exc:
+        return JSON({"error": str(exc)}, status_code=504)
+    except UnknownSegment as exc:
+        return JSON({"error": str(exc)}, status_code=404)
+    except (SegmentError, UserIdError, PreviewError, HiveQueryError) as exc:  # the catalog's, the refresh's, Hive's
+        return JSON({"error": str(exc)}, status_code=422)
+    except HiveUnavailable as exc:
+        log.warning("funnel API: POST /v1/preview: %s", exc)  # names the host and port: the log only
+        return JSON({"error": HIVE_UNAVAILABLE}, status_code=503)
+    return JSON(answer)
+
+
+_PREVIEW_FIELDS = {"segment_id": str, "query": str, "rule": (dict, str), "kind": str}
+
+
+def _preview_fields(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or not body:
+        raise BadInput('send {"segment_id": "..."}, {"query": "SELECT ..."} or {"rule": {...}} (optional "kind")')
+    for name, value in body.items():
+        if name not in _PREVIEW_FIELDS:
+            raise BadInput(f"{name!r} is not a preview field; use segment_id, query, rule and kind")
+        if not isinstance(value, _PREVIEW_FIELDS[name]):
+            shape = "a JSON object" if name == "rule" else "a string"
+            raise BadInput(f"{name} must be {shape}")
+    return body
 
 
 def _add_webhook_routes(app: FastAPI) -> None:

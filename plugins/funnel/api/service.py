@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from funnel import layout, settings, wiring
 from funnel.catalog import serving_catalog
@@ -37,6 +37,9 @@ from funnel.stores.history import RunHistory
 from funnel.stores.mysql_store import LiveVersion, MySqlSegmentStore
 from funnel.stores.run_info import utc_now
 from funnel.stores.tags import EventsOutcome, MySqlTagStore
+
+if TYPE_CHECKING:
+    from funnel.preview import PreviewRequest
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,58 @@ class Restorer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+class Busy(Exception):
+    """More previews at once than ``preview_concurrency`` allows (429)."""
+
+
+class Previews:
+    """Previews (``funnel.preview``) in threads of their own, at most ``slots`` at once: the Hive
+    work never blocks the event loop and never takes the threads other requests use."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._running = 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, slots), thread_name_prefix="funnel-preview")
+        self._redis: Any = None
+        self._redis_lock = threading.Lock()  # not the slots' lock: the event loop never waits on a connect
+
+    async def run(self, request: PreviewRequest) -> dict[str, Any]:
+        """The preview's answer (``Preview.to_dict()``); ``Busy`` when ``slots`` previews are running."""
+        with self._lock:
+            if self._running >= self.slots:
+                raise Busy(
+                    f"{self._running} previews are running, as many as preview_concurrency ({self.slots}) allows; "
+                    "try again when one has finished, or raise [funnel] preview_concurrency"
+                )
+            self._running += 1
+        try:
+            future = self._pool.submit(self._preview, request)
+        except BaseException:
+            self._release(None)
+            raise
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    def _release(self, _future: object) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def _preview(self, request: PreviewRequest) -> dict[str, Any]:
+        with self._redis_lock:
+            if self._redis is None:
+                self._redis = wiring.redis_client()
+            client = self._redis
+        with wiring.previewer(redis=client) as previewer:
+            return previewer.preview(request).to_dict()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                self._redis.close()
+
+
 class Service:
     """The API's view of funnel: the catalog (cached briefly), Redis (async) and MySQL (threads)."""
 
@@ -165,6 +220,7 @@ class Service:
         self.resp = wiring.resp_pool()  # the hot paths: membership, tags, a user's segments
         self.mysql = MySqlPool()
         self.restorer = Restorer()
+        self.previews = Previews(settings.PREVIEW_CONCURRENCY)
         self._catalog: dict[str, Entry] = {}
         self._invalid: dict[str, str] = {}
         self._catalog_at = -1.0
@@ -177,6 +233,7 @@ class Service:
 
     async def close(self) -> None:
         self.restorer.close()
+        self.previews.close()
         self.mysql.close()
         await self.resp.close()
         await self.redis.aclose()

@@ -93,6 +93,14 @@ class MySqlSegmentStore:
         self.conn.commit()
         return _live(row) if row else None
 
+    def live_versions(self) -> dict[str, LiveVersion]:
+        """Every segment's live version, in one read."""
+        cur = self.conn.cursor()
+        cur.execute(f"SELECT segment_id, {_LIVE_COLUMNS} FROM {layout.LIVE_TABLE}")
+        found = {row[0]: _live(row[1:]) for row in cur.fetchall()}
+        self.conn.commit()
+        return found
+
     def segments_with_live_versions(self) -> set[str]:
         cur = self.conn.cursor()
         cur.execute(f"SELECT segment_id FROM {layout.LIVE_TABLE}")
