@@ -64,6 +64,8 @@ FUNNEL_TABLES = (
     layout.USER_TAGS_TABLE,
     layout.EVENTS_TABLE,
     layout.PROXY_CHANGES_TABLE,
+    layout.WEBHOOKS_TABLE,
+    layout.WEBHOOK_DELIVERIES_TABLE,
 )
 
 

@@ -176,3 +176,40 @@ def test_history_prints_a_users_stays_and_proxy_changes_as_a_table(mysql_conn: A
     assert [c["event_id"] for c in answer["proxy_changes"]] == ["o-1"]
     assert main(["history", "nobody"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "no stays or changes recorded in that time"
+
+
+def test_webhooks_commands_add_list_pause_show_deliveries_retry_and_remove(
+    mysql_conn: Any, redis_client: Any, capsys: Any
+) -> None:
+    from helpers import insert_segments, refresh_segment
+
+    from funnel.stores.run_info import utc_now
+    from funnel.stores.webhooks import WebhookStore
+
+    insert_segments(mysql_conn, {"segment_id": "buyers", "name": "Buyers", "kind": "dynamic", "query": "SELECT 1"})
+    live = refresh_segment(redis_client, "buyers", ["1", "2"], 0).version
+    assert main(["webhooks", "add", "buyers", "https://hooks.example.com/funnel"]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    webhook = WebhookStore(mysql_conn).list()[0]
+    assert first == f"webhook {webhook.id}: segment buyers -> https://hooks.example.com/funnel, from version {live + 1}"
+    assert second == f"secret (shown once; the receiver checks X-Funnel-Signature with it): {webhook.secret}"
+
+    assert main(["webhooks", "add", "buyers", "ftp://x"]) == 2
+    assert capsys.readouterr().err == (
+        "error: url: has scheme 'ftp'. Fix: give an http:// or https:// URL (webhooks are HTTP POSTs)\n"
+    )
+    assert main(["webhooks", "disable", str(webhook.id)]) == 0
+    assert main(["webhooks", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert f"{webhook.id:>4}  buyers                   no       {live:>9}  https://hooks.example.com/funnel" in listing
+    assert webhook.secret not in listing
+
+    WebhookStore(mysql_conn).park(webhook, live + 1, 1, 2, "HTTP 503 Service Unavailable", utc_now())
+    assert main(["webhooks", "deliveries", str(webhook.id)]) == 0
+    assert f"{live + 1:>7}  parked      0/2          0  HTTP 503 Service Unavailable" in capsys.readouterr().out
+    assert main(["webhooks", "retry", str(webhook.id)]) == 0
+    assert capsys.readouterr().out.startswith(f"webhook {webhook.id}: 1 parked batch(es) will be sent again")
+    assert WebhookStore(mysql_conn).parked(webhook.id) == []
+    assert main(["webhooks", "remove", str(webhook.id)]) == 0
+    assert main(["webhooks", "remove", str(webhook.id)]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -7,7 +7,8 @@ its freshness; exit status 1 when the stores disagree, 2 when a segment is stale
 segment's DAG and run_at), ``rebuild-redis SEGMENT_ID|--all`` (reload Redis from MySQL),
 ``serve`` (the serving API), ``preview SEGMENT_ID | --query-file PATH | --rule-file PATH`` (what a
 segment would hold, without writing anything; ``funnel.preview``), ``history USER_ID`` (when the user
-entered and left each segment, within ``change_history_days``; the API's ``/v1/users/{user_id}/history``).
+entered and left each segment, within ``change_history_days``; the API's ``/v1/users/{user_id}/history``),
+``webhooks add|list|enable|disable|remove|deliveries|retry`` (webhook subscriptions).
 """
 
 from __future__ import annotations
@@ -171,6 +172,69 @@ def rebuild_all() -> list[str]:
     shown = ", ".join("user tags" if s == layout.TAGS_ID else s for s in rebuilt) or "none"
     print(f"checked {len(checked) - 1} segments and the user tags; rebuilt: {shown}")
     return rebuilt
+
+
+def webhooks_command(args: argparse.Namespace) -> int:
+    """Manage webhook subscriptions (``webhooks add|list|enable|disable|remove|deliveries|retry``)."""
+    from funnel.catalog import serving_catalog
+    from funnel.errors import UnknownWebhook, WebhookError
+    from funnel.hooks import FunnelMySqlHook
+    from funnel.stores.run_info import utc_now
+    from funnel.webhooks.manage import subscribe
+
+    with contextlib.closing(wiring.mysql_connection()) as conn:
+        store = wiring.webhook_store(conn)
+        try:
+            if args.action == "add":
+                segments = {s.segment_id: s for s in serving_catalog(FunnelMySqlHook()).segments}
+                webhook, secret = subscribe(
+                    conn,
+                    segments,
+                    args.segment_id,
+                    args.url,
+                    args.secret,
+                    args.from_version,
+                    refuse_private=settings.WEBHOOK_REFUSE_PRIVATE,
+                )
+                print(
+                    f"webhook {webhook.id}: segment {webhook.segment_id} -> {webhook.url}, from version "
+                    f"{webhook.cursor.version + 1}"
+                )
+                print(f"secret (shown once; the receiver checks X-Funnel-Signature with it): {secret}")
+            elif args.action == "list":
+                print(f"{'id':>4}  {'segment':<24} {'enabled':<8} {'delivered':>9}  url")
+                for webhook in store.list():
+                    print(
+                        f"{webhook.id:>4}  {webhook.segment_id:<24} {'yes' if webhook.enabled else 'no':<8} "
+                        f"{webhook.cursor.version:>9}  {webhook.url}"
+                    )
+            elif args.action in ("enable", "disable"):
+                webhook = store.set_enabled(args.id, args.action == "enable")
+                print(f"webhook {webhook.id}: {'enabled' if webhook.enabled else 'disabled'}")
+            elif args.action == "remove":
+                store.remove(args.id)
+                print(f"webhook {args.id}: removed, with its delivery records")
+            elif args.action == "deliveries":
+                rows = store.by_version(args.id)
+                print(f"{'version':>7}  {'status':<9} {'batches':>7} {'attempts':>8}  last error")
+                for row in rows:
+                    line = (
+                        f"{row.version:>7}  {row.status.value:<9} {row.delivered:>3}/{row.batches:<3} "
+                        f"{row.attempts:>8}  {row.last_error or ''}"
+                    )
+                    print(line.rstrip())
+                if not rows:
+                    print("no deliveries yet")
+            elif args.action == "retry":
+                count = store.unpark(args.id, utc_now())
+                print(
+                    f"webhook {args.id}: {count} parked batch(es) will be sent again by the next run of "
+                    "funnel_webhooks (trigger it now: airflow dags trigger funnel_webhooks)"
+                )
+        except (WebhookError, UnknownWebhook) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return 0
 
 
 def preview(
@@ -457,6 +521,21 @@ def main(argv: list[str] | None = None) -> int:
     serving.add_argument("--host", default=settings.API_HOST)
     serving.add_argument("--port", type=int, default=settings.API_PORT)
     serving.add_argument("--workers", type=int, default=settings.API_WORKERS)
+    hooks = sub.add_parser("webhooks", help="manage webhook subscriptions").add_subparsers(dest="action", required=True)
+    add = hooks.add_parser("add", help="subscribe URL to a segment's changes (prints the secret once)")
+    add.add_argument("segment_id")
+    add.add_argument("url")
+    add.add_argument("--secret", help="the signing secret (default: a random one)")
+    add.add_argument("--from-version", type=int, help="first version to deliver (default: the one after the live)")
+    hooks.add_parser("list", help="every subscription (no secrets)")
+    for action, text in (
+        ("enable", "start delivering again"),
+        ("disable", "stop delivering (the cursor stays)"),
+        ("remove", "delete a subscription and its delivery records"),
+        ("deliveries", "how each version went: status, batches, attempts, last error"),
+        ("retry", "unpark a subscription's parked deliveries: the next run sends them first"),
+    ):
+        hooks.add_parser(action, help=text).add_argument("id", type=int)
     previewing = sub.add_parser(
         "preview",
         help="what a segment, a query or a rule would hold, and change, without writing anything",
@@ -503,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.host, args.port, args.workers)
     elif args.command == "history":
         history(args.user_id, args.segment, args.since, args.until, args.json)
+    elif args.command == "webhooks":
+        return webhooks_command(args)
     elif args.command == "preview":
         if not (args.segment_id or args.query_file or args.rule_file or args.file):
             parser.error("preview takes a segment id, --query-file, --rule-file or --file")

@@ -109,6 +109,33 @@ class Freshness(enum.StrEnum):
     FAILING = "failing"  # its last finished attempt failed or was rejected, with no success since
 
 
+class DeliveryStatus(enum.StrEnum):
+    """Where one webhook delivery (a batch of a version) is (``funnel_webhook_deliveries.status``, a MySQL
+    ENUM of the same values)."""
+
+    PENDING = "pending"  # being sent (or to be sent again: unparked by ``webhooks retry``)
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    PARKED = "parked"  # failed past ``webhook_max_attempts`` (or its changes are gone); waits for a manual retry
+
+
+class WebhookError(FunnelError, ValueError):
+    """A webhook subscription is invalid. The message names the field and the fix."""
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{field}: {problem}. Fix: {fix}")
+
+
+class UnknownWebhook(FunnelError, LookupError):
+    """No webhook subscription has this id."""
+
+
+class DeliveriesParked(FunnelError):
+    """A webhook delivery run parked deliveries (after delivering everything else it could)."""
+
+
 class HiveUnavailable(FunnelError):
     """HiveServer2 could not be reached or did not answer in time. The message names the connection and the fix."""
 

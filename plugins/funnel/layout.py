@@ -49,6 +49,10 @@ MySQL (second level, durable; Redis can always be rebuilt from it):
 - ``funnel_user_events``: the real-time events (sign-ups, orders), unique by ``event_id``.
 - ``funnel_proxy_changes``: an event that moved a user across a proxy segment's rule (entered or
   exited, at the event's time, naming it); kept ``change_history_days`` days.
+- ``funnel_webhooks``: webhook subscriptions (segment, URL, secret, enabled) and each one's
+  delivery cursor: the last version delivered in full, and how many batches of the next one.
+- ``funnel_webhook_deliveries``: one row per (webhook, segment, version, batch) tried: its
+  status (pending, delivered, parked), attempts and last error.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ USER_TAGS_TABLE = "funnel_user_tags"
 TAG_LIVE_TABLE = "funnel_tag_live"
 EVENTS_TABLE = "funnel_user_events"
 PROXY_CHANGES_TABLE = "funnel_proxy_changes"
+WEBHOOKS_TABLE = "funnel_webhooks"
+WEBHOOK_DELIVERIES_TABLE = "funnel_webhook_deliveries"
 
 #: The pseudo segment id of the user tags: their keys' hash tag, their lock, their runs.
 TAGS_ID = "_tags"
@@ -168,3 +174,8 @@ def tags_meta_key() -> str:
 def asset_uri(segment_id: str) -> str:
     """The Airflow Asset a successful refresh of the segment updates."""
     return f"funnel://segment/{segment_id}"
+
+
+def delivery_id(segment_id: str, version: int, batch: int) -> str:
+    """A webhook delivery's idempotency key (``X-Funnel-Delivery``): the same for every repeat."""
+    return f"{segment_id}:{version}:{batch}"

@@ -237,6 +237,39 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
         ],
     ),
+    (
+        9,
+        [
+            # Webhook subscriptions and their cursor: the last version delivered in full
+            # (``delivered_version``) and how many batches of the next one were delivered,
+            # cut at ``batch_size`` ids (a changed setting restarts that version).
+            f"""CREATE TABLE IF NOT EXISTS {layout.WEBHOOKS_TABLE} (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                segment_id VARCHAR(64) NOT NULL,
+                url VARCHAR(2048) NOT NULL,
+                secret VARCHAR(128) NOT NULL,
+                enabled BOOLEAN NOT NULL DEFAULT TRUE,
+                created_at DATETIME(6) NOT NULL,
+                delivered_version INT UNSIGNED NOT NULL DEFAULT 0,
+                delivered_batches INT UNSIGNED NOT NULL DEFAULT 0,
+                batch_size INT UNSIGNED NOT NULL DEFAULT 0,
+                KEY segment_idx (segment_id)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            f"""CREATE TABLE IF NOT EXISTS {layout.WEBHOOK_DELIVERIES_TABLE} (
+                webhook_id BIGINT UNSIGNED NOT NULL,
+                segment_id VARCHAR(64) NOT NULL,
+                version INT UNSIGNED NOT NULL,
+                batch INT UNSIGNED NOT NULL,
+                batches INT UNSIGNED NOT NULL,
+                status ENUM('pending','delivered','parked') NOT NULL,
+                attempts INT UNSIGNED NOT NULL DEFAULT 0,
+                last_error TEXT NULL,
+                updated_at DATETIME(6) NOT NULL,
+                PRIMARY KEY (webhook_id, segment_id, version, batch),
+                KEY status_idx (webhook_id, status)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+        ],
+    ),
 ]
 
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_]+")

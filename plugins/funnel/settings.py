@@ -180,6 +180,18 @@ def api_tokens() -> dict[str, str]:
     return tokens
 
 
+#: Webhooks (``funnel.webhooks``): ids per delivered batch; attempts per batch within one run of
+#: ``funnel_webhooks`` before it is parked, the first wait between them (doubled each time, up
+#: to ``webhook_backoff_max_seconds``); the HTTP connect-and-read timeout of one attempt.
+WEBHOOK_BATCH_SIZE: int = conf.getint(SECTION, "webhook_batch_size", fallback=1000)
+WEBHOOK_MAX_ATTEMPTS: int = conf.getint(SECTION, "webhook_max_attempts", fallback=5)
+WEBHOOK_BACKOFF_SECONDS: float = conf.getfloat(SECTION, "webhook_backoff_seconds", fallback=1.0)
+WEBHOOK_BACKOFF_MAX_SECONDS: float = conf.getfloat(SECTION, "webhook_backoff_max_seconds", fallback=60.0)
+WEBHOOK_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "webhook_timeout_seconds", fallback=10.0)
+#: Refuse webhook URLs whose host is a loopback, private or link-local address (off: funnel
+#: runs inside a trusted network, and receivers are often internal services).
+WEBHOOK_REFUSE_PRIVATE: bool = conf.getboolean(SECTION, "webhook_refuse_private", fallback=False)
+
 #: The API's Redis client: connect and per-command timeouts.
 REDIS_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "redis_timeout_seconds", fallback=5.0)
 

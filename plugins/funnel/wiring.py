@@ -9,6 +9,7 @@ only says which hook, with which settings.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ from funnel.stores.lock import SegmentLock
 from funnel.stores.mysql_store import MySqlSegmentStore
 from funnel.stores.redis_store import RedisSegmentStore
 from funnel.stores.tags import MySqlTagStore, RedisTagStore
+from funnel.stores.webhooks import WebhookStore
+from funnel.webhooks.deliver import Deliverer, DeliverySettings
 
 if TYPE_CHECKING:
     from funnel.preview import Previewer
@@ -234,6 +237,26 @@ def tag_loader(
             progress_every=settings.PROGRESS_EVERY_ROWS,
             change_history_days=settings.CHANGE_HISTORY_DAYS,
         )
+
+
+def webhook_store(conn: Any) -> WebhookStore:
+    return WebhookStore(conn)
+
+
+def webhook_deliverer(conn: Any, config: DeliverySettings, stop: threading.Event) -> Deliverer:
+    """A delivery run over one MySQL connection (subscriptions and the change log)."""
+    return Deliverer(webhook_store(conn), mysql_store(conn), config, stop=stop)
+
+
+def webhook_settings() -> DeliverySettings:
+    """The ``webhook_*`` settings, as the DAG passes them to its operator."""
+    return DeliverySettings(
+        batch_size=settings.WEBHOOK_BATCH_SIZE,
+        max_attempts=settings.WEBHOOK_MAX_ATTEMPTS,
+        backoff_seconds=settings.WEBHOOK_BACKOFF_SECONDS,
+        backoff_max_seconds=settings.WEBHOOK_BACKOFF_MAX_SECONDS,
+        timeout_seconds=settings.WEBHOOK_TIMEOUT_SECONDS,
+    )
 
 
 @contextlib.contextmanager

@@ -34,7 +34,15 @@ from funnel import layout, settings
 from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, Forbidden, Unauthorized, granted_scope, require
 from funnel.api.service import Busy, NotComputed, NotFound, Service
 from funnel.composite.expr import describe, parse_expression, to_json
-from funnel.errors import Freshness, HistoryGone, NotReconstructable, PartialWrite, StoreError
+from funnel.errors import (
+    Freshness,
+    HistoryGone,
+    NotReconstructable,
+    PartialWrite,
+    StoreError,
+    UnknownWebhook,
+    WebhookError,
+)
 from funnel.proxy.events import EventConflict, EventError, parse_events
 from funnel.stores import membership_history, timeline
 from funnel.stores.run_info import utc_now
@@ -76,6 +84,8 @@ _STATUS = {
     Gone: 410,
     HistoryGone: 410,
     NotReconstructable: 422,
+    WebhookError: 422,
+    UnknownWebhook: 404,
 }
 
 
@@ -127,6 +137,7 @@ def create_app(airflow_login: bool = False) -> FastAPI:
     app.state.service_lock = asyncio.Lock()
     _add_error_handlers(app)
     _add_routes(app)
+    _add_webhook_routes(app)
     mount_ui(app)
     return app
 
@@ -653,6 +664,98 @@ def _preview_fields(body: Any) -> dict[str, Any]:
             shape = "a JSON object" if name == "rule" else "a string"
             raise BadInput(f"{name} must be {shape}")
     return body
+
+
+def _add_webhook_routes(app: FastAPI) -> None:
+    """Webhook subscriptions, all in the write scope (they hold where changes go, and a secret)."""
+    from funnel.stores.webhooks import WebhookStore
+    from funnel.webhooks.manage import subscribe
+
+    @app.post(
+        "/v1/webhooks",
+        tags=["webhooks"],
+        status_code=201,
+        summary="Subscribe a URL to a segment's changes; answers the signing secret this once (write scope)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "example": {"segment_id": "big_spenders", "url": "https://hooks.example.com/funnel"}
+                    }
+                },
+            }
+        },
+    )
+    async def add_webhook(request: Request) -> Response:
+        service = await _service(request, "write")
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise BadInput('send {"segment_id": "...", "url": "https://...", "secret"?: "...", "from_version"?: 1}')
+        segments = {segment_id: entry.segment for segment_id, entry in (await service.catalog()).items()}
+
+        def add(conn: Any) -> tuple[Any, str]:
+            return subscribe(
+                conn,
+                segments,
+                body.get("segment_id"),
+                body.get("url"),
+                body.get("secret"),
+                body.get("from_version"),
+                refuse_private=settings.WEBHOOK_REFUSE_PRIVATE,
+            )
+
+        webhook, secret = await service.in_thread(service.with_mysql(add))
+        return JSON({**webhook.public(), "secret": secret}, status_code=201)
+
+    @app.get("/v1/webhooks", tags=["webhooks"], summary="Every subscription, without secrets (write scope)")
+    async def list_webhooks(request: Request) -> Response:
+        service = await _service(request, "write")
+        found = await service.in_thread(service.with_mysql(lambda conn: WebhookStore(conn).list()))
+        return JSON({"webhooks": [webhook.public() for webhook in found]})
+
+    @app.patch("/v1/webhooks/{webhook_id}", tags=["webhooks"], summary='{"enabled": true|false} (write scope)')
+    async def patch_webhook(webhook_id: str, request: Request) -> Response:
+        service = await _service(request, "write")
+        number = _webhook_id(webhook_id)
+        body = await _json_body(request)
+        enabled = body.get("enabled") if isinstance(body, dict) else None
+        if not isinstance(enabled, bool):
+            raise WebhookError("enabled", "must be true or false", 'send {"enabled": false} to pause, true to resume')
+        webhook = await service.in_thread(
+            service.with_mysql(lambda conn: WebhookStore(conn).set_enabled(number, enabled))
+        )
+        return JSON(webhook.public())
+
+    @app.delete("/v1/webhooks/{webhook_id}", tags=["webhooks"], summary="Remove a subscription (write scope)")
+    async def delete_webhook(webhook_id: str, request: Request) -> Response:
+        service = await _service(request, "write")
+        number = _webhook_id(webhook_id)
+        await service.in_thread(service.with_mysql(lambda conn: WebhookStore(conn).remove(number)))
+        return JSON({"id": number, "removed": True})
+
+    @app.get(
+        "/v1/webhooks/{webhook_id}/deliveries",
+        tags=["webhooks"],
+        summary="How each version went, newest first: status, batches, attempts, last error (write scope)",
+    )
+    async def list_deliveries(webhook_id: str, request: Request) -> Response:
+        service = await _service(request, "write")
+        number = _webhook_id(webhook_id)
+        limit = _limit(request.query_params.get("limit"), 100)
+
+        def read(conn: Any) -> tuple[Any, list[Any]]:
+            store = WebhookStore(conn)
+            return store.get(number), store.by_version(number, limit)
+
+        webhook, rows = await service.in_thread(service.with_mysql(read))
+        return JSON({**webhook.public(), "versions": [row.public() for row in rows]})
+
+
+def _webhook_id(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise WebhookError("webhook_id", f"{raw[:40]!r} is not a webhook id", "use the id GET /v1/webhooks lists")
+    return int(raw)
 
 
 async def _json_body(request: Request) -> Any:

@@ -487,6 +487,20 @@ class MySqlSegmentStore:
             yield page
             after = page[-1]
 
+    def count_changes(self, segment_id: str, version: int) -> tuple[int, int]:
+        """How many ids entered and exited in ``version`` (a first version: its members entered)."""
+        if not self.is_logged(segment_id, version):
+            return self.count_members(segment_id, version), 0
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT change_type, COUNT(*) FROM {layout.CHANGES_TABLE} WHERE segment_id = %s AND version = %s"
+            " GROUP BY change_type",
+            (segment_id, version),
+        )
+        counts = {str(kind): int(count) for kind, count in cur.fetchall()}
+        self.conn.commit()
+        return counts.get("entered", 0), counts.get("exited", 0)
+
     def iter_live_members(self, segment_id: str, batch_size: int) -> Iterator[list[str]]:
         """Stream the live members in batches."""
         live = self.live_version(segment_id)
