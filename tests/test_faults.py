@@ -429,4 +429,10 @@ def test_a_catalog_outage_at_parse_builds_the_last_good_dags(
         during = parse()
     assert time.monotonic() - started < 15
     assert during == healthy
-    assert sorted(healthy) == ["funnel_dynamic_segments", "funnel_restore_redis", "funnel_static_b", "funnel_user_tags"]
+    assert sorted(healthy) == [
+        "funnel_dynamic_segments",
+        "funnel_restore_redis",
+        "funnel_static_b",
+        "funnel_user_tags",
+        "funnel_webhooks",
+    ]

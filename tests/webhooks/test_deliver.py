@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from helpers import WebhookReceiver
 
-from funnel import layout
+from funnel import layout, settings
 from funnel.errors import DeliveryStatus
 from funnel.segments import Kind, Segment
 from funnel.stores.mysql_store import MySqlSegmentStore
@@ -146,8 +147,9 @@ def test_a_new_subscription_starts_after_the_live_version_and_one_receiver_down_
 
 
 def test_a_pruned_version_parks_with_the_reason_and_is_never_skipped(
-    mysql_conn: Any, refresh: Callable[..., Any], receiver: WebhookReceiver
+    mysql_conn: Any, refresh: Callable[..., Any], receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(settings, "CHANGE_HISTORY_DAYS", 0)  # no history beyond keep_versions
     v1 = refresh("buyers", ["a"]).version
     webhook, _ = subscribe(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
     for members in (["b"], ["c"], ["d"], ["e"]):  # keep_versions (3) prunes v1 and v2
@@ -159,6 +161,21 @@ def test_a_pruned_version_parks_with_the_reason_and_is_never_skipped(
     assert (version, batch) == (v1, 1)
     assert reason.startswith(f"version {v1} of segment buyers is no longer kept in MySQL (pruned)")
     assert "Fix: resync the receiver from GET /v1/segments/buyers/members" in reason
+
+
+def test_versions_archived_within_the_history_horizon_are_still_delivered(
+    mysql_conn: Any, refresh: Callable[..., Any], receiver: WebhookReceiver
+) -> None:
+    v1 = refresh("buyers", ["a"]).version
+    subscribe(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
+    for members in (["b"], ["c"], ["d"], ["e"]):  # beyond keep_versions (3), within change_history_days
+        refresh("buyers", members)
+    [report] = deliverer(mysql_conn).run(retry_parked=False)
+    assert report.parked is None
+    expected = [(v1, ["a"], [])]
+    for n, (new, old) in enumerate(zip("bcde", "abcd", strict=True), start=1):
+        expected += [(v1 + n, [new], []), (v1 + n, [], [old])]
+    assert [(b["version"], b["entered"], b["exited"]) for b in received(receiver)] == expected
 
 
 def test_a_changed_batch_size_restarts_the_version_it_was_in(
