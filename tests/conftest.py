@@ -63,6 +63,9 @@ FUNNEL_TABLES = (
     layout.CHANGES_TABLE,
     layout.USER_TAGS_TABLE,
     layout.EVENTS_TABLE,
+    layout.PROXY_CHANGES_TABLE,
+    layout.WEBHOOKS_TABLE,
+    layout.WEBHOOK_DELIVERIES_TABLE,
 )
 
 

@@ -144,6 +144,119 @@ def freezable_proxy(host: str, port: int) -> Iterator[FreezableProxy]:
         proxy.close()
 
 
+class WebhookReceiver:
+    """A real HTTP receiver on a loopback port, for webhook deliveries.
+
+    ``fail_next(n)``: answer the next ``n`` POSTs with HTTP 500. ``down()``: close the port
+    (connection refused), ``up()``: listen on the same port again. ``requests`` holds every
+    POST that reached it (headers, body, the status answered), in arrival order.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.requests: list[tuple[dict[str, str], bytes, int]] = []
+        self._failures = 0
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    status = 500 if receiver._failures > 0 else 200
+                    receiver._failures = max(0, receiver._failures - 1)
+                    receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
+                answer = b'{"ok":true}' if status == 200 else b"receiver is failing on purpose"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._handler = Handler
+        self.port = 0
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.up()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def fail_next(self, count: int) -> None:
+        with self._lock:
+            self._failures = count
+
+    def up(self) -> None:
+        import http.server
+
+        class Server(http.server.ThreadingHTTPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", self.port), self._handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def accepted(self) -> list[tuple[dict[str, str], bytes]]:
+        """The POSTs answered 2xx, in order."""
+        return [(headers, body) for headers, body, status in self.requests if status == 200]
+
+
+def refresh_segment(redis_client: Any, segment_id: str, members: list[str], slot: int) -> Any:
+    """Make a new version of a dynamic segment live with the real Refresher, as its Airflow task
+    would (``slot``: days after 2030-01-01 09:00 UTC, its logical date); returns the ``RefreshResult``."""
+    import datetime as dt
+
+    from funnel import wiring
+    from funnel.refresh import RefreshRequest
+    from funnel.segments import Kind
+    from funnel.stores.run_info import RunInfo
+
+    logical_date = dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC) + dt.timedelta(days=slot)
+    info = RunInfo("funnel_tests", f"scheduled__{slot}", logical_date)
+    with wiring.refresher(redis_client=redis_client) as refresher:
+        lock = wiring.segment_lock(redis_client, segment_id, {"run_id": info.run_id})
+        return refresher.refresh(RefreshRequest(segment_id, Kind.DYNAMIC, info), lambda: iter([list(members)]), lock)
+
+
+def redis_dump(client: Any) -> dict[bytes, tuple[bytes, bytes | None]]:
+    """Every key of the test Redis (each master of a cluster) with its type and ``DUMP``: two
+    equal dumps mean nothing was written in between."""
+    nodes = [node.redis_connection for node in client.get_primaries()] if hasattr(client, "get_primaries") else [client]
+    return {key: (node.type(key), node.dump(key)) for node in nodes for key in node.scan_iter(count=1000)}
+
+
+def mysql_fingerprint(conn: Any) -> dict[str, tuple[Any, ...]]:
+    """Every table of the test MySQL database: rows, ``CHECKSUM TABLE`` and the next AUTO_INCREMENT
+    (so even a row written and deleted again shows)."""
+    cur = conn.cursor()
+    cur.execute(
+        "SELECT table_name, auto_increment FROM information_schema.tables "
+        "WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE'"
+    )
+    tables = dict(cur.fetchall())
+    found: dict[str, tuple[Any, ...]] = {}
+    for table, auto_increment in sorted(tables.items()):
+        cur.execute(f"SELECT COUNT(*) FROM {table}")
+        (rows,) = cur.fetchone()
+        cur.execute(f"CHECKSUM TABLE {table}")
+        (_, checksum) = cur.fetchone()
+        found[table] = (rows, checksum, auto_increment)
+    conn.commit()
+    return found
+
+
 def feed_entries(client: Any, segment_id: str) -> list[dict[str, str]]:
     """Every entry of a segment's change feed, oldest first, read with XRANGE (fields as text)."""
     return [

@@ -133,3 +133,83 @@ def test_report_flags_stale_and_failing_segments_in_its_exit_status(
 
     redis_client.delete(layout.members_key("ok"))
     assert main(["report"]) == 3  # and now the stores disagree too
+
+
+def test_history_prints_a_users_stays_and_proxy_changes_as_a_table(mysql_conn: Any, capsys: Any) -> None:
+    import datetime as dt
+    import json
+
+    from funnel.proxy.events import Event, EventType
+    from funnel.proxy.rules import parse_rule
+    from funnel.stores.mysql_store import MySqlSegmentStore
+    from funnel.stores.run_info import RunInfo, utc_now
+    from funnel.stores.tags import MySqlTagStore
+
+    now = utc_now().replace(microsecond=0)
+    store = MySqlSegmentStore(mysql_conn)
+    for n, (members, hours_ago) in enumerate([(["1"], 3), (["2"], 2), (["1"], 1)]):
+        run = RunInfo("funnel_dynamic_segments", f"scheduled__{n}", dt.datetime(2030, 1, 1 + n, tzinfo=dt.UTC))
+        version = store.begin_version("buyers", run, now, logged=n > 0)
+        store.add_entered("buyers", version, members, logged=n > 0)
+        if n > 0:
+            store.add_exited("buyers", version, ["2"] if members == ["1"] else ["1"])
+            store.close_exited("buyers", version)
+        store.promote("buyers", version, run, 1, now - dt.timedelta(hours=hours_ago))
+    loyal = {"loyal": parse_rule("loyal", '{"tag": "order_count", "op": ">=", "value": 1}', 30)}
+    order = Event("o-1", EventType.ORDER, "1", now - dt.timedelta(minutes=30))
+    MySqlTagStore(mysql_conn).record_events([order], "r" * 32, now, loyal)
+
+    assert main(["history", "1"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    hour = {n: (now - dt.timedelta(hours=n)).strftime("%Y-%m-%d %H:%M:%S") for n in (1, 2, 3)}
+    assert shown[0].startswith("user 1: membership history since ")
+    assert shown[0].endswith("(change_history_days 90)")
+    assert shown[1:] == [
+        "segment        entered (UTC)         left (UTC)            by",
+        f"buyers         {hour[3]}   {hour[2]}   version 1 -> 2",
+        f"buyers         {hour[1]}   -                     version 3 -> (member now)",
+        f"loyal (proxy)  {order.at.strftime('%Y-%m-%d %H:%M:%S')}   -                     event o-1 -> (member now)",
+    ]
+    assert main(["history", "1", "--segment", "loyal", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["stays"] == []
+    assert [c["event_id"] for c in answer["proxy_changes"]] == ["o-1"]
+    assert main(["history", "nobody"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "no stays or changes recorded in that time"
+
+
+def test_webhooks_commands_add_list_pause_show_deliveries_retry_and_remove(
+    mysql_conn: Any, redis_client: Any, capsys: Any
+) -> None:
+    from helpers import insert_segments, refresh_segment
+
+    from funnel.stores.run_info import utc_now
+    from funnel.stores.webhooks import WebhookStore
+
+    insert_segments(mysql_conn, {"segment_id": "buyers", "name": "Buyers", "kind": "dynamic", "query": "SELECT 1"})
+    live = refresh_segment(redis_client, "buyers", ["1", "2"], 0).version
+    assert main(["webhooks", "add", "buyers", "https://hooks.example.com/funnel"]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    webhook = WebhookStore(mysql_conn).list()[0]
+    assert first == f"webhook {webhook.id}: segment buyers -> https://hooks.example.com/funnel, from version {live + 1}"
+    assert second == f"secret (shown once; the receiver checks X-Funnel-Signature with it): {webhook.secret}"
+
+    assert main(["webhooks", "add", "buyers", "ftp://x"]) == 2
+    assert capsys.readouterr().err == (
+        "error: url: has scheme 'ftp'. Fix: give an http:// or https:// URL (webhooks are HTTP POSTs)\n"
+    )
+    assert main(["webhooks", "disable", str(webhook.id)]) == 0
+    assert main(["webhooks", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert f"{webhook.id:>4}  buyers                   no       {live:>9}  https://hooks.example.com/funnel" in listing
+    assert webhook.secret not in listing
+
+    WebhookStore(mysql_conn).park(webhook, live + 1, 1, 2, "HTTP 503 Service Unavailable", utc_now())
+    assert main(["webhooks", "deliveries", str(webhook.id)]) == 0
+    assert f"{live + 1:>7}  parked      0/2          0  HTTP 503 Service Unavailable" in capsys.readouterr().out
+    assert main(["webhooks", "retry", str(webhook.id)]) == 0
+    assert capsys.readouterr().out.startswith(f"webhook {webhook.id}: 1 parked batch(es) will be sent again")
+    assert WebhookStore(mysql_conn).parked(webhook.id) == []
+    assert main(["webhooks", "remove", str(webhook.id)]) == 0
+    assert main(["webhooks", "remove", str(webhook.id)]) == 2
+    assert "does not exist" in capsys.readouterr().err

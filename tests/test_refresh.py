@@ -170,6 +170,16 @@ def test_only_the_last_k_versions_are_kept(refresher: Refresher) -> None:
         assert {m for page in refresher.mysql.iter_members("s", version, 10) for m in page} == members
 
 
+def test_with_change_history_days_older_versions_are_archived_not_deleted(refresher: Refresher) -> None:
+    refresher.change_history_days = 90
+    for day in range(10, 16):
+        do(refresher, [day, 100], run_at(day))
+    versions = query(refresher, f"SELECT version, state FROM {layout.VERSIONS_TABLE} ORDER BY version")
+    assert versions == ((1, "archived"), (2, "archived"), (3, "archived"), (4, "retired"), (5, "retired"), (6, "live"))
+    assert not refresher.mysql.has_version("s", 3)  # no longer pageable
+    assert refresher.mysql.members_among("s", 1, ["10", "11", "100"]) == {"10", "100"}  # its history is kept
+
+
 # ---------------------------------------------------------------- entered and exited
 
 

@@ -39,3 +39,11 @@ def test_guard_refuses_empty_results_even_for_a_new_segment() -> None:
     assert "returned no users (live size none)" in (guard_violation("s", 0, None, 50.0, force=False) or "")
     assert guard_violation("s", 0, None, 50.0, force=True) is None
     assert guard_violation("s", 5, 0, 50.0, force=False) is None
+
+
+def test_a_composite_refused_by_a_guard_is_told_to_check_its_operands() -> None:
+    empty = guard_violation("c", 0, 10, 50.0, force=False, kind=Kind.COMPOSITE) or ""
+    assert "the set expression gave no users (live size 10)" in empty
+    assert "operands" in empty
+    shrunk = guard_violation("c", 1, 10, 50.0, force=False, kind=Kind.COMPOSITE) or ""
+    assert "Fix: check the operands, raise max_shrink_pct" in shrunk

@@ -5,18 +5,23 @@ statements, one per ``;`` at a line end), ``report`` (each segment's size in bot
 its freshness; exit status 1 when the stores disagree, 2 when a segment is stale or failing, 3 both),
 ``ensure-pool`` (the Airflow pool Hive queries run in), ``static-runs`` (each static
 segment's DAG and run_at), ``rebuild-redis SEGMENT_ID|--all`` (reload Redis from MySQL),
-``serve`` (the serving API).
+``serve`` (the serving API), ``preview SEGMENT_ID | --query-file PATH | --rule-file PATH`` (what a
+segment would hold, without writing anything; ``funnel.preview``), ``history USER_ID`` (when the user
+entered and left each segment, within ``change_history_days``; the API's ``/v1/users/{user_id}/history``),
+``webhooks add|list|enable|disable|remove|deliveries|retry`` (webhook subscriptions).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from funnel import layout, settings, wiring
 from funnel.schema import migrate
@@ -170,6 +175,149 @@ def rebuild_all() -> list[str]:
     return rebuilt
 
 
+def webhooks_command(args: argparse.Namespace) -> int:
+    """Manage webhook subscriptions (``webhooks add|list|enable|disable|remove|deliveries|retry``)."""
+    from funnel.catalog import serving_catalog
+    from funnel.errors import UnknownWebhook, WebhookError
+    from funnel.hooks import FunnelMySqlHook
+    from funnel.stores.run_info import utc_now
+    from funnel.webhooks.manage import subscribe
+
+    with contextlib.closing(wiring.mysql_connection()) as conn:
+        store = wiring.webhook_store(conn)
+        try:
+            if args.action == "add":
+                segments = {s.segment_id: s for s in serving_catalog(FunnelMySqlHook()).segments}
+                webhook, secret = subscribe(
+                    conn,
+                    segments,
+                    args.segment_id,
+                    args.url,
+                    args.secret,
+                    args.from_version,
+                    refuse_private=settings.WEBHOOK_REFUSE_PRIVATE,
+                )
+                print(
+                    f"webhook {webhook.id}: segment {webhook.segment_id} -> {webhook.url}, from version "
+                    f"{webhook.cursor.version + 1}"
+                )
+                print(f"secret (shown once; the receiver checks X-Funnel-Signature with it): {secret}")
+            elif args.action == "list":
+                print(f"{'id':>4}  {'segment':<24} {'enabled':<8} {'delivered':>9}  url")
+                for webhook in store.list():
+                    print(
+                        f"{webhook.id:>4}  {webhook.segment_id:<24} {'yes' if webhook.enabled else 'no':<8} "
+                        f"{webhook.cursor.version:>9}  {webhook.url}"
+                    )
+            elif args.action in ("enable", "disable"):
+                webhook = store.set_enabled(args.id, args.action == "enable")
+                print(f"webhook {webhook.id}: {'enabled' if webhook.enabled else 'disabled'}")
+            elif args.action == "remove":
+                store.remove(args.id)
+                print(f"webhook {args.id}: removed, with its delivery records")
+            elif args.action == "deliveries":
+                rows = store.by_version(args.id)
+                print(f"{'version':>7}  {'status':<9} {'batches':>7} {'attempts':>8}  last error")
+                for row in rows:
+                    line = (
+                        f"{row.version:>7}  {row.status.value:<9} {row.delivered:>3}/{row.batches:<3} "
+                        f"{row.attempts:>8}  {row.last_error or ''}"
+                    )
+                    print(line.rstrip())
+                if not rows:
+                    print("no deliveries yet")
+            elif args.action == "retry":
+                count = store.unpark(args.id, utc_now())
+                print(
+                    f"webhook {args.id}: {count} parked batch(es) will be sent again by the next run of "
+                    "funnel_webhooks (trigger it now: airflow dags trigger funnel_webhooks)"
+                )
+        except (WebhookError, UnknownWebhook) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def preview(
+    segment_id: str | None,
+    query_file: str | None,
+    rule_file: str | None,
+    text_file: str | None,
+    kind: str | None,
+    as_json: bool,
+) -> int:
+    """Preview a segment, a query or a rule (``funnel.preview``); print the answer. Exit status 1
+    with the message when it cannot be previewed (a bad query or rule, a time limit, Hive down)."""
+    import json
+
+    from funnel.errors import FunnelError
+    from funnel.preview import PreviewRequest
+
+    _logs_to_stderr()  # stdout holds the answer alone (``--json | jq`` works)
+    if query_file is not None:
+        request = PreviewRequest(segment_id, query=_read_text(query_file), kind=kind)
+    elif rule_file is not None:
+        request = PreviewRequest(segment_id, rule=_read_text(rule_file), kind=kind)
+    elif text_file is not None:
+        request = PreviewRequest.from_text(_read_text(text_file), segment_id, kind)
+    else:
+        request = PreviewRequest(segment_id, kind=kind)
+    try:
+        with wiring.previewer() as previewer:
+            answer = previewer.preview(request).to_dict()
+    except FunnelError as exc:
+        print(f"preview: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print_preview(answer)
+    return 0
+
+
+def _logs_to_stderr() -> None:
+    """Point the log handlers that write to stdout (Airflow's logging config does) at stderr."""
+    for handler in logging.root.handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
+def _read_text(path: str) -> str:
+    return sys.stdin.read() if path == "-" else Path(path).read_text()
+
+
+def print_preview(a: dict[str, Any]) -> None:
+    """A preview's answer (``Preview.to_dict()``) as the terminal shows it."""
+    what = f"segment {a['segment_id']}" if a["segment_id"] else "a new segment"
+    size = f"{a['size']:,}" + (" or more (capped at preview_max_rows)" if a["capped"] else "")
+    print(f"preview of {what} ({a['kind']}): {size} users")
+    print(f"  read {a['rows_read']:,} rows ({a['null_ids']:,} NULL ids skipped) in {a['query_seconds']:.1f} s")
+    print(f"  sample: {', '.join(a['sample']) or '(none)'}")
+    live = a["against_live"]
+    if live is not None:
+        counts = (
+            f"+{live['entered']:,} entered, -{live['exited']:,} exited"
+            if live["entered"] is not None
+            else "entered and exited not known"
+        )
+        shown = "no live version" if live["version"] is None else f"live version {live['version']} ({live['size']:,})"
+        print(f"  against {shown}: {counts}")
+        if live["would_refuse"] is None:
+            print("  guards: cannot tell")
+        else:
+            print(f"  guards: {'WOULD REFUSE: ' + live['guard'] if live['would_refuse'] else 'pass'}")
+        if live["reason"]:
+            print(f"  ({live['reason']})")
+    print(f"  {'overlap with':<24} {'kind':<8} {'overlap':>9} {'size':>9}")
+    for item in a["overlap"]:
+        overlap = "-" if item["overlap"] is None else f"{item['overlap']:,}"
+        size_shown = "-" if item["size"] is None else f"{item['size']:,}"
+        note = f"  {item['reason']}" if item["reason"] and item["overlap"] is None else ""
+        print(f"  {item['segment_id']:<24} {item['kind']:<8} {overlap:>9} {size_shown:>9}{note}")
+    if a["capped"]:
+        print("  (capped: overlaps count only the ids read before the cap)")
+
+
 def serve(host: str, port: int, workers: int) -> None:
     """Run the serving API with uvicorn (loopback by default: put a proxy in front to expose it).
 
@@ -260,6 +408,97 @@ def ensure_pool() -> None:
     print(f"pool {settings.HIVE_POOL}: {settings.HIVE_POOL_SLOTS} slots")
 
 
+def history(
+    user_id: str,
+    segment_id: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    as_json: bool = False,
+) -> None:
+    """Print a user's membership history (``membership_history.user_history``, as the API answers)."""
+    import orjson
+
+    from funnel.stores.membership_history import user_history
+    from funnel.stores.run_info import utc_now
+
+    problem = layout.user_id_problem(user_id)
+    if problem:
+        raise SystemExit(f"user id {user_id!r} {problem}")
+    conn = wiring.mysql_connection()
+    try:
+        found = user_history(
+            conn,
+            user_id,
+            now=utc_now(),
+            days=settings.CHANGE_HISTORY_DAYS,
+            limit=settings.PAGE_LIMIT_DEFAULT,
+            segment_id=segment_id,
+            since=since,
+            until=until,
+        )
+    finally:
+        conn.close()
+    if as_json:
+        print(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+        return
+    print(
+        f"user {user_id}: membership history since {_shown_time(found.horizon)} UTC "
+        f"(change_history_days {found.change_history_days})"
+    )
+    rows = [
+        (
+            stay.segment_id,
+            _shown_time(stay.entered_at) if stay.entered_at else "(before the horizon)",
+            _shown_time(stay.exited_at) if stay.exited_at else "-",
+            f"version {stay.entered_version} -> {stay.exited_version}"
+            if stay.exited_version is not None
+            else f"version {stay.entered_version} -> (member now)",
+        )
+        for stay in found.stays
+    ]
+    rows += _proxy_rows(found.proxy_changes)
+    if not rows:
+        print("no stays or changes recorded in that time")
+        return
+    width = max(len("segment"), *(len(row[0]) for row in rows))
+    print(f"{'segment':<{width}}  {'entered (UTC)':<20}  {'left (UTC)':<20}  by")
+    for segment, entered, left, by in sorted(rows, key=lambda row: row[0]):
+        print(f"{segment:<{width}}  {entered:<20}  {left:<20}  {by}")
+    if found.truncated:
+        print(f"(only the first {found.limit} stays and proxy changes: narrow with --segment, --since, --until)")
+
+
+def _proxy_rows(changes: Sequence[Any]) -> list[tuple[str, str, str, str]]:
+    """A proxy segment's changes paired into stays (entered ... exited), in time order."""
+    rows: list[tuple[str, str, str, str]] = []
+    open_stays: dict[str, Any] = {}
+    for change in changes:
+        label = f"{change.segment_id} (proxy)"
+        if change.change == "entered":
+            open_stays[change.segment_id] = change
+            continue
+        began = open_stays.pop(change.segment_id, None)
+        entered = _shown_time(began.at) if began else "(before the log)"
+        by = f"event {began.event_id} -> {change.event_id}" if began else f"event ... -> {change.event_id}"
+        rows.append((label, entered, _shown_time(change.at), by))
+    for segment_id, began in open_stays.items():
+        rows.append((f"{segment_id} (proxy)", _shown_time(began.at), "-", f"event {began.event_id} -> (member now)"))
+    return rows
+
+
+def _shown_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _time_argument(raw: str) -> dt.datetime:
+    """A command-line time: ISO-8601; without an offset it is UTC."""
+    try:
+        value = dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not an ISO-8601 time, e.g. 2026-11-29T09:30:00Z") from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(prog="python -m funnel.cli", description=__doc__)
@@ -283,6 +522,40 @@ def main(argv: list[str] | None = None) -> int:
     serving.add_argument("--host", default=settings.API_HOST)
     serving.add_argument("--port", type=int, default=settings.API_PORT)
     serving.add_argument("--workers", type=int, default=settings.API_WORKERS)
+    hooks = sub.add_parser("webhooks", help="manage webhook subscriptions").add_subparsers(dest="action", required=True)
+    add = hooks.add_parser("add", help="subscribe URL to a segment's changes (prints the secret once)")
+    add.add_argument("segment_id")
+    add.add_argument("url")
+    add.add_argument("--secret", help="the signing secret (default: a random one)")
+    add.add_argument("--from-version", type=int, help="first version to deliver (default: the one after the live)")
+    hooks.add_parser("list", help="every subscription (no secrets)")
+    for action, text in (
+        ("enable", "start delivering again"),
+        ("disable", "stop delivering (the cursor stays)"),
+        ("remove", "delete a subscription and its delivery records"),
+        ("deliveries", "how each version went: status, batches, attempts, last error"),
+        ("retry", "unpark a subscription's parked deliveries: the next run sends them first"),
+    ):
+        hooks.add_parser(action, help=text).add_argument("id", type=int)
+    previewing = sub.add_parser(
+        "preview",
+        help="what a segment, a query or a rule would hold, and change, without writing anything",
+    )
+    previewing.add_argument("segment_id", nargs="?", help="an existing segment (with a file: the one it would replace)")
+    source = previewing.add_mutually_exclusive_group()
+    source.add_argument("--query-file", metavar="PATH", help="a HiveQL SELECT to preview ('-': stdin)")
+    source.add_argument("--rule-file", metavar="PATH", help="a proxy rule (JSON) to preview ('-': stdin)")
+    source.add_argument("--file", metavar="PATH", help="a rule if it holds a JSON object, else a query ('-': stdin)")
+    previewing.add_argument("--kind", choices=["dynamic", "static"], help="a query's kind (default: dynamic)")
+    previewing.add_argument("--json", action="store_true", help="print the answer as JSON")
+    past = sub.add_parser(
+        "history", help="when a user entered and left each segment (within change_history_days), as a table"
+    )
+    past.add_argument("user_id")
+    past.add_argument("--segment", help="this segment only")
+    past.add_argument("--since", type=_time_argument, help="stays and changes at or after this time (ISO-8601; UTC)")
+    past.add_argument("--until", type=_time_argument, help="stays and changes at or before this time")
+    past.add_argument("--json", action="store_true", help="the API's JSON answer instead of a table")
     args = parser.parse_args(argv)
     if args.command == "migrate":
         applied = migrate()
@@ -308,6 +581,14 @@ def main(argv: list[str] | None = None) -> int:
             rebuild_redis(args.segment_id)
     elif args.command == "serve":
         serve(args.host, args.port, args.workers)
+    elif args.command == "history":
+        history(args.user_id, args.segment, args.since, args.until, args.json)
+    elif args.command == "webhooks":
+        return webhooks_command(args)
+    elif args.command == "preview":
+        if not (args.segment_id or args.query_file or args.rule_file or args.file):
+            parser.error("preview takes a segment id, --query-file, --rule-file or --file")
+        return preview(args.segment_id, args.query_file, args.rule_file, args.file, args.kind, args.json)
     return 0
 
 

@@ -15,23 +15,25 @@ import time
 from collections.abc import MutableMapping
 
 import pendulum
-from airflow.sdk import DAG, BaseOperator, get_parsing_context
+from airflow.sdk import DAG, Asset, AssetAny, BaseOperator, get_parsing_context
 from airflow.timetables.events import EventsTimetable
 
-from funnel import layout, settings
+from funnel import layout, settings, snapshot, wiring
 from funnel.catalog import Catalog, load_catalog
 from funnel.composite.expr import describe, parse_expression
 from funnel.composite.graph import composite_operands
 from funnel.errors import CatalogError, SegmentError
 from funnel.freshness.deadline import DeadlineDag, slot_deadline
+from funnel.hooks import FunnelMySqlHook
 from funnel.operators import (
     CompositeRefreshOperator,
     InvalidSegmentOperator,
     RestoreRedisOperator,
     SegmentRefreshOperator,
     UserTagsLoadOperator,
+    WebhookDeliveryOperator,
 )
-from funnel.plan import DYNAMIC_START_DATE, RESTORE_DAG_ID, TAGS_DAG_ID, DagPlan, plan_dags
+from funnel.plan import DYNAMIC_START_DATE, RESTORE_DAG_ID, TAGS_DAG_ID, WEBHOOKS_DAG_ID, DagPlan, plan_dags
 from funnel.query_check import check_query
 from funnel.segments import Kind, Segment
 from funnel.templating import check_template
@@ -187,9 +189,90 @@ def build_restore_dag() -> DAG:
     return dag
 
 
+WEBHOOKS_HOWTO = (
+    "No enabled webhook subscription yet, so this DAG has no schedule. Add one with "
+    "`python -m funnel.cli webhooks add SEGMENT URL` or `POST /v1/webhooks` (write scope); the next parse "
+    "schedules this DAG on that segment's Asset."
+)
+
+
+def build_webhooks_dag(segment_ids: list[str]) -> DAG:
+    """The webhook DAG: runs after any refresh of a subscribed segment (an Asset event), and by hand
+    (a manual run retries parked deliveries first). No subscriptions: no schedule."""
+    assets = [Asset(layout.asset_uri(segment_id)) for segment_id in sorted(set(segment_ids))]
+    schedule: object = None
+    if len(assets) == 1:
+        schedule = assets
+    elif assets:
+        schedule = AssetAny(*assets)  # any one refresh, not all of them
+    subscribed = ", ".join(sorted(set(segment_ids)))
+    dag = DAG(
+        dag_id=WEBHOOKS_DAG_ID,
+        schedule=schedule,
+        start_date=pendulum.instance(DYNAMIC_START_DATE, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,  # one run at a time: a subscription's versions go out in order
+        tags=["funnel", "webhooks"],
+        description=(
+            f"Delivers entered/exited of each new version to webhook subscriptions of: {subscribed}"
+            if assets
+            else WEBHOOKS_HOWTO
+        ),
+        doc_md="Each enabled subscription gets every version made live after its cursor, in order, in signed "
+        "batches; a batch that fails `webhook_max_attempts` times is parked and that subscription waits. "
+        "Trigger this DAG by hand to retry parked deliveries (see README, Webhooks).",
+    )
+    config = wiring.webhook_settings()
+    WebhookDeliveryOperator(
+        task_id="deliver",
+        batch_size=config.batch_size,
+        max_attempts=config.max_attempts,
+        backoff_seconds=config.backoff_seconds,
+        backoff_max_seconds=config.backoff_max_seconds,
+        timeout_seconds=config.timeout_seconds,
+        retries=0,
+        dag=dag,
+    )
+    return dag
+
+
+def read_subscribed_segments(catalog: Catalog) -> list[str]:
+    """The stored segments of the catalog with enabled webhook subscriptions, read at parse time with
+    the catalog's short timeouts; when MySQL fails, the last-good list (none: no schedule)."""
+    from funnel.stores.webhooks import WebhookStore
+
+    path = snapshot.subscribed_path(settings.catalog_snapshot_path())
+    started = time.monotonic()
+    try:
+        hook = FunnelMySqlHook(
+            connect_timeout=settings.CATALOG_CONNECT_TIMEOUT_SECONDS,
+            read_timeout=settings.CATALOG_READ_TIMEOUT_SECONDS,
+        )
+        conn = hook.get_conn()
+        try:
+            found = WebhookStore(conn).subscribed_segments()
+        finally:
+            conn.close()
+        snapshot.save_subscribed(path, found)
+    except Exception as exc:
+        found = snapshot.load_subscribed(path) or []
+        log.warning(
+            "funnel: cannot read webhook subscriptions after %.1fs (%s: %s); scheduling funnel_webhooks on the "
+            "last-good list (%d segments)",
+            time.monotonic() - started,
+            type(exc).__name__,
+            exc,
+            len(found),
+        )
+    stored = {s.segment_id for s in catalog.segments if s.kind is not Kind.PROXY}
+    return [segment_id for segment_id in found if segment_id in stored]
+
+
 def build_dags(catalog: Catalog, only_dag_id: str | None = None) -> dict[str, DAG]:
     """All DAGs for a catalog, keyed by dag_id; only ``only_dag_id`` when a worker needs one."""
     dags: dict[str, DAG] = {}
+    if only_dag_id in (None, WEBHOOKS_DAG_ID):
+        dags[WEBHOOKS_DAG_ID] = build_webhooks_dag(read_subscribed_segments(catalog))
     if only_dag_id in (None, TAGS_DAG_ID):
         dags[TAGS_DAG_ID] = build_tags_dag(settings.tag_query(), settings.TAG_SCHEDULE)
     if only_dag_id in (None, RESTORE_DAG_ID):

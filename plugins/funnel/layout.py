@@ -37,19 +37,26 @@ starts with ``_``), so a tag load swaps all of them in one script:
 MySQL (second level, durable; Redis can always be rebuilt from it):
 
 - ``funnel_segments``: the catalog (one row per segment; the user-facing contract).
-- ``funnel_segment_versions``: one row per computed version and its state.
+- ``funnel_segment_versions``: one row per computed version and its state (``archived``: beyond
+  ``keep_versions`` but within ``change_history_days``, kept for the membership history).
 - ``funnel_memberships``: each stay of a user in a segment, as the span of versions from the one
   it entered to the one it exited (NULL: still a member); a version's members are the spans
-  that cover it.
+  that cover it. Index ``user_idx (user_id, segment_id, entered)``: a user's stays.
 - ``funnel_live_versions``: the live pointer, one row per segment; the swap moves it.
 - ``funnel_current_members``: a view of each segment's live members (segment_id, user_id).
 - ``funnel_segment_runs``: one row per refresh attempt, failed and skipped ones included;
   a composite's attempt names the version of each operand it used (``inputs``, JSON).
-- ``funnel_segment_changes``: who entered and exited, per kept version.
+- ``funnel_segment_changes``: who entered and exited, per kept (live, retired, archived) version.
 - ``funnel_tag_versions``: one row per tag load (a version of every user's tags) and its state.
 - ``funnel_user_tags``: every user's tags, per kept tag version.
 - ``funnel_tag_live``: the live tag version (one row); events and loads serialize on it.
 - ``funnel_user_events``: the real-time events (sign-ups, orders), unique by ``event_id``.
+- ``funnel_proxy_changes``: an event that moved a user across a proxy segment's rule (entered or
+  exited, at the event's time, naming it); kept ``change_history_days`` days.
+- ``funnel_webhooks``: webhook subscriptions (segment, URL, secret, enabled) and each one's
+  delivery cursor: the last version delivered in full, and how many batches of the next one.
+- ``funnel_webhook_deliveries``: one row per (webhook, segment, version, batch) tried: its
+  status (pending, delivered, parked), attempts and last error.
 """
 
 from __future__ import annotations
@@ -70,6 +77,9 @@ TAG_VERSIONS_TABLE = "funnel_tag_versions"
 USER_TAGS_TABLE = "funnel_user_tags"
 TAG_LIVE_TABLE = "funnel_tag_live"
 EVENTS_TABLE = "funnel_user_events"
+PROXY_CHANGES_TABLE = "funnel_proxy_changes"
+WEBHOOKS_TABLE = "funnel_webhooks"
+WEBHOOK_DELIVERIES_TABLE = "funnel_webhook_deliveries"
 
 #: The pseudo segment id of the user tags: their keys' hash tag, their lock, their runs.
 TAGS_ID = "_tags"
@@ -173,3 +183,8 @@ def tags_meta_key() -> str:
 def asset_uri(segment_id: str) -> str:
     """The Airflow Asset a successful refresh of the segment updates."""
     return f"funnel://segment/{segment_id}"
+
+
+def delivery_id(segment_id: str, version: int, batch: int) -> str:
+    """A webhook delivery's idempotency key (``X-Funnel-Delivery``): the same for every repeat."""
+    return f"{segment_id}:{version}:{batch}"

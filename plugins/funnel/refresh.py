@@ -15,7 +15,8 @@ Order (README, "How a refresh stays atomic"):
    shrink limit) pass unless forced.
 7. Diff against the live version (who entered, who exited) in MySQL; stage the ids in Redis.
 8. Swap MySQL (the durable truth), then Redis. Either swap is skipped when a version for a
-   later logical date is already live. Prune versions beyond ``keep_versions``.
+   later logical date is already live. Prune versions beyond ``keep_versions`` and
+   ``change_history_days``.
 9. Publish the new live version's changes to the segment's change feed (a Redis Stream).
    A publish cut short is published again by step 3 of the next refresh, or by a restore.
 """
@@ -277,6 +278,8 @@ class Refresher(Stoppable):
     feed: SegmentFeed | None = None  # the change feed each swap publishes to (None: not published)
     progress_every: int = 1_000_000
     mysql_load_rows: int = 50_000
+    #: versions beyond ``keep_versions`` promoted within this many days keep their history (archived)
+    change_history_days: float = 0
 
     def __post_init__(self) -> None:
         self._init_stoppable()
@@ -384,7 +387,7 @@ class Refresher(Stoppable):
         if live is not None and live.is_after(run, version):
             raise RefreshSuperseded(_superseded_message(segment_id, size, live.version, live.logical_date, run))
         violation = guard_violation(
-            segment_id, size, live.size if live else None, request.max_shrink_pct, request.force
+            segment_id, size, live.size if live else None, request.max_shrink_pct, request.force, request.kind
         )
         if violation:
             raise RefreshRejected(violation, version, size)
@@ -399,7 +402,7 @@ class Refresher(Stoppable):
         counts = (size, entered if logged else None, exited)
         self.redis.promote(segment_id, run.logical_ts_us, version, meta, lock.value, counts)
         prune_began = time.monotonic()
-        pruned = self.mysql.prune(segment_id, self.keep_versions)
+        pruned = self.mysql.prune(segment_id, self.keep_versions, self.change_history_days, utc_now())
         done = time.monotonic()
         if pruned:
             log.info("segment %s: pruned old versions %s", segment_id, pruned)

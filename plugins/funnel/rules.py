@@ -43,13 +43,24 @@ def skip_reason(
 
 
 def guard_violation(
-    segment_id: str, new_size: int, live_size: int | None, max_shrink_pct: float, force: bool
+    segment_id: str,
+    new_size: int,
+    live_size: int | None,
+    max_shrink_pct: float,
+    force: bool,
+    kind: Kind = Kind.DYNAMIC,
 ) -> str | None:
     """Why a computed result must not go live, or None when it may."""
     if force:
         return None
     shown_live = "none" if live_size is None else f"{live_size:,}"
     if new_size == 0:
+        if kind is Kind.COMPOSITE:
+            return (
+                f"segment {segment_id!r}: the set expression gave no users (live size {shown_live}); nothing was "
+                "swapped. Fix: check the operands' sizes (the run history's inputs name the versions used) and the "
+                'rule, or trigger with conf {"force": true} to accept it'
+            )
         return (
             f"segment {segment_id!r}: the query returned no users (live size {shown_live}); nothing was swapped. "
             'Fix: check the query and its source tables, or trigger with conf {"force": true} to accept it'
@@ -59,6 +70,7 @@ def guard_violation(
         return (
             f"segment {segment_id!r}: the new result has {new_size:,} users against {live_size:,} live, "
             f"a {shrink:.1f}% shrink over the {max_shrink_pct:g}% limit; nothing was swapped. Fix: check the "
-            'query, raise max_shrink_pct for this segment, or trigger with conf {"force": true} to accept it'
+            f"{'operands' if kind is Kind.COMPOSITE else 'query'}, raise max_shrink_pct for this segment, or "
+            'trigger with conf {"force": true} to accept it'
         )
     return None

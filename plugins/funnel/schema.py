@@ -213,6 +213,63 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             f"ALTER TABLE {layout.RUNS_TABLE} ADD COLUMN inputs TEXT NULL",
         ],
     ),
+    (
+        8,
+        [
+            # Membership history by age (change_history_days): a version beyond keep_versions but
+            # within the horizon is 'archived' (members no longer pageable, spans and changes kept).
+            f"""ALTER TABLE {layout.VERSIONS_TABLE} MODIFY state
+                ENUM('staging','live','retired','discarded','dropped','archived') NOT NULL""",
+            # A user's stays in every segment (GET /v1/users/{user_id}/history), by index.
+            f"ALTER TABLE {layout.MEMBERSHIPS_TABLE} ADD KEY user_idx (user_id, segment_id, entered)",
+            # Proxy segments' changes: an event that moves a user across a rule, at the event's time.
+            f"""CREATE TABLE IF NOT EXISTS {layout.PROXY_CHANGES_TABLE} (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                segment_id VARCHAR(64) NOT NULL,
+                user_id {_MEMBER_ID},
+                at DATETIME(6) NOT NULL,
+                change_type ENUM('entered','exited') NOT NULL,
+                event_id VARCHAR({layout.EVENT_ID_MAX_LENGTH}) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+                recorded_at DATETIME(6) NOT NULL,
+                KEY user_idx (user_id, at),
+                KEY segment_idx (segment_id, at),
+                KEY at_idx (at)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+        ],
+    ),
+    (
+        9,
+        [
+            # Webhook subscriptions and their cursor: the last version delivered in full
+            # (``delivered_version``) and how many batches of the next one were delivered,
+            # cut at ``batch_size`` ids (a changed setting restarts that version).
+            f"""CREATE TABLE IF NOT EXISTS {layout.WEBHOOKS_TABLE} (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                segment_id VARCHAR(64) NOT NULL,
+                url VARCHAR(2048) NOT NULL,
+                secret VARCHAR(128) NOT NULL,
+                enabled BOOLEAN NOT NULL DEFAULT TRUE,
+                created_at DATETIME(6) NOT NULL,
+                delivered_version INT UNSIGNED NOT NULL DEFAULT 0,
+                delivered_batches INT UNSIGNED NOT NULL DEFAULT 0,
+                batch_size INT UNSIGNED NOT NULL DEFAULT 0,
+                KEY segment_idx (segment_id)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+            f"""CREATE TABLE IF NOT EXISTS {layout.WEBHOOK_DELIVERIES_TABLE} (
+                webhook_id BIGINT UNSIGNED NOT NULL,
+                segment_id VARCHAR(64) NOT NULL,
+                version INT UNSIGNED NOT NULL,
+                batch INT UNSIGNED NOT NULL,
+                batches INT UNSIGNED NOT NULL,
+                status ENUM('pending','delivered','parked') NOT NULL,
+                attempts INT UNSIGNED NOT NULL DEFAULT 0,
+                last_error TEXT NULL,
+                updated_at DATETIME(6) NOT NULL,
+                PRIMARY KEY (webhook_id, segment_id, version, batch),
+                KEY status_idx (webhook_id, status)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+        ],
+    ),
 ]
 
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -236,7 +293,7 @@ def ensure_database(hook: FunnelMySqlHook) -> str:
 
 
 #: MySQL errors that mean "this DDL already took effect" (a migration that died half-way).
-_ALREADY_DONE = {1060: "duplicate column", 1050: "table exists"}
+_ALREADY_DONE = {1060: "duplicate column", 1050: "table exists", 1061: "duplicate key name"}
 
 
 def _execute_idempotent(cur: Any, statement: str) -> None:

@@ -68,6 +68,9 @@ CHANGE_TTL_SECONDS: int = conf.getint(SECTION, "change_ttl_seconds", fallback=7 
 FEED_MAX_LEN: int = conf.getint(SECTION, "feed_max_len", fallback=100_000)
 FEED_BATCH_IDS: int = conf.getint(SECTION, "feed_batch_ids", fallback=1_000)
 PROGRESS_EVERY_ROWS: int = conf.getint(SECTION, "progress_every_rows", fallback=1_000_000)
+#: Membership history by age: spans and change logs of versions promoted within this many days
+#: (and proxy segments' changes at most this old) are kept, beyond ``keep_versions``; 0: none.
+CHANGE_HISTORY_DAYS: int = max(conf.getint(SECTION, "change_history_days", fallback=90), 0)
 
 #: The per-segment refresh lock: a lease renewed every third of its length, so a dead
 #: holder blocks others for at most this long; how long a second refresh waits (logging
@@ -147,6 +150,16 @@ API_CATALOG_TTL_SECONDS: float = conf.getfloat(SECTION, "api_catalog_ttl_seconds
 PROXY_SIZE_CACHE_SECONDS: float = conf.getfloat(SECTION, "proxy_size_cache_seconds", fallback=60.0)
 
 
+#: Previews (``python -m funnel.cli preview``, ``POST /v1/preview``): a query runs on Hive at
+#: most this long and reads at most this many distinct ids (then it is cancelled on the server
+#: and the answer says ``capped``); the answer samples this many ids; the API runs at most
+#: ``preview_concurrency`` previews at once (per worker process) and answers 429 beyond.
+PREVIEW_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "preview_timeout_seconds", fallback=60.0)
+PREVIEW_MAX_ROWS: int = conf.getint(SECTION, "preview_max_rows", fallback=100_000)
+PREVIEW_SAMPLE_SIZE: int = conf.getint(SECTION, "preview_sample_size", fallback=20)
+PREVIEW_CONCURRENCY: int = conf.getint(SECTION, "preview_concurrency", fallback=2)
+
+
 def api_tokens() -> dict[str, str]:
     """Bearer tokens of the API and their scope (``read`` or ``write``; write can read).
 
@@ -170,6 +183,18 @@ def api_tokens() -> dict[str, str]:
         tokens[token] = scope
     return tokens
 
+
+#: Webhooks (``funnel.webhooks``): ids per delivered batch; attempts per batch within one run of
+#: ``funnel_webhooks`` before it is parked, the first wait between them (doubled each time, up
+#: to ``webhook_backoff_max_seconds``); the HTTP connect-and-read timeout of one attempt.
+WEBHOOK_BATCH_SIZE: int = conf.getint(SECTION, "webhook_batch_size", fallback=1000)
+WEBHOOK_MAX_ATTEMPTS: int = conf.getint(SECTION, "webhook_max_attempts", fallback=5)
+WEBHOOK_BACKOFF_SECONDS: float = conf.getfloat(SECTION, "webhook_backoff_seconds", fallback=1.0)
+WEBHOOK_BACKOFF_MAX_SECONDS: float = conf.getfloat(SECTION, "webhook_backoff_max_seconds", fallback=60.0)
+WEBHOOK_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "webhook_timeout_seconds", fallback=10.0)
+#: Refuse webhook URLs whose host is a loopback, private or link-local address (off: funnel
+#: runs inside a trusted network, and receivers are often internal services).
+WEBHOOK_REFUSE_PRIVATE: bool = conf.getboolean(SECTION, "webhook_refuse_private", fallback=False)
 
 #: The API's Redis client: connect and per-command timeouts.
 REDIS_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "redis_timeout_seconds", fallback=5.0)

@@ -75,6 +75,11 @@ def save(path: str, snapshot: Snapshot) -> bool:
         sort_keys=True,
         separators=(",", ":"),
     )
+    return _write(path, body)
+
+
+def _write(path: str, body: str) -> bool:
+    """Write ``body`` atomically unless the file already holds it; return whether written."""
     try:
         with open(path, encoding="utf-8") as handle:
             if handle.read() == body:
@@ -89,6 +94,26 @@ def save(path: str, snapshot: Snapshot) -> bool:
             handle.write(body)
         os.replace(tmp, path)
     except OSError as exc:
-        log.warning("funnel: could not write catalog snapshot %s (%s); parsing goes on without it", path, exc)
+        log.warning("funnel: could not write snapshot %s (%s); parsing goes on without it", path, exc)
         return False
     return True
+
+
+def subscribed_path(catalog_path: str) -> str:
+    """The last-good list of segments with webhook subscriptions, beside the catalog's snapshot."""
+    return os.path.join(os.path.dirname(catalog_path) or ".", "webhook_segments.json")
+
+
+def load_subscribed(path: str) -> list[str] | None:
+    """The last-good list of subscribed segments, or None when there is none."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    segments = data.get("segments") if isinstance(data, dict) else None
+    return [str(s) for s in segments] if isinstance(segments, list) else None
+
+
+def save_subscribed(path: str, segment_ids: list[str]) -> bool:
+    return _write(path, json.dumps({"format": FORMAT_VERSION, "segments": sorted(segment_ids)}))

@@ -1,6 +1,6 @@
 """The one place that turns settings into clients and stores.
 
-The refresh operator, the CLI (and later the API) build their connections, stores, run
+The refresh operator, the CLI, the API and previews build their connections, stores, run
 history and locks here, so timeouts, TTLs and flags are the same for every entry point
 and their defaults live only in ``settings``. Hooks still own the connections: this module
 only says which hook, with which settings.
@@ -9,8 +9,9 @@ only says which hook, with which settings.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from funnel import settings
 from funnel.errors import StoreError
@@ -24,6 +25,11 @@ from funnel.stores.lock import SegmentLock
 from funnel.stores.mysql_store import MySqlSegmentStore
 from funnel.stores.redis_store import RedisSegmentStore
 from funnel.stores.tags import MySqlTagStore, RedisTagStore
+from funnel.stores.webhooks import WebhookStore
+from funnel.webhooks.deliver import Deliverer, DeliverySettings
+
+if TYPE_CHECKING:
+    from funnel.preview import Previewer
 
 
 def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
@@ -183,6 +189,7 @@ def refresher(
             keep_versions=settings.KEEP_VERSIONS,
             progress_every=settings.PROGRESS_EVERY_ROWS,
             mysql_load_rows=settings.MYSQL_LOAD_ROWS,
+            change_history_days=settings.CHANGE_HISTORY_DAYS,
         )
 
 
@@ -234,4 +241,72 @@ def tag_loader(
             batch_size=batch_size,
             keep_versions=settings.TAG_KEEP_VERSIONS,
             progress_every=settings.PROGRESS_EVERY_ROWS,
+            change_history_days=settings.CHANGE_HISTORY_DAYS,
         )
+
+
+def webhook_store(conn: Any) -> WebhookStore:
+    return WebhookStore(conn)
+
+
+def webhook_deliverer(conn: Any, config: DeliverySettings, stop: threading.Event) -> Deliverer:
+    """A delivery run over one MySQL connection (subscriptions and the change log)."""
+    return Deliverer(webhook_store(conn), mysql_store(conn), config, stop=stop)
+
+
+def webhook_settings() -> DeliverySettings:
+    """The ``webhook_*`` settings, as the DAG passes them to its operator."""
+    return DeliverySettings(
+        batch_size=settings.WEBHOOK_BATCH_SIZE,
+        max_attempts=settings.WEBHOOK_MAX_ATTEMPTS,
+        backoff_seconds=settings.WEBHOOK_BACKOFF_SECONDS,
+        backoff_max_seconds=settings.WEBHOOK_BACKOFF_MAX_SECONDS,
+        timeout_seconds=settings.WEBHOOK_TIMEOUT_SECONDS,
+    )
+
+
+@contextlib.contextmanager
+def previewer(
+    *,
+    redis: Any = None,
+    mysql_conn_id: str = settings.MYSQL_CONN_ID,
+    hive_conn_id: str = settings.HIVE_CONN_ID,
+) -> Iterator[Previewer]:
+    """A ``Previewer`` (``funnel.preview``) with the preview settings, over a MySQL connection
+    of its own (closed on exit), the Redis client ``redis`` (default: a new one) and HiveServer2.
+    It only reads."""
+    from funnel.catalog import serving_catalog
+    from funnel.preview import Previewer, PreviewLimits
+
+    limits = PreviewLimits(
+        timeout_seconds=settings.PREVIEW_TIMEOUT_SECONDS,
+        max_rows=settings.PREVIEW_MAX_ROWS,
+        sample_size=settings.PREVIEW_SAMPLE_SIZE,
+        batch_size=settings.BATCH_SIZE,
+        max_shrink_pct=settings.MAX_SHRINK_PCT,
+        new_user_days=settings.NEW_USER_DAYS,
+        allowed_functions=settings.ALLOWED_FUNCTIONS,
+        hive_poll_seconds=settings.HIVE_POLL_SECONDS,
+        hive_log_every_seconds=settings.HIVE_LOG_EVERY_SECONDS,
+    )
+    catalog_hook = FunnelMySqlHook(
+        mysql_conn_id=mysql_conn_id,
+        connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS,
+    )
+    client = redis if redis is not None else redis_client()
+    try:
+        with contextlib.closing(mysql_connection(mysql_conn_id)) as conn:
+            yield Previewer(
+                redis=redis_store(client),
+                redis_tags=redis_tag_store(client),
+                mysql=MySqlSegmentStore(conn),
+                mysql_tags=MySqlTagStore(conn),
+                read_catalog=lambda: serving_catalog(catalog_hook),
+                hive_connect=hive_hook(hive_conn_id).get_conn,
+                limits=limits,
+                composite_source=lambda: composite_source(mysql_conn_id),
+            )
+    finally:
+        if redis is None:
+            client.close()

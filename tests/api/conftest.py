@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
+import logging
 import os
 import socket
 import subprocess
@@ -23,6 +25,8 @@ from fastapi.testclient import TestClient
 from helpers import insert_segments
 
 from funnel import wiring
+from funnel.composite.compute import composite_batches
+from funnel.composite.expr import parse_expression
 from funnel.refresh import RefreshRequest, RefreshResult
 from funnel.segments import Kind
 from funnel.stores.run_info import RunInfo
@@ -115,6 +119,26 @@ def refresh(mysql_conn: Any, redis_client: Any) -> Callable[..., RefreshResult]:
         with wiring.refresher(redis_client=redis_client) as refresher:
             lock = wiring.segment_lock(redis_client, segment_id, {"run_id": info.run_id})
             return refresher.refresh(RefreshRequest(segment_id, kind, info), lambda: iter([list(members)]), lock)
+
+    return run
+
+
+@pytest.fixture
+def refresh_composite(mysql_conn: Any, redis_client: Any) -> Callable[..., RefreshResult]:
+    """Refresh a composite segment as its Airflow task would: its operands' live versions, set in MySQL."""
+    slots = itertools.count()
+
+    def run(segment_id: str, rule: object) -> RefreshResult:
+        slot = next(slots)
+        logical_date = dt.datetime(2031, 1, 1, 9, tzinfo=dt.UTC) + dt.timedelta(days=slot)
+        info = RunInfo("funnel_test_api", f"composite__{slot}", logical_date)
+        expr = parse_expression(segment_id, json.dumps(rule))
+        with wiring.refresher(redis_client=redis_client) as refresher, wiring.composite_source() as source:
+            lock = wiring.segment_lock(redis_client, segment_id, {"run_id": info.run_id})
+            batches = composite_batches(
+                segment_id, expr, source, info, refresher.note_inputs, 1000, logging.getLogger("test")
+            )
+            return refresher.refresh(RefreshRequest(segment_id, Kind.COMPOSITE, info), batches, lock)
 
     return run
 

@@ -59,6 +59,7 @@ def test_the_page_lists_the_segments_flags_the_stale_shows_one_and_answers_the_m
     server: tuple[httpx.Client, Path],
     add_segment: Callable[..., None],
     refresh: Callable[..., Any],
+    refresh_composite: Callable[..., Any],
     tags_in_redis: None,
     read_auth: dict[str, str],
 ) -> None:
@@ -74,6 +75,8 @@ def test_the_page_lists_the_segments_flags_the_stale_shows_one_and_answers_the_m
     refresh("shrinking", ["u1", "u2", "u3", "u4"])
     with pytest.raises(RefreshRejected):
         refresh("shrinking", ["u1"])  # refused by the shrink guard: the segment is failing
+    add_segment("late_buyers", "composite", rule='{"minus": ["buyers", "launch"]}')
+    refresh_composite("late_buyers", {"minus": ["buyers", "launch"]})
     read_token = read_auth["Authorization"].removeprefix("Bearer ")
 
     with Chromium() as browser:
@@ -91,7 +94,11 @@ def test_the_page_lists_the_segments_flags_the_stale_shows_one_and_answers_the_m
             )
             for s in ("buyers", "shrinking")
         )
-        assert browser.evaluate(ROWS) == ["buyers", "launch", "never_run", "shrinking", "vips"]
+        assert browser.evaluate(ROWS) == ["buyers", "late_buyers", "launch", "never_run", "shrinking", "vips"]
+        late = browser.evaluate(
+            "[...document.querySelector('#segments tr[data-segment=late_buyers]').cells].map(c => c.innerText)"
+        )
+        assert late[1:4] == ["composite\nof buyers, launch", "4", "1"]  # its operands under the kind
         assert buyers[1:4] == ["dynamic", "4", "2"]  # kind, size, version
         assert buyers[4].endswith(" s ago")
         assert buyers[5:7] == ["fresh", "success"]  # freshness, last run
@@ -103,7 +110,7 @@ def test_the_page_lists_the_segments_flags_the_stale_shows_one_and_answers_the_m
         browser.wait_for(f"{READY} && document.querySelectorAll('#segments tbody tr').length === 2")
         assert browser.evaluate(ROWS) == ["never_run", "shrinking"]
         browser.click("#only-stale")
-        browser.wait_for(f"{READY} && document.querySelectorAll('#segments tbody tr').length === 5")
+        browser.wait_for(f"{READY} && document.querySelectorAll('#segments tbody tr').length === 6")
 
         browser.click("#segments tr[data-segment=buyers] a")
         browser.wait_for(f"{DETAIL_READY} && document.getElementById('d-id').textContent === 'buyers'")
@@ -134,5 +141,14 @@ def test_the_page_lists_the_segments_flags_the_stale_shows_one_and_answers_the_m
         rule = browser.evaluate("JSON.parse(document.getElementById('d-definition').textContent)")
         assert rule == {"tag": "order_count", "op": ">=", "value": 2}
         assert browser.evaluate("document.getElementById('d-runs-box').hidden")
+
+        # A composite shows its set expression, and the operand versions each attempt used.
+        browser.click("#segments tr[data-segment=late_buyers] a")
+        browser.wait_for(f"{DETAIL_READY} && document.getElementById('d-id').textContent === 'late_buyers'")
+        assert browser.evaluate("document.getElementById('d-def-title').textContent") == "Set expression"
+        definition = browser.evaluate("document.getElementById('d-definition').textContent")
+        assert definition.startswith("buyers - launch\n\n")
+        run_cells = browser.evaluate("[...document.querySelector('#d-runs tbody tr').cells].map(c => c.innerText)")
+        assert run_cells[-1] == "from buyers v2 (kept), launch v1 (kept)"
 
         assert browser.problems == []

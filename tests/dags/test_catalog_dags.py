@@ -75,6 +75,7 @@ def test_invalid_segment_gets_a_marker_dag_and_the_rest_build(mysql_conn: Any) -
         "funnel_restore_redis",
         "funnel_static_launch",
         "funnel_user_tags",
+        "funnel_webhooks",
     ]
     assert [t.task_id for t in bag.dags[DYNAMIC_DAG_ID].tasks] == ["alpha", "zeta"]
     marker = bag.dags["funnel_invalid_broken"]

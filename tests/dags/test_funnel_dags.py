@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from typing import Any
 
 import pytest
@@ -11,10 +12,13 @@ from helpers import hive_execute, hive_first_column, insert_segments, mysql_live
 
 from funnel.plan import DYNAMIC_DAG_ID, TAGS_DAG_ID
 
+#: The suite's Hive database (tests/conftest.py creates it; FUNNEL_TEST_HIVE_DB keeps runs apart).
+HIVE_DB = os.environ.get("FUNNEL_TEST_HIVE_DB", "funnel_test")
+
 RUN_AT = dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC)
-GROUP_QUERY = "SELECT user_id FROM funnel_test.events WHERE grp = {grp}"
+GROUP_QUERY = f"SELECT user_id FROM {HIVE_DB}.events WHERE grp = {{grp}}"
 # Templated: the task renders {{ ds }} before the query reaches Hive.
-TEMPLATED_QUERY = "SELECT user_id FROM funnel_test.events WHERE grp = 1 AND '{{ ds }}' = '2030-01-20'"
+TEMPLATED_QUERY = f"SELECT user_id FROM {HIVE_DB}.events WHERE grp = 1 AND '{{{{ ds }}}}' = '2030-01-20'"
 RENDERED_QUERY = TEMPLATED_QUERY.replace("{{ ds }}", "2030-01-20")
 # Dynamic runs use future slots: a past slot after which the segment was already refreshed
 # is skipped by the overshoot rule (tested on its own below).
@@ -59,7 +63,7 @@ def serialized(dag: Any) -> Any:
 # The users' tags, as of the run's data interval end (here every test user signed up before it).
 TAG_QUERY = (
     "SELECT user_id, CAST('2026-11-01 10:00:00' AS TIMESTAMP) AS first_seen, grp AS order_count"
-    " FROM funnel_test.events WHERE '{{ data_interval_end.isoformat() }}' > '2026-11-02'"
+    f" FROM {HIVE_DB}.events WHERE '{{{{ data_interval_end.isoformat() }}}}' > '2026-11-02'"
 )
 
 
@@ -74,8 +78,8 @@ def catalog(mysql_conn: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 def events(hive_conn: Any) -> Any:
     hive_execute(
         hive_conn,
-        "DROP TABLE IF EXISTS funnel_test.events",
-        "CREATE TABLE funnel_test.events STORED AS PARQUET AS SELECT id AS user_id, id % 3 AS grp FROM range(3000)",
+        f"DROP TABLE IF EXISTS {HIVE_DB}.events",
+        f"CREATE TABLE {HIVE_DB}.events STORED AS PARQUET AS SELECT id AS user_id, id % 3 AS grp FROM range(3000)",
     )
     return hive_conn
 
@@ -89,6 +93,7 @@ def test_dag_folder_imports_without_errors(catalog: Any) -> None:
         "funnel_restore_redis",
         "funnel_static_launch_week",
         TAGS_DAG_ID,
+        "funnel_webhooks",
     ]
 
 
@@ -105,6 +110,7 @@ def test_every_dag_survives_serialization_round_trip(catalog: Any) -> None:
         "funnel_static_launch_week": "once at 2026-11-20T09:00:00+00:00",
         TAGS_DAG_ID: "0 6 * * *",
         "funnel_restore_redis": "None",
+        "funnel_webhooks": "None",  # no subscription yet (tests/webhooks schedule it)
     }
 
 
@@ -143,7 +149,7 @@ def test_dynamic_dag_run_puts_exactly_the_query_result_in_both_stores(
 
     hive_execute(
         events,
-        "INSERT OVERWRITE TABLE funnel_test.events SELECT id AS user_id, (id + 1) % 3 AS grp FROM range(1500, 4500)",
+        f"INSERT OVERWRITE TABLE {HIVE_DB}.events SELECT id AS user_id, (id + 1) % 3 AS grp FROM range(1500, 4500)",
     )
     run = dag.test(logical_date=EVENING)
     assert run.state == "success"
@@ -223,7 +229,7 @@ def test_overshoot_and_static_freeze_skip_tasks_and_force_runs_them(
 
     assert task_states(static.test(logical_date=RUN_AT)) == {"launch_week": "success"}
     frozen = redis_live_members(redis_client, "launch_week")
-    hive_execute(events, "INSERT OVERWRITE TABLE funnel_test.events SELECT id AS user_id, 2 AS grp FROM range(10)")
+    hive_execute(events, f"INSERT OVERWRITE TABLE {HIVE_DB}.events SELECT id AS user_id, 2 AS grp FROM range(10)")
     assert task_states(static.test(logical_date=RUN_AT + dt.timedelta(minutes=1))) == {"launch_week": "skipped"}
     assert redis_live_members(redis_client, "launch_week") == frozen
     refrozen = static.test(logical_date=RUN_AT + dt.timedelta(minutes=2), run_conf={"force": True})

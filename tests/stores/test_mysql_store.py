@@ -174,6 +174,85 @@ def test_pruning_removes_only_spans_that_ended_before_the_oldest_kept_version(my
         assert store.count_members("s", version) == len(many) + 1
 
 
+def age(conn: Any, versions_: tuple[int, ...], days: int) -> None:
+    """Make versions look promoted ``days`` days before ``NOW``."""
+    cur = conn.cursor()
+    marks = ", ".join(["%s"] * len(versions_))
+    cur.execute(
+        f"UPDATE {layout.VERSIONS_TABLE} SET promoted_at = %s WHERE segment_id = 's' AND version IN ({marks})",
+        (NOW.replace(tzinfo=None) - dt.timedelta(days=days), *versions_),
+    )
+    conn.commit()
+
+
+def handler_reads(conn: Any) -> int:
+    """Rows this session's statements have read so far (every Handler_read_* counter)."""
+    return sum(int(value) for name, value in rows(conn, "SHOW SESSION STATUS LIKE 'Handler_read%'"))
+
+
+def five_versions(store: MySqlSegmentStore, many: list[str], **prune: Any) -> None:
+    """Versions 1..5 of 's': a..e each stay one version; ``many`` stay throughout."""
+    live_first(store, "s", run_for(10), [*many, "a"])
+    for day, (entered, exited) in enumerate([(["b"], ["a"]), (["c"], ["b"]), (["d"], ["c"]), (["e"], ["d"])], 11):
+        version = diff(store, run_for(day), entered, exited)
+        store.promote("s", version, run_for(day), len(many) + 1, NOW)
+        store.prune("s", keep=3, **prune)
+
+
+def test_versions_within_the_history_keep_their_spans_and_changes_beyond_keep_versions(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    many = [str(i) for i in range(1000, 1100)]
+    five_versions(store, many, history_days=90, now=NOW)
+    # beyond the 3 pageable versions, 1 and 2 are archived: not pageable, their history kept
+    assert versions(mysql_conn) == ((1, "archived"), (2, "archived"), (3, "retired"), (4, "retired"), (5, "live"))
+    assert not store.has_version("s", 2)
+    assert [s for s in spans(mysql_conn) if s[0].isalpha()] == [
+        ("a", 1, 2),
+        ("b", 2, 3),
+        ("c", 3, 4),
+        ("d", 4, 5),
+        ("e", 5, None),
+    ]
+    assert rows(mysql_conn, f"SELECT DISTINCT version FROM {layout.CHANGES_TABLE} ORDER BY 1") == tuple(
+        (v,) for v in (2, 3, 4, 5)
+    )
+    assert store.members_among("s", 1, ["a", "b"]) == {"a"}  # what version 1 held, still answerable
+
+
+def test_versions_older_than_the_history_go_with_only_their_changes_spans_and_log(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    many = [str(i) for i in range(1000, 3000)]  # stayers: a prune must never read them
+    five_versions(store, many, history_days=90, now=NOW)
+    age(mysql_conn, (1, 2), days=120)
+    age(mysql_conn, (3,), days=95)  # live at the horizon (NOW - 90 days): the history starts there
+    spans_before = rows(mysql_conn, f"SELECT COUNT(*) FROM {layout.MEMBERSHIPS_TABLE}")[0][0]
+    changes_before = rows(mysql_conn, f"SELECT COUNT(*) FROM {layout.CHANGES_TABLE}")[0][0]
+    reads_before = handler_reads(mysql_conn)
+    assert store.prune("s", keep=3, history_days=90, now=NOW) == [2, 1]
+    reads = handler_reads(mysql_conn) - reads_before
+    assert versions(mysql_conn) == ((3, "retired"), (4, "retired"), (5, "live"))
+    # a (1..2) and b (2..3) ended at or before version 3: the only spans deleted; the log of 2 goes
+    assert [s for s in spans(mysql_conn) if s[0].isalpha()] == [("c", 3, 4), ("d", 4, 5), ("e", 5, None)]
+    assert spans_before - rows(mysql_conn, f"SELECT COUNT(*) FROM {layout.MEMBERSHIPS_TABLE}")[0][0] == 2
+    assert changes_before - rows(mysql_conn, f"SELECT COUNT(*) FROM {layout.CHANGES_TABLE}")[0][0] == 2
+    # the cost is the changes: a few dozen index reads, not the 2,000 stayers' spans
+    assert reads < 100, reads
+
+
+def test_a_version_ages_out_of_the_history_only_past_keep_versions(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    five_versions(store, ["1000"], history_days=90, now=NOW)
+    age(mysql_conn, (1, 2, 3, 4, 5), days=200)  # every version is old: the newest 3 stay pageable anyway
+    assert store.prune("s", keep=3, history_days=90, now=NOW) == [2, 1]
+    assert versions(mysql_conn) == ((3, "retired"), (4, "retired"), (5, "live"))
+
+
+def test_no_history_days_prunes_as_keep_versions_alone(mysql_conn: Any) -> None:
+    store = MySqlSegmentStore(mysql_conn)
+    five_versions(store, ["1000"], history_days=0, now=NOW)
+    assert versions(mysql_conn) == ((3, "retired"), (4, "retired"), (5, "live"))
+
+
 def test_iter_live_members_streams_every_member_once(mysql_conn: Any) -> None:
     store = MySqlSegmentStore(mysql_conn)
     ids = [str(i) for i in range(2500)]

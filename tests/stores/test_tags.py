@@ -118,3 +118,28 @@ def test_redis_swap_keeps_the_old_tags_until_mysql_commits_and_can_go_back(store
     redis.revert(previous)
     assert redis.serving() == (0, 1)
     assert [t.order_count if t else None for t in redis.tags_of(["u1", "u2"])] == [1, None]
+
+
+def test_rule_crossings_are_logged_with_the_batch_once_and_pruned_by_age(stores: Any, mysql_conn: Any) -> None:
+    from funnel.errors import ChangeType
+    from funnel.proxy.rules import parse_rule
+
+    mysql, redis = stores
+    rules = {"two": parse_rule("two", '{"tag": "order_count", "op": ">=", "value": 2}', 30)}
+    batch = [event("o1", "order", "u1", 50), event("o2", "order", "u1", 40), event("o3", "order", "u2", 30)]
+    outcome, _ = ingest(batch, mysql, redis, NOW, rules)
+    assert [(c.user_id, c.change, c.event_id, c.at) for c in outcome.proxy_changes] == [
+        ("u1", ChangeType.ENTERED, "o2", at(40))
+    ]
+    again, _ = ingest(batch, mysql, redis, NOW, rules)  # a retry: duplicates change nothing, log nothing
+    assert again.proxy_changes == ()
+    ingest([event("c1", "order_cancelled", "u1", 10)], mysql, redis, NOW, rules)
+    logged = f"SELECT user_id, change_type, event_id FROM {layout.PROXY_CHANGES_TABLE} ORDER BY at"
+    cur = mysql_conn.cursor()
+    cur.execute(logged)
+    assert cur.fetchall() == (("u1", "entered", "o2"), ("u1", "exited", "c1"))
+    mysql_conn.commit()
+    assert mysql.prune_proxy_changes(older_than=at(20)) == 1  # the entered, 40 minutes old
+    cur.execute(logged)
+    assert cur.fetchall() == (("u1", "exited", "c1"),)
+    mysql_conn.commit()

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,11 +32,19 @@ from starlette.requests import cookie_parser
 
 from funnel import layout, settings
 from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, Forbidden, Unauthorized, granted_scope, require
-from funnel.api.service import NotComputed, NotFound, Service
+from funnel.api.service import Busy, NotComputed, NotFound, Service
 from funnel.composite.expr import describe, parse_expression, to_json
-from funnel.errors import Freshness, PartialWrite, StoreError
+from funnel.errors import (
+    Freshness,
+    HistoryGone,
+    NotReconstructable,
+    PartialWrite,
+    StoreError,
+    UnknownWebhook,
+    WebhookError,
+)
 from funnel.proxy.events import EventConflict, EventError, parse_events
-from funnel.stores import timeline
+from funnel.stores import membership_history, timeline
 from funnel.stores.run_info import utc_now
 from funnel.ui import mount_ui
 
@@ -72,6 +82,10 @@ _STATUS = {
     Unauthorized: 401,
     Forbidden: 403,
     Gone: 410,
+    HistoryGone: 410,
+    NotReconstructable: 422,
+    WebhookError: 422,
+    UnknownWebhook: 404,
 }
 
 
@@ -123,6 +137,7 @@ def create_app(airflow_login: bool = False) -> FastAPI:
     app.state.service_lock = asyncio.Lock()
     _add_error_handlers(app)
     _add_routes(app)
+    _add_webhook_routes(app)
     mount_ui(app)
     return app
 
@@ -256,6 +271,50 @@ async def _is_member(service: Service, segment_id: str, raw_user_id: str) -> tup
     return body, answer.source
 
 
+_TIME_FORMAT = "an ISO-8601 time with its offset, e.g. 2026-11-29T09:30:00Z"
+#: A ``+hh:mm`` offset whose ``+`` a query string turned into a space.
+_SPACED_OFFSET = re.compile(r" (\d\d:?\d\d)$")
+
+
+def _time(raw: str | None, name: str) -> dt.datetime | None:
+    """An optional ``?name=`` time (``_parse_time``)."""
+    return None if raw is None else _parse_time(raw, name)
+
+
+def _parse_time(raw: str, name: str) -> dt.datetime:
+    """A ``?name=`` time: aware, as UTC; 422 naming the format otherwise."""
+    text = _SPACED_OFFSET.sub(r"+\1", raw.strip())
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"{name} {raw[:80]!r} is not a time. Fix: send {_TIME_FORMAT}") from None
+    if value.tzinfo is None:
+        raise BadInput(f"{name} {raw[:80]!r} has no time zone. Fix: send {_TIME_FORMAT}")
+    return value.astimezone(dt.UTC)
+
+
+async def _is_member_at(service: Service, segment_id: str, raw_user_id: str, raw_at: str) -> dict[str, Any]:
+    """``GET /v1/segments/{id}/members/{user_id}?at=``: membership as it was then, from the history."""
+    user_id = _user_id(raw_user_id)
+    at = _parse_time(raw_at, "at")
+    now = utc_now()
+    if at > now:
+        raise BadInput(f"at {raw_at[:80]!r} is in the future. Fix: ask without at for the membership now")
+    entry = await service.entry(segment_id)
+    answer = await service.membership_at(entry, user_id, at, now)
+    body: dict[str, Any] = {
+        "segment_id": entry.segment_id,
+        "user_id": user_id,
+        "member": answer.member,
+        "at": at.isoformat(),
+        "version": answer.version,
+        "source": "history",
+    }
+    if answer.note:
+        body["note"] = answer.note
+    return body
+
+
 async def _user_segments(service: Service, raw_user_id: str) -> tuple[dict[str, Any], str]:
     """``GET /v1/users/{user_id}/segments``: the body and its source."""
     answer = await service.segments_of(_user_id(raw_user_id))
@@ -276,7 +335,7 @@ class FastPaths:
             path = get_route_path(scope)
             if path.startswith("/v1/segments/"):
                 segment_id, found, user_id = path[13:].partition("/members/")
-                if found and segment_id and "/" not in segment_id:
+                if found and segment_id and "/" not in segment_id and not scope["query_string"]:
                     await self._answer(scope, send, lambda service: _is_member(service, segment_id, user_id))
                     return
             elif path.startswith("/v1/users/") and path.endswith("/segments") and len(path) >= 19:
@@ -383,8 +442,11 @@ def _add_routes(app: FastAPI) -> None:
         tags=["membership"],
         summary="Is this user a member, and of which version",
     )
-    async def is_member(segment_id: str, user_id: str, request: Request) -> Response:
-        body, source = await _is_member(await _service(request, "read"), segment_id, user_id)
+    async def is_member(segment_id: str, user_id: str, request: Request, at: str | None = None) -> Response:
+        service = await _service(request, "read")
+        if at is not None:  # ?at=<ISO time>: as it was then (the membership history)
+            return JSON(await _is_member_at(service, segment_id, user_id, at), headers={"X-Funnel-Source": "history"})
+        body, source = await _is_member(service, segment_id, user_id)
         return JSON(body, headers={"X-Funnel-Source": source})
 
     @app.post(
@@ -461,6 +523,38 @@ def _add_routes(app: FastAPI) -> None:
         body, source = await _user_segments(await _service(request, "read"), user_id)
         return JSON(body, headers={"X-Funnel-Source": source})
 
+    @app.get(
+        "/v1/users/{user_id:anytext}/history",
+        tags=["membership"],
+        summary="When the user entered and left each segment (stays by version, proxy changes by event), "
+        "within change_history_days; ?segment=, ?since=, ?until=, ?limit=",
+    )
+    async def user_history(user_id: str, request: Request) -> Response:
+        service = await _service(request, "read")
+        checked = _user_id(user_id)
+        query = request.query_params
+        segment_id = query.get("segment") or None
+        since, until = _time(query.get("since"), "since"), _time(query.get("until"), "until")
+        if since is not None and until is not None and since > until:
+            raise BadInput("since is after until. Fix: send since <= until")
+        limit = _limit(query.get("limit"))
+        now = utc_now()
+        history = await service.in_thread(
+            service.with_mysql(
+                lambda conn: membership_history.user_history(
+                    conn,
+                    checked,
+                    now=now,
+                    days=settings.CHANGE_HISTORY_DAYS,
+                    limit=limit,
+                    segment_id=segment_id,
+                    since=since,
+                    until=until,
+                )
+            )
+        )
+        return JSON(history, headers={"X-Funnel-Source": "history"})
+
     @app.post(
         "/v1/events",
         tags=["events"],
@@ -506,6 +600,167 @@ def _add_routes(app: FastAPI) -> None:
                 "tags_version": outcome.version,
             }
         )
+
+    @app.post(
+        "/v1/preview",
+        tags=["preview"],
+        summary="What a segment, a query or a rule would hold and change, without writing anything (write scope)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "example": {"segment_id": "german_users", "query": "SELECT user_id FROM dw.users"}
+                    }
+                },
+            }
+        },
+    )
+    async def preview(request: Request) -> Response:
+        service = await _service(request, "write")
+        return await _preview(service, await _json_body(request))
+
+
+#: What a client hears when HiveServer2 cannot be reached for a preview (the details go to the log).
+HIVE_UNAVAILABLE = "HiveServer2 did not answer, so the query was not previewed; nothing was written. Try again"
+
+
+async def _preview(service: Service, body: Any) -> Response:
+    """``POST /v1/preview``: validate, run the query on Hive (in a thread of the preview pool),
+    compare with the live segments; nothing is written."""
+    from funnel.errors import (
+        HiveQueryError,
+        HiveUnavailable,
+        PreviewError,
+        PreviewTimeout,
+        SegmentError,
+        UnknownSegment,
+    )
+    from funnel.preview import PreviewRequest
+    from funnel.refresh import UserIdError
+
+    request = PreviewRequest(**_preview_fields(body))
+    try:
+        answer = await service.previews.run(request)
+    except Busy as exc:
+        return JSON({"error": str(exc)}, status_code=429)
+    except PreviewTimeout as exc:
+        return JSON({"error": str(exc)}, status_code=504)
+    except UnknownSegment as exc:
+        return JSON({"error": str(exc)}, status_code=404)
+    except (SegmentError, UserIdError, PreviewError, HiveQueryError) as exc:  # the catalog's, the refresh's, Hive's
+        return JSON({"error": str(exc)}, status_code=422)
+    except HiveUnavailable as exc:
+        log.warning("funnel API: POST /v1/preview: %s", exc)  # names the host and port: the log only
+        return JSON({"error": HIVE_UNAVAILABLE}, status_code=503)
+    return JSON(answer)
+
+
+_PREVIEW_FIELDS = {"segment_id": str, "query": str, "rule": (dict, str), "kind": str}
+
+
+def _preview_fields(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or not body:
+        raise BadInput('send {"segment_id": "..."}, {"query": "SELECT ..."} or {"rule": {...}} (optional "kind")')
+    for name, value in body.items():
+        if name not in _PREVIEW_FIELDS:
+            raise BadInput(f"{name!r} is not a preview field; use segment_id, query, rule and kind")
+        if not isinstance(value, _PREVIEW_FIELDS[name]):
+            shape = "a JSON object" if name == "rule" else "a string"
+            raise BadInput(f"{name} must be {shape}")
+    return body
+
+
+def _add_webhook_routes(app: FastAPI) -> None:
+    """Webhook subscriptions, all in the write scope (they hold where changes go, and a secret)."""
+    from funnel.stores.webhooks import WebhookStore
+    from funnel.webhooks.manage import subscribe
+
+    @app.post(
+        "/v1/webhooks",
+        tags=["webhooks"],
+        status_code=201,
+        summary="Subscribe a URL to a segment's changes; answers the signing secret this once (write scope)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "example": {"segment_id": "big_spenders", "url": "https://hooks.example.com/funnel"}
+                    }
+                },
+            }
+        },
+    )
+    async def add_webhook(request: Request) -> Response:
+        service = await _service(request, "write")
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise BadInput('send {"segment_id": "...", "url": "https://...", "secret"?: "...", "from_version"?: 1}')
+        segments = {segment_id: entry.segment for segment_id, entry in (await service.catalog()).items()}
+
+        def add(conn: Any) -> tuple[Any, str]:
+            return subscribe(
+                conn,
+                segments,
+                body.get("segment_id"),
+                body.get("url"),
+                body.get("secret"),
+                body.get("from_version"),
+                refuse_private=settings.WEBHOOK_REFUSE_PRIVATE,
+            )
+
+        webhook, secret = await service.in_thread(service.with_mysql(add))
+        return JSON({**webhook.public(), "secret": secret}, status_code=201)
+
+    @app.get("/v1/webhooks", tags=["webhooks"], summary="Every subscription, without secrets (write scope)")
+    async def list_webhooks(request: Request) -> Response:
+        service = await _service(request, "write")
+        found = await service.in_thread(service.with_mysql(lambda conn: WebhookStore(conn).list()))
+        return JSON({"webhooks": [webhook.public() for webhook in found]})
+
+    @app.patch("/v1/webhooks/{webhook_id}", tags=["webhooks"], summary='{"enabled": true|false} (write scope)')
+    async def patch_webhook(webhook_id: str, request: Request) -> Response:
+        service = await _service(request, "write")
+        number = _webhook_id(webhook_id)
+        body = await _json_body(request)
+        enabled = body.get("enabled") if isinstance(body, dict) else None
+        if not isinstance(enabled, bool):
+            raise WebhookError("enabled", "must be true or false", 'send {"enabled": false} to pause, true to resume')
+        webhook = await service.in_thread(
+            service.with_mysql(lambda conn: WebhookStore(conn).set_enabled(number, enabled))
+        )
+        return JSON(webhook.public())
+
+    @app.delete("/v1/webhooks/{webhook_id}", tags=["webhooks"], summary="Remove a subscription (write scope)")
+    async def delete_webhook(webhook_id: str, request: Request) -> Response:
+        service = await _service(request, "write")
+        number = _webhook_id(webhook_id)
+        await service.in_thread(service.with_mysql(lambda conn: WebhookStore(conn).remove(number)))
+        return JSON({"id": number, "removed": True})
+
+    @app.get(
+        "/v1/webhooks/{webhook_id}/deliveries",
+        tags=["webhooks"],
+        summary="How each version went, newest first: status, batches, attempts, last error (write scope)",
+    )
+    async def list_deliveries(webhook_id: str, request: Request) -> Response:
+        service = await _service(request, "write")
+        number = _webhook_id(webhook_id)
+        limit = _limit(request.query_params.get("limit"), 100)
+
+        def read(conn: Any) -> tuple[Any, list[Any]]:
+            store = WebhookStore(conn)
+            return store.get(number), store.by_version(number, limit)
+
+        webhook, rows = await service.in_thread(service.with_mysql(read))
+        return JSON({**webhook.public(), "versions": [row.public() for row in rows]})
+
+
+def _webhook_id(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise WebhookError("webhook_id", f"{raw[:40]!r} is not a webhook id", "use the id GET /v1/webhooks lists")
+    return int(raw)
 
 
 async def _json_body(request: Request) -> Any:

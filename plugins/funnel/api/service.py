@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import queue
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from funnel import layout, settings, wiring
 from funnel.catalog import serving_catalog
@@ -33,10 +34,15 @@ from funnel.proxy.rules import Rule, Tags, is_leaf, leaf_ranges, matches, parse_
 from funnel.proxy.tags import from_score
 from funnel.restore import restore_into_redis
 from funnel.segments import Kind, Segment
+from funnel.stores import membership_history
 from funnel.stores.history import RunHistory
+from funnel.stores.membership_history import AtAnswer
 from funnel.stores.mysql_store import LiveVersion, MySqlSegmentStore
 from funnel.stores.run_info import utc_now
 from funnel.stores.tags import EventsOutcome, MySqlTagStore
+
+if TYPE_CHECKING:
+    from funnel.preview import PreviewRequest
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +165,58 @@ class Restorer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+class Busy(Exception):
+    """More previews at once than ``preview_concurrency`` allows (429)."""
+
+
+class Previews:
+    """Previews (``funnel.preview``) in threads of their own, at most ``slots`` at once: the Hive
+    work never blocks the event loop and never takes the threads other requests use."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._running = 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, slots), thread_name_prefix="funnel-preview")
+        self._redis: Any = None
+        self._redis_lock = threading.Lock()  # not the slots' lock: the event loop never waits on a connect
+
+    async def run(self, request: PreviewRequest) -> dict[str, Any]:
+        """The preview's answer (``Preview.to_dict()``); ``Busy`` when ``slots`` previews are running."""
+        with self._lock:
+            if self._running >= self.slots:
+                raise Busy(
+                    f"{self._running} previews are running, as many as preview_concurrency ({self.slots}) allows; "
+                    "try again when one has finished, or raise [funnel] preview_concurrency"
+                )
+            self._running += 1
+        try:
+            future = self._pool.submit(self._preview, request)
+        except BaseException:
+            self._release(None)
+            raise
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    def _release(self, _future: object) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def _preview(self, request: PreviewRequest) -> dict[str, Any]:
+        with self._redis_lock:
+            if self._redis is None:
+                self._redis = wiring.redis_client()
+            client = self._redis
+        with wiring.previewer(redis=client) as previewer:
+            return previewer.preview(request).to_dict()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                self._redis.close()
+
+
 class Service:
     """The API's view of funnel: the catalog (cached briefly), Redis (async) and MySQL (threads)."""
 
@@ -167,6 +225,7 @@ class Service:
         self.resp = wiring.resp_pool()  # the hot paths: membership, tags, a user's segments
         self.mysql = MySqlPool()
         self.restorer = Restorer()
+        self.previews = Previews(settings.PREVIEW_CONCURRENCY)
         self._catalog: dict[str, Entry] = {}
         self._invalid: dict[str, str] = {}
         self._catalog_at = -1.0
@@ -182,6 +241,7 @@ class Service:
 
     async def close(self) -> None:
         self.restorer.close()
+        self.previews.close()
         self.mysql.close()
         await self.resp.close()
         await self.redis.aclose()
@@ -577,13 +637,34 @@ class Service:
 
         return await self.in_thread(self.with_mysql(read))
 
+    # ------------------------------------------------------------------ history (MySQL)
+
+    async def membership_at(self, entry: Entry, user_id: str, at: dt.datetime, now: dt.datetime) -> AtAnswer:
+        """Membership as it was at ``at``, from the history (``funnel.stores.membership_history``)."""
+        days, rule, segment_id = settings.CHANGE_HISTORY_DAYS, entry.rule, entry.segment_id
+
+        def read(conn: Any) -> AtAnswer | None:
+            if rule is None:
+                return membership_history.membership_at(conn, segment_id, user_id, at, now, days)
+            row = MySqlTagStore(conn).tags_of([user_id]).get(user_id)
+            current = None if row is None else Tags(row.first_seen, row.order_count)
+            return membership_history.proxy_membership_at(conn, segment_id, rule, user_id, at, now, days, current)
+
+        answer = await self.in_thread(self.with_mysql(read))
+        if answer is None:
+            raise NotComputed(f"segment {segment_id!r} is not computed yet; it has no history to answer from")
+        return answer
+
     # ------------------------------------------------------------------ events
 
     async def ingest(self, events: Sequence[Event]) -> tuple[EventsOutcome, bool]:
         """Record and apply a batch of events (MySQL in a thread, then Redis)."""
 
+        _, proxies = self._enabled_by_kind(await self.catalog())
+        rules = {entry.segment_id: entry.rule for entry in proxies if entry.rule is not None}
+
         def run(conn: Any) -> tuple[EventsOutcome, bool]:
-            return ingest(events, wiring.mysql_tag_store(conn), self.sync_tags, utc_now())
+            return ingest(events, wiring.mysql_tag_store(conn), self.sync_tags, utc_now(), rules)
 
         return await self.in_thread(self.with_mysql(run))
 

@@ -12,25 +12,33 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from funnel.errors import PartialWrite
 from funnel.proxy.events import Event
+from funnel.proxy.rules import Rule
 from funnel.stores.tags import EventsOutcome, MySqlTagStore, RedisTagStore
 
 log = logging.getLogger(__name__)
 
 
 def ingest(
-    events: Sequence[Event], mysql: MySqlTagStore, redis: RedisTagStore, now: dt.datetime
+    events: Sequence[Event],
+    mysql: MySqlTagStore,
+    redis: RedisTagStore,
+    now: dt.datetime,
+    rules: Mapping[str, Rule] | None = None,
 ) -> tuple[EventsOutcome, bool]:
     """Record and apply ``events``; the next membership request sees them.
+
+    ``rules``: the enabled proxy segments' rules, whose crossings are recorded with the batch
+    (``EventsOutcome.proxy_changes`` has them, for a feed to publish).
 
     Returns the outcome and whether Redis took the batch's users (False: Redis serves
     another tag version, because a load is swapping, which carries the events, or because
     Redis lost its data and needs a restore).
     """
-    outcome = mysql.record_events(events, uuid.uuid4().hex, now)
+    outcome = mysql.record_events(events, uuid.uuid4().hex, now, rules)
     try:
         written = redis.apply(outcome.version, outcome.rows)
     except Exception as exc:

@@ -54,6 +54,8 @@ class TagLoader(Stoppable):
     batch_size: int
     keep_versions: int = 2
     progress_every: int = 1_000_000
+    #: proxy segments' changes older than this many days are deleted after each load
+    change_history_days: float = 0
 
     def __post_init__(self) -> None:
         self._init_stoppable()
@@ -142,6 +144,9 @@ class TagLoader(Stoppable):
         pruned = self.mysql.prune(self.keep_versions)
         if pruned:
             log.info("user tags: pruned old versions %s", pruned)
+        expired = self.mysql.prune_proxy_changes(utc_now() - dt.timedelta(days=self.change_history_days))
+        if expired:
+            log.info("user tags: deleted %s proxy changes older than %s days", expired, self.change_history_days)
         log.info(
             "user tags: version %s is live with %s users as of %s (%s replayed from events after it)",
             version,

@@ -11,6 +11,8 @@ entered and the version it exited (NULL while it is a member). The members of ve
   swap moves only the live pointer (``funnel_live_versions``), in one transaction;
 - retiring a version deletes only the spans that ended at or before the oldest kept
   version, found through the change log: the cost of the changes, not of the segment.
+  Versions are kept by count (``keep_versions``, pageable) and by age (``change_history_days``,
+  ``archived``: spans and change log kept for the membership history, ``funnel.stores.membership_history``).
 
 ``funnel_segment_changes`` logs who entered and exited in each version; a segment's first
 version (everyone entered) is not logged (``funnel_segment_versions.logged``), its
@@ -33,8 +35,8 @@ from typing import Any
 import MySQLdb
 
 from funnel import layout
-from funnel.errors import StoreError
-from funnel.stores.run_info import RunInfo, from_naive_utc, to_naive_utc
+from funnel.errors import StoreError, VersionState
+from funnel.stores.run_info import RunInfo, from_naive_utc, to_naive_utc, utc_now
 
 #: Rows deleted or updated per statement when cleaning up, so no statement holds locks long.
 DELETE_CHUNK = 10_000
@@ -92,6 +94,14 @@ class MySqlSegmentStore:
         row = cur.fetchone()
         self.conn.commit()
         return _live(row) if row else None
+
+    def live_versions(self) -> dict[str, LiveVersion]:
+        """Every segment's live version, in one read."""
+        cur = self.conn.cursor()
+        cur.execute(f"SELECT segment_id, {_LIVE_COLUMNS} FROM {layout.LIVE_TABLE}")
+        found = {row[0]: _live(row[1:]) for row in cur.fetchall()}
+        self.conn.commit()
+        return found
 
     def segments_with_live_versions(self) -> set[str]:
         cur = self.conn.cursor()
@@ -396,26 +406,46 @@ class MySqlSegmentStore:
         self.conn.commit()
         return True, LiveVersion(version, run.logical_date, size, run.dag_id, run.run_id, now, entered, exited)
 
-    def prune(self, segment_id: str, keep: int) -> list[int]:
-        """Retire all but the newest ``keep`` versions (the live one always stays); return those retired.
+    def prune(self, segment_id: str, keep: int, history_days: float = 0, now: dt.datetime | None = None) -> list[int]:
+        """Retire versions by count and by age; return the versions deleted.
 
-        Only the spans that ended at or before the oldest kept version go, found through the
-        change log, and the log of the retired versions: the cost is the changes, not the size.
+        The newest ``keep`` versions stay pageable (the live one always stays). Older versions
+        promoted within the last ``history_days`` days, and the one that was live at that
+        horizon, become ``archived``: their members are no longer pageable, but their spans and
+        change log stay, for the membership history. Only older versions are deleted, with the
+        spans that ended at or before the oldest version kept and the log of the versions
+        before it, found through the change log: the cost is the changes, not the size.
+        ``history_days`` 0: nothing is kept beyond ``keep`` (no history).
         """
+        keep = max(keep, 1)
         cur = self.conn.cursor()
         cur.execute(
-            f"SELECT version FROM {layout.VERSIONS_TABLE}"
-            " WHERE segment_id = %s AND state IN ('live', 'retired') ORDER BY version DESC",
+            f"SELECT version, state, promoted_at FROM {layout.VERSIONS_TABLE}"
+            " WHERE segment_id = %s AND state IN ('live', 'retired', 'archived') ORDER BY version DESC",
             (segment_id,),
         )
-        kept_and_older = [int(row[0]) for row in cur.fetchall()]
+        found = [(int(version), state, promoted_at) for version, state, promoted_at in cur.fetchall()]
         self.conn.commit()
-        if len(kept_and_older) <= max(keep, 1):
-            doomed: list[int] = []
-            oldest_kept = kept_and_older[-1] if kept_and_older else 0
-        else:
-            doomed = kept_and_older[max(keep, 1) :]
-            oldest_kept = kept_and_older[max(keep, 1) - 1]
+        doomed: list[int] = []
+        oldest_kept = found[-1][0] if found else 0
+        if found:
+            horizon = to_naive_utc((now or utc_now()) - dt.timedelta(days=history_days))
+            # the newest version promoted at or before the horizon was live at it: history starts there
+            live_at_horizon = next(
+                (i for i, (_, _, promoted) in enumerate(found) if promoted is not None and promoted <= horizon),
+                len(found) - 1,
+            )
+            last = max(live_at_horizon, min(keep, len(found)) - 1)
+            oldest_kept = found[last][0]
+            doomed = [version for version, _, _ in found[last + 1 :]]
+            archived = [version for version, state, _ in found[keep : last + 1] if state == VersionState.RETIRED]
+            for version in archived:
+                cur.execute(
+                    f"UPDATE {layout.VERSIONS_TABLE} SET state = 'archived'"
+                    " WHERE segment_id = %s AND version = %s AND state = 'retired'",
+                    (segment_id, version),
+                )
+            self.conn.commit()
         if doomed:
             self._chunked(
                 f"DELETE m FROM {layout.CHANGES_TABLE} c STRAIGHT_JOIN {layout.MEMBERSHIPS_TABLE} m"
@@ -430,7 +460,8 @@ class MySqlSegmentStore:
             )
             for version in doomed:
                 cur.execute(
-                    f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state = 'retired'",
+                    f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s"
+                    " AND state IN ('retired', 'archived')",
                     (segment_id, version),
                 )
             self.conn.commit()
@@ -469,6 +500,20 @@ class MySqlSegmentStore:
         while page := self.page_changes(segment_id, version, change, after, batch_size):
             yield page
             after = page[-1]
+
+    def count_changes(self, segment_id: str, version: int) -> tuple[int, int]:
+        """How many ids entered and exited in ``version`` (a first version: its members entered)."""
+        if not self.is_logged(segment_id, version):
+            return self.count_members(segment_id, version), 0
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT change_type, COUNT(*) FROM {layout.CHANGES_TABLE} WHERE segment_id = %s AND version = %s"
+            " GROUP BY change_type",
+            (segment_id, version),
+        )
+        counts = {str(kind): int(count) for kind, count in cur.fetchall()}
+        self.conn.commit()
+        return counts.get("entered", 0), counts.get("exited", 0)
 
     def iter_live_members(self, segment_id: str, batch_size: int) -> Iterator[list[str]]:
         """Stream the live members in batches."""

@@ -229,6 +229,31 @@ class RedisSegmentStore:
         version, size = pipe.execute()
         return (int(version) if version is not None else None), int(size)
 
+    # ------------------------------------------------------------------ read-only (previews)
+
+    def scan_members(self, segment_id: str, count: int = 1_000) -> Iterator[list[str]]:
+        """The live members, in ``SSCAN`` steps of about ``count``: read-only, and no step holds
+        Redis long. An id may come twice (SSCAN's guarantee), so callers count distinct ids."""
+        key, cursor = layout.members_key(segment_id), 0
+        while True:
+            cursor, chunk = self.client.sscan(key, cursor, count=count)
+            if chunk:
+                yield [_text(user) for user in chunk]
+            if int(cursor) == 0:
+                return
+
+    def count_live_among(self, segment_id: str, user_ids: Sequence[str]) -> int:
+        """How many of ``user_ids`` (distinct) are live members: ``SMISMEMBER`` in short commands,
+        sent in one buffer to the segment's slot (one round trip). Read-only."""
+        if not user_ids:
+            return 0
+        members = layout.members_key(segment_id)
+        commands = [
+            ("SMISMEMBER", members, *user_ids[start : start + COMMAND_IDS])
+            for start in range(0, len(user_ids), COMMAND_IDS)
+        ]
+        return sum(int(flag) for reply in self._raw(commands) for flag in reply)
+
     def promote(
         self,
         segment_id: str,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,9 @@ import MySQLdb
 
 from funnel import layout
 from funnel.errors import StoreError
+from funnel.proxy.changes import ProxyChange, crossings
 from funnel.proxy.events import Event, EventConflict, net_changes
-from funnel.proxy.rules import AllOf, NewUser, Not, OldUser, OrderCount, Rule, cutoff
+from funnel.proxy.rules import AllOf, NewUser, Not, OldUser, OrderCount, Rule, Tags, cutoff
 from funnel.proxy.tags import TagRow, from_score
 from funnel.stores.lock import LockLost
 from funnel.stores.mysql_store import LOAD_DATA_ESCAPES, LOAD_DATA_REFUSED, batch_file
@@ -56,6 +57,8 @@ class EventsOutcome:
     before_baseline: int  # new events at or before the live load's as_of: recorded, not applied
     version: int  # the tag version they were applied to
     rows: tuple[TagRow, ...]  # the batch's users' tags after it, for Redis
+    #: the proxy segments' rule crossings the batch caused, as recorded in ``funnel_proxy_changes``
+    proxy_changes: tuple[ProxyChange, ...] = ()
 
 
 class MySqlTagStore:
@@ -158,13 +161,22 @@ class MySqlTagStore:
 
     # ------------------------------------------------------------------ events
 
-    def record_events(self, events: Sequence[Event], request_id: str, now: dt.datetime) -> EventsOutcome:
+    def record_events(
+        self,
+        events: Sequence[Event],
+        request_id: str,
+        now: dt.datetime,
+        rules: Mapping[str, Rule] | None = None,
+    ) -> EventsOutcome:
         """Record a batch and apply its new events to the live version, in one transaction.
 
         Waits while a load swaps (the pointer row is read ``LOCK IN SHARE MODE``). Events already
         recorded (same ``event_id``) are duplicates and change nothing; new events at or
         before the live ``as_of`` are recorded but not applied (the warehouse has them).
-        Returns the batch's users' tags afterwards (duplicates' users too), for Redis.
+        ``rules``: the enabled proxy segments' rules; an applied event that moves a user across
+        one is recorded in ``funnel_proxy_changes`` in the same transaction
+        (``funnel.proxy.changes``). Returns the batch's users' tags afterwards (duplicates'
+        users too), for Redis, and the changes recorded.
         """
         cur = self.conn.cursor()
         try:
@@ -184,7 +196,13 @@ class MySqlTagStore:
             self._check_repeats(events, [e for e in unique if e.event_id not in new_ids])
             new = [e for e in unique if e.event_id in new_ids]
             applied = [e for e in new if e.at > as_of]
+            changes: list[ProxyChange] = []
+            if rules and applied:
+                before = self.tags_of_locked(cur, int(version), sorted({e.user_id for e in applied}), for_update=True)
+                tags = {row.user_id: Tags(row.first_seen, row.order_count) for row in before}
+                changes = crossings(rules, tags, applied)
             self._apply(int(version), applied)
+            self._record_changes(changes, now)
             rows = self.tags_of_locked(cur, int(version), sorted({e.user_id for e in events}))
             self.conn.commit()
         except BaseException:
@@ -196,7 +214,36 @@ class MySqlTagStore:
             before_baseline=len(new) - len(applied),
             version=int(version),
             rows=tuple(rows),
+            proxy_changes=tuple(changes),
         )
+
+    def _record_changes(self, changes: Sequence[ProxyChange], now: dt.datetime) -> None:
+        """Inside the caller's transaction: log proxy segments' rule crossings."""
+        if not changes:
+            return
+        cur = self.conn.cursor()
+        cur.executemany(
+            f"INSERT INTO {layout.PROXY_CHANGES_TABLE} (segment_id, user_id, at, change_type, event_id, recorded_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            [
+                (c.segment_id, c.user_id, to_naive_utc(c.at), c.change.value, c.event_id, to_naive_utc(now))
+                for c in changes
+            ],
+        )
+
+    def prune_proxy_changes(self, older_than: dt.datetime) -> int:
+        """Delete proxy segments' changes from before ``older_than`` (by the ``at`` index, in chunks)."""
+        cur = self.conn.cursor()
+        deleted = 0
+        while True:
+            cur.execute(
+                f"DELETE FROM {layout.PROXY_CHANGES_TABLE} WHERE at < %s LIMIT 10000", (to_naive_utc(older_than),)
+            )
+            chunk = int(cur.rowcount)
+            self.conn.commit()
+            deleted += chunk
+            if chunk < 10_000:
+                return deleted
 
     def _check_repeats(self, batch: Sequence[Event], repeats: Sequence[Event]) -> None:
         """A repeated ``event_id`` must be the same event (a retry); anything else is refused."""
@@ -267,13 +314,13 @@ class MySqlTagStore:
             (version, *user_ids),
         )
 
-    def tags_of_locked(self, cur: Any, version: int, user_ids: Sequence[str]) -> list[TagRow]:
+    def tags_of_locked(self, cur: Any, version: int, user_ids: Sequence[str], for_update: bool = False) -> list[TagRow]:
         if not user_ids:
             return []
         placeholders = ", ".join(["%s"] * len(user_ids))
         cur.execute(
             f"SELECT user_id, first_seen, order_count, seq FROM {layout.USER_TAGS_TABLE}"
-            f" WHERE version = %s AND user_id IN ({placeholders})",
+            f" WHERE version = %s AND user_id IN ({placeholders})" + (" FOR UPDATE" if for_update else ""),
             (version, *user_ids),
         )
         return [_tag_row(row) for row in cur.fetchall()]

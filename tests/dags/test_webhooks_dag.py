@@ -1,0 +1,112 @@
+"""The funnel_webhooks DAG: scheduled on exactly the subscribed segments' Assets, and run end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from helpers import WebhookReceiver, insert_segments, refresh_segment
+
+from funnel import layout, settings
+from funnel.factory import WEBHOOKS_HOWTO
+from funnel.plan import WEBHOOKS_DAG_ID
+from funnel.segments import Kind, Segment
+from funnel.stores.run_info import utc_now
+from funnel.stores.webhooks import WebhookStore
+from funnel.webhooks.manage import subscribe
+from funnel.webhooks.signing import verify
+
+
+def load_dagbag() -> Any:
+    import os
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+
+
+def serialized(dag: Any) -> Any:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return DagSerialization.from_dict(json.loads(json.dumps(DagSerialization.to_dict(dag))))
+
+
+SECRET = "dag-test-secret-0123456789"
+ROWS = [
+    {"segment_id": s, "name": s.title(), "kind": "dynamic", "query": "SELECT user_id FROM dw.users"}
+    for s in ("buyers", "paused", "sellers", "unsubscribed")
+]
+CATALOG = {row["segment_id"]: Segment(row["segment_id"], row["name"], Kind.DYNAMIC, query="q") for row in ROWS}
+
+
+def scheduled_uris(dag: Any) -> set[str]:
+    return {asset.uri for _, asset in dag.timetable.asset_condition.iter_assets()}
+
+
+def test_the_dag_is_scheduled_on_any_of_the_subscribed_segments_assets(mysql_conn: Any) -> None:
+    insert_segments(mysql_conn, *ROWS)
+    bag = load_dagbag()
+    assert bag.import_errors == {}
+    none = serialized(bag.dags[WEBHOOKS_DAG_ID])
+    assert none.timetable.summary == "None"
+    assert none.description == WEBHOOKS_HOWTO
+
+    url = "http://127.0.0.1:9/hook"
+    for segment_id in ("sellers", "buyers", "buyers", "paused"):
+        webhook, _ = subscribe(mysql_conn, CATALOG, segment_id, url)
+    WebhookStore(mysql_conn).set_enabled(webhook.id, False)  # paused's only subscription
+    store = WebhookStore(mysql_conn)
+    store.add("proxy_or_gone", url, SECRET, 0, utc_now())  # not a stored segment of the catalog: left out
+    back = serialized(load_dagbag().dags[WEBHOOKS_DAG_ID])
+    assert scheduled_uris(back) == {layout.asset_uri("buyers"), layout.asset_uri("sellers")}
+    assert type(back.timetable.asset_condition).__name__.endswith("AssetAny")  # any one refresh, not all
+    assert back.description.endswith("webhook subscriptions of: buyers, sellers")
+    assert back.max_active_runs == 1
+
+    single = next(s for s in store.list() if s.segment_id == "sellers")
+    store.remove(single.id)
+    assert scheduled_uris(serialized(load_dagbag().dags[WEBHOOKS_DAG_ID])) == {layout.asset_uri("buyers")}
+
+
+def test_a_dag_run_delivers_parks_when_the_receiver_is_down_and_a_manual_run_delivers_the_rest(
+    mysql_conn: Any,
+    redis_client: Any,
+    airflow_db: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "WEBHOOK_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(settings, "WEBHOOK_MAX_ATTEMPTS", 2)
+    monkeypatch.setattr(settings, "WEBHOOK_BATCH_SIZE", 2)
+    insert_segments(mysql_conn, *ROWS)
+    receiver = WebhookReceiver()
+    try:
+        v1 = refresh_segment(redis_client, "buyers", ["a", "b", "c"], 0).version
+        webhook, _ = subscribe(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
+        receiver.down()
+        run = load_dagbag().dags[WEBHOOKS_DAG_ID].test()
+        assert run.state == "failed"
+        [(version, batch, reason)] = WebhookStore(mysql_conn).parked(webhook.id)
+        assert (version, batch) == (v1, 1)
+        assert "Connection refused" in reason
+
+        receiver.up()
+        v2 = refresh_segment(redis_client, "buyers", ["b", "c", "d"], 1).version
+        run = load_dagbag().dags[WEBHOOKS_DAG_ID].test()  # dag.test() is a manual run: parked ones first
+        assert run.state == "success"
+        bodies = []
+        for headers, body in receiver.accepted():
+            assert (
+                verify(SECRET, headers["x-funnel-signature"], headers["x-funnel-timestamp"], body, time.time()) is None
+            )
+            bodies.append(json.loads(body))
+        assert [(b["delivery_id"], b["entered"], b["exited"]) for b in bodies] == [
+            (f"buyers:{v1}:1", ["a", "b"], []),
+            (f"buyers:{v1}:2", ["c"], []),
+            (f"buyers:{v2}:1", ["d"], []),
+            (f"buyers:{v2}:2", [], ["a"]),
+        ]
+        assert WebhookStore(mysql_conn).parked(webhook.id) == []
+    finally:
+        receiver.down()
