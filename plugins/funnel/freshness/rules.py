@@ -20,6 +20,7 @@ The rules, in the order they apply:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -202,6 +203,7 @@ def _static(segment: Segment, summary: RunSummary, now: dt.datetime, objectives:
 # ---------------------------------------------------------------------- the schedule
 
 
+@functools.lru_cache(maxsize=32)  # every segment assessed at one ``now`` shares the answer (croniter is slow)
 def recent_slots(schedule: str, timezone: str, now: dt.datetime, count: int = 2) -> tuple[dt.datetime, ...]:
     """The last ``count`` slots of a cron schedule at or before ``now``, newest first, in UTC.
 
