@@ -52,7 +52,8 @@ MySQL (second level, durable; Redis can always be rebuilt from it):
 - ``funnel_tag_live``: the live tag version (one row); events and loads serialize on it.
 - ``funnel_user_events``: the real-time events (sign-ups, orders), unique by ``event_id``.
 - ``funnel_proxy_changes``: an event that moved a user across a proxy segment's rule (entered or
-  exited, at the event's time, naming it); kept ``change_history_days`` days.
+  exited, at the event's time, naming it; ``published`` once its entry is in the segment's
+  change feed); kept ``change_history_days`` days.
 - ``funnel_webhooks``: webhook subscriptions (segment, URL, secret, enabled) and each one's
   delivery cursor: the last version delivered in full, and how many batches of the next one.
 - ``funnel_webhook_deliveries``: one row per (webhook, segment, version, batch) tried: its

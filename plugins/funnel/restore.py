@@ -13,6 +13,7 @@ import contextlib
 import logging
 
 from funnel import layout, settings, wiring
+from funnel.proxy.ingest import publish_proxy_changes
 from funnel.stores.run_info import utc_now
 
 log = logging.getLogger(__name__)
@@ -55,5 +56,7 @@ def restore_all(by: str) -> tuple[list[str], list[str]]:
         checked = [row[0] for row in cursor.fetchall()] + [layout.TAGS_ID]
         conn.commit()
     rebuilt = [s for s in checked if restore_into_redis(s, wait_seconds=settings.LOCK_WAIT_SECONDS, by=by)]
+    with contextlib.closing(wiring.mysql_connection()) as conn:  # proxy changes an event batch left unpublished
+        publish_proxy_changes(wiring.mysql_tag_store(conn), wiring.segment_feed(wiring.redis_client()))
     log.info("funnel: checked %d segments and the user tags; rebuilt %s", len(checked) - 1, rebuilt or "none")
     return checked, rebuilt

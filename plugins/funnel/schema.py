@@ -270,6 +270,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
         ],
     ),
+    (
+        10,
+        [
+            # Proxy changes go to the segments' change feeds (Redis Streams) at least once: a row
+            # stays unpublished until its entries are in the stream; the next batch sweeps it.
+            f"""ALTER TABLE {layout.PROXY_CHANGES_TABLE}
+                ADD COLUMN published BOOLEAN NOT NULL DEFAULT FALSE,
+                ADD KEY unpublished_idx (published, id)""",
+        ],
+    ),
 ]
 
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_]+")

@@ -233,6 +233,7 @@ class Service:
         self._catalog_lock = asyncio.Lock()
         self._proxy_sizes: dict[str, tuple[float, int]] = {}
         self._sync_tags: Any = None
+        self._sync_feed: Any = None
         self._split: tuple[list[Entry], list[Entry]] = ([], [])
         self._split_for: dict[str, Entry] | None = None
         self._stale: list[str] = []
@@ -664,9 +665,16 @@ class Service:
         rules = {entry.segment_id: entry.rule for entry in proxies if entry.rule is not None}
 
         def run(conn: Any) -> tuple[EventsOutcome, bool]:
-            return ingest(events, wiring.mysql_tag_store(conn), self.sync_tags, utc_now(), rules)
+            return ingest(events, wiring.mysql_tag_store(conn), self.sync_tags, utc_now(), rules, self.sync_feed)
 
         return await self.in_thread(self.with_mysql(run))
+
+    @property
+    def sync_feed(self) -> Any:
+        """The segments' change feeds over a blocking client, for work done in threads."""
+        if self._sync_feed is None:
+            self._sync_feed = wiring.segment_feed(wiring.redis_client())
+        return self._sync_feed
 
     @property
     def sync_tags(self) -> Any:

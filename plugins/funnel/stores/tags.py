@@ -24,7 +24,7 @@ from typing import Any
 import MySQLdb
 
 from funnel import layout
-from funnel.errors import StoreError
+from funnel.errors import ChangeType, StoreError
 from funnel.proxy.changes import ProxyChange, crossings
 from funnel.proxy.events import Event, EventConflict, net_changes
 from funnel.proxy.rules import AllOf, NewUser, Not, OldUser, OrderCount, Rule, Tags, cutoff
@@ -230,6 +230,32 @@ class MySqlTagStore:
                 for c in changes
             ],
         )
+
+    def unpublished_changes(self, limit: int) -> list[tuple[int, ProxyChange]]:
+        """Up to ``limit`` proxy changes not yet in their change feeds, oldest first, with their ids."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT id, segment_id, user_id, at, change_type, event_id FROM {layout.PROXY_CHANGES_TABLE}"
+            " WHERE published = FALSE ORDER BY id LIMIT %s",
+            (limit,),
+        )
+        rows = cur.fetchall()
+        self.conn.commit()
+        return [
+            (int(row_id), ProxyChange(segment_id, user_id, from_naive_utc(at), ChangeType(change), event_id))
+            for row_id, segment_id, user_id, at, change, event_id in rows
+        ]
+
+    def mark_published(self, change_ids: Sequence[int]) -> None:
+        """Note that these proxy changes are in their change feeds."""
+        if not change_ids:
+            return
+        cur = self.conn.cursor()
+        marks = ", ".join(["%s"] * len(change_ids))
+        cur.execute(
+            f"UPDATE {layout.PROXY_CHANGES_TABLE} SET published = TRUE WHERE id IN ({marks})", tuple(change_ids)
+        )
+        self.conn.commit()
 
     def prune_proxy_changes(self, older_than: dt.datetime) -> int:
         """Delete proxy segments' changes from before ``older_than`` (by the ``at`` index, in chunks)."""
