@@ -18,7 +18,8 @@ hash tag ``{<segment_id>}``, so all of them share one cluster slot and the atomi
 - ``funnel:{<segment_id>}:feed`` STREAM: the change feed, each live version's entered and exited
   ids (fields ``version``, ``change``, ``batch``, ``ids``; then ``change=end`` with ``entered``,
   ``exited``), capped near ``feed_max_len`` entries. ``meta``'s ``feed_version`` is the last
-  version published in full.
+  version published in full. A proxy segment's feed has each event's rule crossings (``event``
+  instead of ``version``; no closing entry).
 
 User tags (the input of proxy segments) share one hash tag, ``{_tags}`` (no segment id
 starts with ``_``), so a tag load swaps all of them in one script:
