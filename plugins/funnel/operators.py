@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 KILLED = "killed by Airflow: the task was stopped (marked failed or success, cleared, or past its execution_timeout)"
 
 
+def _refresh_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A refreshing task's ``execution_timeout``, ``retries`` and ``retry_delay`` from the settings, unless given."""
+    kwargs.setdefault("execution_timeout", dt.timedelta(seconds=settings.REFRESH_TIMEOUT_SECONDS))
+    kwargs.setdefault("retries", settings.REFRESH_RETRIES)
+    kwargs.setdefault("retry_delay", dt.timedelta(seconds=settings.REFRESH_RETRY_DELAY_SECONDS))
+    return kwargs
+
+
 def _run_info(context: Context) -> RunInfo:
     dag_run = context["dag_run"]
     return RunInfo(
@@ -114,10 +122,7 @@ class _HiveQueryOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("pool", settings.HIVE_POOL)
-        kwargs.setdefault("execution_timeout", dt.timedelta(seconds=settings.REFRESH_TIMEOUT_SECONDS))
-        kwargs.setdefault("retries", settings.REFRESH_RETRIES)
-        kwargs.setdefault("retry_delay", dt.timedelta(seconds=settings.REFRESH_RETRY_DELAY_SECONDS))
-        super().__init__(**kwargs)
+        super().__init__(**_refresh_defaults(kwargs))
         self.hive_conn_id = hive_conn_id
         self.mysql_conn_id = mysql_conn_id
         self.redis_conn_id = redis_conn_id
@@ -309,10 +314,7 @@ class CompositeRefreshOperator(BaseOperator):
     ) -> None:
         kwargs.setdefault("outlets", [Asset(layout.asset_uri(segment_id))])
         kwargs.setdefault("trigger_rule", "all_done")
-        kwargs.setdefault("execution_timeout", dt.timedelta(seconds=settings.REFRESH_TIMEOUT_SECONDS))
-        kwargs.setdefault("retries", settings.REFRESH_RETRIES)
-        kwargs.setdefault("retry_delay", dt.timedelta(seconds=settings.REFRESH_RETRY_DELAY_SECONDS))
-        super().__init__(**kwargs)
+        super().__init__(**_refresh_defaults(kwargs))
         self.segment_id = segment_id
         self.rule = rule
         self.max_shrink_pct = max_shrink_pct
