@@ -4,8 +4,8 @@ Two operand segments of N members each (``a`` = 0..N-1, ``b`` = N/2..3N/2-1) are
 funnel's real Refresher, fed from memory. Then, for ``union``, ``intersect`` and ``minus``:
 
 - **composite**: the refresh a ``CompositeRefreshOperator`` runs: the operands' live versions
-  pinned, the set computed by MariaDB (``UNION`` / ``INTERSECT`` / ``EXCEPT`` over
-  ``funnel_memberships``) and streamed through the same staging, diff and swap;
+  pinned, each read from ``funnel_memberships`` in user id order, the sorted streams merged
+  (``funnel.composite.merge``) and streamed through the same staging, diff and swap;
 - **peer**: the same Refresher fed the same ids from memory: a query segment whose Hive fetch
   cost nothing. The difference is what computing the set in MySQL costs.
 
