@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 KILLED = "killed by Airflow: the task was stopped (marked failed or success, cleared, or past its execution_timeout)"
 
 
+def _stop_bounded(stop: Callable[[str], None], timeout: float) -> None:
+    """``stop(KILLED)`` on a helper thread, waited for at most ``timeout`` seconds (a dead server
+    cannot make a kill hang)."""
+    worker = threading.Thread(target=stop, args=(KILLED,), name="funnel-on-kill", daemon=True)
+    worker.start()
+    worker.join(timeout=timeout)
+
+
 def _refresh_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
     """A refreshing task's ``execution_timeout``, ``retries`` and ``retry_delay`` from the settings, unless given."""
     kwargs.setdefault("execution_timeout", dt.timedelta(seconds=settings.REFRESH_TIMEOUT_SECONDS))
@@ -196,9 +204,7 @@ class _HiveQueryOperator(BaseOperator):
         if running is None:
             return
         self.log.warning("%s: %s; stopping", self.subject, KILLED)
-        worker = threading.Thread(target=running.stop, args=(KILLED,), name="funnel-on-kill", daemon=True)
-        worker.start()
-        worker.join(timeout=settings.HIVE_CONNECT_TIMEOUT_SECONDS + 10)
+        _stop_bounded(running.stop, settings.HIVE_CONNECT_TIMEOUT_SECONDS + 10)
 
 
 class SegmentRefreshOperator(_HiveQueryOperator):
@@ -363,9 +369,7 @@ class CompositeRefreshOperator(BaseOperator):
         if attempt is None:
             return
         self.log.warning("%s: %s; stopping", self.segment_id, KILLED)
-        worker = threading.Thread(target=attempt.abort, args=(KILLED,), name="funnel-on-kill", daemon=True)
-        worker.start()
-        worker.join(timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS + 10)
+        _stop_bounded(attempt.abort, settings.MYSQL_CONNECT_TIMEOUT_SECONDS + 10)
 
 
 class UserTagsLoadOperator(_HiveQueryOperator):
