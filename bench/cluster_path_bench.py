@@ -23,8 +23,8 @@ sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "tests")]
 import redis  # noqa: E402
 from redis_cluster import LocalRedisCluster, free_ports  # noqa: E402
 
-from funnel import layout  # noqa: E402
-from funnel.api.resp import RespCluster, RespPool  # noqa: E402
+from funnel.storage import layout  # noqa: E402
+from funnel.storage.redis.resp_client import RespCluster, RespPool  # noqa: E402
 
 
 def commands(segments: int, user: str) -> list[tuple[Any, ...]]:

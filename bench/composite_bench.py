@@ -5,7 +5,7 @@ funnel's real Refresher, fed from memory. Then, for ``union``, ``intersect`` and
 
 - **composite**: the refresh a ``CompositeRefreshOperator`` runs: the operands' live versions
   pinned, each read from ``funnel_memberships`` in user id order, the sorted streams merged
-  (``funnel.composite.merge``) and streamed through the same staging, diff and swap;
+  (``funnel.core.sorted_merge``) and streamed through the same staging, diff and swap;
 - **peer**: the same Refresher fed the same ids from memory: a query segment whose Hive fetch
   cost nothing. The difference is what computing the set in MySQL costs.
 
@@ -49,16 +49,17 @@ def main() -> int:
     n = parser.parse_args().rows
     logging.basicConfig(level=logging.WARNING)
 
-    from funnel import schema, wiring
-    from funnel.composite.compute import composite_batches
-    from funnel.composite.expr import parse_expression
-    from funnel.hooks import FunnelMySqlHook
-    from funnel.refresh import RefreshRequest
-    from funnel.segments import Kind
-    from funnel.stores.run_info import RunInfo
+    from funnel import wiring
+    from funnel.core.composite_expr import parse_expression
+    from funnel.core.run_info import RunInfo
+    from funnel.core.segment import Kind
+    from funnel.services.composite_input import composite_batches
+    from funnel.services.refresh import RefreshRequest
+    from funnel.storage import migrations
+    from funnel.storage.hooks import FunnelMySqlHook
 
     logging.getLogger("funnel").setLevel(logging.WARNING)
-    schema.migrate(FunnelMySqlHook())
+    migrations.migrate(FunnelMySqlHook())
     redis = wiring.redis_client()
     redis.flushdb()
     with wiring.mysql_connection() as conn:

@@ -48,12 +48,14 @@ def main() -> int:
     server.cursor().execute(f"CREATE DATABASE `{MYSQL_DB}` CHARACTER SET utf8mb4")
     server.close()
 
-    from funnel import layout, settings, wiring
-    from funnel.hooks import FunnelMySqlHook
-    from funnel.refresh import RefreshRequest, publish_feed
-    from funnel.schema import migrate
-    from funnel.segments import Kind
-    from funnel.stores.run_info import RunInfo
+    from funnel import settings, wiring
+    from funnel.core.run_info import RunInfo
+    from funnel.core.segment import Kind
+    from funnel.services.refresh import RefreshRequest
+    from funnel.services.restore import publish_feed
+    from funnel.storage import layout
+    from funnel.storage.hooks import FunnelMySqlHook
+    from funnel.storage.migrations import migrate
 
     migrate(FunnelMySqlHook())
     client = wiring.redis_client()

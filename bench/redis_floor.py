@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 import redis  # noqa: E402
 
-from funnel.refresh import EXITED_SCAN  # noqa: E402
-from funnel.stores.redis_store import COMMAND_IDS, RedisSegmentStore  # noqa: E402
+from funnel.services.refresh import EXITED_SCAN  # noqa: E402
+from funnel.storage.redis.segment_sets import COMMAND_IDS, RedisSegmentStore  # noqa: E402
 
 SEGMENT = "bench_redis_floor"
 

@@ -32,7 +32,7 @@ Run it through ``bench/refresh`` (see bench/README.md). One run:
    of the machine, the servers and everyone else (/proc), and the child's peak RSS (wait4).
 4. After the last round of each size: memory per member (Redis ``MEMORY USAGE`` of the live
    set / its size; MySQL data+index bytes of funnel's member tables, found through
-   ``funnel.layout``, / (members x kept versions)).
+   ``funnel.storage.layout``, / (members x kept versions)).
 
 Funnel is driven only through its public operator, and its timings are read from its own log
 lines (the child's output), so the bench keeps working when funnel's internals change.
@@ -168,14 +168,14 @@ def child(mode: str, spec_path: str, result_path: str) -> None:
         from airflow.providers.apache.hive.hooks.hive import get_context_from_env_var
 
         from funnel import settings
-        from funnel.hive_source import HiveQuery
+        from funnel.storage.hive.hive_query import HiveQuery
 
         try:
             from funnel.wiring import hive_hook
 
             hook = hive_hook(settings.HIVE_CONN_ID)
         except ImportError:  # the wiring moved: the same hook, with the same settings
-            from funnel.hooks import FunnelHiveHook
+            from funnel.storage.hooks import FunnelHiveHook
 
             hook = FunnelHiveHook(
                 hiveserver2_conn_id=settings.HIVE_CONN_ID,
@@ -211,7 +211,7 @@ def child(mode: str, spec_path: str, result_path: str) -> None:
         from collections import defaultdict
         from types import SimpleNamespace
 
-        from funnel.operators import SegmentRefreshOperator
+        from funnel.airflow.operators import SegmentRefreshOperator
 
         logical_date = dt.datetime.fromisoformat(spec["logical_date"])
         dag_run = SimpleNamespace(
@@ -389,7 +389,7 @@ def funnel_layout():
     """funnel's storage spec (a pure module) from the measured source."""
     sys.path.insert(0, str(FUNNEL_SRC / "plugins"))
     try:
-        from funnel import layout
+        from funnel.storage import layout
     finally:
         sys.path.pop(0)
     return layout
@@ -1241,7 +1241,7 @@ def report(
             f"{t} data {d:,} + index {i:,} B (~{rows:,} rows)" for t, (d, i, rows) in mem["member_tables"].items()
         )
         out.append(
-            f"  MySQL: funnel's member tables (funnel.layout *_TABLE names holding 'member'): {tables or 'none'}; "
+            f"  MySQL: funnel's member tables (funnel.storage.layout *_TABLE names with 'member'): {tables or 'none'}; "
             "information_schema.TABLES after ANALYZE TABLE:"
         )
         out.append(

@@ -31,7 +31,7 @@ import redis
 from pyhive import hive
 
 KEY = "funnel:{_scaling_facts}:members"
-COMMAND_IDS = 2_000  # funnel.stores.redis_store.COMMAND_IDS
+COMMAND_IDS = 2_000  # funnel.storage.redis.segment_sets.COMMAND_IDS
 
 
 def shapes(n: int) -> dict[str, Iterator[str]]:

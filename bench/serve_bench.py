@@ -163,13 +163,15 @@ def setup_child(result_path: str) -> None:
     server.cursor().execute(f"CREATE DATABASE `{BENCH_DB}` CHARACTER SET utf8mb4")
     server.close()
 
-    from funnel import layout, wiring
-    from funnel.hooks import FunnelMySqlHook
-    from funnel.refresh import RefreshRequest, redis_serves
-    from funnel.schema import migrate
-    from funnel.segments import Kind
-    from funnel.stores.mysql_store import MySqlSegmentStore
-    from funnel.stores.run_info import RunInfo
+    from funnel import wiring
+    from funnel.core.run_info import RunInfo
+    from funnel.core.segment import Kind
+    from funnel.services.refresh import RefreshRequest
+    from funnel.services.restore import redis_serves
+    from funnel.storage import layout
+    from funnel.storage.hooks import FunnelMySqlHook
+    from funnel.storage.migrations import migrate
+    from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 
     step("import")
     migrate(FunnelMySqlHook())
@@ -572,7 +574,7 @@ def whatif_app():
     """
     import re
 
-    from funnel import layout
+    from funnel.storage import layout
     from funnel.api import app as api
     from funnel.api.auth import require, scope_of
     from funnel.api.service import Service
@@ -600,7 +602,7 @@ def whatif_app():
         Connection.pack_command = lambda self, *args: [hiredis.pack_command(args)]
         Connection.pack_commands = lambda self, commands: [b"".join(hiredis.pack_command(tuple(c)) for c in commands)]
     if "ids" in patches:
-        one = rf"[!-~](?:[ -~]{{0,{layout.USER_ID_MAX_LENGTH - 2}}}[!-~])?"
+        one = rf"[!-~](?:[ -~]{{0,{ids.USER_ID_MAX_LENGTH - 2}}}[!-~])?"
         every = re.compile(rf"(?:{one}\n)*{one}")
         original = api._ids_of
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Asset, task
 
-from funnel.layout import asset_uri
+from funnel.storage.layout import asset_uri
 
 with DAG(
     dag_id="funnel_example_big_spenders_consumer",

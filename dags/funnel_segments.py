@@ -1,5 +1,5 @@
 """Airflow DAG file: funnel's segment-refresh DAGs, built from the segment catalog."""
 
-from funnel.factory import register_dags
+from funnel.airflow.dag_factory import register_dags
 
 register_dags(globals())

@@ -12,7 +12,7 @@ Airflow's UI) and ``docs/dag-grid.png`` (the DAG grid after real runs). Run by `
    refreshed: the overshoot rule), created before the DAG is unpaused so the scheduler adds
    no run of its own; the static segment's DAG and ``funnel_user_tags`` run on their own
    schedules once unpaused. Airflow's SQLite database is busy at times: its 5xx are retried.
-4. Headless Chromium (``funnel.ui.browser``), logged in as the stack's admin: the grid, then
+4. Headless Chromium (``browser_driver``), logged in as the stack's admin: the grid, then
    the page in Airflow's navigation with ``recent_signups`` open and a user checked.
 """
 
@@ -31,8 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "tests" / "system")]
 
 from airflow_stack import AirflowStack, StackSettings, env_sh_environment  # noqa: E402
-
-from funnel.ui.browser import Chromium  # noqa: E402
+from browser_driver import Chromium  # noqa: E402
 
 MYSQL_DB = "funnel_screenshots"
 REDIS_DB = 13

@@ -50,9 +50,9 @@ os.environ.pop("AIRFLOW__FUNNEL__TAG_QUERY", None)
 os.environ.pop("AIRFLOW__FUNNEL__API_TOKENS", None)
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from funnel import layout  # noqa: E402
-from funnel.hooks import FunnelMySqlHook  # noqa: E402
-from funnel.schema import migrate  # noqa: E402
+from funnel.storage import layout  # noqa: E402
+from funnel.storage.hooks import FunnelMySqlHook  # noqa: E402
+from funnel.storage.migrations import migrate  # noqa: E402
 
 FUNNEL_TABLES = (
     layout.SEGMENTS_TABLE,

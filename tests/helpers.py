@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from funnel import layout
+from funnel.storage import layout
 
 
 def hive_execute(conn: Any, *statements: str) -> None:
@@ -219,9 +219,9 @@ def refresh_segment(redis_client: Any, segment_id: str, members: list[str], slot
     import datetime as dt
 
     from funnel import wiring
-    from funnel.refresh import RefreshRequest
-    from funnel.segments import Kind
-    from funnel.stores.run_info import RunInfo
+    from funnel.core.run_info import RunInfo
+    from funnel.core.segment import Kind
+    from funnel.services.refresh import RefreshRequest
 
     logical_date = dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC) + dt.timedelta(days=slot)
     info = RunInfo("funnel_tests", f"scheduled__{slot}", logical_date)

@@ -13,10 +13,10 @@ import helpers
 import pytest
 from helpers import insert_segments
 
-from funnel import snapshot
-from funnel.catalog import MYSQL_SOURCE, load_catalog
-from funnel.errors import CatalogError
-from funnel.query_check import rules_fingerprint
+from funnel.core.errors import CatalogError
+from funnel.core.query_check import rules_fingerprint
+from funnel.services.catalog import MYSQL_SOURCE, load_catalog
+from funnel.storage import catalog_snapshot
 
 DYNAMIC = {"name": "Buyers", "kind": "dynamic", "query": "SELECT user_id FROM dw.orders"}
 
@@ -137,25 +137,25 @@ def test_hung_mysql_times_out_quickly_and_uses_snapshot(
 def test_snapshot_remembers_checked_queries(mysql_conn: Any, snapshot_path: Path) -> None:
     insert_segments(mysql_conn, {"segment_id": "a", **DYNAMIC})
     load_catalog()
-    saved = snapshot.load(str(snapshot_path))
+    saved = catalog_snapshot.load(str(snapshot_path))
     assert saved is not None
-    assert saved.checked_queries == {snapshot.query_digest(DYNAMIC["query"], rules_fingerprint())}
+    assert saved.checked_queries == {catalog_snapshot.query_digest(DYNAMIC["query"], rules_fingerprint())}
     assert saved.rows[0]["segment_id"] == "a"
 
 
 def test_a_query_checked_under_older_rules_is_checked_again() -> None:
-    from funnel.catalog import validate_rows
+    from funnel.services.catalog import validate_rows
 
     # The snapshot of an older funnel remembered this query as checked (it let reflect() pass).
     evil = "SELECT reflect('java.lang.System', 'exit', 0) FROM dw.users"
-    old_digest = snapshot.query_digest(evil)
+    old_digest = catalog_snapshot.query_digest(evil)
     catalog = validate_rows([({"segment_id": "evil", **DYNAMIC, "query": evil}, MYSQL_SOURCE)], {old_digest}, None)
     assert catalog.segments == []
     assert "calls reflect(), which runs an arbitrary Java method inside HiveServer2" in str(catalog.errors[0])
 
 
 def test_new_queries_past_the_parse_budget_build_and_are_checked_later() -> None:
-    from funnel.catalog import validate_rows
+    from funnel.services.catalog import validate_rows
 
     rows = [
         ({"segment_id": "good", **DYNAMIC}, MYSQL_SOURCE),

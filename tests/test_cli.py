@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from funnel.cli import main, split_statements
+from funnel.cli.main import main, split_statements
 
 
 def test_split_statements_keeps_semicolons_inside_lines() -> None:
@@ -39,10 +39,11 @@ def test_report_and_rebuild_redis_see_a_segment_half_lost_in_redis(
 
     from helpers import insert_segments, redis_live_members
 
-    from funnel import layout, wiring
-    from funnel.refresh import RefreshRequest
-    from funnel.segments import Kind
-    from funnel.stores.run_info import RunInfo
+    from funnel import wiring
+    from funnel.core.run_info import RunInfo
+    from funnel.core.segment import Kind
+    from funnel.services.refresh import RefreshRequest
+    from funnel.storage import layout
 
     insert_segments(mysql_conn, {"segment_id": "s", "name": "S", "kind": "dynamic", "query": "SELECT 1"})
     run = RunInfo("d", "r", dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC))
@@ -68,9 +69,9 @@ def test_rebuild_redis_all_restores_every_live_segment_and_the_tags(
     from helpers import redis_live_members
 
     from funnel import wiring
-    from funnel.refresh import RefreshRequest
-    from funnel.segments import Kind
-    from funnel.stores.run_info import RunInfo
+    from funnel.core.run_info import RunInfo
+    from funnel.core.segment import Kind
+    from funnel.services.refresh import RefreshRequest
 
     run = RunInfo("d", "r", dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC))
     with wiring.refresher(redis_client=redis_client) as refresher:
@@ -92,12 +93,13 @@ def test_report_flags_stale_and_failing_segments_in_its_exit_status(
 
     from helpers import insert_segments
 
-    from funnel import layout, wiring
-    from funnel.errors import RunStatus
-    from funnel.refresh import RefreshRequest
-    from funnel.segments import Kind
-    from funnel.stores.history import Outcome, RunHistory
-    from funnel.stores.run_info import RunInfo
+    from funnel import wiring
+    from funnel.core.run_info import RunInfo
+    from funnel.core.segment import Kind
+    from funnel.core.states import RunStatus
+    from funnel.services.refresh import RefreshRequest
+    from funnel.storage import layout
+    from funnel.storage.mysql.run_history import Outcome, RunHistory
 
     insert_segments(
         mysql_conn,
@@ -139,11 +141,12 @@ def test_history_prints_a_users_stays_and_proxy_changes_as_a_table(mysql_conn: A
     import datetime as dt
     import json
 
-    from funnel.proxy.events import Event, EventType
-    from funnel.proxy.rules import parse_rule
-    from funnel.stores.mysql_store import MySqlSegmentStore
-    from funnel.stores.run_info import RunInfo, utc_now
-    from funnel.stores.tags import MySqlTagStore
+    from funnel.core.proxy_rule import parse_rule
+    from funnel.core.run_info import RunInfo
+    from funnel.core.user_events import Event, EventType
+    from funnel.core.utc_time import utc_now
+    from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+    from funnel.storage.tag_store import MySqlTagStore
 
     now = utc_now().replace(microsecond=0)
     store = MySqlSegmentStore(mysql_conn)
@@ -183,8 +186,8 @@ def test_webhooks_commands_add_list_pause_show_deliveries_retry_and_remove(
 ) -> None:
     from helpers import insert_segments, refresh_segment
 
-    from funnel.stores.run_info import utc_now
-    from funnel.stores.webhooks import WebhookStore
+    from funnel.core.utc_time import utc_now
+    from funnel.storage.mysql.webhook_store import WebhookStore
 
     insert_segments(mysql_conn, {"segment_id": "buyers", "name": "Buyers", "kind": "dynamic", "query": "SELECT 1"})
     live = refresh_segment(redis_client, "buyers", ["1", "2"], 0).version

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 from helpers import mysql_live_members, redis_live_members, silent_server
 
-from funnel import layout, settings
-from funnel.errors import FunnelError, HiveQueryError, HiveUnavailable, StoreError
-from funnel.operators import SegmentRefreshOperator
-from funnel.stores.lock import SegmentBusy
+from funnel import settings
+from funnel.airflow.operators import SegmentRefreshOperator
+from funnel.core.errors import FunnelError, HiveQueryError, HiveUnavailable, SegmentBusy, StoreError
+from funnel.storage import layout
 
 SEGMENT = "s"
 SLOT = dt.datetime(2030, 3, 1, 9, tzinfo=dt.UTC)  # a future slot: the overshoot rule stays out of the way
@@ -220,7 +220,7 @@ def redis_keys_deleted(*suffixes: str) -> Callable[[Any, Any, pytest.MonkeyPatch
 
 
 def guard_rejects(mysql_conn: Any, redis_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from funnel.errors import RefreshRejected
+    from funnel.core.errors import RefreshRejected
 
     with pytest.raises(RefreshRejected, match=r"has 10 users against 3,000 live"):
         refresh("SELECT id FROM range(10)", "fault")
@@ -311,7 +311,7 @@ def test_two_refreshes_of_one_segment_at_once_take_turns(
 def test_a_refresh_kept_waiting_past_its_limit_fails_for_a_retry(
     mysql_conn: Any, redis_client: Any, hive_conn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from funnel.stores.lock import SegmentLock
+    from funnel.storage.redis.segment_lock import SegmentLock
 
     monkeypatch.setattr(settings, "LOCK_WAIT_SECONDS", 0.5)
     refresh(SEED_QUERY, "seed")

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from helpers import freezable_proxy, silent_server
 
-from funnel.errors import HiveQueryCancelled, HiveQueryError, HiveUnavailable
-from funnel.hive_source import HiveQuery, cancel_operation, hive_error_message, stream_first_column
-from funnel.hooks import FunnelHiveHook
+from funnel.core.errors import HiveQueryCancelled, HiveQueryError, HiveUnavailable
+from funnel.storage.hive.hive_query import HiveQuery, cancel_operation, hive_error_message, stream_first_column
+from funnel.storage.hooks import FunnelHiveHook
 
 #: About 30 s of work for the server's one core, so only ever run to be cancelled.
 SLOW_QUERY = "SELECT a.id FROM range(100000) a CROSS JOIN range(100000) b WHERE a.id + b.id < 0"
@@ -238,7 +238,7 @@ def test_on_kill_path_cancel_stops_the_query_and_says_it_was_asked_to(
     hook: FunnelHiveHook, conn: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     query = HiveQuery(conn, SLOW_QUERY, segment_id="slow", batch_size=10, connect=hook.get_conn)
-    with _streaming(hook, query) as streamer, caplog.at_level(logging.INFO, logger="funnel.hive_source"):
+    with _streaming(hook, query) as streamer, caplog.at_level(logging.INFO, logger="funnel.storage.hive.hive_query"):
         streamer.wait_for_state("FETCHING")
         time.sleep(0.5)
         started = time.monotonic()
@@ -264,7 +264,7 @@ def test_a_cancel_request_stops_the_stream_at_the_next_batch(conn: Any) -> None:
 @pytest.mark.services
 def test_a_long_query_says_it_is_still_running(conn: Any, caplog: pytest.LogCaptureFixture) -> None:
     query = HiveQuery(conn, SLOWISH_QUERY, segment_id="slowish", batch_size=10, log_every_seconds=0.5)
-    with caplog.at_level(logging.INFO, logger="funnel.hive_source"):
+    with caplog.at_level(logging.INFO, logger="funnel.storage.hive.hive_query"):
         assert list(query) == []
     lines = [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
     assert lines  # the rows are computed in the first fetch on this server, hence FETCHING
@@ -280,7 +280,7 @@ def test_a_read_timeout_mid_query_cancels_the_query_from_a_new_connection(
     # dropping the socket alone would leave the server computing until the query is done.
     impatient = FunnelHiveHook(connect_timeout=5, read_timeout=1).get_conn()
     query = HiveQuery(impatient, SLOW_QUERY, segment_id="slow", batch_size=10, connect=hook.get_conn)
-    with caplog.at_level(logging.INFO, logger="funnel.hive_source"):
+    with caplog.at_level(logging.INFO, logger="funnel.storage.hive.hive_query"):
         error, elapsed = _timed(lambda: list(query))
     impatient.close()
     assert isinstance(error, HiveUnavailable)
@@ -303,7 +303,11 @@ def test_a_task_timeout_in_the_middle_of_a_fetch_cancels_the_query(
     conn = hook.get_conn()
     query = HiveQuery(conn, SLOW_QUERY, segment_id="slow", batch_size=10, connect=hook.get_conn)
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="funnel.hive_source"), pytest.raises(AirflowTaskTimeout), timeout(1):
+    with (
+        caplog.at_level(logging.INFO, logger="funnel.storage.hive.hive_query"),
+        pytest.raises(AirflowTaskTimeout),
+        timeout(1),
+    ):
         list(query)
     elapsed = time.monotonic() - started
     assert conn.broken

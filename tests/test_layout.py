@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from funnel import layout
+from funnel.core import ids
+from funnel.storage import layout
 
 
 def test_keys_share_one_hash_tag_per_segment() -> None:
@@ -26,16 +27,16 @@ def test_user_tag_keys_share_one_slot_no_segment_can_take() -> None:
 
 
 def test_a_valid_user_id_is_printable_ascii_kept_exactly() -> None:
-    assert layout.user_id_problem("12345") is None
-    assert layout.user_id_problem('a"b\\c d') is None
-    assert layout.user_id_problem("") == "is empty"
-    assert layout.user_id_problem("x" * 65) == "is 65 characters long (at most 64)"
-    assert "printable ASCII" in (layout.user_id_problem("a\tb") or "")
-    assert layout.user_id_problem(" a") == "has leading or trailing whitespace"
+    assert ids.user_id_problem("12345") is None
+    assert ids.user_id_problem('a"b\\c d') is None
+    assert ids.user_id_problem("") == "is empty"
+    assert ids.user_id_problem("x" * 65) == "is 65 characters long (at most 64)"
+    assert "printable ASCII" in (ids.user_id_problem("a\tb") or "")
+    assert ids.user_id_problem(" a") == "has leading or trailing whitespace"
 
 
 def test_the_user_id_pattern_says_what_the_rule_says() -> None:
     samples = ["1", "a", "x" * 64, "x" * 65, "", " ", "a b", " a", "a ", "a\tb", "caf\u00e9", "~!", '"q"', "\\N", "a\n"]
     for sample in samples:
-        matched = layout.USER_ID_PATTERN.fullmatch(sample) is not None
-        assert matched == (layout.user_id_problem(sample) is None), sample
+        matched = ids.USER_ID_PATTERN.fullmatch(sample) is not None
+        assert matched == (ids.user_id_problem(sample) is None), sample

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from helpers import insert_segments, mysql_live_members, redis_live_members
 
-from funnel.plan import DYNAMIC_DAG_ID
+from funnel.core.dag_plan import DYNAMIC_DAG_ID
 
 
 def test_a_query_that_slipped_past_parse_checks_is_refused_before_hive_sees_it(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from funnel.plan import DYNAMIC_DAG_ID, plan_dags
-from funnel.segments import Kind, Segment
+from funnel.core.dag_plan import DYNAMIC_DAG_ID, plan_dags
+from funnel.core.segment import Kind, Segment
 
 RUN_AT = dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)
 

@@ -1,4 +1,4 @@
-"""Previews (``funnel.preview`` and ``python -m funnel.cli preview``) against the real services:
+"""Previews (``funnel.services.preview`` and ``python -m funnel.cli preview``) against the real services:
 what a segment would hold and change, with nothing written to Redis or MySQL."""
 
 from __future__ import annotations
@@ -16,23 +16,25 @@ from typing import Any
 import pytest
 from helpers import insert_segments, mysql_fingerprint, redis_dump
 
-from funnel import layout, settings, wiring
-from funnel.catalog import validate_rows
-from funnel.cli import main
-from funnel.errors import (
+from funnel import settings, wiring
+from funnel.cli.main import main
+from funnel.core.errors import (
     HiveQueryCancelled,
     HiveQueryError,
     PreviewError,
     PreviewTimeout,
     SegmentError,
     UnknownSegment,
+    UserIdError,
 )
-from funnel.preview import Preview, PreviewRequest
-from funnel.refresh import RefreshRequest, UserIdError
-from funnel.rules import guard_violation
-from funnel.segments import Kind
-from funnel.stores.lock import SegmentLock
-from funnel.stores.run_info import RunInfo
+from funnel.core.refresh_guards import guard_violation
+from funnel.core.run_info import RunInfo
+from funnel.core.segment import Kind
+from funnel.services.catalog import validate_rows
+from funnel.services.preview import Preview, PreviewRequest
+from funnel.services.refresh import RefreshRequest
+from funnel.storage import layout
+from funnel.storage.redis.segment_lock import SegmentLock
 
 #: 100,000,000 rows in 1,000 partitions: the Spark Thrift Server (incrementalCollect) computes a
 #: partition at a time as it is fetched, so only a cap or a cancel ends it in reasonable time.
@@ -170,7 +172,7 @@ def test_the_row_cap_stops_the_query_and_cancels_it_on_hiveserver2(
 ) -> None:
     monkeypatch.setattr(settings, "PREVIEW_MAX_ROWS", 1_000)
     monkeypatch.setattr(settings, "BATCH_SIZE", 300)
-    caplog.set_level(logging.INFO, logger="funnel.hive_source")
+    caplog.set_level(logging.INFO, logger="funnel.storage.hive.hive_query")
     started = time.monotonic()
     answer = preview(segment_id="evens", query=ENDLESS_QUERY)
     assert time.monotonic() - started < 30  # all of it would take minutes
@@ -400,8 +402,8 @@ def test_a_composite_rule_previews_from_the_operands_live_versions(unchanged: No
 
 
 def test_an_existing_composite_previews_its_next_version_against_its_live_one(mysql_conn: Any, world: Any) -> None:
-    from funnel.composite.compute import composite_batches
-    from funnel.composite.expr import parse_expression
+    from funnel.core.composite_expr import parse_expression
+    from funnel.services.composite_input import composite_batches
 
     rule = {"minus": ["low", "evens"]}
     insert_segments(mysql_conn, composite("odd_low", rule))

@@ -1,7 +1,7 @@
 """Only one read-only HiveQL SELECT passes; each rejection names the segment and the fix.
 
 A SELECT can still run code or read files through what it calls or reads, so the check also
-refuses functions outside the Hive built-ins (``funnel.hive_functions``) and file paths used
+refuses functions outside the Hive built-ins (``funnel.core.hive_functions``) and file paths used
 as tables. Pure: no service is needed.
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from funnel.errors import SegmentError
-from funnel.hive_functions import ALLOWED_FUNCTIONS, REFUSED_FUNCTIONS
-from funnel.query_check import check_query
+from funnel.core.errors import SegmentError
+from funnel.core.hive_functions import ALLOWED_FUNCTIONS, REFUSED_FUNCTIONS
+from funnel.core.query_check import check_query
 
 
 def refusal(query: str, **kwargs: frozenset[str]) -> str:

@@ -13,24 +13,17 @@ from typing import Any
 import pytest
 from helpers import feed_entries, feed_versions, mysql_live_members, redis_live_members
 
-from funnel import layout
-from funnel.errors import RefreshRejected
-from funnel.refresh import (
-    Refresher,
-    RefreshRequest,
-    RefreshSkipped,
-    RefreshSuperseded,
-    UserIdError,
-    normalize_user_ids,
-    sync_redis_from_mysql,
-)
-from funnel.segments import Kind
-from funnel.stores.feed import SegmentFeed
-from funnel.stores.history import RunHistory
-from funnel.stores.lock import SegmentBusy, SegmentLock
-from funnel.stores.mysql_store import MySqlSegmentStore
-from funnel.stores.redis_store import RedisSegmentStore
-from funnel.stores.run_info import RunInfo
+from funnel.core.errors import RefreshRejected, RefreshSkipped, RefreshSuperseded, SegmentBusy, UserIdError
+from funnel.core.run_info import RunInfo
+from funnel.core.segment import Kind
+from funnel.services.refresh import Refresher, RefreshRequest, normalize_user_ids
+from funnel.services.restore import sync_redis_from_mysql
+from funnel.storage import layout
+from funnel.storage.mysql.run_history import RunHistory
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.redis.change_feed import SegmentFeed
+from funnel.storage.redis.segment_lock import SegmentLock
+from funnel.storage.redis.segment_sets import RedisSegmentStore
 
 
 def run_at(day: int, hour: int = 9, try_number: int = 1, year: int = 2030) -> RunInfo:
@@ -417,7 +410,7 @@ def _refresh_then_hang(segment_id: str) -> None:
     """Child process: stage part of a refresh, then hang until killed."""
     from airflow.providers.redis.hooks.redis import RedisHook
 
-    from funnel.hooks import FunnelMySqlHook
+    from funnel.storage.hooks import FunnelMySqlHook
 
     conn = FunnelMySqlHook().get_conn()
     client = RedisHook(redis_conn_id="funnel_redis").get_conn()
@@ -497,7 +490,7 @@ def test_ids_are_kept_exactly_as_returned() -> None:
 
 def test_progress_is_logged_with_rows_and_rate(refresher: Refresher, caplog: pytest.LogCaptureFixture) -> None:
     refresher.progress_every = 4
-    with caplog.at_level("INFO", logger="funnel.refresh"):
+    with caplog.at_level("INFO", logger="funnel.services.refresh"):
         do(refresher, list(range(10)), run_at(20))
     progress = [r.getMessage() for r in caplog.records if "rows staged" in r.getMessage()]
     assert len(progress) == 2

@@ -7,11 +7,12 @@ from typing import Any
 
 from helpers import feed_versions, insert_segments, redis_live_members
 
-from funnel import layout, wiring
-from funnel.refresh import RefreshRequest
-from funnel.restore import restore_into_redis
-from funnel.segments import Kind
-from funnel.stores.run_info import RunInfo
+from funnel import wiring
+from funnel.core.run_info import RunInfo
+from funnel.core.segment import Kind
+from funnel.services.refresh import RefreshRequest
+from funnel.services.restore import restore_into_redis
+from funnel.storage import layout
 
 
 def refresh(redis_client: Any, run_day: int, ids: list[str], fail_publish: bool = False) -> None:
@@ -32,7 +33,7 @@ def test_restore_publishes_a_live_version_the_feed_lacks(mysql_conn: Any, redis_
     refresh(redis_client, 1, ["1", "2", "3"])
     refresh(redis_client, 2, ["2", "3", "4"], fail_publish=True)
     assert set(feed_versions(redis_client, "s")) == {1}
-    assert restore_into_redis("s", wait_seconds=0, by="test") is False  # Redis serves v2 in full: only the feed
+    assert restore_into_redis("s", wiring, wait_seconds=0, by="test") is False  # Redis serves v2 in full: only the feed
     assert feed_versions(redis_client, "s")[2] == {"entered": {"4"}, "exited": {"1"}, "ends": [(1, 1)]}
     assert redis_client.hget(layout.meta_key("s"), "feed_version") == b"2"
 
@@ -45,6 +46,6 @@ def test_restore_after_redis_lost_everything_publishes_the_live_version_again(
     refresh(redis_client, 2, ["2", "3", "4"])
     for key in (layout.members_key("s"), layout.meta_key("s"), layout.feed_key("s")):
         redis_client.delete(key)
-    assert restore_into_redis("s", wait_seconds=0, by="test") is True
+    assert restore_into_redis("s", wiring, wait_seconds=0, by="test") is True
     assert redis_live_members(redis_client, "s") == {"2", "3", "4"}
     assert feed_versions(redis_client, "s") == {2: {"entered": {"4"}, "exited": {"1"}, "ends": [(1, 1)]}}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from funnel.rules import guard_violation, skip_reason
-from funnel.segments import Kind
+from funnel.core.refresh_guards import guard_violation, skip_reason
+from funnel.core.segment import Kind
 
 SLOT = dt.datetime(2026, 11, 26, 18, tzinfo=dt.UTC)
 

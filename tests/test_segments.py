@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from funnel.errors import SegmentError
-from funnel.segments import Kind, segment_from_row
+from funnel.core.errors import SegmentError
+from funnel.core.segment import Kind, segment_from_row
 
 DYNAMIC = {"segment_id": "buyers", "name": "Buyers", "kind": "dynamic", "query": "SELECT user_id FROM t"}
 STATIC = {

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from funnel.errors import SegmentError
-from funnel.segments import segment_from_row
-from funnel.templating import check_template, date_values, render_query
+from funnel.core.errors import SegmentError
+from funnel.core.segment import segment_from_row
+from funnel.core.templating import check_template, date_values, render_query
 
 MOMENT = dt.datetime(2026, 11, 29, 9, tzinfo=dt.UTC)
 

@@ -184,7 +184,7 @@ def api_tokens() -> dict[str, str]:
     return tokens
 
 
-#: Webhooks (``funnel.webhooks``): ids per delivered batch; attempts per batch within one run of
+#: Webhooks (``funnel.services.webhook_delivery``): ids per delivered batch; attempts per batch within one run of
 #: ``funnel_webhooks`` before it is parked, the first wait between them (doubled each time, up
 #: to ``webhook_backoff_max_seconds``); the HTTP connect-and-read timeout of one attempt.
 WEBHOOK_BATCH_SIZE: int = conf.getint(SECTION, "webhook_batch_size", fallback=1000)
@@ -199,12 +199,12 @@ WEBHOOK_REFUSE_PRIVATE: bool = conf.getboolean(SECTION, "webhook_refuse_private"
 #: The API's Redis client: connect and per-command timeouts.
 REDIS_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "redis_timeout_seconds", fallback=5.0)
 
-#: Freshness (``funnel.freshness``): a dynamic segment is stale when its last successful
+#: Freshness (``funnel.core.freshness``): a dynamic segment is stale when its last successful
 #: refresh started before its last two slots of ``dynamic_schedule``; a static one when it
 #: has no version ``static_grace_minutes`` after its ``run_at``.
 STATIC_GRACE_MINUTES: int = conf.getint(SECTION, "static_grace_minutes", fallback=60)
 #: The dynamic DAG's DeadlineAlert: a run still going this many minutes before the next slot
-#: (measured on the shortest gap between two slots) calls ``funnel.freshness.deadline``.
+#: (measured on the shortest gap between two slots) calls ``funnel.airflow.deadline_callback``.
 DEADLINE_MINUTES_BEFORE_NEXT_SLOT: int = conf.getint(SECTION, "deadline_minutes_before_next_slot", fallback=30)
 
 

@@ -9,27 +9,29 @@ only says which hook, with which settings.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from funnel import settings
-from funnel.errors import StoreError
-from funnel.hooks import FunnelHiveHook, FunnelMySqlHook
-from funnel.proxy.tag_load import TagLoader
-from funnel.refresh import Refresher
-from funnel.stores.composite import CompositeSource
-from funnel.stores.feed import SegmentFeed
-from funnel.stores.history import RunHistory
-from funnel.stores.lock import SegmentLock
-from funnel.stores.mysql_store import MySqlSegmentStore
-from funnel.stores.redis_store import RedisSegmentStore
-from funnel.stores.tags import MySqlTagStore, RedisTagStore
-from funnel.stores.webhooks import WebhookStore
-from funnel.webhooks.deliver import Deliverer, DeliverySettings
+from funnel.core.errors import StoreError
+from funnel.core.freshness import Objectives
+from funnel.services.refresh import Refresher
+from funnel.services.tag_load import TagLoader
+from funnel.services.webhook_delivery import Deliverer, DeliverySettings
+from funnel.storage.hooks import FunnelHiveHook, FunnelMySqlHook
+from funnel.storage.mysql.composite_source import CompositeSource
+from funnel.storage.mysql.run_history import RunHistory
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.webhook_store import WebhookStore
+from funnel.storage.redis.change_feed import SegmentFeed
+from funnel.storage.redis.segment_lock import SegmentLock
+from funnel.storage.redis.segment_sets import RedisSegmentStore
+from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
 
 if TYPE_CHECKING:
-    from funnel.preview import Previewer
+    from funnel.services.preview import Previewer
 
 
 def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
@@ -73,11 +75,11 @@ def async_redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
 
 
 def resp_pool(conn_id: str = settings.REDIS_CONN_ID) -> Any:
-    """The API's lean hot-path Redis client (``funnel.api.resp``) on the same Airflow connection:
+    """The API's lean hot-path Redis client (``funnel.storage.redis.resp_client``) on the same Airflow connection:
     ``RespCluster`` (one pipeline per node, by slot) when the connection is a Redis Cluster."""
     from airflow.providers.redis.hooks.redis import RedisHook
 
-    from funnel.api.resp import RespCluster, RespPool
+    from funnel.storage.redis.resp_client import RespCluster, RespPool
 
     conn = RedisHook(redis_conn_id=conn_id).get_connection(conn_id)
     password = None if str(conn.password).lower() in ("none", "false", "") else conn.password
@@ -272,11 +274,11 @@ def previewer(
     mysql_conn_id: str = settings.MYSQL_CONN_ID,
     hive_conn_id: str = settings.HIVE_CONN_ID,
 ) -> Iterator[Previewer]:
-    """A ``Previewer`` (``funnel.preview``) with the preview settings, over a MySQL connection
+    """A ``Previewer`` (``funnel.services.preview``) with the preview settings, over a MySQL connection
     of its own (closed on exit), the Redis client ``redis`` (default: a new one) and HiveServer2.
     It only reads."""
-    from funnel.catalog import serving_catalog
-    from funnel.preview import Previewer, PreviewLimits
+    from funnel.services.catalog import serving_catalog
+    from funnel.services.preview import Previewer, PreviewLimits
 
     limits = PreviewLimits(
         timeout_seconds=settings.PREVIEW_TIMEOUT_SECONDS,
@@ -310,3 +312,8 @@ def previewer(
     finally:
         if redis is None:
             client.close()
+
+
+def freshness_objectives() -> Objectives:
+    """What fresh means, from the settings: the dynamic schedule in its timezone, a static segment's grace."""
+    return Objectives(settings.DYNAMIC_SCHEDULE, settings.TIMEZONE, dt.timedelta(minutes=settings.STATIC_GRACE_MINUTES))

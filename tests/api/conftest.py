@@ -25,12 +25,12 @@ from fastapi.testclient import TestClient
 from helpers import insert_segments
 
 from funnel import wiring
-from funnel.composite.compute import composite_batches
-from funnel.composite.expr import parse_expression
-from funnel.refresh import RefreshRequest, RefreshResult
-from funnel.segments import Kind
-from funnel.stores.run_info import RunInfo
-from funnel.stores.tags import MySqlTagStore, RedisTagStore
+from funnel.core.composite_expr import parse_expression
+from funnel.core.run_info import RunInfo
+from funnel.core.segment import Kind
+from funnel.services.composite_input import composite_batches
+from funnel.services.refresh import RefreshRequest, RefreshResult
+from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
 
 READ_TOKEN = "read-token-5c0a7e91d2"
 WRITE_TOKEN = "write-token-8b3f46aa17"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from funnel.segments import Kind
+from funnel.core.segment import Kind
 
 ENDPOINTS = [
     ("GET", "/v1/segments"),

@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from helpers import redis_live_members
 from redis.crc import key_slot
 
-from funnel import layout, settings, wiring
+from funnel import settings, wiring
+from funnel.storage import layout
 
 pytestmark = pytest.mark.parametrize("redis_mode", ["cluster"], indirect=True)
 

@@ -9,8 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import insert_segments
 
-from funnel import layout, settings
-from funnel.stores.tags import MySqlTagStore
+from funnel import settings
+from funnel.storage import layout
+from funnel.storage.tag_store import MySqlTagStore
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 

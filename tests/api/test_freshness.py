@@ -12,12 +12,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from funnel import layout, settings, wiring
-from funnel.errors import HiveQueryError, RefreshRejected, RunStatus
-from funnel.refresh import RefreshRequest
-from funnel.segments import Kind
-from funnel.stores.history import Outcome, RunHistory
-from funnel.stores.run_info import RunInfo
+from funnel import settings, wiring
+from funnel.core.errors import HiveQueryError, RefreshRejected
+from funnel.core.run_info import RunInfo
+from funnel.core.segment import Kind
+from funnel.core.states import RunStatus
+from funnel.services.refresh import RefreshRequest
+from funnel.storage import layout
+from funnel.storage.mysql.run_history import Outcome, RunHistory
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 HIVE_ERROR = "Table or view not found: dw.users"

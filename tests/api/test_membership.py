@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from funnel import settings
-from funnel.segments import Kind
+from funnel.core.segment import Kind
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from funnel import layout
-from funnel.stores.run_info import utc_now
+from funnel.core.utc_time import utc_now
+from funnel.storage import layout
 
 VERSIONS = [["1", "2"], ["2", "3"], ["3"], ["1", "3"], ["4"]]
 LOYAL = '{"tag": "order_count", "op": ">=", "value": 3}'

@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from browser_driver import Chromium
 from fastapi.testclient import TestClient
 
-from funnel.errors import RefreshRejected
-from funnel.segments import Kind
+from funnel.core.errors import RefreshRejected
+from funnel.core.segment import Kind
 from funnel.ui import STATIC_DIR
-from funnel.ui.browser import Chromium
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 READY = "document.body.dataset.state === 'ready'"

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from helpers import mysql_fingerprint, redis_dump
 
 from funnel import settings
-from funnel.catalog import validate_rows
-from funnel.refresh import RefreshResult
+from funnel.services.catalog import validate_rows
+from funnel.services.refresh import RefreshResult
 
 #: Keeps HiveServer2 busy for minutes before its first row (tests/test_hive_source.py).
 SLOW_QUERY = "SELECT a.id FROM range(100000) a CROSS JOIN range(100000) b WHERE a.id + b.id < 0"

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from funnel import layout, wiring
-from funnel.proxy.ingest import publish_proxy_changes
-from funnel.stores.feed import SegmentFeed
+from funnel import wiring
+from funnel.services.event_ingest import publish_proxy_changes
+from funnel.storage import layout
+from funnel.storage.redis.change_feed import SegmentFeed
 
 LOYAL = '{"tag": "order_count", "op": ">=", "value": 2}'
 

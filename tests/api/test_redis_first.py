@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import mysql_live_members, redis_live_members
 
-from funnel import layout
-from funnel.segments import Kind
+from funnel.core.segment import Kind
+from funnel.storage import layout
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 SEGMENT_KEYS = {

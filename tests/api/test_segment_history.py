@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from funnel.errors import RefreshRejected
-from funnel.segments import Kind
+from funnel.core.errors import RefreshRejected
+from funnel.core.segment import Kind
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from funnel.segments import Kind
+from funnel.core.segment import Kind
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from funnel.segments import Kind
+from funnel.core.segment import Kind
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 

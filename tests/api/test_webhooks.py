@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from funnel.errors import DeliveryStatus
-from funnel.stores.run_info import utc_now
-from funnel.stores.webhooks import WebhookStore
+from funnel.core.states import DeliveryStatus
+from funnel.core.utc_time import utc_now
+from funnel.storage.mysql.webhook_store import WebhookStore
 
 HOOK = "https://hooks.example.com/funnel"
 

@@ -12,13 +12,15 @@ from typing import Any
 import pytest
 from helpers import mysql_live_members, redis_live_members
 
-from funnel import layout, wiring
-from funnel.composite.compute import OperandNotComputed, composite_batches
-from funnel.composite.expr import parse_expression
-from funnel.errors import RunStatus
-from funnel.refresh import RefreshCancelled, RefreshRequest
-from funnel.segments import Kind
-from funnel.stores.run_info import RunInfo
+from funnel import wiring
+from funnel.core.composite_expr import parse_expression
+from funnel.core.errors import OperandNotComputed, RefreshCancelled
+from funnel.core.run_info import RunInfo
+from funnel.core.segment import Kind
+from funnel.core.states import RunStatus
+from funnel.services.composite_input import composite_batches
+from funnel.services.refresh import RefreshRequest
+from funnel.storage import layout
 
 RULE = {"union": ["a", "b"]}
 _slots = itertools.count()

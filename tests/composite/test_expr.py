@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from funnel.composite.expr import MAX_NESTING, MAX_OPERANDS, SetOp, describe, operands, parse_expression, to_json
-from funnel.errors import SegmentError
+from funnel.core.composite_expr import MAX_NESTING, MAX_OPERANDS, SetOp, describe, operands, parse_expression, to_json
+from funnel.core.errors import SegmentError
 
 
 def parse(rule: object) -> SetOp:

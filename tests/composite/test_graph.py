@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from funnel.composite.graph import MAX_CHAIN, check_composites, order
-from funnel.segments import Segment, segment_from_row
+from funnel.core.composite_graph import MAX_CHAIN, check_composites, order
+from funnel.core.segment import Segment, segment_from_row
 
 
 def seg(segment_id: str, kind: str = "dynamic", enabled: bool = True, **fields: object) -> Segment:

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from funnel.composite.expr import parse_expression
-from funnel.composite.merge import batched, evaluate, intersect, minus, union
+from funnel.core.composite_expr import parse_expression
+from funnel.core.sorted_merge import batched, evaluate, intersect, minus, union
 
 
 def ids(values: set[int]) -> list[str]:

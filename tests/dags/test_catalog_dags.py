@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from helpers import insert_segments
 
-from funnel.plan import DYNAMIC_DAG_ID
+from funnel.core.dag_plan import DYNAMIC_DAG_ID
 
 EXAMPLE_DAG_ID = "funnel_example_big_spenders_consumer"
 

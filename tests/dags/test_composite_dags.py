@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from helpers import hive_execute, insert_segments, mysql_live_members, redis_live_members
 
-from funnel import layout
-from funnel.plan import DYNAMIC_DAG_ID
+from funnel.core.dag_plan import DYNAMIC_DAG_ID
+from funnel.storage import layout
 
 #: The suite's Hive database (tests/conftest.py creates it; FUNNEL_TEST_HIVE_DB keeps runs apart).
 HIVE_DB = os.environ.get("FUNNEL_TEST_HIVE_DB", "funnel_test")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from helpers import insert_segments
 
-from funnel.plan import DYNAMIC_DAG_ID
+from funnel.core.dag_plan import DYNAMIC_DAG_ID
 
 SEGMENTS = [
     {"segment_id": "alpha", "name": "Alpha", "kind": "dynamic", "query": "SELECT user_id FROM dw.a"},
@@ -47,7 +47,7 @@ def test_the_dynamic_dag_alerts_half_an_hour_before_the_next_slot(catalog: None)
     assert alert["interval"]["__data__"] == dt.timedelta(hours=8, minutes=30).total_seconds()  # 09:00 -> 17:30
     assert alert["callback"]["__classname__"] == "airflow.sdk.definitions.callback.AsyncCallback"
     assert alert["callback"]["__data__"] == {
-        "path": "funnel.freshness.deadline.slot_deadline_missed",
+        "path": "funnel.airflow.deadline_callback.slot_deadline_missed",
         "kwargs": {"minutes_before_next_slot": 30},
     }
 
@@ -58,7 +58,7 @@ def test_the_scheduler_reads_the_deadline_back(catalog: None) -> None:
     back = DagSerialization.from_dict(json.loads(json.dumps(DagSerialization.to_dict(dynamic_dag()))))
     (alert,) = back.deadline
     assert alert["interval"]["__data__"] == 30600.0
-    assert alert["callback"]["__data__"]["path"] == "funnel.freshness.deadline.slot_deadline_missed"
+    assert alert["callback"]["__data__"]["path"] == "funnel.airflow.deadline_callback.slot_deadline_missed"
 
 
 def _deadline_in_a_new_process(**settings: str) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from helpers import hive_execute, hive_first_column, insert_segments, mysql_live_members, redis_live_members
 
-from funnel.plan import DYNAMIC_DAG_ID, TAGS_DAG_ID
+from funnel.core.dag_plan import DYNAMIC_DAG_ID, TAGS_DAG_ID
 
 #: The suite's Hive database (tests/conftest.py creates it; FUNNEL_TEST_HIVE_DB keeps runs apart).
 HIVE_DB = os.environ.get("FUNNEL_TEST_HIVE_DB", "funnel_test")

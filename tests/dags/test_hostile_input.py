@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from helpers import hive_execute, hive_first_column, mysql_live_members, redis_live_members
 
-from funnel.errors import FunnelError
-from funnel.factory import invalid_dag_id
-from funnel.operators import SegmentRefreshOperator
-from funnel.plan import DYNAMIC_DAG_ID
+from funnel.airflow.dag_factory import invalid_dag_id
+from funnel.airflow.operators import SegmentRefreshOperator
+from funnel.core.dag_plan import DYNAMIC_DAG_ID
+from funnel.core.errors import FunnelError
 
 Q = "SELECT user_id FROM funnel_test.victim"
 
@@ -117,7 +117,7 @@ def test_there_are_at_least_forty_hostile_rows() -> None:
 
 
 def invalid_dag_id_for(row: dict[str, Any]) -> str:
-    from funnel.errors import SegmentError
+    from funnel.core.errors import SegmentError
 
     return invalid_dag_id(SegmentError(str(row["segment_id"]), "x", "y", "z"))
 

@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 from helpers import WebhookReceiver, insert_segments, refresh_segment
 
-from funnel import layout, settings
-from funnel.factory import WEBHOOKS_HOWTO
-from funnel.plan import WEBHOOKS_DAG_ID
-from funnel.segments import Kind, Segment
-from funnel.stores.run_info import utc_now
-from funnel.stores.webhooks import WebhookStore
-from funnel.webhooks.manage import subscribe
-from funnel.webhooks.signing import verify
+from funnel import settings
+from funnel.airflow.dag_factory import WEBHOOKS_HOWTO
+from funnel.core.dag_plan import WEBHOOKS_DAG_ID
+from funnel.core.segment import Kind, Segment
+from funnel.core.utc_time import utc_now
+from funnel.core.webhook_signing import verify
+from funnel.services.webhook_admin import subscribe
+from funnel.storage import layout
+from funnel.storage.mysql.webhook_store import WebhookStore
 
 
 def load_dagbag() -> Any:

@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 from helpers import insert_segments
 
-from funnel.errors import RunStatus
-from funnel.freshness.deadline import (
+from funnel.airflow.deadline_callback import (
     ALERT_NAME,
     deadline_interval,
     deadline_message,
@@ -30,8 +29,9 @@ from funnel.freshness.deadline import (
     slot_deadline,
     slot_deadline_missed,
 )
-from funnel.stores.history import Outcome, RunHistory
-from funnel.stores.run_info import RunInfo
+from funnel.core.run_info import RunInfo
+from funnel.core.states import RunStatus
+from funnel.storage.mysql.run_history import Outcome, RunHistory
 
 DAG_ID = "funnel_dynamic_segments"
 RUN_ID = "scheduled__2026-11-26T09:00:00+00:00"
@@ -66,12 +66,12 @@ def test_the_alert_is_on_the_runs_logical_date_and_calls_funnels_callback() -> N
     assert alert.interval == dt.timedelta(hours=8, minutes=30)
     assert alert.name == ALERT_NAME
     assert isinstance(alert.callback, AsyncCallback)
-    assert alert.callback.path == "funnel.freshness.deadline.slot_deadline_missed"
+    assert alert.callback.path == "funnel.airflow.deadline_callback.slot_deadline_missed"
     assert alert.callback.kwargs == {"minutes_before_next_slot": 30}
 
 
 def test_a_setting_that_leaves_no_time_gives_no_alert_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="funnel.freshness.deadline"):
+    with caplog.at_level(logging.ERROR, logger="funnel.airflow.deadline_callback"):
         assert slot_deadline("0 9,18 * * *", "UTC", 600) is None
     assert "deadline_minutes_before_next_slot is 600, which leaves no time before the next slot" in caplog.text
     assert "Fix: set it from 0 to less than the gap" in caplog.text
@@ -234,7 +234,7 @@ EXPECTED = (
 
 
 def test_the_callback_logs_the_segments_not_done(a_late_run: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="funnel.freshness.deadline"):
+    with caplog.at_level(logging.WARNING, logger="funnel.airflow.deadline_callback"):
         output = asyncio.run(slot_deadline_missed(30, context=a_late_run))
 
     assert output == EXPECTED  # text: the triggerer stores it as the callback's output
@@ -275,7 +275,7 @@ def test_a_backfill_run_past_its_deadline_is_logged_not_sent(
     a_late_run: dict[str, Any], smtp_notifier: list[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
     a_late_run["dag_run"]["run_type"] = "backfill"
-    with caplog.at_level(logging.INFO, logger="funnel.freshness.deadline"):
+    with caplog.at_level(logging.INFO, logger="funnel.airflow.deadline_callback"):
         output = asyncio.run(slot_deadline_missed(30, context=a_late_run))
     assert (
         output == f"funnel: backfill run {RUN_ID} of {DAG_ID} (a past slot) passed its deadline; no alert for backfills"

@@ -6,8 +6,7 @@ import datetime as dt
 
 import pytest
 
-from funnel.errors import Freshness, RunStatus
-from funnel.freshness.rules import (
+from funnel.core.freshness import (
     Attempt,
     Objectives,
     RunSummary,
@@ -18,7 +17,8 @@ from funnel.freshness.rules import (
     shortest_gap,
     summarize,
 )
-from funnel.segments import Kind, Segment
+from funnel.core.segment import Kind, Segment
+from funnel.core.states import Freshness, RunStatus
 
 UTC = dt.UTC
 SCHEDULE = "0 9,18 * * *"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from funnel.errors import ChangeType
-from funnel.proxy.changes import ProxyChange, crossings, from_events_only
-from funnel.proxy.events import Event, EventType
-from funnel.proxy.rules import Tags, parse_rule
+from funnel.core.proxy_changes import ProxyChange, crossings, from_events_only
+from funnel.core.proxy_rule import Tags, parse_rule
+from funnel.core.states import ChangeType
+from funnel.core.user_events import Event, EventType
 
 T0 = dt.datetime(2026, 11, 29, 9, tzinfo=dt.UTC)
 LOYAL = parse_rule("loyal", '{"tag": "order_count", "op": ">=", "value": 3}', 30)

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from funnel.errors import SegmentError
-from funnel.proxy.rules import (
+from funnel.core.errors import SegmentError
+from funnel.core.proxy_rule import (
     MAX_COUNT,
     MAX_DAYS,
     MAX_DEPTH,
@@ -32,7 +32,7 @@ from funnel.proxy.rules import (
     parse_rule,
     to_dict,
 )
-from funnel.proxy.tags import to_score
+from funnel.core.utc_time import epoch_seconds
 
 NOW = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -466,8 +466,8 @@ def test_matches_needs_an_aware_now_and_sane_tags() -> None:
         (OrderCount(">", 3, 3), [("order_count", "(3", "+inf")]),
         (OrderCount("between", 1, 5), [("order_count", 1, 5)]),
         (OrderCount(">=", 0, 0), [("order_count", 0, "+inf")]),
-        (NewUser(30), [("first_seen", to_score(NOW - 30 * DAY), "+inf")]),
-        (OldUser(30), [("first_seen", "-inf", f"({to_score(NOW - 30 * DAY)!r}")]),
+        (NewUser(30), [("first_seen", epoch_seconds(NOW - 30 * DAY), "+inf")]),
+        (OldUser(30), [("first_seen", "-inf", f"({epoch_seconds(NOW - 30 * DAY)!r}")]),
     ],
 )
 def test_leaf_ranges_in_redis_form(leaf: OrderCount | NewUser | OldUser, ranges: list[tuple[object, ...]]) -> None:
@@ -508,7 +508,7 @@ def _scores(user: Tags) -> dict[str, float]:
     """The user's entries in the tag sorted sets (no first_seen entry when unknown)."""
     out = {"order_count": float(user.order_count)}
     if user.first_seen is not None:
-        out["first_seen"] = to_score(user.first_seen)
+        out["first_seen"] = epoch_seconds(user.first_seen)
     return out
 
 

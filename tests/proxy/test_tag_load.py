@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 
-from funnel import layout, wiring
-from funnel.errors import RefreshRejected
-from funnel.proxy.events import Event, EventType
-from funnel.proxy.ingest import ingest
-from funnel.proxy.tag_load import TagLoader, restore_tags
-from funnel.refresh import RefreshSuperseded
-from funnel.stores.lock import SegmentLock
-from funnel.stores.run_info import RunInfo
+from funnel import wiring
+from funnel.core.errors import RefreshRejected, RefreshSuperseded
+from funnel.core.run_info import RunInfo
+from funnel.core.user_events import Event, EventType
+from funnel.services.event_ingest import ingest
+from funnel.services.restore import restore_tags
+from funnel.services.tag_load import TagLoader
+from funnel.storage import layout
+from funnel.storage.redis.segment_lock import SegmentLock
 
 AS_OF = dt.datetime(2026, 11, 29, 6, tzinfo=dt.UTC)
 NOW = AS_OF + dt.timedelta(hours=3)

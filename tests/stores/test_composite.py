@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from funnel import layout, wiring
-from funnel.composite.expr import parse_expression
-from funnel.stores.composite import CompositeSource
+from funnel import wiring
+from funnel.core.composite_expr import parse_expression
+from funnel.storage import layout
+from funnel.storage.mysql.composite_source import CompositeSource
 
 # (segment, user, entered, exited): spans as refreshes leave them.
 SPANS = [

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from helpers import feed_entries, feed_versions
 
-from funnel import layout, wiring
-from funnel.errors import FeedChange
-from funnel.stores.feed import SegmentFeed
+from funnel import wiring
+from funnel.core.states import FeedChange
+from funnel.storage import layout
+from funnel.storage.redis.change_feed import SegmentFeed
 
 
 @pytest.fixture

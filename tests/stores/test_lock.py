@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from funnel import layout
-from funnel.stores.lock import LockLost, SegmentBusy, SegmentLock
+from funnel.core.errors import LockLost, SegmentBusy
+from funnel.storage import layout
+from funnel.storage.redis.segment_lock import SegmentLock
 
 
 def holder(run_id: str, try_number: int = 1, dag_id: str = "d") -> dict[str, Any]:
@@ -53,7 +54,7 @@ def test_a_later_try_of_the_same_task_takes_over_at_once(redis_client: Any, capl
     first = lock(redis_client, holder("r1", try_number=1))
     first.acquire()
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="funnel.stores.lock"):
+    with caplog.at_level(logging.WARNING, logger="funnel.storage.redis.segment_lock"):
         retry = lock(redis_client, holder("r1", try_number=2), wait=30)
         retry.acquire()
     assert time.monotonic() - started < 1
@@ -79,7 +80,7 @@ def test_no_takeover_from_anyone_else(redis_client: Any, other: dict[str, Any]) 
 def test_a_waiting_refresh_says_whom_it_waits_for(redis_client: Any, caplog: Any) -> None:
     with (
         lock(redis_client, holder("r1")),
-        caplog.at_level(logging.INFO, logger="funnel.stores.lock"),
+        caplog.at_level(logging.INFO, logger="funnel.storage.redis.segment_lock"),
         pytest.raises(SegmentBusy),
     ):
         lock(redis_client, holder("r2"), wait=0.5, log_every_seconds=0.1).acquire()

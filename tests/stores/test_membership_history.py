@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from funnel.errors import HistoryGone
-from funnel.stores.membership_history import Stay, membership_at, user_history
-from funnel.stores.mysql_store import MySqlSegmentStore
-from funnel.stores.run_info import RunInfo
+from funnel.core.errors import HistoryGone
+from funnel.core.run_info import RunInfo
+from funnel.storage.mysql.membership_history import Stay, membership_at, user_history
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 
 NOW = dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC)
 DAYS = 90

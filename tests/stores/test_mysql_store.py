@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from helpers import mysql_live_members
 
-from funnel import layout
-from funnel.errors import StoreError
-from funnel.hooks import FunnelMySqlHook
-from funnel.stores.mysql_store import MySqlSegmentStore
-from funnel.stores.run_info import RunInfo
+from funnel.core.errors import StoreError
+from funnel.core.run_info import RunInfo
+from funnel.storage import layout
+from funnel.storage.hooks import FunnelMySqlHook
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 
 NOW = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
 

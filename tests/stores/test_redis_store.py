@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 from helpers import redis_live_members
 
-from funnel import layout
-from funnel.errors import StoreError
-from funnel.stores.lock import LockLost
-from funnel.stores.redis_store import RedisSegmentStore
+from funnel.core.errors import LockLost, StoreError
+from funnel.storage import layout
+from funnel.storage.redis.segment_sets import RedisSegmentStore
 
 LOCK = "holder-token"
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from funnel import layout
-from funnel.proxy.events import Event, EventType
-from funnel.proxy.ingest import ingest
-from funnel.proxy.tags import TagRow
-from funnel.stores.tags import MySqlTagStore, RedisTagStore
+from funnel.core.user_events import Event, EventType
+from funnel.core.user_tags import TagRow
+from funnel.services.event_ingest import ingest
+from funnel.storage import layout
+from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
 
 NOW = dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC)
 
@@ -110,7 +110,7 @@ def test_redis_swap_keeps_the_old_tags_until_mysql_commits_and_can_go_back(store
     mysql, redis = stores
     ingest([event("o1", "order", "u1")], mysql, redis, NOW)
     redis.add_staged([TagRow("u2", at(1), 3)])
-    from funnel.stores.tags import TagVersion
+    from funnel.storage.tag_store import TagVersion
 
     previous = redis.swap(TagVersion(9, NOW, 1, NOW))
     assert redis.serving() == (9, 1)
@@ -121,8 +121,8 @@ def test_redis_swap_keeps_the_old_tags_until_mysql_commits_and_can_go_back(store
 
 
 def test_rule_crossings_are_logged_with_the_batch_once_and_pruned_by_age(stores: Any, mysql_conn: Any) -> None:
-    from funnel.errors import ChangeType
-    from funnel.proxy.rules import parse_rule
+    from funnel.core.proxy_rule import parse_rule
+    from funnel.core.states import ChangeType
 
     mysql, redis = stores
     rules = {"two": parse_rule("two", '{"tag": "order_count", "op": ">=", "value": 2}', 30)}

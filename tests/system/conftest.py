@@ -80,7 +80,7 @@ def airflow_stack(system_hive: Any) -> Iterator[AirflowStack]:
     """The running stack on emptied data: a fresh Airflow home, MySQL database and Redis db."""
     from airflow.providers.redis.hooks.redis import RedisHook
 
-    from funnel.hooks import FunnelMySqlHook
+    from funnel.storage.hooks import FunnelMySqlHook
 
     _check_isolated()
     conn = FunnelMySqlHook(mysql_conn_id="funnel_system_mysql", schema="information_schema").get_conn()
@@ -118,7 +118,7 @@ def airflow(airflow_stack: AirflowStack) -> Iterator[AirflowClient]:
 @pytest.fixture(scope="session")
 def system_mysql(airflow_stack: AirflowStack) -> Iterator[Any]:
     """A connection (autocommit) to the stack's MySQL database, migrated by the stack's start."""
-    from funnel.hooks import FunnelMySqlHook
+    from funnel.storage.hooks import FunnelMySqlHook
 
     conn = FunnelMySqlHook(mysql_conn_id="funnel_system_mysql").get_conn()
     conn.autocommit(True)

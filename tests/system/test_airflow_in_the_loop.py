@@ -20,8 +20,8 @@ import pytest
 from airflow_stack import AirflowClient, AirflowStack, eventually, parse_time
 from helpers import hive_execute, hive_first_column, insert_segments, mysql_live_members, redis_live_members
 
-from funnel import layout
-from funnel.plan import DYNAMIC_DAG_ID, static_dag_id
+from funnel.core.dag_plan import DYNAMIC_DAG_ID, static_dag_id
+from funnel.storage import layout
 
 # Deadlines, generous for a loaded 2-core machine (a run takes about 5 s here, a parse 5 to 10 s).
 PARSE_TIMEOUT = 90
@@ -265,7 +265,7 @@ def test_the_serving_api_answers_inside_the_api_server(airflow: AirflowClient, a
 def test_the_segments_page_in_airflows_navigation_lists_shows_and_answers(airflow: AirflowClient) -> None:
     """The page as a logged-in Airflow user opens it: Airflow's own login (its ``_token``
     cookie) is what reads funnel's API; no funnel token is typed in."""
-    from funnel.ui.browser import Chromium
+    from browser_driver import Chromium
 
     frame = "iframe[title=Segments]"
     page = f"document.querySelector({frame!r})?.contentDocument"

@@ -24,8 +24,8 @@ import pytest
 from airflow_stack import AirflowClient, AirflowStack, StackSettings, eventually, parse_time
 from helpers import hive_execute, hive_first_column, insert_segments, mysql_live_members, redis_live_members
 
-from funnel import layout
-from funnel.plan import DYNAMIC_DAG_ID
+from funnel.core.dag_plan import DYNAMIC_DAG_ID
+from funnel.storage import layout
 
 pytestmark = pytest.mark.celery
 
@@ -102,7 +102,7 @@ def warehouse(hive_conn: Any) -> Any:
 def celery_stack(warehouse: Any) -> Iterator[AirflowStack]:
     from airflow.providers.redis.hooks.redis import RedisHook
 
-    from funnel.hooks import FunnelMySqlHook
+    from funnel.storage.hooks import FunnelMySqlHook
 
     _check_isolated()
     conn = FunnelMySqlHook(mysql_conn_id="funnel_celery_mysql", schema="information_schema").get_conn()
@@ -144,7 +144,7 @@ def airflow(celery_stack: AirflowStack) -> Iterator[AirflowClient]:
 
 @pytest.fixture(scope="module")
 def mysql(celery_stack: AirflowStack) -> Iterator[Any]:
-    from funnel.hooks import FunnelMySqlHook
+    from funnel.storage.hooks import FunnelMySqlHook
 
     conn = FunnelMySqlHook(mysql_conn_id="funnel_celery_mysql").get_conn()
     conn.autocommit(True)

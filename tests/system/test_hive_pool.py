@@ -19,8 +19,9 @@ import pytest
 from airflow_stack import AirflowClient, eventually, parse_time
 from helpers import insert_segments
 
-from funnel import layout, settings
-from funnel.plan import DYNAMIC_DAG_ID
+from funnel import settings
+from funnel.core.dag_plan import DYNAMIC_DAG_ID
+from funnel.storage import layout
 
 POOL_SLOTS = 2
 SEGMENTS = [f"pool_{n}" for n in range(6)]

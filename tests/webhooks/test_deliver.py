@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 from helpers import WebhookReceiver
 
-from funnel import layout, settings
-from funnel.errors import DeliveryStatus
-from funnel.segments import Kind, Segment
-from funnel.stores.mysql_store import MySqlSegmentStore
-from funnel.stores.webhooks import WebhookStore
-from funnel.webhooks.deliver import Deliverer, DeliverySettings
-from funnel.webhooks.manage import subscribe
-from funnel.webhooks.signing import verify
+from funnel import settings
+from funnel.core.segment import Kind, Segment
+from funnel.core.states import DeliveryStatus
+from funnel.core.webhook_signing import verify
+from funnel.services.webhook_admin import subscribe
+from funnel.services.webhook_delivery import Deliverer, DeliverySettings
+from funnel.storage import layout
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.webhook_store import WebhookStore
 
 SECRET = "test-secret-0123456789abcdef"
 FAST = DeliverySettings(batch_size=2, max_attempts=3, backoff_seconds=0.01, backoff_max_seconds=0.05, timeout_seconds=2)
@@ -202,7 +203,7 @@ def test_a_changed_batch_size_restarts_the_version_it_was_in(
 
 
 def time_now() -> Any:
-    from funnel.stores.run_info import utc_now
+    from funnel.core.utc_time import utc_now
 
     return utc_now()
 
@@ -210,7 +211,7 @@ def time_now() -> Any:
 def test_an_unexpected_failure_of_one_subscription_never_stops_the_others(
     mysql_conn: Any, refresh: Callable[..., Any], receiver: WebhookReceiver
 ) -> None:
-    from funnel.stores.run_info import utc_now
+    from funnel.core.utc_time import utc_now
 
     v1 = refresh("buyers", ["a"]).version
     store = WebhookStore(mysql_conn)

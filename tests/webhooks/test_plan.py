@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from funnel.webhooks.plan import Cursor, VersionPlan, backoff_seconds, body
+from funnel.core.webhook_batches import Cursor, VersionPlan, backoff_seconds, body
 
 
 @pytest.mark.parametrize(

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from funnel.segments import Kind, Segment
-from funnel.stores.mysql_store import MySqlSegmentStore
-from funnel.stores.webhooks import WebhookStore
-from funnel.webhooks import sender
-from funnel.webhooks.deliver import Deliverer, DeliverySettings
-from funnel.webhooks.manage import subscribe
+from funnel.core.segment import Kind, Segment
+from funnel.services.webhook_admin import subscribe
+from funnel.services.webhook_delivery import Deliverer, DeliverySettings
+from funnel.storage import webhook_sender
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.webhook_store import WebhookStore
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECRET = "whsec_readme-receiver-test-secret"
@@ -72,12 +72,12 @@ def test_the_readme_receiver_applies_each_batch_once_and_refuses_forgeries(
 
     body = b'{"segment_id":"buyers","version":9,"batch":1,"batches":1,"entered":["x"],"exited":[],"delivery_id":"d"}'
     now = int(time.time())
-    genuine = sender.headers("buyers", v2, 2, SECRET, now, body)  # a repeat of a delivered id
-    assert sender.post(url, body, genuine, 2).ok
-    forged = sender.headers("buyers", 9, 1, "not-the-secret-at-all", now, body)
-    replayed = sender.headers("buyers", 9, 1, SECRET, now - 301, body)
+    genuine = webhook_sender.headers("buyers", v2, 2, SECRET, now, body)  # a repeat of a delivered id
+    assert webhook_sender.post(url, body, genuine, 2).ok
+    forged = webhook_sender.headers("buyers", 9, 1, "not-the-secret-at-all", now, body)
+    replayed = webhook_sender.headers("buyers", 9, 1, SECRET, now - 301, body)
     for headers in (forged, replayed):
-        outcome = sender.post(url, body, headers, 2)
+        outcome = webhook_sender.post(url, body, headers, 2)
         assert outcome.reason.startswith("HTTP 401"), outcome
     assert len(namespace["applied"]) == 4  # the repeat and the refused ones changed nothing
     with pytest.raises(urllib.error.HTTPError):

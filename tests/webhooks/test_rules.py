@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from funnel.errors import WebhookError
-from funnel.segments import Kind, Segment
-from funnel.webhooks.rules import check_from_version, check_secret, check_segment, check_url, new_secret
+from funnel.core.errors import WebhookError
+from funnel.core.segment import Kind, Segment
+from funnel.core.webhook_subscription import check_from_version, check_secret, check_segment, check_url, new_secret
 
 
 @pytest.mark.parametrize(

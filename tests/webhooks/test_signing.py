@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from funnel.webhooks.signing import sign, verify
+from funnel.core.webhook_signing import sign, verify
 
 BODY = b'{"segment_id":"s","version":2}'
 

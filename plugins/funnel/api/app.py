@@ -16,77 +16,39 @@ import base64
 import datetime as dt
 import gc
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette._utils import get_route_path
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import cookie_parser
 
-from funnel import layout, settings
-from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, Forbidden, Unauthorized, granted_scope, require
-from funnel.api.service import Busy, NotComputed, NotFound, Service
-from funnel.composite.expr import describe, parse_expression, to_json
-from funnel.errors import (
-    Freshness,
-    HistoryGone,
-    NotReconstructable,
-    PartialWrite,
-    StoreError,
-    UnknownWebhook,
+from funnel import settings
+from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, granted_scope, require
+from funnel.api.error_answers import JSON, add_error_handlers, error_answer
+from funnel.api.service import Service
+from funnel.core import ids
+from funnel.core.composite_expr import describe, parse_expression, to_json
+from funnel.core.errors import (
+    BadInput,
+    EventError,
+    Gone,
+    NotComputed,
+    TimeRefused,
     WebhookError,
 )
-from funnel.proxy.events import EventConflict, EventError, parse_events
-from funnel.stores import membership_history, timeline
-from funnel.stores.run_info import utc_now
+from funnel.core.states import Freshness
+from funnel.core.user_events import parse_events
+from funnel.core.utc_time import ISO_EXAMPLE, Naive, parse_utc, utc_now
+from funnel.storage import layout
+from funnel.storage.mysql import membership_history, segment_timeline
 from funnel.ui import mount_ui
 
 log = logging.getLogger(__name__)
-
-
-class JSON(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-#: What a client hears when a store fails (the details go to the log, never to the client).
-UNAVAILABLE = "a store (Redis or MySQL) did not answer; try again"
-
-
-class BadInput(Exception):
-    """The request is malformed (422), or over a limit (413 with ``status``)."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Gone(Exception):
-    """A cursor's version is no longer kept (410)."""
-
-
-_STATUS = {
-    BadInput: 422,
-    NotFound: 404,
-    NotComputed: 409,
-    EventConflict: 409,
-    Unauthorized: 401,
-    Forbidden: 403,
-    Gone: 410,
-    HistoryGone: 410,
-    NotReconstructable: 422,
-    WebhookError: 422,
-    UnknownWebhook: 404,
-}
 
 
 class _AnyText(Convertor):  # type: ignore[type-arg]
@@ -135,7 +97,7 @@ def create_app(airflow_login: bool = False) -> FastAPI:
     app.state.tokens = tokens
     app.state.airflow_login = airflow_login
     app.state.service_lock = asyncio.Lock()
-    _add_error_handlers(app)
+    add_error_handlers(app)
     _add_routes(app)
     _add_webhook_routes(app)
     mount_ui(app)
@@ -183,8 +145,8 @@ def _user_id(raw: object, where: str = "user_id") -> str:
         raw = str(raw)
     if not isinstance(raw, str):
         raise BadInput(f"{where} must be a string")
-    if layout.USER_ID_PATTERN.fullmatch(raw) is None:
-        raise BadInput(f"{where} {raw[:80]!r} {layout.user_id_problem(raw)}")
+    if ids.USER_ID_PATTERN.fullmatch(raw) is None:
+        raise BadInput(f"{where} {raw[:80]!r} {ids.user_id_problem(raw)}")
     return raw
 
 
@@ -198,7 +160,7 @@ def _limit(raw: str | None, default: int | None = None) -> int:
 
 def _refreshed(entry: Any, what: str) -> Any:
     """The entry of a static or dynamic segment; a proxy segment has no refreshes (409)."""
-    if entry.rule is not None:
+    if entry.is_proxy:
         raise NotComputed(f"segment {entry.segment_id!r} is a proxy segment: it is answered live and has no {what}")
     return entry
 
@@ -271,9 +233,7 @@ async def _is_member(service: Service, segment_id: str, raw_user_id: str) -> tup
     return body, answer.source
 
 
-_TIME_FORMAT = "an ISO-8601 time with its offset, e.g. 2026-11-29T09:30:00Z"
-#: A ``+hh:mm`` offset whose ``+`` a query string turned into a space.
-_SPACED_OFFSET = re.compile(r" (\d\d:?\d\d)$")
+_TIME_FORMAT = f"an ISO-8601 time with its offset, e.g. {ISO_EXAMPLE}"
 
 
 def _time(raw: str | None, name: str) -> dt.datetime | None:
@@ -283,14 +243,11 @@ def _time(raw: str | None, name: str) -> dt.datetime | None:
 
 def _parse_time(raw: str, name: str) -> dt.datetime:
     """A ``?name=`` time: aware, as UTC; 422 naming the format otherwise."""
-    text = _SPACED_OFFSET.sub(r"+\1", raw.strip())
     try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise BadInput(f"{name} {raw[:80]!r} is not a time. Fix: send {_TIME_FORMAT}") from None
-    if value.tzinfo is None:
-        raise BadInput(f"{name} {raw[:80]!r} has no time zone. Fix: send {_TIME_FORMAT}")
-    return value.astimezone(dt.UTC)
+        return parse_utc(raw, Naive.REFUSE, query_string=True)
+    except TimeRefused as refused:
+        problem = "is not a time" if refused.problem != "has no time zone" else refused.problem
+        raise BadInput(f"{name} {raw[:80]!r} {problem}. Fix: send {_TIME_FORMAT}") from None
 
 
 async def _is_member_at(service: Service, segment_id: str, raw_user_id: str, raw_at: str) -> dict[str, Any]:
@@ -353,12 +310,9 @@ class FastPaths:
         try:
             body, source = await answer(await _service_of(self.api, authorization, "read", login_cookie))
             status, extra = 200, [(b"x-funnel-source", source.encode())]
-        except tuple(_STATUS) as exc:
-            status = getattr(exc, "status", _STATUS[type(exc)])
-            body, extra = {"error": str(exc)}, ([(b"www-authenticate", b"Bearer")] if status == 401 else [])
-        except Exception:
-            log.exception("funnel API: GET %s failed", scope["path"])
-            status, body, extra = 503, {"error": UNAVAILABLE}, []
+        except Exception as exc:
+            status, body, headers = error_answer(exc, f"GET {scope['path']}")
+            extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         payload = orjson.dumps(body)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -420,7 +374,9 @@ def _add_routes(app: FastAPI) -> None:
     async def list_versions(segment_id: str, request: Request) -> Response:
         service = await _service(request, "read")
         entry = _refreshed(await service.entry(segment_id), "versions")
-        kept = await service.in_thread(service.with_mysql(lambda conn: timeline.kept_versions(conn, segment_id)))
+        kept = await service.in_thread(
+            service.with_mysql(lambda conn: segment_timeline.kept_versions(conn, segment_id))
+        )
         return JSON({"segment_id": entry.segment_id, "keep_versions": settings.KEEP_VERSIONS, "versions": kept})
 
     @app.get(
@@ -433,7 +389,7 @@ def _add_routes(app: FastAPI) -> None:
         entry = _refreshed(await service.entry(segment_id), "refresh attempts")
         limit = _limit(request.query_params.get("limit"), settings.RUNS_LIMIT_DEFAULT)
         runs = await service.in_thread(
-            service.with_mysql(lambda conn: timeline.recent_attempts(conn, segment_id, limit))
+            service.with_mysql(lambda conn: segment_timeline.recent_attempts(conn, segment_id, limit))
         )
         return JSON({"segment_id": entry.segment_id, "runs": runs})
 
@@ -484,9 +440,9 @@ def _add_routes(app: FastAPI) -> None:
         service = await _service(request, "read")
         entry = await service.entry(segment_id)
         limit = _limit(request.query_params.get("limit"))
-        pinned, after = _read_cursor(request.query_params.get("cursor"), segment_id, versioned=entry.rule is None)
+        pinned, after = _read_cursor(request.query_params.get("cursor"), segment_id, versioned=not entry.is_proxy)
         refreshed_at: str | None = None
-        if entry.rule is not None:  # proxy: the live tags, no versions to pin
+        if entry.is_proxy:  # the live tags, no versions to pin
             page, version = await service.page_proxy(entry, after, limit), None
         else:
             version = pinned if pinned is not None else (await service.live_version(segment_id)).version
@@ -507,7 +463,7 @@ def _add_routes(app: FastAPI) -> None:
         change = request.query_params.get("type", "entered")
         if change not in ("entered", "exited"):
             raise BadInput("type must be 'entered' or 'exited'")
-        if entry.rule is not None:
+        if entry.is_proxy:
             raise NotComputed(f"segment {segment_id!r} is a proxy segment: it is answered live and has no refreshes")
         limit = _limit(request.query_params.get("limit"))
         pinned, after = _read_cursor(request.query_params.get("cursor"), segment_id, versioned=True)
@@ -586,10 +542,7 @@ def _add_routes(app: FastAPI) -> None:
             events = parse_events(items, utc_now())
         except EventError as exc:
             raise BadInput(str(exc)) from None
-        try:
-            outcome, in_redis = await service.ingest(events)
-        except PartialWrite as exc:
-            return JSON({"error": str(exc)}, status_code=503)
+        outcome, in_redis = await service.ingest(events)  # PartialWrite: 503 naming what MySQL took
         if not in_redis:
             service.restorer.schedule(layout.TAGS_ID)
         return JSON(
@@ -621,38 +574,13 @@ def _add_routes(app: FastAPI) -> None:
         return await _preview(service, await _json_body(request))
 
 
-#: What a client hears when HiveServer2 cannot be reached for a preview (the details go to the log).
-HIVE_UNAVAILABLE = "HiveServer2 did not answer, so the query was not previewed; nothing was written. Try again"
-
-
 async def _preview(service: Service, body: Any) -> Response:
     """``POST /v1/preview``: validate, run the query on Hive (in a thread of the preview pool),
     compare with the live segments; nothing is written."""
-    from funnel.errors import (
-        HiveQueryError,
-        HiveUnavailable,
-        PreviewError,
-        PreviewTimeout,
-        SegmentError,
-        UnknownSegment,
-    )
-    from funnel.preview import PreviewRequest
-    from funnel.refresh import UserIdError
+    from funnel.services.preview import PreviewRequest
 
     request = PreviewRequest(**_preview_fields(body))
-    try:
-        answer = await service.previews.run(request)
-    except Busy as exc:
-        return JSON({"error": str(exc)}, status_code=429)
-    except PreviewTimeout as exc:
-        return JSON({"error": str(exc)}, status_code=504)
-    except UnknownSegment as exc:
-        return JSON({"error": str(exc)}, status_code=404)
-    except (SegmentError, UserIdError, PreviewError, HiveQueryError) as exc:  # the catalog's, the refresh's, Hive's
-        return JSON({"error": str(exc)}, status_code=422)
-    except HiveUnavailable as exc:
-        log.warning("funnel API: POST /v1/preview: %s", exc)  # names the host and port: the log only
-        return JSON({"error": HIVE_UNAVAILABLE}, status_code=503)
+    answer = await service.previews.run(request)  # errors answer through funnel.api.error_answers
     return JSON(answer)
 
 
@@ -673,8 +601,8 @@ def _preview_fields(body: Any) -> dict[str, Any]:
 
 def _add_webhook_routes(app: FastAPI) -> None:
     """Webhook subscriptions, all in the write scope (they hold where changes go, and a secret)."""
-    from funnel.stores.webhooks import WebhookStore
-    from funnel.webhooks.manage import subscribe
+    from funnel.services.webhook_admin import subscribe
+    from funnel.storage.mysql.webhook_store import WebhookStore
 
     @app.post(
         "/v1/webhooks",
@@ -777,39 +705,7 @@ def _ids_of(body: Any) -> list[str]:
         raise BadInput('send {"user_ids": ["...", ...]} with at least one user id')
     if len(ids) > settings.MAX_CHECK_IDS:
         raise BadInput(f"at most {settings.MAX_CHECK_IDS} user ids per request; got {len(ids)}", 413)
-    match = layout.USER_ID_PATTERN.fullmatch
+    match = ids.USER_ID_PATTERN.fullmatch
     if not all(isinstance(i, str) and match(i) for i in ids):
         ids = [_user_id(raw, f"user_ids[{index}]") for index, raw in enumerate(ids)]
     return list(dict.fromkeys(ids))
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    for kind, status in _STATUS.items():
-
-        async def known(request: Request, exc: Exception, status: int = status) -> Response:
-            code = getattr(exc, "status", status)
-            headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-            return JSON({"error": str(exc)}, status_code=code, headers=headers)
-
-        app.add_exception_handler(kind, known)
-
-    async def unreadable(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "the request"
-        return JSON({"error": f"{where}: {first.get('msg', 'is not valid')}"}, status_code=422)
-
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return JSON({"error": str(exc.detail)}, status_code=exc.status_code)
-
-    async def store_error(request: Request, exc: StoreError) -> Response:
-        log.warning("funnel API: %s %s: %s", request.method, request.url.path, exc)  # the details stay here
-        return JSON({"error": UNAVAILABLE}, status_code=503)
-
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("funnel API: %s %s failed", request.method, request.url.path)
-        return JSON({"error": UNAVAILABLE}, 503)
-
-    app.add_exception_handler(RequestValidationError, unreadable)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(StoreError, store_error)
-    app.add_exception_handler(Exception, unexpected)

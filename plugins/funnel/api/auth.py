@@ -10,15 +10,9 @@ import asyncio
 import hmac
 from collections.abc import Mapping
 
+from funnel.core.errors import Forbidden, Unauthorized
+
 SCOPES = ("read", "write")
-
-
-class Unauthorized(Exception):
-    """No token, or not a token this service knows (401)."""
-
-
-class Forbidden(Exception):
-    """A known token without the scope the endpoint needs (403)."""
 
 
 def scope_of(header: str | None, tokens: Mapping[str, str]) -> str:

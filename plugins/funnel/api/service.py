@@ -23,38 +23,37 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from funnel import layout, settings, wiring
-from funnel.catalog import serving_catalog
-from funnel.composite.graph import composite_operands
-from funnel.freshness.rules import Objectives, RunSummary, assess, past_objective
-from funnel.hooks import FunnelMySqlHook
-from funnel.proxy.events import Event
-from funnel.proxy.ingest import ingest
-from funnel.proxy.rules import Rule, Tags, is_leaf, leaf_ranges, matches, parse_rule, to_dict
-from funnel.proxy.tags import from_score
-from funnel.restore import restore_into_redis
-from funnel.segments import Kind, Segment
-from funnel.stores import membership_history
-from funnel.stores.history import RunHistory
-from funnel.stores.membership_history import AtAnswer
-from funnel.stores.mysql_store import LiveVersion, MySqlSegmentStore
-from funnel.stores.run_info import utc_now
-from funnel.stores.tags import EventsOutcome, MySqlTagStore
+from funnel import settings, wiring
+from funnel.core.composite_graph import composite_operands
+from funnel.core.errors import Busy, NotComputed, UnknownSegment
+from funnel.core.freshness import RunSummary, assess, past_objective
+from funnel.core.proxy_rule import Rule, Tags, is_leaf, leaf_ranges, matches, parse_rule, to_dict
+from funnel.core.segment import Kind, Segment
+from funnel.core.user_events import Event
+from funnel.core.utc_time import from_epoch, utc_now
+from funnel.services.catalog import serving_catalog
+from funnel.services.event_ingest import ingest
+from funnel.services.restore import restore_into_redis
+from funnel.storage import layout
+from funnel.storage.hooks import FunnelMySqlHook
+from funnel.storage.layout import MetaField, TagsMetaField
+from funnel.storage.mysql import membership_history
+from funnel.storage.mysql.membership_history import AtAnswer
+from funnel.storage.mysql.run_history import RunHistory
+from funnel.storage.mysql.segment_versions import LiveVersion, MySqlSegmentStore
+from funnel.storage.redis.replies import int_or_none, text
+from funnel.storage.tag_store import EventsOutcome, MySqlTagStore
 
 if TYPE_CHECKING:
-    from funnel.preview import PreviewRequest
+    from funnel.services.preview import PreviewRequest
 
 log = logging.getLogger(__name__)
 
+#: The meta fields a membership answer reads (plain text: the hot path encodes them per request).
+_SERVED_FIELDS = (MetaField.VERSION.value, MetaField.SIZE.value, MetaField.REFRESHED_AT.value)
+_AS_OF_FIELDS = (MetaField.VERSION.value, MetaField.REFRESHED_AT.value)
+
 T = TypeVar("T")
-
-
-class NotFound(LookupError):
-    """An unknown segment (or a resource of it)."""
-
-
-class NotComputed(LookupError):
-    """A static or dynamic segment that has no live version yet."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +69,18 @@ class Entry:
     @property
     def segment_id(self) -> str:
         return self.segment.segment_id
+
+    @property
+    def is_proxy(self) -> bool:
+        """Answered at request time from the users' tags (no versions)."""
+        return self.segment.kind is Kind.PROXY
+
+    @property
+    def proxy_rule(self) -> Rule:
+        """The parsed rule of a proxy segment."""
+        if self.rule is None:
+            raise NotComputed(f"segment {self.segment_id!r} is a {self.segment.kind} segment: it has no proxy rule")
+        return self.rule
 
     @functools.cached_property
     def keys(self) -> tuple[str, str]:
@@ -152,7 +163,7 @@ class Restorer:
 
     def _restore(self, segment_id: str) -> None:
         try:
-            restore_into_redis(segment_id, wait_seconds=0, by="funnel.api")
+            restore_into_redis(segment_id, wiring, wait_seconds=0, by="funnel.api")
         except Exception as exc:
             log.warning(
                 "funnel API: restoring %s into Redis failed (%s); the next request tries again", segment_id, exc
@@ -165,12 +176,8 @@ class Restorer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class Busy(Exception):
-    """More previews at once than ``preview_concurrency`` allows (429)."""
-
-
 class Previews:
-    """Previews (``funnel.preview``) in threads of their own, at most ``slots`` at once: the Hive
+    """Previews (``funnel.services.preview``) in threads of their own, at most ``slots`` at once: the Hive
     work never blocks the event loop and never takes the threads other requests use."""
 
     def __init__(self, slots: int) -> None:
@@ -286,17 +293,17 @@ class Service:
         if entry is None:
             shown = repr(segment_id[:80])
             if segment_id in self._invalid:
-                raise NotFound(
+                raise UnknownSegment(
                     f"segment {shown} is not served: its catalog row is invalid ({self._invalid[segment_id]})"
                 )
-            raise NotFound(f"segment {shown} does not exist")
+            raise UnknownSegment(f"segment {shown} does not exist")
         return entry
 
     # ------------------------------------------------------------------ membership
 
     async def check(self, entry: Entry, user_ids: Sequence[str]) -> Answer:
         """Membership of ``user_ids`` (validated, unique) in one segment, in one round trip."""
-        if entry.rule is not None:
+        if entry.is_proxy:
             return await self._check_proxy(entry, user_ids)
         segment_id = entry.segment_id
         members_key, meta_key = entry.keys
@@ -305,7 +312,11 @@ class Service:
         else:
             ask = ("SMISMEMBER", members_key, *user_ids)
         found, (version, size, refreshed_at), card = await self.resp.pipeline(
-            (ask, ("HMGET", meta_key, "version", "size", "refreshed_at"), ("SCARD", members_key))
+            (
+                ask,
+                ("HMGET", meta_key, MetaField.VERSION, MetaField.SIZE, MetaField.REFRESHED_AT),
+                ("SCARD", members_key),
+            )
         )
         if version is not None and size is not None and int(size) == card:
             flags = (found,) if len(user_ids) == 1 else found
@@ -339,7 +350,7 @@ class Service:
         first_seen, orders, meta, orders_card, dated_card = replies
         if _tags_whole(meta, orders_card, dated_card):
             tags = [_tags(fs, count) for fs, count in zip(first_seen, orders, strict=True)]
-            return tags, int(meta[0]), _text(meta[1]), "redis"
+            return tags, int(meta[0]), text(meta[1]), "redis"
         return await self._tags_in_mysql(user_ids)
 
     async def _tags_in_mysql(self, user_ids: Sequence[str]) -> tuple[list[Tags | None], int, str | None, str]:
@@ -354,10 +365,9 @@ class Service:
         return tags, live.version, live.refreshed_at.isoformat(), "mysql"
 
     async def _check_proxy(self, entry: Entry, user_ids: Sequence[str]) -> Answer:
-        assert entry.rule is not None
         tags, version, refreshed_at, source = await self.tags(user_ids)
         now = utc_now()
-        members = {u: matches(entry.rule, t, now) for u, t in zip(user_ids, tags, strict=True)}
+        members = {u: matches(entry.proxy_rule, t, now) for u, t in zip(user_ids, tags, strict=True)}
         return Answer(members, version, refreshed_at, source, entry.stale)
 
     async def segments_of(self, user_id: str, again: bool = True) -> dict[str, Any]:
@@ -372,7 +382,7 @@ class Service:
             members_key, meta_key = entry.keys
             commands += [
                 ("SISMEMBER", members_key, user_id),
-                ("HMGET", meta_key, "version", "size"),
+                ("HMGET", meta_key, *_SERVED_FIELDS[:2]),
                 ("SCARD", members_key),
             ]
         commands += _tags_commands([user_id])
@@ -408,13 +418,13 @@ class Service:
             sources.add("mysql")
         if proxies:
             if _tags_whole(meta, orders_card, dated_card):
-                tags, tags_version, tags_at = _tags(first_seen, count), int(meta[0]), _text(meta[1])
+                tags, tags_version, tags_at = _tags(first_seen, count), int(meta[0]), text(meta[1])
             else:
                 (tags,), tags_version, tags_at, _ = await self._tags_in_mysql([user_id])
                 sources.add("mysql")
             now = utc_now()
             for entry in proxies:
-                if entry.rule is not None and matches(entry.rule, tags, now):
+                if entry.is_proxy and matches(entry.proxy_rule, tags, now):
                     versions[entry.segment_id] = {"version": tags_version, "refreshed_at": tags_at, "stale": False}
         ordered = dict(sorted(versions.items()))
         return {
@@ -447,7 +457,9 @@ class Service:
         """Read the live version and its ``refreshed_at`` of the segments whose version is new here."""
         known = self._as_of
         missing = [e for e, v in found if (k := known.get(e.segment_id)) is None or k[0] != v]
-        replies = await self.resp.pipeline([("HMGET", e.keys[1], "version", "refreshed_at") for e in missing])
+        replies = await self.resp.pipeline(
+            [("HMGET", e.keys[1], MetaField.VERSION, MetaField.REFRESHED_AT) for e in missing]
+        )
         for entry, (version, refreshed_at) in zip(missing, replies, strict=True):
             if version is not None and refreshed_at is not None:
                 known[entry.segment_id] = (version, refreshed_at.decode(), {})
@@ -463,7 +475,7 @@ class Service:
         """The enabled stored and proxy segments, computed once per catalog copy."""
         if self._split_for is not catalog:
             enabled = [e for e in catalog.values() if e.segment.enabled]
-            self._split = ([e for e in enabled if e.rule is None], [e for e in enabled if e.rule is not None])
+            self._split = ([e for e in enabled if not e.is_proxy], [e for e in enabled if e.is_proxy])
             self._split_for = catalog
         return self._split
 
@@ -489,7 +501,7 @@ class Service:
     async def describe(self, entries: Sequence[Entry]) -> list[dict[str, Any]]:
         """Kind, size, version, refreshed_at, enabled (and entered/exited), freshness and the last
         attempt of each segment."""
-        stored = [e for e in entries if e.rule is None]
+        stored = [e for e in entries if not e.is_proxy]
         pipe = self.redis.pipeline(transaction=False)
         for entry in stored:
             pipe.hgetall(layout.meta_key(entry.segment_id))
@@ -516,16 +528,16 @@ class Service:
             }
             if entry.operands:
                 item["operands"] = list(entry.operands)
-            if entry.rule is not None:
+            if entry.is_proxy:
                 item.update(await self._describe_proxy(entry, tags_meta))
             elif metas.get(segment.segment_id):
-                meta = {_text(k): _text(v) for k, v in metas[segment.segment_id].items()}
+                meta = {text(k): text(v) for k, v in metas[segment.segment_id].items()}
                 item.update(
-                    size=int(meta["size"]),
-                    version=int(meta["version"]),
-                    refreshed_at=meta.get("refreshed_at"),
-                    entered=_int_or_none(meta.get("entered")),
-                    exited=_int_or_none(meta.get("exited")),
+                    size=int(meta[MetaField.SIZE]),
+                    version=int(meta[MetaField.VERSION]),
+                    refreshed_at=meta.get(MetaField.REFRESHED_AT),
+                    entered=int_or_none(meta.get(MetaField.ENTERED)),
+                    exited=int_or_none(meta.get(MetaField.EXITED)),
                 )
             else:
                 live = lives.get(segment.segment_id)
@@ -546,15 +558,15 @@ class Service:
         """Each segment's ``freshness`` (fresh / stale / failing), ``freshness_reason`` and
         ``last_run`` (its latest attempt), from one read of the run history."""
         summaries: dict[str, RunSummary] = {}
-        if any(e.rule is None for e in entries):
+        if any(not e.is_proxy for e in entries):
             only = entries[0].segment_id if len(entries) == 1 else None
             summaries = await self.in_thread(self.with_mysql(lambda conn: RunHistory(conn).summaries(only)))
-        now, objectives = utc_now(), Objectives.from_settings()
+        now, objectives = utc_now(), wiring.freshness_objectives()
         verdicts: dict[str, dict[str, Any]] = {}
         for entry in entries:
             summary = summaries.get(entry.segment_id)
             verdict = assess(entry.segment, summary, now, objectives)
-            last = summary.last if summary is not None and entry.rule is None else None
+            last = summary.last if summary is not None and not entry.is_proxy else None
             verdicts[entry.segment_id] = {
                 "freshness": verdict.state.value,
                 "freshness_reason": verdict.reason,
@@ -563,9 +575,8 @@ class Service:
         return verdicts
 
     async def _describe_proxy(self, entry: Entry, tags_meta: dict[Any, Any]) -> dict[str, Any]:
-        assert entry.rule is not None
-        meta = {_text(k): _text(v) for k, v in tags_meta.items()}
-        version, refreshed_at = _int_or_none(meta.get("version")), meta.get("refreshed_at")
+        meta = {text(k): text(v) for k, v in tags_meta.items()}
+        version, refreshed_at = int_or_none(meta.get(TagsMetaField.VERSION)), meta.get(TagsMetaField.REFRESHED_AT)
         if version is None:  # Redis has no tags: MySQL's live tag version, as membership answers
             live = await self.in_thread(self.with_mysql(lambda conn: MySqlTagStore(conn).live()))
             version, refreshed_at = live.version, live.refreshed_at.isoformat()
@@ -579,7 +590,6 @@ class Service:
 
     async def proxy_size(self, entry: Entry) -> int:
         """One tag: counted in Redis now (``ZCOUNT``). Several: counted in MySQL, cached briefly."""
-        assert entry.rule is not None
         now = utc_now()
         if is_leaf(entry.rule) and (await self.redis.exists(layout.tags_meta_key())):
             pipe = self.redis.pipeline(transaction=False)
@@ -619,8 +629,7 @@ class Service:
         return await self.in_thread(self.with_mysql(read))
 
     async def page_proxy(self, entry: Entry, after: str, limit: int) -> list[str]:
-        rule, now = entry.rule, utc_now()
-        assert rule is not None
+        rule, now = entry.proxy_rule, utc_now()
         return await self.in_thread(
             self.with_mysql(lambda conn: MySqlTagStore(conn).page_matching(rule, now, after, limit))
         )
@@ -641,11 +650,11 @@ class Service:
     # ------------------------------------------------------------------ history (MySQL)
 
     async def membership_at(self, entry: Entry, user_id: str, at: dt.datetime, now: dt.datetime) -> AtAnswer:
-        """Membership as it was at ``at``, from the history (``funnel.stores.membership_history``)."""
+        """Membership as it was at ``at``, from the history (``funnel.storage.mysql.membership_history``)."""
         days, rule, segment_id = settings.CHANGE_HISTORY_DAYS, entry.rule, entry.segment_id
 
         def read(conn: Any) -> AtAnswer | None:
-            if rule is None:
+            if rule is None:  # a stored segment (``entry.is_proxy`` is False)
                 return membership_history.membership_at(conn, segment_id, user_id, at, now, days)
             row = MySqlTagStore(conn).tags_of([user_id]).get(user_id)
             current = None if row is None else Tags(row.first_seen, row.order_count)
@@ -662,7 +671,7 @@ class Service:
         """Record and apply a batch of events (MySQL in a thread, then Redis)."""
 
         _, proxies = self._enabled_by_kind(await self.catalog())
-        rules = {entry.segment_id: entry.rule for entry in proxies if entry.rule is not None}
+        rules = {entry.segment_id: entry.proxy_rule for entry in proxies}
 
         def run(conn: Any) -> tuple[EventsOutcome, bool]:
             return ingest(events, wiring.mysql_tag_store(conn), self.sync_tags, utc_now(), rules, self.sync_feed)
@@ -709,11 +718,11 @@ def _read_catalog() -> tuple[dict[str, Entry], dict[str, str]]:
     with contextlib.closing(hook.get_conn()) as conn:
         computed = MySqlSegmentStore(conn).segments_with_live_versions()
         summaries = RunHistory(conn).summaries()
-    now, objectives = utc_now(), Objectives.from_settings()
+    now, objectives = utc_now(), wiring.freshness_objectives()
     entries = {}
     for segment in catalog.segments:
         rule = None
-        if segment.kind is Kind.PROXY and segment.rule is not None:
+        if segment.kind is Kind.PROXY:
             rule = parse_rule(segment.segment_id, segment.rule, settings.NEW_USER_DAYS)
         operands = composite_operands(segment) if segment.kind is Kind.COMPOSITE else ()
         stale = past_objective(segment, summaries.get(segment.segment_id), now, objectives)
@@ -729,7 +738,14 @@ def _tags_commands(user_ids: Sequence[str]) -> list[tuple[Any, ...]]:
     return [
         ("ZMSCORE", keys.first_seen, *user_ids),
         ("ZMSCORE", keys.order_count, *user_ids),
-        ("HMGET", layout.tags_meta_key(), "version", "refreshed_at", "users", "with_first_seen"),
+        (
+            "HMGET",
+            layout.tags_meta_key(),
+            TagsMetaField.VERSION,
+            TagsMetaField.REFRESHED_AT,
+            TagsMetaField.USERS,
+            TagsMetaField.WITH_FIRST_SEEN,
+        ),
         ("ZCARD", keys.order_count),
         ("ZCARD", keys.first_seen),
     ]
@@ -738,18 +754,10 @@ def _tags_commands(user_ids: Sequence[str]) -> list[tuple[Any, ...]]:
 def _tags_whole(meta: Sequence[Any], orders_card: int, dated_card: int) -> bool:
     """Redis serves a tag version and its sets hold as many users as its meta counted."""
     version, _refreshed_at, users, dated = meta
-    return version is not None and _int_or_none(users) == orders_card and _int_or_none(dated) == dated_card
+    return version is not None and int_or_none(users) == orders_card and int_or_none(dated) == dated_card
 
 
 def _tags(first_seen: bytes | None, count: bytes | None) -> Tags | None:
     if count is None:
         return None
-    return Tags(None if first_seen is None else from_score(float(first_seen)), int(float(count)))
-
-
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _int_or_none(value: object) -> int | None:
-    return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
+    return Tags(None if first_seen is None else from_epoch(float(first_seen)), int(float(count)))

@@ -1,0 +1,1 @@
+"""Airflow entry point: the DAG factory, the operators and the deadline callback."""

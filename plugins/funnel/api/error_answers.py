@@ -1,0 +1,59 @@
+"""The API's one answer to an error: ``FunnelError.http_status`` and a JSON body ``{"error": ...}``.
+
+A 4xx answer carries the error's message (what was wrong and the fix); a 5xx answer carries the
+class's ``client_message`` and the message goes to the log (it may name hosts and ports). Any
+other exception is a 503 with ``STORE_UNAVAILABLE`` and a traceback in the log. The routes and
+the hot paths (``funnel.api.fast_paths``) both answer through ``error_answer``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from funnel.core.errors import STORE_UNAVAILABLE, FunnelError
+
+log = logging.getLogger("funnel.api")
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_answer(exc: BaseException, where: str) -> tuple[int, dict[str, str], dict[str, str]]:
+    """(status, body, headers) for ``exc`` raised while answering ``where`` (``METHOD /path``)."""
+    if not isinstance(exc, FunnelError):
+        log.exception("funnel API: %s failed", where, exc_info=exc)
+        return 503, {"error": STORE_UNAVAILABLE}, {}
+    status = getattr(exc, "status", None) or exc.http_status
+    if status >= 500 and exc.client_message is not None:
+        log.warning("funnel API: %s: %s", where, exc)  # the details stay here
+        return status, {"error": exc.client_message}, {}
+    return status, {"error": str(exc)}, ({"WWW-Authenticate": "Bearer"} if status == 401 else {})
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    async def funnel_error(request: Request, exc: Exception) -> Response:
+        status, body, headers = error_answer(exc, f"{request.method} {request.url.path}")
+        return JSON(body, status_code=status, headers=headers or None)
+
+    async def unreadable(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "the request"
+        return JSON({"error": f"{where}: {first.get('msg', 'is not valid')}"}, status_code=422)
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return JSON({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    app.add_exception_handler(FunnelError, funnel_error)
+    app.add_exception_handler(RequestValidationError, unreadable)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, funnel_error)

@@ -1,2 +1,0 @@
-"""Composite segments: set expressions over other segments (``expr``), checked against the catalog
-(``graph``), computed from the operands' live versions without Hive (``funnel.stores.composite``)."""

@@ -1,0 +1,275 @@
+"""funnel's exception tree: every error funnel raises on purpose, and the HTTP status it answers.
+
+Small on purpose, so callers can catch by meaning. Each class says its ``http_status``; the API
+has one handler for ``FunnelError`` (``funnel.api.error_answers``). A 4xx answer carries the message,
+which names what was wrong and the fix; a 5xx answer carries ``client_message`` instead, and the
+message (which may name hosts and ports) goes to the log only.
+
+The states funnel stores are in ``funnel.core.states``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from funnel.core.states import RunStatus
+
+#: What an API client hears when a store fails (the details go to the log, never to the client).
+STORE_UNAVAILABLE = "a store (Redis or MySQL) did not answer; try again"
+
+
+class FunnelError(Exception):
+    """Base of every error funnel raises on purpose."""
+
+    #: The API's answer to this error.
+    http_status: ClassVar[int] = 503
+    #: For a 5xx: what the client hears instead of the message (None: the message itself).
+    client_message: ClassVar[str | None] = STORE_UNAVAILABLE
+
+
+# --------------------------------------------------------------------------- bad input (4xx)
+
+
+class SegmentError(FunnelError, ValueError):
+    """A segment row is invalid. The message names the segment, the field and the fix."""
+
+    http_status = 422
+
+    def __init__(self, segment_id: str, field: str, problem: str, fix: str) -> None:
+        self.segment_id = segment_id
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"segment {segment_id!r}: field {field!r} {problem}. Fix: {fix}")
+
+
+class BadInput(FunnelError, ValueError):
+    """An API request is malformed (422), or over a limit (413 with ``status``)."""
+
+    http_status = 422
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UserIdRefused(FunnelError, ValueError):
+    """A value that is not a user id (``funnel.core.ids``): ``shown`` is the value as text, ``problem`` says why."""
+
+    http_status = 422
+
+    def __init__(self, shown: str, problem: str) -> None:
+        super().__init__(f"user id {shown[:80]!r}, which {problem}")
+        self.shown = shown
+        self.problem = problem
+
+
+class UserIdError(FunnelError, ValueError):
+    """A query returned a user id the stores cannot hold; the message names the segment and the fix."""
+
+    http_status = 422
+
+
+class TimeRefused(FunnelError, ValueError):
+    """Text that is not a time funnel can read (``funnel.core.utc_time``); ``problem`` says why."""
+
+    http_status = 422
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+class EventError(FunnelError, ValueError):
+    """An event in a batch is malformed; the message names the event, the field and the fix."""
+
+    http_status = 422
+
+
+class TagRowError(FunnelError, ValueError):
+    """A tag query returned a row the stores cannot hold; the message names it and the fix."""
+
+    http_status = 422
+
+
+class PreviewError(FunnelError, ValueError):
+    """A preview cannot be made from what was asked (nothing to preview, two things at once). The
+    message names what was wrong and the fix."""
+
+    http_status = 422
+
+
+class PreviewNotAvailable(PreviewError):
+    """Previews of this kind of segment are not built yet."""
+
+
+class NotReconstructable(FunnelError, ValueError):
+    """A proxy segment whose past membership the history cannot answer (a time-based rule)."""
+
+    http_status = 422
+
+
+class WebhookError(FunnelError, ValueError):
+    """A webhook subscription is invalid. The message names the field and the fix."""
+
+    http_status = 422
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{field}: {problem}. Fix: {fix}")
+
+
+class HiveQueryError(FunnelError):
+    """Hive refused or failed a query. The message is Hive's own, lifted out of the Thrift reply."""
+
+    http_status = 422
+
+
+class HiveQueryCancelled(HiveQueryError):
+    """A Hive query was cancelled (on request or by someone else) before all its rows were read."""
+
+
+class Unauthorized(FunnelError):
+    """No token, or not a token this service knows."""
+
+    http_status = 401
+
+
+class Forbidden(FunnelError):
+    """A known token without the scope the endpoint needs."""
+
+    http_status = 403
+
+
+class UnknownSegment(FunnelError, LookupError):
+    """A segment id that the catalog does not hold (or a resource of it)."""
+
+    http_status = 404
+
+
+class UnknownWebhook(FunnelError, LookupError):
+    """No webhook subscription has this id."""
+
+    http_status = 404
+
+
+class NotComputed(FunnelError, LookupError):
+    """A static or dynamic segment that has no live version yet, or a proxy segment asked for what
+    only a computed segment has."""
+
+    http_status = 409
+
+
+class EventConflict(FunnelError):
+    """An ``event_id`` already recorded for a different event (a retry must be identical)."""
+
+    http_status = 409
+
+
+class Gone(FunnelError):
+    """What was asked for is no longer kept: a cursor's version."""
+
+    http_status = 410
+
+
+class HistoryGone(Gone):
+    """A time older than the membership history keeps; the message names the horizon and the setting."""
+
+    def __init__(self, message: str, horizon: object) -> None:
+        super().__init__(message)
+        self.horizon = horizon
+
+
+class Busy(FunnelError):
+    """More previews at once than ``preview_concurrency`` allows."""
+
+    http_status = 429
+
+
+# --------------------------------------------------------------------------- the services (5xx)
+
+
+class StoreError(FunnelError):
+    """Redis or MySQL rejected or lost part of a refresh; live data is untouched."""
+
+
+class PartialWrite(StoreError):
+    """MySQL took a write but Redis did not; the message tells the client how to finish it."""
+
+    client_message = None
+
+
+class RespError(StoreError):
+    """Redis answered a command of the API's lean client (``funnel.storage.redis.resp_client``) with an error."""
+
+
+class CatalogError(FunnelError):
+    """The segment catalog cannot be read and no last-good copy exists."""
+
+
+class HiveUnavailable(FunnelError):
+    """HiveServer2 could not be reached or did not answer in time. The message names the connection and the fix."""
+
+    client_message = "HiveServer2 did not answer, so the query was not previewed; nothing was written. Try again"
+
+
+class PreviewTimeout(FunnelError):
+    """A preview's query ran past ``preview_timeout_seconds`` and was cancelled on HiveServer2."""
+
+    http_status = 504
+    client_message = None
+
+
+# --------------------------------------------------------------------------- a refresh's own outcomes
+
+
+class RefreshRejected(FunnelError):
+    """A refresh was computed but refused before the swap (a guard); live data is untouched."""
+
+    def __init__(self, message: str, version: int | None = None, size: int | None = None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.size = size
+
+
+class RefreshSkipped(FunnelError):
+    """The refresh did not change live data, on purpose (overshoot, frozen, superseded). ``status``
+    is how the run history records it."""
+
+    status: ClassVar[RunStatus] = RunStatus.SKIPPED
+
+
+class RefreshSuperseded(RefreshSkipped):
+    """The result was computed, but a version for a later logical date is live and stays."""
+
+    status: ClassVar[RunStatus] = RunStatus.SUPERSEDED
+
+
+class OperandNotComputed(RefreshSkipped):
+    """An operand of a composite has no live version yet, so the composite cannot be computed this time."""
+
+
+class RefreshCancelled(FunnelError):
+    """The refresh was told to stop (the task was killed or timed out); live data is untouched."""
+
+
+class SegmentBusy(FunnelError):
+    """Another refresh of the same segment held the lock for as long as this one could wait."""
+
+    http_status = 409
+    client_message = None
+
+    def __init__(self, segment_id: str, holder: dict[str, Any], waited_seconds: float, held_by: str) -> None:
+        self.segment_id = segment_id
+        self.holder = holder
+        super().__init__(f"segment {segment_id!r} is being refreshed by {held_by}; waited {waited_seconds:.0f}s")
+
+
+class LockLost(FunnelError):
+    """The lock expired or was taken over while this refresh still worked; it must not swap."""
+
+
+class DeliveriesParked(FunnelError):
+    """A webhook delivery run parked deliveries (after delivering everything else it could)."""

@@ -1,0 +1,108 @@
+"""What a webhook subscription may be: the segment, the URL and the secret, checked before
+anything is stored. Each check raises ``WebhookError`` naming the field and the fix."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import socket
+from urllib.parse import urlsplit
+
+from funnel.core.errors import WebhookError
+from funnel.core.segment import Kind, Segment
+
+URL_MAX_LENGTH = 2048
+SECRET_MIN_LENGTH = 16
+SECRET_MAX_LENGTH = 128
+
+
+def new_secret() -> str:
+    """A random signing secret (256 bits), shown once when the subscription is made."""
+    return f"whsec_{secrets.token_hex(32)}"
+
+
+def check_segment(segment_id: str, segment: Segment | None) -> None:
+    """A subscription needs a stored segment (static, dynamic, composite) of the catalog."""
+    if segment is None:
+        raise WebhookError(
+            "segment_id",
+            f"segment {segment_id[:80]!r} is not in the catalog",
+            "name a segment of funnel_segments (GET /v1/segments lists them)",
+        )
+    if segment.kind is Kind.PROXY:
+        raise WebhookError(
+            "segment_id",
+            f"segment {segment_id!r} is a proxy segment: it is answered at request time from users' tags and "
+            "has no versions, so there are no version changes to deliver",
+            "subscribe to a static, dynamic or composite segment",
+        )
+
+
+def check_url(url: object, refuse_private: bool = False) -> str:
+    """An http(s) URL with a host and no credentials in it; returned as given."""
+    if not isinstance(url, str) or not url:
+        raise WebhookError("url", "is missing", "give the receiver's URL, e.g. https://hooks.example.com/funnel")
+    if len(url) > URL_MAX_LENGTH:
+        raise WebhookError("url", f"is {len(url)} characters long", f"use a URL of at most {URL_MAX_LENGTH}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise WebhookError("url", f"is not a valid URL ({exc})", "give an http:// or https:// URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise WebhookError(
+            "url", f"has scheme {parts.scheme!r}", "give an http:// or https:// URL (webhooks are HTTP POSTs)"
+        )
+    if not host:
+        raise WebhookError("url", "has no host", "give the receiver's host, e.g. https://hooks.example.com/funnel")
+    if parts.username or parts.password:
+        raise WebhookError(
+            "url",
+            "holds credentials (user:password@)",
+            "leave them out: the receiver authenticates funnel by the X-Funnel-Signature header",
+        )
+    if any(ord(ch) < 33 or ord(ch) > 126 for ch in url):
+        raise WebhookError("url", "holds spaces, control or non-ASCII characters", "percent-encode them")
+    if refuse_private and _is_private(host):
+        raise WebhookError(
+            "url",
+            f"points at {host!r}, a loopback, private or link-local address, which [funnel] "
+            "webhook_refuse_private forbids",
+            "give a public receiver, or turn webhook_refuse_private off",
+        )
+    return url
+
+
+def _is_private(host: str) -> bool:
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False  # unresolvable now: the delivery will say so
+    return any(
+        (ip := ipaddress.ip_address(a.split("%")[0])).is_private or ip.is_loopback or ip.is_link_local
+        for a in addresses
+    )
+
+
+def check_secret(secret: object) -> str:
+    """A signing secret: printable ASCII without spaces, 16 to 128 characters."""
+    if not isinstance(secret, str):
+        raise WebhookError("secret", "must be a string", "leave it out to have one generated")
+    if not (SECRET_MIN_LENGTH <= len(secret) <= SECRET_MAX_LENGTH) or not all(33 <= ord(c) <= 126 for c in secret):
+        raise WebhookError(
+            "secret",
+            f"must be {SECRET_MIN_LENGTH} to {SECRET_MAX_LENGTH} printable ASCII characters without spaces",
+            "leave it out to have one generated",
+        )
+    return secret
+
+
+def check_from_version(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise WebhookError(
+            "from_version", "must be a version number (1 or more)", "leave it out to start after the live version"
+        )
+    return value

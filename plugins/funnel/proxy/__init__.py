@@ -1,1 +1,0 @@
-"""Proxy segments: per-user tags and the rules answered over them."""

@@ -1,0 +1,1 @@
+"""HiveServer2: submit, poll, cancel and stream a query."""

@@ -1,0 +1,1 @@
+"""MySQL (second level, durable): versions, history, webhooks, tags' ledgers."""

@@ -1,0 +1,1 @@
+"""Redis (first level, serving): segment sets, the lock, the change feed, the lean client."""

@@ -1,1 +1,0 @@
-"""The two member stores: MySQL (durable, versioned) and Redis (serving)."""
