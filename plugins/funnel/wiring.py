@@ -317,3 +317,22 @@ def previewer(
 def freshness_objectives() -> Objectives:
     """What fresh means, from the settings: the dynamic schedule in its timezone, a static segment's grace."""
     return Objectives(settings.DYNAMIC_SCHEDULE, settings.TIMEZONE, dt.timedelta(minutes=settings.STATIC_GRACE_MINUTES))
+
+
+def catalog_hook(conn_id: str = settings.MYSQL_CONN_ID) -> FunnelMySqlHook:
+    """The catalog's MySQL hook, with the catalog's own short timeouts: DAG parsing and the API's
+    background re-read never wait long on a hung MySQL (they fall back to the last-good copy)."""
+    return FunnelMySqlHook(
+        mysql_conn_id=conn_id,
+        connect_timeout=settings.CATALOG_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=settings.CATALOG_READ_TIMEOUT_SECONDS,
+    )
+
+
+def mysql_hook(conn_id: str = settings.MYSQL_CONN_ID) -> FunnelMySqlHook:
+    """A MySQL hook with the run-time timeouts (a refresh's, a preview's, the CLI's)."""
+    return FunnelMySqlHook(
+        mysql_conn_id=conn_id,
+        connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS,
+    )
