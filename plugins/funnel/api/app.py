@@ -31,7 +31,7 @@ from funnel import settings
 from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, granted_scope, require
 from funnel.api.error_answers import JSON, add_error_handlers, error_answer
 from funnel.api.service import Service
-from funnel.core import ids
+from funnel.core.ids import USER_ID_PATTERN, user_id_problem
 from funnel.core.composite_expr import describe, parse_expression, to_json
 from funnel.core.errors import (
     BadInput,
@@ -145,8 +145,8 @@ def _user_id(raw: object, where: str = "user_id") -> str:
         raw = str(raw)
     if not isinstance(raw, str):
         raise BadInput(f"{where} must be a string")
-    if ids.USER_ID_PATTERN.fullmatch(raw) is None:
-        raise BadInput(f"{where} {raw[:80]!r} {ids.user_id_problem(raw)}")
+    if USER_ID_PATTERN.fullmatch(raw) is None:
+        raise BadInput(f"{where} {raw[:80]!r} {user_id_problem(raw)}")
     return raw
 
 
@@ -705,7 +705,7 @@ def _ids_of(body: Any) -> list[str]:
         raise BadInput('send {"user_ids": ["...", ...]} with at least one user id')
     if len(ids) > settings.MAX_CHECK_IDS:
         raise BadInput(f"at most {settings.MAX_CHECK_IDS} user ids per request; got {len(ids)}", 413)
-    match = ids.USER_ID_PATTERN.fullmatch
+    match = USER_ID_PATTERN.fullmatch
     if not all(isinstance(i, str) and match(i) for i in ids):
         ids = [_user_id(raw, f"user_ids[{index}]") for index, raw in enumerate(ids)]
     return list(dict.fromkeys(ids))
