@@ -31,7 +31,6 @@ from funnel import settings
 from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, granted_scope, require
 from funnel.api.error_answers import JSON, add_error_handlers, error_answer
 from funnel.api.service import Service
-from funnel.core.ids import USER_ID_PATTERN, user_id_problem
 from funnel.core.composite_expr import describe, parse_expression, to_json
 from funnel.core.errors import (
     BadInput,
@@ -41,6 +40,7 @@ from funnel.core.errors import (
     TimeRefused,
     WebhookError,
 )
+from funnel.core.ids import USER_ID_PATTERN, user_id_problem
 from funnel.core.states import Freshness
 from funnel.core.user_events import parse_events
 from funnel.core.utc_time import ISO_EXAMPLE, Naive, parse_utc, utc_now
