@@ -31,7 +31,7 @@ from funnel.storage.redis.segment_sets import RedisSegmentStore
 from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
 
 if TYPE_CHECKING:
-    from funnel.services.preview import Previewer
+    from funnel.services.previewer import Previewer
 
 
 def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
@@ -274,11 +274,12 @@ def previewer(
     mysql_conn_id: str = settings.MYSQL_CONN_ID,
     hive_conn_id: str = settings.HIVE_CONN_ID,
 ) -> Iterator[Previewer]:
-    """A ``Previewer`` (``funnel.services.preview``) with the preview settings, over a MySQL connection
+    """A ``Previewer`` (``funnel.services.previewer``) with the preview settings, over a MySQL connection
     of its own (closed on exit), the Redis client ``redis`` (default: a new one) and HiveServer2.
     It only reads."""
     from funnel.services.catalog import serving_catalog
-    from funnel.services.preview import Previewer, PreviewLimits
+    from funnel.services.preview_values import PreviewLimits
+    from funnel.services.previewer import Previewer
 
     limits = PreviewLimits(
         timeout_seconds=settings.PREVIEW_TIMEOUT_SECONDS,

@@ -6,7 +6,7 @@ its freshness; exit status 1 when the stores disagree, 2 when a segment is stale
 ``ensure-pool`` (the Airflow pool Hive queries run in), ``static-runs`` (each static
 segment's DAG and run_at), ``rebuild-redis SEGMENT_ID|--all`` (reload Redis from MySQL),
 ``serve`` (the serving API), ``preview SEGMENT_ID | --query-file PATH | --rule-file PATH`` (what a
-segment would hold, without writing anything; ``funnel.services.preview``), ``history USER_ID`` (when the user
+segment would hold, without writing anything; ``funnel.services.previewer``), ``history USER_ID`` (when the user
 entered and left each segment, within ``change_history_days``; the API's ``/v1/users/{user_id}/history``),
 ``webhooks add|list|enable|disable|remove|deliveries|retry`` (webhook subscriptions).
 """
@@ -244,12 +244,12 @@ def preview(
     kind: str | None,
     as_json: bool,
 ) -> int:
-    """Preview a segment, a query or a rule (``funnel.services.preview``); print the answer. Exit status 1
+    """Preview a segment, a query or a rule (``funnel.services.previewer``); print the answer. Exit status 1
     with the message when it cannot be previewed (a bad query or rule, a time limit, Hive down)."""
     import json
 
     from funnel.core.errors import FunnelError
-    from funnel.services.preview import PreviewRequest
+    from funnel.services.preview_values import PreviewRequest
 
     _logs_to_stderr()  # stdout holds the answer alone (``--json | jq`` works)
     if query_file is not None:
