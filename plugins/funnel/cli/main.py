@@ -124,14 +124,9 @@ def freshness_report() -> list[str]:
     from funnel.core.freshness import assess
     from funnel.core.utc_time import utc_now
     from funnel.services.catalog import serving_catalog
-    from funnel.storage.hooks import FunnelMySqlHook
     from funnel.storage.mysql.run_history import RunHistory
 
-    catalog = serving_catalog(
-        FunnelMySqlHook(
-            connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS
-        )
-    )
+    catalog = serving_catalog(wiring.mysql_hook())
     with contextlib.closing(wiring.mysql_connection()) as conn:
         summaries = RunHistory(conn).summaries()
     objectives, now = wiring.freshness_objectives(), utc_now()
@@ -179,13 +174,12 @@ def webhooks_command(args: argparse.Namespace) -> int:
     from funnel.core.utc_time import utc_now
     from funnel.services.catalog import serving_catalog
     from funnel.services.webhook_admin import subscribe
-    from funnel.storage.hooks import FunnelMySqlHook
 
     with contextlib.closing(wiring.mysql_connection()) as conn:
         store = wiring.webhook_store(conn)
         try:
             if args.action == "add":
-                segments = {s.segment_id: s for s in serving_catalog(FunnelMySqlHook()).segments}
+                segments = {s.segment_id: s for s in serving_catalog(wiring.mysql_hook()).segments}
                 webhook, secret = subscribe(
                     conn,
                     segments,
@@ -387,7 +381,7 @@ def static_runs(output: Path) -> None:
 
     lines = [
         f"{plan.dag_id} {plan.run_at.isoformat()}\n"
-        for plan in plan_dags(load_catalog().segments, settings.DYNAMIC_SCHEDULE)
+        for plan in plan_dags(load_catalog(wiring.catalog_hook()).segments, settings.DYNAMIC_SCHEDULE)
         if plan.kind is Kind.STATIC and plan.run_at is not None
     ]
     output.write_text("".join(lines))
@@ -555,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     past.add_argument("--json", action="store_true", help="the API's JSON answer instead of a table")
     args = parser.parse_args(argv)
     if args.command == "migrate":
-        applied = migrate()
+        applied = migrate(wiring.schema_hook())
         print(f"funnel schema: {'applied migrations ' + str(applied) if applied else 'up to date'}")
     elif args.command == "hive":
         run_hive_script(args.path)
