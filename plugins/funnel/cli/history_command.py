@@ -9,6 +9,7 @@ from typing import Any
 
 from funnel import settings, wiring
 from funnel.core import ids
+from funnel.core.states import ChangeType
 
 
 def history(
@@ -77,7 +78,7 @@ def _proxy_rows(changes: Sequence[Any]) -> list[tuple[str, str, str, str]]:
     open_stays: dict[str, Any] = {}
     for change in changes:
         label = f"{change.segment_id} (proxy)"
-        if change.change == "entered":
+        if change.change == ChangeType.ENTERED:
             open_stays[change.segment_id] = change
             continue
         began = open_stays.pop(change.segment_id, None)

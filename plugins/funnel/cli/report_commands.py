@@ -18,6 +18,7 @@ def report() -> bool:
     version with as many users.
     """
     from funnel.core.proxy_rule import is_leaf, leaf_ranges, parse_rule
+    from funnel.core.segment import Kind
     from funnel.core.utc_time import utc_now
     from funnel.services.restore import redis_serves
     from funnel.storage.mysql.segment_versions import MySqlSegmentStore
@@ -31,10 +32,10 @@ def report() -> bool:
         rows = cursor.fetchall()
         conn.commit()
         store, tags = MySqlSegmentStore(conn), wiring.mysql_tag_store(conn)
-        lives = {row[0]: store.live_version(row[0]) for row in rows if row[1] != "proxy"}
+        lives = {row[0]: store.live_version(row[0]) for row in rows if row[1] != Kind.PROXY}
         tag_live = tags.live()
         tag_users = tags.count(tag_live.version)
-        rules = {row[0]: parse_rule(row[0], row[3], settings.NEW_USER_DAYS) for row in rows if row[1] == "proxy"}
+        rules = {row[0]: parse_rule(row[0], row[3], settings.NEW_USER_DAYS) for row in rows if row[1] == Kind.PROXY}
         proxy_sizes = {segment_id: tags.count_matching(rule, now) for segment_id, rule in rules.items()}
     tags_serving = redis_tags.serving()
     # No tags at all agree with an empty Redis (nothing to restore).
@@ -43,7 +44,7 @@ def report() -> bool:
     print(f"{'segment':<24} {'kind':<9} {'version':>7} {'redis':>9} {'mysql':>9}  agree")
     for segment_id, kind, enabled, _rule in rows:
         label = kind if enabled else f"{kind}*"
-        if kind == "proxy":
+        if kind == Kind.PROXY:
             rule = rules[segment_id]
             in_redis = (
                 f"{sum(redis_tags.count_range(tag, low, high) for tag, low, high in leaf_ranges(rule, now)):,}"

@@ -113,8 +113,9 @@ class LiveComparison:
                     counts[segment_id] += matches(rule, tags, now)
         found = []
         for proxy in proxies:
-            size = self._proxy_size(rules[proxy.segment_id], now)
-            found.append(Overlap(proxy.segment_id, "proxy", counts[proxy.segment_id], size, exact, lower_bound))
+            segment_id, kind = proxy.segment_id, proxy.kind.value
+            size = self._proxy_size(rules[segment_id], now)
+            found.append(Overlap(segment_id, kind, counts[segment_id], size, exact, lower_bound))
         return found
 
     def _proxy_size(self, rule: Rule, now: Any) -> int:

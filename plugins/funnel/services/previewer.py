@@ -23,14 +23,14 @@ segment, to see what that segment's next refresh would do with it. The preview:
 Nothing is written anywhere: no Redis key, no MySQL row (not even the run history). Memory
 is bounded by the cap: the preview's ids are one set of at most ``preview_max_rows``.
 
-Here: the validation and the whole preview. Step 2 is ``funnel.services.preview_members``, steps 3
-and 4 ``funnel.services.preview_comparison``; the request, limits and answer are
-``funnel.services.preview_values``.
-
 A composite rule (top-level ``union``, ``intersect`` or ``minus``), or an existing composite
 segment, is checked against the whole catalog as the catalog checks it (operands known, valid,
 stored and enabled; no cycle), then computed as its refresh computes it: from the operands'
 live versions in MySQL (``funnel.storage.mysql.composite_source``), streamed up to the cap, with no Hive.
+
+Here: the validation and the whole preview. Step 2 is ``funnel.services.preview_members``, steps 3
+and 4 ``funnel.services.preview_comparison``; the request, limits and answer are
+``funnel.services.preview_values``.
 """
 
 from __future__ import annotations
