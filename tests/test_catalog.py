@@ -13,6 +13,7 @@ import helpers
 import pytest
 from helpers import insert_segments
 
+from funnel import wiring
 from funnel.core.errors import CatalogError
 from funnel.core.query_check import rules_fingerprint
 from funnel.services.catalog import MYSQL_SOURCE, load_catalog
@@ -34,13 +35,13 @@ def ids(catalog: Any) -> list[str]:
 
 def test_rows_added_or_disabled_show_at_next_read(mysql_conn: Any, snapshot_path: Path) -> None:
     insert_segments(mysql_conn, {"segment_id": "a", **DYNAMIC})
-    assert ids(load_catalog()) == ["a"]
+    assert ids(load_catalog(wiring.catalog_hook())) == ["a"]
     insert_segments(mysql_conn, {"segment_id": "b", **DYNAMIC})
-    assert ids(load_catalog()) == ["a", "b"]
+    assert ids(load_catalog(wiring.catalog_hook())) == ["a", "b"]
     cur = mysql_conn.cursor()
     cur.execute("UPDATE funnel_segments SET enabled = FALSE WHERE segment_id = 'a'")
     mysql_conn.commit()
-    catalog = load_catalog()
+    catalog = load_catalog(wiring.catalog_hook())
     assert [(s.segment_id, s.enabled) for s in catalog.segments] == [("a", False), ("b", True)]
 
 
@@ -54,7 +55,7 @@ def test_variable_rows_join_and_mysql_wins_a_clash(
     ]
     monkeypatch.setenv("AIRFLOW_VAR_FUNNEL_SEGMENTS", json.dumps(rows))
     with caplog.at_level(logging.WARNING):
-        catalog = load_catalog()
+        catalog = load_catalog(wiring.catalog_hook())
     assert ids(catalog) == ["only_var", "shared"]
     shared = catalog.segments[1]
     assert (shared.name, shared.source) == ("Buyers", MYSQL_SOURCE)
@@ -67,7 +68,7 @@ def test_malformed_variable_is_an_error_not_a_crash(
 ) -> None:
     insert_segments(mysql_conn, {"segment_id": "a", **DYNAMIC})
     monkeypatch.setenv("AIRFLOW_VAR_FUNNEL_SEGMENTS", '{"segment_id": "x"}')
-    catalog = load_catalog()
+    catalog = load_catalog(wiring.catalog_hook())
     assert ids(catalog) == ["a"]
     assert [str(e) for e in catalog.errors] == [
         "segment 'variable:funnel_segments': field 'value' is not a JSON list of objects. Fix: set the "
@@ -84,7 +85,7 @@ def test_each_invalid_row_is_reported_while_the_others_build(mysql_conn: Any, sn
         {"segment_id": "stray_rule", **DYNAMIC, "rule": '{"tag": "x"}'},
         {"segment_id": "Bad Id", **DYNAMIC},
     )
-    catalog = load_catalog()
+    catalog = load_catalog(wiring.catalog_hook())
     assert ids(catalog) == ["good"]
     errors = sorted(str(e) for e in catalog.errors)
     assert errors[0].startswith("segment 'Bad Id': field 'segment_id' is not a lower-case slug")
@@ -97,11 +98,11 @@ def test_mysql_down_builds_from_last_good_snapshot(
     mysql_conn: Any, snapshot_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     insert_segments(mysql_conn, {"segment_id": "a", **DYNAMIC}, {"segment_id": "b", **DYNAMIC})
-    online = load_catalog()
+    online = load_catalog(wiring.catalog_hook())
     assert snapshot_path.exists()
     monkeypatch.setenv("AIRFLOW_CONN_FUNNEL_MYSQL", "mysql://root@127.0.0.1:1/funnel_test")
     with caplog.at_level(logging.WARNING):
-        offline = load_catalog()
+        offline = load_catalog(wiring.catalog_hook())
     assert offline.from_snapshot
     assert offline.segments == online.segments
     assert "building 2 segments from the last-good snapshot" in caplog.text
@@ -110,7 +111,7 @@ def test_mysql_down_builds_from_last_good_snapshot(
 def test_mysql_down_without_snapshot_says_what_to_fix(snapshot_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_FUNNEL_MYSQL", "mysql://root@127.0.0.1:1/funnel_test")
     with pytest.raises(CatalogError, match=r"no last-good snapshot at .*Fix: make MySQL connection 'funnel_mysql'"):
-        load_catalog()
+        load_catalog(wiring.catalog_hook())
 
 
 @pytest.fixture
@@ -124,10 +125,10 @@ def test_hung_mysql_times_out_quickly_and_uses_snapshot(
     mysql_conn: Any, snapshot_path: Path, monkeypatch: pytest.MonkeyPatch, silent_server: int
 ) -> None:
     insert_segments(mysql_conn, {"segment_id": "a", **DYNAMIC})
-    load_catalog()
+    load_catalog(wiring.catalog_hook())
     monkeypatch.setenv("AIRFLOW_CONN_FUNNEL_MYSQL", f"mysql://root@127.0.0.1:{silent_server}/funnel_test")
     started = time.monotonic()
-    catalog = load_catalog()
+    catalog = load_catalog(wiring.catalog_hook())
     elapsed = time.monotonic() - started
     assert catalog.from_snapshot
     assert ids(catalog) == ["a"]
@@ -136,7 +137,7 @@ def test_hung_mysql_times_out_quickly_and_uses_snapshot(
 
 def test_snapshot_remembers_checked_queries(mysql_conn: Any, snapshot_path: Path) -> None:
     insert_segments(mysql_conn, {"segment_id": "a", **DYNAMIC})
-    load_catalog()
+    load_catalog(wiring.catalog_hook())
     saved = catalog_snapshot.load(str(snapshot_path))
     assert saved is not None
     assert saved.checked_queries == {catalog_snapshot.query_digest(DYNAMIC["query"], rules_fingerprint())}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from funnel.cli.main import main, split_statements
+from funnel.cli.main import main
+from funnel.cli.script_commands import split_statements
 
 
 def test_split_statements_keeps_semicolons_inside_lines() -> None:

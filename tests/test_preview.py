@@ -1,4 +1,4 @@
-"""Previews (``funnel.services.preview`` and ``python -m funnel.cli preview``) against the real services:
+"""Previews (``funnel.services.previewer`` and ``python -m funnel.cli preview``) against the real services:
 what a segment would hold and change, with nothing written to Redis or MySQL."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from funnel.core.refresh_guards import guard_violation
 from funnel.core.run_info import RunInfo
 from funnel.core.segment import Kind
 from funnel.services.catalog import validate_rows
-from funnel.services.preview import Preview, PreviewRequest
+from funnel.services.preview_values import Preview, PreviewRequest
 from funnel.services.refresh import RefreshRequest
 from funnel.storage import layout
 from funnel.storage.redis.segment_lock import SegmentLock

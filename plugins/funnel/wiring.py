@@ -31,7 +31,7 @@ from funnel.storage.redis.segment_sets import RedisSegmentStore
 from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
 
 if TYPE_CHECKING:
-    from funnel.services.preview import Previewer
+    from funnel.services.previewer import Previewer
 
 
 def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
@@ -116,14 +116,8 @@ def mysql_connection(conn_id: str = settings.MYSQL_CONN_ID, *, local_infile: boo
     """
     import MySQLdb
 
-    hook = FunnelMySqlHook(
-        mysql_conn_id=conn_id,
-        connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS,
-        read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS,
-        local_infile=local_infile,
-    )
     try:
-        return hook.get_conn()
+        return mysql_hook(conn_id, local_infile=local_infile).get_conn()
     except MySQLdb.OperationalError as exc:
         raise StoreError(
             f"cannot connect to MySQL connection {conn_id!r} within {settings.MYSQL_CONNECT_TIMEOUT_SECONDS}s "
@@ -274,11 +268,12 @@ def previewer(
     mysql_conn_id: str = settings.MYSQL_CONN_ID,
     hive_conn_id: str = settings.HIVE_CONN_ID,
 ) -> Iterator[Previewer]:
-    """A ``Previewer`` (``funnel.services.preview``) with the preview settings, over a MySQL connection
+    """A ``Previewer`` (``funnel.services.previewer``) with the preview settings, over a MySQL connection
     of its own (closed on exit), the Redis client ``redis`` (default: a new one) and HiveServer2.
     It only reads."""
     from funnel.services.catalog import serving_catalog
-    from funnel.services.preview import Previewer, PreviewLimits
+    from funnel.services.preview_values import PreviewLimits
+    from funnel.services.previewer import Previewer
 
     limits = PreviewLimits(
         timeout_seconds=settings.PREVIEW_TIMEOUT_SECONDS,
@@ -291,11 +286,7 @@ def previewer(
         hive_poll_seconds=settings.HIVE_POLL_SECONDS,
         hive_log_every_seconds=settings.HIVE_LOG_EVERY_SECONDS,
     )
-    catalog_hook = FunnelMySqlHook(
-        mysql_conn_id=mysql_conn_id,
-        connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS,
-        read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS,
-    )
+    hook = mysql_hook(mysql_conn_id)
     client = redis if redis is not None else redis_client()
     try:
         with contextlib.closing(mysql_connection(mysql_conn_id)) as conn:
@@ -304,7 +295,7 @@ def previewer(
                 redis_tags=redis_tag_store(client),
                 mysql=MySqlSegmentStore(conn),
                 mysql_tags=MySqlTagStore(conn),
-                read_catalog=lambda: serving_catalog(catalog_hook),
+                read_catalog=lambda: serving_catalog(hook),
                 hive_connect=hive_hook(hive_conn_id).get_conn,
                 limits=limits,
                 composite_source=lambda: composite_source(mysql_conn_id),
@@ -329,10 +320,18 @@ def catalog_hook(conn_id: str = settings.MYSQL_CONN_ID) -> FunnelMySqlHook:
     )
 
 
-def mysql_hook(conn_id: str = settings.MYSQL_CONN_ID) -> FunnelMySqlHook:
-    """A MySQL hook with the run-time timeouts (a refresh's, a preview's, the CLI's)."""
+def mysql_hook(conn_id: str = settings.MYSQL_CONN_ID, *, local_infile: bool = False) -> FunnelMySqlHook:
+    """A MySQL hook with the run-time timeouts (a refresh's, a preview's, the CLI's); ``local_infile``
+    for a bulk load (``LOAD DATA LOCAL INFILE``)."""
     return FunnelMySqlHook(
         mysql_conn_id=conn_id,
         connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS,
         read_timeout=settings.MYSQL_READ_TIMEOUT_SECONDS,
+        local_infile=local_infile,
     )
+
+
+def schema_hook(conn_id: str = settings.MYSQL_CONN_ID) -> FunnelMySqlHook:
+    """The hook ``migrate`` runs on: the run-time connect timeout, no read timeout (an ALTER TABLE of
+    a large table may run longer than any read timeout, and must not be cut off half-way)."""
+    return FunnelMySqlHook(mysql_conn_id=conn_id, connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS)

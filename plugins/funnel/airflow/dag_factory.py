@@ -37,7 +37,6 @@ from funnel.core.segment import Kind, Segment
 from funnel.core.templating import check_template
 from funnel.services.catalog import Catalog, load_catalog
 from funnel.storage import catalog_snapshot, layout
-from funnel.storage.hooks import FunnelMySqlHook
 
 log = logging.getLogger(__name__)
 
@@ -245,11 +244,7 @@ def read_subscribed_segments(catalog: Catalog) -> list[str]:
     path = catalog_snapshot.subscribed_path(settings.catalog_snapshot_path())
     started = time.monotonic()
     try:
-        hook = FunnelMySqlHook(
-            connect_timeout=settings.CATALOG_CONNECT_TIMEOUT_SECONDS,
-            read_timeout=settings.CATALOG_READ_TIMEOUT_SECONDS,
-        )
-        conn = hook.get_conn()
+        conn = wiring.catalog_hook().get_conn()
         try:
             found = WebhookStore(conn).subscribed_segments()
         finally:
@@ -307,7 +302,7 @@ def register_dags(namespace: MutableMapping[str, object]) -> None:
 
 
 def _register(namespace: MutableMapping[str, object], started: float) -> None:
-    catalog = load_catalog()
+    catalog = load_catalog(wiring.catalog_hook())
     for error in catalog.errors:
         log.error("funnel: invalid segment, not refreshed: %s", error)
     tag_error = tag_query_error(settings.tag_query()) if settings.tag_query() else None

@@ -166,15 +166,11 @@ def _segments_not_done(dag_id: str, run_id: str, since: dt.datetime | None) -> l
     """The enabled dynamic and composite segments (the catalog now) whose attempts in the run are not done."""
     import contextlib
 
-    from funnel import settings, wiring
+    from funnel import wiring
     from funnel.services.catalog import serving_catalog
-    from funnel.storage.hooks import FunnelMySqlHook
     from funnel.storage.mysql.run_history import RunHistory
 
-    hook = FunnelMySqlHook(
-        connect_timeout=settings.CATALOG_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.CATALOG_READ_TIMEOUT_SECONDS
-    )
-    planned = [s.segment_id for s in serving_catalog(hook).segments if s.enabled and s.kind.on_slots]
+    planned = [s.segment_id for s in serving_catalog(wiring.catalog_hook()).segments if s.enabled and s.kind.on_slots]
     with contextlib.closing(wiring.mysql_connection()) as conn:
         statuses = RunHistory(conn).statuses_in_run(
             dag_id, run_id, planned, since or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -577,7 +577,7 @@ def _add_routes(app: FastAPI) -> None:
 async def _preview(service: Service, body: Any) -> Response:
     """``POST /v1/preview``: validate, run the query on Hive (in a thread of the preview pool),
     compare with the live segments; nothing is written."""
-    from funnel.services.preview import PreviewRequest
+    from funnel.services.preview_values import PreviewRequest
 
     request = PreviewRequest(**_preview_fields(body))
     answer = await service.previews.run(request)  # errors answer through funnel.api.error_answers

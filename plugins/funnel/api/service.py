@@ -45,7 +45,7 @@ from funnel.storage.redis.replies import int_or_none, text
 from funnel.storage.tag_store import EventsOutcome, MySqlTagStore
 
 if TYPE_CHECKING:
-    from funnel.services.preview import PreviewRequest
+    from funnel.services.preview_values import PreviewRequest
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class Restorer:
 
 
 class Previews:
-    """Previews (``funnel.services.preview``) in threads of their own, at most ``slots`` at once: the Hive
+    """Previews (``funnel.services.previewer``) in threads of their own, at most ``slots`` at once: the Hive
     work never blocks the event loop and never takes the threads other requests use."""
 
     def __init__(self, slots: int) -> None:

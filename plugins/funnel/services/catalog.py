@@ -170,12 +170,11 @@ def _warn_once(message: str) -> None:
         log.warning(message)
 
 
-def load_catalog(hook: FunnelMySqlHook | None = None, snapshot_path: str | None = None) -> Catalog:
-    """Read both sources and validate; fall back to the last-good snapshot if MySQL fails."""
-    hook = hook or FunnelMySqlHook(
-        connect_timeout=settings.CATALOG_CONNECT_TIMEOUT_SECONDS,
-        read_timeout=settings.CATALOG_READ_TIMEOUT_SECONDS,
-    )
+def load_catalog(hook: FunnelMySqlHook, snapshot_path: str | None = None) -> Catalog:
+    """Read both sources and validate; fall back to the last-good snapshot if MySQL fails.
+
+    ``hook``: the catalog's own, with its short timeouts (``funnel.wiring.catalog_hook``).
+    """
     path = snapshot_path or settings.catalog_snapshot_path()
     last_good = catalog_snapshot.load(path)
     variable_rows, variable_errors = read_variable_rows(settings.CATALOG_VARIABLE)

@@ -294,7 +294,13 @@ def ensure_database(hook: FunnelMySqlHook) -> str:
             f"MySQL connection {hook.get_conn_id()!r} names database {database!r}; "
             "set a plain database name (letters, digits, '_') as the connection's schema"
         )
-    bootstrap = FunnelMySqlHook(mysql_conn_id=hook.get_conn_id(), schema="information_schema")
+    # The same connection and timeouts, on a database that always exists.
+    bootstrap = FunnelMySqlHook(
+        mysql_conn_id=hook.get_conn_id(),
+        schema="information_schema",
+        connect_timeout=hook.connect_timeout,
+        read_timeout=hook.read_timeout,
+    )
     conn = bootstrap.get_conn()
     try:
         conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
@@ -318,9 +324,9 @@ def _execute_idempotent(cur: Any, statement: str) -> None:
         log.info("funnel: migration statement already applied (%s)", _ALREADY_DONE[exc.args[0]])
 
 
-def migrate(hook: FunnelMySqlHook | None = None) -> list[int]:
-    """Apply pending migrations; return the ids applied now (empty when up to date)."""
-    hook = hook or FunnelMySqlHook()
+def migrate(hook: FunnelMySqlHook) -> list[int]:
+    """Apply pending migrations over ``hook`` (``funnel.wiring.schema_hook``); return the ids applied
+    now (empty when up to date)."""
     ensure_database(hook)
     conn = hook.get_conn()
     applied_now: list[int] = []

@@ -1,0 +1,38 @@
+"""``static-runs`` (each static segment's DAG and run_at) and ``ensure-pool`` (the Airflow pool
+Hive queries run in): the commands that speak to Airflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from funnel import settings, wiring
+
+
+def static_runs(output: Path) -> None:
+    """Write ``dag_id run_at`` lines for each enabled static segment (what the demo runs).
+
+    A file, not stdout: Airflow's logging writes to stdout too.
+    """
+    from funnel.core.dag_plan import plan_dags
+    from funnel.core.segment import Kind
+    from funnel.services.catalog import load_catalog
+
+    lines = [
+        f"{plan.dag_id} {plan.run_at.isoformat()}\n"
+        for plan in plan_dags(load_catalog(wiring.catalog_hook()).segments, settings.DYNAMIC_SCHEDULE)
+        if plan.kind is Kind.STATIC and plan.run_at is not None
+    ]
+    output.write_text("".join(lines))
+
+
+def ensure_pool() -> None:
+    """Create or resize the Airflow pool every Hive query runs in (needs Airflow's metadata DB)."""
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool(
+        settings.HIVE_POOL,
+        settings.HIVE_POOL_SLOTS,
+        "funnel: concurrent segment queries on HiveServer2",
+        include_deferred=False,
+    )
+    print(f"pool {settings.HIVE_POOL}: {settings.HIVE_POOL_SLOTS} slots")
