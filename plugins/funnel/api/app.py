@@ -700,12 +700,12 @@ async def _json_body(request: Request) -> Any:
 
 
 def _ids_of(body: Any) -> list[str]:
-    ids = body.get("user_ids") if isinstance(body, dict) else None
-    if not isinstance(ids, list) or not ids:
+    user_ids = body.get("user_ids") if isinstance(body, dict) else None
+    if not isinstance(user_ids, list) or not user_ids:
         raise BadInput('send {"user_ids": ["...", ...]} with at least one user id')
-    if len(ids) > settings.MAX_CHECK_IDS:
-        raise BadInput(f"at most {settings.MAX_CHECK_IDS} user ids per request; got {len(ids)}", 413)
+    if len(user_ids) > settings.MAX_CHECK_IDS:
+        raise BadInput(f"at most {settings.MAX_CHECK_IDS} user ids per request; got {len(user_ids)}", 413)
     match = ids.USER_ID_PATTERN.fullmatch
-    if not all(isinstance(i, str) and match(i) for i in ids):
-        ids = [_user_id(raw, f"user_ids[{index}]") for index, raw in enumerate(ids)]
-    return list(dict.fromkeys(ids))
+    if not all(isinstance(i, str) and match(i) for i in user_ids):
+        user_ids = [_user_id(raw, f"user_ids[{index}]") for index, raw in enumerate(user_ids)]
+    return list(dict.fromkeys(user_ids))
