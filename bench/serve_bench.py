@@ -564,28 +564,32 @@ def whatif_app():
 
     - ``hiredis``: redis.asyncio connections pack commands with ``hiredis.pack_command`` (C) instead
       of redis-py's Python packer (a ``connection_class`` in wiring.async_redis_client);
-    - ``ids``: ``_ids_of`` checks all ids with one regex over the ids joined by newlines (app.py);
+    - ``ids``: ``user_ids_of`` checks all ids with one regex over the ids joined by newlines
+      (api/request_inputs.py, as api/member_routes.py calls it);
     - ``catalog``: past ``api_catalog_ttl_seconds`` the catalog is re-read in the background while
-      requests go on with the copy in hand (service.py ``Service.catalog`` makes every request
-      of the worker wait for the re-read);
+      requests go on with the copy in hand (for a ``Service.catalog`` that makes every request
+      of the worker wait for the re-read; api/catalog_copy.py re-reads in the background already);
     - ``fast``: ``GET /v1/segments/{id}/members/{user}`` answered by a plain ASGI function in front
-      of FastAPI, with funnel's own auth, Service and _membership; anything unusual (an error, a
+      of FastAPI, with funnel's own auth, Service and member_answer; anything unusual (an error, a
       missing token) falls through to the FastAPI app, which answers it as before.
     """
     import re
 
-    from funnel.storage import layout
+    from funnel import settings
     from funnel.api import app as api
+    from funnel.api import fast_paths, member_routes
     from funnel.api.auth import require, scope_of
+    from funnel.api.error_answers import JSON
     from funnel.api.service import Service
+    from funnel.core import ids
 
     import inspect
 
     patches = set(os.environ.get("BENCH_PATCH", "").split(",")) - {""}
     # Apply only what still fits the code under test, and say what was applied.
-    if "fast" in patches and hasattr(api, "FastPaths"):
+    if "fast" in patches and hasattr(fast_paths, "FastPaths"):
         patches.discard("fast")  # the API answers these paths before FastAPI already
-    if "ids" in patches and not hasattr(api, "_ids_of"):
+    if "ids" in patches and not hasattr(member_routes, "user_ids_of"):
         patches.discard("ids")
     if "catalog" in patches and (
         not all(name in inspect.getsource(Service) for name in ("_catalog_at", "return self._catalog"))
@@ -604,11 +608,11 @@ def whatif_app():
     if "ids" in patches:
         one = rf"[!-~](?:[ -~]{{0,{ids.USER_ID_MAX_LENGTH - 2}}}[!-~])?"
         every = re.compile(rf"(?:{one}\n)*{one}")
-        original = api._ids_of
+        original = member_routes.user_ids_of
 
         def ids_of(body):
             ids = body.get("user_ids") if isinstance(body, dict) else None
-            if isinstance(ids, list) and ids and len(ids) <= api.settings.MAX_CHECK_IDS:
+            if isinstance(ids, list) and ids and len(ids) <= settings.MAX_CHECK_IDS:
                 try:
                     whole = every.fullmatch("\n".join(ids)) is not None
                 except TypeError:
@@ -617,7 +621,7 @@ def whatif_app():
                     return list(dict.fromkeys(ids))
             return original(body)
 
-        api._ids_of = ids_of
+        member_routes.user_ids_of = ids_of
     if "catalog" in patches:
         import asyncio
         import time
@@ -629,7 +633,7 @@ def whatif_app():
         async def catalog(self):
             """Stale while revalidate: past the TTL, re-read in the background and answer from the
             copy in hand; only the very first read is awaited."""
-            if self._catalog_at > 0 and time.monotonic() - self._catalog_at >= api.settings.API_CATALOG_TTL_SECONDS:
+            if self._catalog_at > 0 and time.monotonic() - self._catalog_at >= settings.API_CATALOG_TTL_SECONDS:
                 task = getattr(self, "_bench_reread", None)
                 if task is None or task.done():
                     self._bench_reread = asyncio.get_running_loop().create_task(reread(self))
@@ -654,9 +658,8 @@ def whatif_app():
                         async with state.service_lock:
                             service = getattr(state, "service", None) or Service()
                             state.service = service
-                    user_id = api._user_id(parts[5])
-                    entry = await service.entry(parts[3])
-                    response = api._membership(entry, user_id, await service.check(entry, [user_id]))
+                    body, source = await member_routes.member_answer(service, parts[3], parts[5])
+                    response = JSON(body, headers={"X-Funnel-Source": source})
                 except Exception:
                     pass  # FastAPI answers it, errors included, as it does today
                 else:

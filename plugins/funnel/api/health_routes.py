@@ -1,0 +1,25 @@
+"""``/healthz`` (the process is up) and ``/readyz`` (Redis and MySQL answer), both without auth."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from funnel.api.error_answers import JSON
+from funnel.api.service_access import request_service
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is up (no auth)")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Redis and MySQL answer (no auth)")
+async def readyz(request: Request) -> Response:
+    service = await request_service(request, None)
+    problems = await service.ready()
+    if problems:
+        return JSON({"status": "unavailable", "failing": sorted(problems)}, status_code=503)
+    return JSON({"status": "ready"})

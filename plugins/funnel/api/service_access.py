@@ -1,0 +1,47 @@
+"""The one way a route or a hot path reaches the ``Service``: check the request's token against
+the scope the endpoint needs, then the app's ``Service``, made at the first request (a mounted
+app gets no lifespan, so clients and stores are never made at import or start-up)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+
+from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, granted_scope, require
+from funnel.api.service import Service
+
+
+async def request_service(request: Request, scope: str | None) -> Service:
+    """Check the token (``scope`` None: no auth), then the app's ``Service``, made once."""
+    return await service_for(
+        request.app,
+        request.headers.get("authorization"),
+        scope,
+        request.cookies.get(AIRFLOW_LOGIN_COOKIE),
+        request.method in ("GET", "HEAD"),
+    )
+
+
+async def service_for(
+    app: FastAPI,
+    authorization: str | None,
+    scope: str | None,
+    login_cookie: str | None = None,
+    safe_method: bool = True,
+) -> Service:
+    """``request_service`` from the parts of a request (the hot paths have no ``Request``)."""
+    if scope is not None:
+        granted = await granted_scope(
+            authorization,
+            app.state.tokens,
+            airflow_login=app.state.airflow_login,
+            login_cookie=login_cookie,
+            safe_method=safe_method,
+        )
+        require(scope, granted)
+    service = getattr(app.state, "service", None)
+    if service is None:
+        async with app.state.service_lock:
+            service = getattr(app.state, "service", None)
+            if service is None:
+                service = app.state.service = Service()
+    return service
