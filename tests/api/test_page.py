@@ -13,9 +13,9 @@ import pytest
 from browser_driver import Chromium
 from fastapi.testclient import TestClient
 
+from funnel.api.segments_page import STATIC_DIR
 from funnel.core.errors import RefreshRejected
 from funnel.core.segment import Kind
-from funnel.ui import STATIC_DIR
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 READY = "document.body.dataset.state === 'ready'"

@@ -33,7 +33,7 @@ from funnel.api import (
 )
 from funnel.api.error_answers import JSON, add_error_handlers
 from funnel.api.fast_paths import FastPaths
-from funnel.ui import mount_ui
+from funnel.api.segments_page import mount_ui
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from funnel.core.errors import Busy
 from funnel.services.restore import restore_into_redis
 
 if TYPE_CHECKING:
-    from funnel.services.preview import PreviewRequest
+    from funnel.services.preview_values import PreviewRequest
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Restorer:
 
 
 class Previews:
-    """Previews (``funnel.services.preview``) in threads of their own, at most ``slots`` at once: the Hive
+    """Previews (``funnel.services.previewer``) in threads of their own, at most ``slots`` at once: the Hive
     work never blocks the event loop and never takes the threads other requests use."""
 
     def __init__(self, slots: int) -> None:

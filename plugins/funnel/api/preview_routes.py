@@ -26,7 +26,7 @@ router = APIRouter(tags=["preview"])
     },
 )
 async def preview(request: Request) -> Response:
-    from funnel.services.preview import PreviewRequest  # Hive's client: loaded at the first preview
+    from funnel.services.preview_values import PreviewRequest  # Hive's client: loaded at the first preview
 
     service = await request_service(request, "write")
     preview_request = PreviewRequest(**preview_fields(await json_body(request)))

@@ -34,7 +34,7 @@ from funnel.storage.mysql.webhook_store import VersionDeliveries, Webhook, Webho
 from funnel.storage.tag_store import EventsOutcome, MySqlTagStore
 
 if TYPE_CHECKING:
-    from funnel.services.preview import PreviewRequest
+    from funnel.services.preview_values import PreviewRequest
 
 
 class Service:
