@@ -38,11 +38,13 @@ from funnel.storage import layout
 from funnel.storage.hooks import FunnelMySqlHook
 from funnel.storage.layout import MetaField, TagsMetaField
 from funnel.storage.mysql import membership_history
+from funnel.storage.mysql.event_ledger import EventsOutcome
 from funnel.storage.mysql.membership_history import AtAnswer
 from funnel.storage.mysql.run_history import RunHistory
-from funnel.storage.mysql.segment_versions import LiveVersion, MySqlSegmentStore
+from funnel.storage.mysql.segment_version_reader import LiveVersion
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.redis.replies import int_or_none, text
-from funnel.storage.tag_store import EventsOutcome, MySqlTagStore
 
 if TYPE_CHECKING:
     from funnel.services.preview import PreviewRequest
@@ -674,7 +676,7 @@ class Service:
         rules = {entry.segment_id: entry.proxy_rule for entry in proxies}
 
         def run(conn: Any) -> tuple[EventsOutcome, bool]:
-            return ingest(events, wiring.mysql_tag_store(conn), self.sync_tags, utc_now(), rules, self.sync_feed)
+            return ingest(events, wiring.event_ledger(conn), self.sync_tags, utc_now(), rules, self.sync_feed)
 
         return await self.in_thread(self.with_mysql(run))
 

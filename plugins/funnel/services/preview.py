@@ -56,9 +56,11 @@ from funnel.services.refresh import normalize_user_ids
 from funnel.services.restore import redis_serves
 from funnel.storage.hive.hive_query import HiveQuery
 from funnel.storage.mysql.composite_source import CompositeSource
-from funnel.storage.mysql.segment_versions import LiveVersion, MySqlSegmentStore
+from funnel.storage.mysql.segment_version_reader import LiveVersion
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.redis.segment_sets import RedisSegmentStore
-from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
+from funnel.storage.redis.tag_sets import RedisTagStore
 
 log = logging.getLogger(__name__)
 
