@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from funnel import wiring
-from funnel.core.errors import RefreshRejected, RefreshSuperseded
+from funnel.core.errors import RefreshRejected, RefreshSuperseded, TagRowError
 from funnel.core.run_info import RunInfo
 from funnel.core.user_events import Event, EventType
 from funnel.services.event_ingest import ingest
@@ -73,6 +73,21 @@ def test_a_load_swaps_the_baseline_into_both_stores(loader: TagLoader, redis_cli
     assert tags(loader, "1", "u2", "3") == (expected, expected)
     assert loader.redis.serving() == (1, 3)
     assert loader.mysql.live().as_of == AS_OF
+
+
+def test_a_fractional_user_id_fails_the_load_and_swaps_nothing(loader: TagLoader, redis_client: Any) -> None:
+    loader.load(run(28), AS_OF - dt.timedelta(days=1), rows((1, None, 2)), lock(redis_client))
+    with pytest.raises(TagRowError, match="a fraction") as caught:
+        loader.load(run(), AS_OF, rows((1, None, 3), (1.5, None, 1)), lock(redis_client))
+    assert "1.5" in str(caught.value)
+    assert (loader.mysql.live().version, loader.redis.serving()) == (1, (1, 1))
+    assert tags(loader, "1", "1.5") == ([(None, 2), None], [(None, 2), None])
+
+
+def test_an_integral_float_user_id_is_stored_as_its_integer(loader: TagLoader, redis_client: Any) -> None:
+    loader.load(run(), AS_OF, rows((7.0, "2026-11-01 10:00:00", 2)), lock(redis_client))
+    expected = [(dt.datetime(2026, 11, 1, 10, tzinfo=dt.UTC), 2), None]
+    assert tags(loader, "7", "7.0") == (expected, expected)
 
 
 def test_an_order_posted_while_a_load_runs_is_counted_after_the_swap(loader: TagLoader, redis_client: Any) -> None:

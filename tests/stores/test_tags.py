@@ -4,14 +4,17 @@ ordered by seq, and the version check that keeps a late write out of a newer loa
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from funnel.core.run_info import RunInfo
 from funnel.core.user_events import Event, EventType
 from funnel.core.user_tags import TagRow
 from funnel.services.event_ingest import ingest
 from funnel.storage import layout
+from funnel.storage.hooks import FunnelMySqlHook
 from funnel.storage.mysql.event_ledger import EventLedger
 from funnel.storage.mysql.tag_versions import MySqlTagStore, TagVersion
 from funnel.storage.redis.tag_sets import RedisTagStore
@@ -143,3 +146,52 @@ def test_rule_crossings_are_logged_with_the_batch_once_and_pruned_by_age(stores:
     cur.execute(logged)
     assert cur.fetchall() == (("u1", "exited", "c1"),)
     mysql_conn.commit()
+
+
+AWKWARD_ROWS = [
+    TagRow("c\\d", at(5), 3),
+    TagRow("\\N", None, 0),
+    TagRow('q"uote', at(90), 1),
+    TagRow("in ner", at(1), 2),
+    TagRow("c\\d", None, 4),  # the same user again: the last row wins
+]
+
+
+@pytest.fixture
+def bulk_conn(mysql_conn: Any) -> Iterator[Any]:
+    """A second connection to the emptied test database that allows LOAD DATA LOCAL INFILE."""
+    conn = FunnelMySqlHook(local_infile=True).get_conn()
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["inserts", "load_data"])
+def test_both_load_paths_stage_the_same_tags(mysql_conn: Any, bulk_conn: Any, bulk: bool) -> None:
+    store = MySqlTagStore(bulk_conn if bulk else mysql_conn, bulk_load=bulk)
+    version = store.begin_version(RunInfo("funnel_user_tags", "r", NOW), NOW, NOW)
+    store.add_rows(version, AWKWARD_ROWS[:2])
+    store.add_rows(version, AWKWARD_ROWS[2:])
+    assert store.bulk_load is bulk
+    assert store.count(version) == 4
+    assert store.tags_of(["c\\d", "\\N", 'q"uote', "in ner"], version) == {
+        "c\\d": TagRow("c\\d", None, 4),
+        "\\N": TagRow("\\N", None, 0),
+        'q"uote': TagRow('q"uote', at(90), 1),
+        "in ner": TagRow("in ner", at(1), 2),
+    }
+
+
+def test_a_server_that_refuses_load_data_stages_tags_with_inserts(bulk_conn: Any, caplog: Any) -> None:
+    cur = bulk_conn.cursor()
+    cur.execute("SELECT @@GLOBAL.local_infile")
+    (before,) = cur.fetchone()
+    cur.execute("SET GLOBAL local_infile = 0")  # the server now refuses LOAD DATA LOCAL
+    try:
+        store = MySqlTagStore(bulk_conn, bulk_load=True)
+        version = store.begin_version(RunInfo("funnel_user_tags", "r", NOW), NOW, NOW)
+        store.add_rows(version, AWKWARD_ROWS[:2])
+    finally:
+        cur.execute(f"SET GLOBAL local_infile = {int(before)}")
+    assert store.bulk_load is False
+    assert "refused LOAD DATA LOCAL INFILE" in caplog.text
+    assert store.count(version) == 2
