@@ -146,8 +146,8 @@ def test_history_prints_a_users_stays_and_proxy_changes_as_a_table(mysql_conn: A
     from funnel.core.run_info import RunInfo
     from funnel.core.user_events import Event, EventType
     from funnel.core.utc_time import utc_now
+    from funnel.storage.mysql.event_ledger import EventLedger
     from funnel.storage.mysql.segment_versions import MySqlSegmentStore
-    from funnel.storage.tag_store import MySqlTagStore
 
     now = utc_now().replace(microsecond=0)
     store = MySqlSegmentStore(mysql_conn)
@@ -161,7 +161,7 @@ def test_history_prints_a_users_stays_and_proxy_changes_as_a_table(mysql_conn: A
         store.promote("buyers", version, run, 1, now - dt.timedelta(hours=hours_ago))
     loyal = {"loyal": parse_rule("loyal", '{"tag": "order_count", "op": ">=", "value": 1}', 30)}
     order = Event("o-1", EventType.ORDER, "1", now - dt.timedelta(minutes=30))
-    MySqlTagStore(mysql_conn).record_events([order], "r" * 32, now, loyal)
+    EventLedger(mysql_conn).record_events([order], "r" * 32, now, loyal)
 
     assert main(["history", "1"]) == 0
     shown = capsys.readouterr().out.splitlines()

@@ -454,6 +454,22 @@ def test_null_ids_are_skipped_and_counted(refresher: Refresher) -> None:
     assert live(refresher) == (digits(1, 2), digits(1, 2))
 
 
+def test_a_fractional_id_fails_the_refresh_and_swaps_nothing_in_either_store(refresher: Refresher) -> None:
+    do(refresher, [1, 2, 3], run_at(20))
+    with pytest.raises(UserIdError, match="a fraction") as caught:
+        do(refresher, [2.0, 3.0, 4.0, 1.5], run_at(21))  # 1.5 names no user: neither '1.5' nor '1'
+    assert "1.5" in str(caught.value)
+    assert live(refresher) == (digits(1, 2, 3), digits(1, 2, 3))
+    assert staged_leftovers(refresher) == ((), ())
+    assert query(refresher, f"SELECT status FROM {layout.RUNS_TABLE} ORDER BY id") == (("success",), ("failed",))
+
+
+def test_an_integral_float_id_is_stored_as_its_integer_in_both_stores(refresher: Refresher) -> None:
+    result = do(refresher, [7.0, 8, "9"], run_at(20))  # Hive's DOUBLE of an integer id
+    assert result.size == 3
+    assert live(refresher) == ({"7", "8", "9"}, {"7", "8", "9"})
+
+
 def test_unusable_user_id_names_segment_and_fix() -> None:
     with pytest.raises(UserIdError, match=r"segment 'seg'.*Fix: make the query's first column the user id"):
         normalize_user_ids("seg", ["x" * 65])

@@ -22,13 +22,16 @@ from funnel.services.tag_load import TagLoader
 from funnel.services.webhook_delivery import Deliverer, DeliverySettings
 from funnel.storage.hooks import FunnelHiveHook, FunnelMySqlHook
 from funnel.storage.mysql.composite_source import CompositeSource
+from funnel.storage.mysql.event_ledger import EventLedger
+from funnel.storage.mysql.proxy_change_log import ProxyChangeLog
 from funnel.storage.mysql.run_history import RunHistory
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.mysql.webhook_store import WebhookStore
 from funnel.storage.redis.change_feed import SegmentFeed
 from funnel.storage.redis.segment_lock import SegmentLock
 from funnel.storage.redis.segment_sets import RedisSegmentStore
-from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
+from funnel.storage.redis.tag_sets import RedisTagStore
 
 if TYPE_CHECKING:
     from funnel.services.previewer import Previewer
@@ -224,6 +227,14 @@ def redis_tag_store(client: Any) -> RedisTagStore:
     return RedisTagStore(client, settings.STAGING_TTL_SECONDS)
 
 
+def event_ledger(conn: Any) -> EventLedger:
+    return EventLedger(conn)
+
+
+def proxy_change_log(conn: Any) -> ProxyChangeLog:
+    return ProxyChangeLog(conn)
+
+
 @contextlib.contextmanager
 def tag_loader(
     *, mysql_conn_id: str = settings.MYSQL_CONN_ID, redis_client: Any, batch_size: int = settings.BATCH_SIZE
@@ -233,6 +244,7 @@ def tag_loader(
         yield TagLoader(
             mysql=mysql_tag_store(conn),
             redis=redis_tag_store(redis_client),
+            proxy_changes=proxy_change_log(conn),
             history=history,
             batch_size=batch_size,
             keep_versions=settings.TAG_KEEP_VERSIONS,

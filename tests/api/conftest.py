@@ -30,7 +30,8 @@ from funnel.core.run_info import RunInfo
 from funnel.core.segment import Kind
 from funnel.services.composite_input import composite_batches
 from funnel.services.refresh import RefreshRequest, RefreshResult
-from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
+from funnel.storage.redis.tag_sets import RedisTagStore
 
 READ_TOKEN = "read-token-5c0a7e91d2"
 WRITE_TOKEN = "write-token-8b3f46aa17"

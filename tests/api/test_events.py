@@ -11,7 +11,7 @@ from helpers import insert_segments
 
 from funnel import settings
 from funnel.storage import layout
-from funnel.storage.tag_store import MySqlTagStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 

@@ -59,9 +59,9 @@ def test_a_crossing_the_feed_missed_is_published_by_the_next_sweep(
     assert post_events(event("o-1", "u9", minutes_ago=30), event("o-2", "u9", minutes_ago=20)).status_code == 200
     monkeypatch.undo()
     assert entries(redis_client, "loyal") == []  # recorded in MySQL, not in the stream yet
-    store = wiring.mysql_tag_store(mysql_conn)
-    assert [change.event_id for _, change in store.unpublished_changes(10)] == ["o-2"]
-    assert publish_proxy_changes(store, wiring.segment_feed(redis_client)) == 1
+    changes = wiring.proxy_change_log(mysql_conn)
+    assert [change.event_id for _, change in changes.unpublished(10)] == ["o-2"]
+    assert publish_proxy_changes(changes, wiring.segment_feed(redis_client)) == 1
     assert entries(redis_client, "loyal") == [("o-2", "entered", "u9")]
-    assert store.unpublished_changes(10) == []
-    assert publish_proxy_changes(store, wiring.segment_feed(redis_client)) == 0  # each once
+    assert changes.unpublished(10) == []
+    assert publish_proxy_changes(changes, wiring.segment_feed(redis_client)) == 0  # each once

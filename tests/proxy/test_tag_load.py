@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 
 from funnel import wiring
-from funnel.core.errors import RefreshRejected, RefreshSuperseded
+from funnel.core.errors import RefreshRejected, RefreshSuperseded, TagRowError
 from funnel.core.run_info import RunInfo
 from funnel.core.user_events import Event, EventType
 from funnel.services.event_ingest import ingest
 from funnel.services.restore import restore_tags
 from funnel.services.tag_load import TagLoader
 from funnel.storage import layout
+from funnel.storage.mysql.event_ledger import EventLedger
 from funnel.storage.redis.segment_lock import SegmentLock
 
 AS_OF = dt.datetime(2026, 11, 29, 6, tzinfo=dt.UTC)
@@ -47,6 +48,11 @@ def tags(loader: TagLoader, *user_ids: str) -> tuple[list[Any], list[Any]]:
     return mysql, redis
 
 
+def ledger(loader: TagLoader) -> EventLedger:
+    """The events ledger on the loader's MySQL connection (as the API records events)."""
+    return wiring.event_ledger(loader.mysql.conn)
+
+
 def order(event_id: str, user_id: str, at: dt.datetime) -> Event:
     return Event(event_id, EventType.ORDER, user_id, at)
 
@@ -69,6 +75,21 @@ def test_a_load_swaps_the_baseline_into_both_stores(loader: TagLoader, redis_cli
     assert loader.mysql.live().as_of == AS_OF
 
 
+def test_a_fractional_user_id_fails_the_load_and_swaps_nothing(loader: TagLoader, redis_client: Any) -> None:
+    loader.load(run(28), AS_OF - dt.timedelta(days=1), rows((1, None, 2)), lock(redis_client))
+    with pytest.raises(TagRowError, match="a fraction") as caught:
+        loader.load(run(), AS_OF, rows((1, None, 3), (1.5, None, 1)), lock(redis_client))
+    assert "1.5" in str(caught.value)
+    assert (loader.mysql.live().version, loader.redis.serving()) == (1, (1, 1))
+    assert tags(loader, "1", "1.5") == ([(None, 2), None], [(None, 2), None])
+
+
+def test_an_integral_float_user_id_is_stored_as_its_integer(loader: TagLoader, redis_client: Any) -> None:
+    loader.load(run(), AS_OF, rows((7.0, "2026-11-01 10:00:00", 2)), lock(redis_client))
+    expected = [(dt.datetime(2026, 11, 1, 10, tzinfo=dt.UTC), 2), None]
+    assert tags(loader, "7", "7.0") == (expected, expected)
+
+
 def test_an_order_posted_while_a_load_runs_is_counted_after_the_swap(loader: TagLoader, redis_client: Any) -> None:
     with wiring.tag_loader(redis_client=redis_client) as other:  # another process: the API
         loader.load(run(28), AS_OF - dt.timedelta(days=1), rows(("u1", None, 2)), lock(redis_client))
@@ -76,7 +97,7 @@ def test_an_order_posted_while_a_load_runs_is_counted_after_the_swap(loader: Tag
         def baseline() -> Iterator[list[tuple[Any, Any, Any]]]:
             yield [("u1", None, 2)]  # the warehouse as of AS_OF: two orders
             # Mid-load, the user orders again (after AS_OF): applied to the live version now...
-            outcome, _ = ingest([order("late-1", "u1", AS_OF + dt.timedelta(hours=1))], other.mysql, other.redis, NOW)
+            outcome, _ = ingest([order("late-1", "u1", AS_OF + dt.timedelta(hours=1))], ledger(other), other.redis, NOW)
             assert outcome.accepted == 1
             assert tags(other, "u1")[1] == [(None, 3)]
             yield [("u2", None, 1)]
@@ -92,7 +113,7 @@ def test_events_before_as_of_are_left_to_the_warehouse_and_later_ones_replayed(
 ) -> None:
     ingest(
         [order("before", "u1", AS_OF - dt.timedelta(hours=1)), order("after", "u1", AS_OF + dt.timedelta(hours=1))],
-        loader.mysql,
+        ledger(loader),
         loader.redis,
         NOW,
     )
@@ -154,9 +175,9 @@ def test_a_mysql_failure_after_the_redis_swap_puts_redis_back(loader: TagLoader,
 
 def test_redis_lost_its_tags_and_gets_them_back_with_the_events(loader: TagLoader, redis_client: Any) -> None:
     loader.load(run(), AS_OF, rows(("u1", None, 1), ("u2", "2026-11-20", 0)), lock(redis_client))
-    ingest([order("o", "u2", NOW - dt.timedelta(minutes=5))], loader.mysql, loader.redis, NOW)
+    ingest([order("o", "u2", NOW - dt.timedelta(minutes=5))], ledger(loader), loader.redis, NOW)
     redis_client.flushdb()
     with lock(redis_client) as held:
-        assert restore_tags(loader.mysql, loader.redis, 1, held)
-        assert not restore_tags(loader.mysql, loader.redis, 1, held)
+        assert restore_tags(loader.mysql, ledger(loader), loader.redis, 1, held)
+        assert not restore_tags(loader.mysql, ledger(loader), loader.redis, 1, held)
     assert tags(loader, "u1", "u2")[1] == [(None, 1), (dt.datetime(2026, 11, 20, tzinfo=dt.UTC), 1)]

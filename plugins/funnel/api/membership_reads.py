@@ -22,9 +22,10 @@ from funnel.core.proxy_rule import Tags, matches
 from funnel.core.utc_time import utc_now
 from funnel.storage import layout
 from funnel.storage.layout import MetaField
-from funnel.storage.mysql.segment_versions import LiveVersion, MySqlSegmentStore
+from funnel.storage.mysql.segment_version_reader import LiveVersion
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.redis.replies import text
-from funnel.storage.tag_store import MySqlTagStore
 
 #: The meta fields a user's segments read with each membership (plain text: the hot path encodes them per request).
 _VERSION_AND_SIZE = (MetaField.VERSION.value, MetaField.SIZE.value)

@@ -21,9 +21,10 @@ from funnel.core.utc_time import utc_now
 from funnel.storage import layout
 from funnel.storage.layout import MetaField, TagsMetaField
 from funnel.storage.mysql.run_history import RunHistory
-from funnel.storage.mysql.segment_versions import LiveVersion, MySqlSegmentStore
+from funnel.storage.mysql.segment_version_reader import LiveVersion
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.redis.replies import int_or_none, text
-from funnel.storage.tag_store import MySqlTagStore
 
 
 class SegmentDescriptions:

@@ -27,11 +27,13 @@ from funnel.services.event_ingest import ingest
 from funnel.services.webhook_admin import subscribe
 from funnel.storage import layout
 from funnel.storage.mysql import membership_history, segment_timeline
+from funnel.storage.mysql.event_ledger import EventsOutcome
 from funnel.storage.mysql.membership_history import AtAnswer, UserHistory
 from funnel.storage.mysql.segment_timeline import Attempt, KeptVersion
-from funnel.storage.mysql.segment_versions import LiveVersion, MySqlSegmentStore
+from funnel.storage.mysql.segment_version_reader import LiveVersion
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.mysql.webhook_store import VersionDeliveries, Webhook, WebhookStore
-from funnel.storage.tag_store import EventsOutcome, MySqlTagStore
 
 if TYPE_CHECKING:
     from funnel.services.preview_values import PreviewRequest
@@ -177,7 +179,7 @@ class Service:
         rules = {entry.segment_id: entry.proxy_rule for entry in (await self._catalog.view()).enabled_proxies}
 
         def run(conn: Any) -> tuple[EventsOutcome, bool]:
-            return ingest(events, wiring.mysql_tag_store(conn), self.sync_tags, utc_now(), rules, self.sync_feed)
+            return ingest(events, wiring.event_ledger(conn), self.sync_tags, utc_now(), rules, self.sync_feed)
 
         outcome, in_redis = await self._mysql.run(run)  # PartialWrite: 503 naming what MySQL took
         if not in_redis:

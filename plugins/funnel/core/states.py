@@ -66,9 +66,11 @@ class FeedChange(enum.StrEnum):
     END = "end"  # the closing entry of a version: its entered and exited counts
 
 
-#: The versions whose members MySQL still holds (the live one and the retired ones).
+#: The versions whose members MySQL still holds and pages (the live one and the retired ones).
+#: SQL asks ``state IN (%s, %s)`` with these as parameters (``funnel.storage.mysql.sql_params.marks``).
 PAGEABLE_STATES = (VersionState.LIVE, VersionState.RETIRED)
-#: The versions whose change log (entered / exited) is kept: the pageable ones and the archived ones.
+#: The versions whose change log (entered / exited) and member spans are kept: the pageable ones and
+#: the archived ones (the membership history and webhooks read them). In SQL as ``PAGEABLE_STATES``.
 LOGGED_STATES = (VersionState.LIVE, VersionState.RETIRED, VersionState.ARCHIVED)
 #: How an attempt ended when it did not change live data on purpose.
 SKIPPED_STATUSES = (RunStatus.SKIPPED, RunStatus.SUPERSEDED)

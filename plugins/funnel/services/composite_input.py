@@ -19,7 +19,7 @@ from funnel.core.composite_expr import Expr, describe, operands
 from funnel.core.errors import OperandNotComputed
 from funnel.core.run_info import RunInfo
 from funnel.storage.mysql.composite_source import CompositeSource
-from funnel.storage.mysql.segment_versions import LiveVersion
+from funnel.storage.mysql.segment_version_reader import LiveVersion
 
 
 @dataclass(frozen=True)

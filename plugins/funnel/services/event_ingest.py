@@ -19,15 +19,17 @@ from funnel.core.errors import PartialWrite
 from funnel.core.proxy_rule import Rule
 from funnel.core.states import FeedChange
 from funnel.core.user_events import Event
+from funnel.storage.mysql.event_ledger import EventLedger, EventsOutcome
+from funnel.storage.mysql.proxy_change_log import ProxyChangeLog
 from funnel.storage.redis.change_feed import SegmentFeed
-from funnel.storage.tag_store import EventsOutcome, MySqlTagStore, RedisTagStore
+from funnel.storage.redis.tag_sets import RedisTagStore
 
 log = logging.getLogger(__name__)
 
 
 def ingest(
     events: Sequence[Event],
-    mysql: MySqlTagStore,
+    ledger: EventLedger,
     redis: RedisTagStore,
     now: dt.datetime,
     rules: Mapping[str, Rule] | None = None,
@@ -44,7 +46,7 @@ def ingest(
     another tag version, because a load is swapping, which carries the events, or because
     Redis lost its data and needs a restore).
     """
-    outcome = mysql.record_events(events, uuid.uuid4().hex, now, rules)
+    outcome = ledger.record_events(events, uuid.uuid4().hex, now, rules)
     try:
         written = redis.apply(outcome.version, outcome.rows)
     except Exception as exc:
@@ -59,7 +61,7 @@ def ingest(
         )
     if feed is not None:
         try:
-            publish_proxy_changes(mysql, feed)
+            publish_proxy_changes(ledger.proxy_changes, feed)
         except Exception as exc:  # the changes are durable; the next batch's sweep publishes them
             log.warning(
                 "proxy change feed: not published now, the next batch retries (%s: %s)", type(exc).__name__, exc
@@ -71,7 +73,7 @@ def ingest(
 SWEEP_ROWS = 1_000
 
 
-def publish_proxy_changes(mysql: MySqlTagStore, feed: SegmentFeed) -> int:
+def publish_proxy_changes(changes: ProxyChangeLog, feed: SegmentFeed) -> int:
     """Publish every proxy change MySQL has not marked published, oldest first, to its segment's
     change feed (entries marked with the ``event`` that made the change), then mark it.
 
@@ -80,11 +82,11 @@ def publish_proxy_changes(mysql: MySqlTagStore, feed: SegmentFeed) -> int:
     many changes were published.
     """
     published = 0
-    while rows := mysql.unpublished_changes(SWEEP_ROWS):
+    while rows := changes.unpublished(SWEEP_ROWS):
         for (segment_id, change, event_id), group in itertools.groupby(
             (change for _, change in rows), key=lambda c: (c.segment_id, c.change, c.event_id)
         ):
             feed.publish(segment_id, FeedChange(change.value), [c.user_id for c in group], event=event_id)
-        mysql.mark_published([row_id for row_id, _ in rows])
+        changes.mark_published([row_id for row_id, _ in rows])
         published += len(rows)
     return published

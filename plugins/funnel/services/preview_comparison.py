@@ -17,9 +17,10 @@ from funnel.core.segment import Kind, Segment
 from funnel.services.preview_members import Members
 from funnel.services.preview_values import AgainstLive, Overlap, PreviewLimits
 from funnel.services.restore import redis_serves
-from funnel.storage.mysql.segment_versions import LiveVersion
+from funnel.storage.mysql.segment_version_reader import LiveVersion
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.redis.segment_sets import RedisSegmentStore
-from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
+from funnel.storage.redis.tag_sets import RedisTagStore
 
 #: Ids per SSCAN step when a live set smaller than the preview is walked.
 SCAN_COUNT = 1_000

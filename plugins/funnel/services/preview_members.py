@@ -27,7 +27,7 @@ from funnel.services.preview_values import PreviewLimits
 from funnel.services.refresh import normalize_user_ids
 from funnel.storage.hive.hive_query import HiveQuery
 from funnel.storage.mysql.composite_source import CompositeSource
-from funnel.storage.tag_store import MySqlTagStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 
 
 @dataclass

@@ -52,8 +52,9 @@ from funnel.services.preview_members import MemberReader
 from funnel.services.preview_values import Preview, PreviewLimits, PreviewRequest
 from funnel.storage.mysql.composite_source import CompositeSource
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.redis.segment_sets import RedisSegmentStore
-from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
+from funnel.storage.redis.tag_sets import RedisTagStore
 
 #: The segment id a query or rule previewed without one is validated and logged under.
 PLACEHOLDER_ID = "preview"

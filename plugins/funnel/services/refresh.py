@@ -49,7 +49,8 @@ from funnel.services.attempt import Stoppable, describe_failure
 from funnel.services.overlapped_pipeline import Staged, stage_in_parallel
 from funnel.services.restore import publish_feed, sync_redis_from_mysql
 from funnel.storage.mysql.run_history import Outcome, RunHistory
-from funnel.storage.mysql.segment_versions import LiveVersion, MySqlSegmentStore
+from funnel.storage.mysql.segment_version_reader import LiveVersion
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 from funnel.storage.redis.change_feed import SegmentFeed
 from funnel.storage.redis.segment_lock import SegmentLock, describe
 from funnel.storage.redis.segment_sets import RedisSegmentStore, segment_meta

@@ -22,11 +22,15 @@ from funnel.core.run_info import RunInfo
 from funnel.core.utc_time import utc_now
 from funnel.services.event_ingest import publish_proxy_changes
 from funnel.storage import layout
-from funnel.storage.mysql.segment_versions import LiveVersion, MySqlSegmentStore
+from funnel.storage.mysql.event_ledger import EventLedger
+from funnel.storage.mysql.proxy_change_log import ProxyChangeLog
+from funnel.storage.mysql.segment_version_reader import LiveVersion
+from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.redis.change_feed import SegmentFeed
 from funnel.storage.redis.segment_lock import SegmentLock
 from funnel.storage.redis.segment_sets import RedisSegmentStore, segment_meta
-from funnel.storage.tag_store import MySqlTagStore, RedisTagStore
+from funnel.storage.redis.tag_sets import RedisTagStore
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,8 @@ class Stores(Protocol):
     def segment_feed(self, client: Any) -> SegmentFeed: ...
     def mysql_tag_store(self, conn: Any) -> MySqlTagStore: ...
     def redis_tag_store(self, client: Any) -> RedisTagStore: ...
+    def event_ledger(self, conn: Any) -> EventLedger: ...
+    def proxy_change_log(self, conn: Any) -> ProxyChangeLog: ...
 
 
 def restore_into_redis(
@@ -67,7 +73,7 @@ def restore_into_redis(
     try:
         with contextlib.closing(stores.mysql_connection()) as conn:
             if segment_id == layout.TAGS_ID:
-                tags = (stores.mysql_tag_store(conn), stores.redis_tag_store(client))
+                tags = (stores.mysql_tag_store(conn), stores.event_ledger(conn), stores.redis_tag_store(client))
                 return restore_tags(*tags, settings.BATCH_SIZE, lock)
             store = stores.mysql_store(conn)
             redis, feed = stores.redis_store(client), stores.segment_feed(client)
@@ -82,7 +88,7 @@ def restore_all(stores: Stores, by: str) -> tuple[list[str], list[str]]:
         checked = [*sorted(stores.mysql_store(conn).segments_with_live_versions()), layout.TAGS_ID]
     rebuilt = [s for s in checked if restore_into_redis(s, stores, wait_seconds=settings.LOCK_WAIT_SECONDS, by=by)]
     with contextlib.closing(stores.mysql_connection()) as conn:  # proxy changes an event batch left unpublished
-        publish_proxy_changes(stores.mysql_tag_store(conn), stores.segment_feed(stores.redis_client()))
+        publish_proxy_changes(stores.proxy_change_log(conn), stores.segment_feed(stores.redis_client()))
     log.info("funnel: checked %d segments and the user tags; rebuilt %s", len(checked) - 1, rebuilt or "none")
     return checked, rebuilt
 
@@ -178,7 +184,9 @@ def _stage_changes_in_redis(
             redis.add_changes(segment_id, change, batch)
 
 
-def restore_tags(mysql: MySqlTagStore, redis: RedisTagStore, batch_size: int, lock: SegmentLock) -> bool:
+def restore_tags(
+    mysql: MySqlTagStore, ledger: EventLedger, redis: RedisTagStore, batch_size: int, lock: SegmentLock
+) -> bool:
     """Rebuild Redis's tags from MySQL's live version unless Redis serves it in full.
 
     The caller holds the tags' lock. Events that arrive during the rebuild are applied to
@@ -198,13 +206,13 @@ def restore_tags(mysql: MySqlTagStore, redis: RedisTagStore, batch_size: int, lo
         live.version,
         f"{expected:,}",
     )
-    watermark = mysql.last_event_id()
+    watermark = ledger.last_event_id()
     redis.clear_staged()
     for rows in mysql.iter_rows(live.version, batch_size):
         redis.add_staged(rows)
     lock.check()
     redis.swap(live)
     redis.drop_previous()
-    for rows in mysql.users_with_events_after(watermark, live.version, batch_size):
+    for rows in ledger.users_with_events_after(watermark, live.version, batch_size):
         redis.apply(live.version, rows)
     return True

@@ -30,9 +30,11 @@ from funnel.core.user_tags import TagRow, normalize_tag_rows
 from funnel.core.utc_time import utc_now
 from funnel.services.attempt import Stoppable, describe_failure
 from funnel.storage import layout
+from funnel.storage.mysql.proxy_change_log import ProxyChangeLog
 from funnel.storage.mysql.run_history import Outcome, RunHistory
+from funnel.storage.mysql.tag_versions import MySqlTagStore, TagVersion
 from funnel.storage.redis.segment_lock import SegmentLock
-from funnel.storage.tag_store import MySqlTagStore, RedisTagStore, TagVersion
+from funnel.storage.redis.tag_sets import RedisTagStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class TagLoader(Stoppable):
 
     mysql: MySqlTagStore
     redis: RedisTagStore
+    #: the proxy segments' changes, pruned after each load (``change_history_days``)
+    proxy_changes: ProxyChangeLog
     history: RunHistory
     batch_size: int
     keep_versions: int = 2
@@ -146,7 +150,7 @@ class TagLoader(Stoppable):
         pruned = self.mysql.prune(self.keep_versions)
         if pruned:
             log.info("user tags: pruned old versions %s", pruned)
-        expired = self.mysql.prune_proxy_changes(utc_now() - dt.timedelta(days=self.change_history_days))
+        expired = self.proxy_changes.prune(utc_now() - dt.timedelta(days=self.change_history_days))
         if expired:
             log.info("user tags: deleted %s proxy changes older than %s days", expired, self.change_history_days)
         log.info(

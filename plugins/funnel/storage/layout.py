@@ -62,6 +62,12 @@ MySQL (second level, durable; Redis can always be rebuilt from it):
   delivery cursor: the last version delivered in full, and how many batches of the next one.
 - ``funnel_webhook_deliveries``: one row per (webhook, segment, version, batch) tried: its
   status (pending, delivered, parked), attempts and last error.
+
+User ids are the same text in every key and table: one function, ``funnel.core.ids.user_id_from_hive``,
+turns a refresh's first column and the tag query's ``user_id`` into it (a BIGINT is its decimal
+text; a DOUBLE only when integral, ``7.0`` is ``'7'``; a fraction such as ``1.5`` names no user and
+fails the refresh or the load), and ``funnel.core.ids.user_id_problem`` says which ids are stored:
+1 to 64 printable ASCII characters, kept exactly, never trimmed.
 """
 
 from __future__ import annotations

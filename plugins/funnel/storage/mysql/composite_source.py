@@ -22,7 +22,7 @@ from typing import Any
 
 from funnel.core.composite_expr import Expr
 from funnel.core.sorted_merge import batched, evaluate
-from funnel.storage.mysql.segment_versions import LiveVersion, MySqlSegmentStore
+from funnel.storage.mysql.segment_version_reader import LiveVersion, SegmentVersionReader
 
 
 class CompositeSource:
@@ -31,7 +31,7 @@ class CompositeSource:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.store = MySqlSegmentStore(conn)
+        self.store = SegmentVersionReader(conn)
 
     def live_versions(self, segment_ids: Iterable[str]) -> dict[str, LiveVersion | None]:
         """Each operand's live version (None: never computed)."""

@@ -25,12 +25,14 @@ from typing import Any
 from funnel.core.errors import HistoryGone, NotReconstructable
 from funnel.core.proxy_changes import from_events_only
 from funnel.core.proxy_rule import Rule, Tags, matches, to_dict
-from funnel.core.states import ChangeType
+from funnel.core.states import LOGGED_STATES, ChangeType
 from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout
+from funnel.storage.mysql.sql_params import marks
 
-#: Version states whose history is kept (``VersionState``: live, retired, archived).
-_HISTORY_STATES = "('live', 'retired', 'archived')"
+#: ``IN`` these marks: the version states whose history is kept (``LOGGED_STATES``: live, retired,
+#: archived), passed as parameters (``*LOGGED_STATES``) where the marks stand.
+_LOGGED_MARKS = f"({marks(LOGGED_STATES)})"
 
 
 @dataclass(frozen=True)
@@ -105,16 +107,16 @@ def membership_at(
     cur = conn.cursor()
     try:
         cur.execute(
-            f"SELECT version FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND state IN {_HISTORY_STATES}"
+            f"SELECT version FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND state IN {_LOGGED_MARKS}"
             " AND promoted_at <= %s ORDER BY version DESC LIMIT 1",
-            (segment_id, to_naive_utc(at)),
+            (segment_id, *LOGGED_STATES, to_naive_utc(at)),
         )
         row = cur.fetchone()
         if row is None:
             cur.execute(
                 f"SELECT version, promoted_at, logged FROM {layout.VERSIONS_TABLE}"
-                f" WHERE segment_id = %s AND state IN {_HISTORY_STATES} ORDER BY version LIMIT 1",
-                (segment_id,),
+                f" WHERE segment_id = %s AND state IN {_LOGGED_MARKS} ORDER BY version LIMIT 1",
+                (segment_id, *LOGGED_STATES),
             )
             oldest = cur.fetchone()
             if oldest is None:
@@ -212,10 +214,10 @@ def user_history(
             f" FROM {layout.MEMBERSHIPS_TABLE} m"
             f" LEFT JOIN {layout.VERSIONS_TABLE} ve ON ve.segment_id = m.segment_id AND ve.version = m.entered"
             f" LEFT JOIN {layout.VERSIONS_TABLE} vx ON vx.segment_id = m.segment_id AND vx.version = m.exited"
-            f" AND vx.state IN {_HISTORY_STATES}"
-            f" WHERE {' AND '.join(where)} AND (ve.state IS NULL OR ve.state IN {_HISTORY_STATES})"
+            f" AND vx.state IN {_LOGGED_MARKS}"
+            f" WHERE {' AND '.join(where)} AND (ve.state IS NULL OR ve.state IN {_LOGGED_MARKS})"
             " ORDER BY m.segment_id, m.entered LIMIT %s",
-            (*params, limit + 1),
+            (*LOGGED_STATES, *params, *LOGGED_STATES, limit + 1),
         )
         stays = [_stay(row) for row in cur.fetchall()]
         where, params = ["user_id = %s"], [user_id]

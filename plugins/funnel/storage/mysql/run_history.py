@@ -21,6 +21,7 @@ from funnel.core.run_info import RunInfo
 from funnel.core.states import RunStatus
 from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout
+from funnel.storage.mysql.sql_params import marks
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +190,8 @@ class RunHistory:
         cur = self.conn.cursor()
         for start in range(0, len(segment_ids), IN_CHUNK):
             chunk = list(segment_ids[start : start + IN_CHUNK])
-            marks = ", ".join(["%s"] * len(chunk))
             cur.execute(
-                f"SELECT segment_id, status FROM {layout.RUNS_TABLE} WHERE segment_id IN ({marks})"
+                f"SELECT segment_id, status FROM {layout.RUNS_TABLE} WHERE segment_id IN ({marks(chunk)})"
                 " AND started_at >= %s AND dag_id = %s AND run_id = %s ORDER BY id",
                 (*chunk, to_naive_utc(since), dag_id, run_id),
             )

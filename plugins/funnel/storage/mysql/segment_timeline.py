@@ -13,12 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from funnel.core.states import RunStatus, VersionState
+from funnel.core.states import PAGEABLE_STATES, RunStatus, VersionState
 from funnel.core.utc_time import from_naive_utc
 from funnel.storage import layout
-
-#: The versions whose members MySQL still holds (the live one and the retired ones).
-KEPT_STATES = (VersionState.LIVE, VersionState.RETIRED)
+from funnel.storage.mysql.sql_params import marks
 
 
 @dataclass(frozen=True)
@@ -63,8 +61,8 @@ def kept_versions(conn: Any, segment_id: str) -> list[KeptVersion]:
     cur = conn.cursor()
     cur.execute(
         "SELECT version, state, logical_date, size, entered, exited, dag_id, run_id, created_at, promoted_at"
-        f" FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND state IN (%s, %s) ORDER BY version",
-        (segment_id, *(state.value for state in KEPT_STATES)),
+        f" FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND state IN ({marks(PAGEABLE_STATES)}) ORDER BY version",
+        (segment_id, *PAGEABLE_STATES),
     )
     rows = cur.fetchall()
     conn.commit()

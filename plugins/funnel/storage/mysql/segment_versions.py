@@ -19,134 +19,49 @@ version (everyone entered) is not logged (``funnel_segment_versions.logged``), i
 entered are its members. Every write of a staging version first checks, in the same
 transaction, that the version is still ``staging``: an earlier try that a retry has
 taken over can write nothing more once its version is discarded.
+
+Reading (the live pointer, a version's members and changes) is
+``funnel.storage.mysql.segment_version_reader``; this store writes and reads.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import logging
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
-
-import MySQLdb
 
 from funnel.core.errors import StoreError
 from funnel.core.run_info import RunInfo
-from funnel.core.states import VersionState
-from funnel.core.utc_time import from_naive_utc, to_naive_utc, utc_now
+from funnel.core.states import LOGGED_STATES, ChangeType, VersionState
+from funnel.core.utc_time import to_naive_utc, utc_now
 from funnel.storage import layout
+from funnel.storage.mysql.bulk_load import write_rows
+from funnel.storage.mysql.segment_version_reader import LIVE_COLUMNS, LiveVersion, SegmentVersionReader, live_from_row
+from funnel.storage.mysql.sql_params import marks
 
 #: Rows deleted or updated per statement when cleaning up, so no statement holds locks long.
 DELETE_CHUNK = 10_000
-
-#: LOAD DATA's default escaping (FIELDS ESCAPED BY '\\'), applied to each user id.
-LOAD_DATA_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
-#: Server errors meaning "LOAD DATA LOCAL is not allowed here".
-LOAD_DATA_REFUSED = {1148, 2068, 3948, 4166}  # MySQL and MariaDB codes
-
-log = logging.getLogger(__name__)
 
 # Joins between the change log and the spans go from the log (STRAIGHT_JOIN): the log holds
 # the few users a version changed, the spans every member; the other order would read the
 # whole segment.
 
-#: The rows of a version: ``{m}`` is the memberships alias, ``%s`` the version, twice.
-_IN_VERSION = "{m}.entered <= %s AND ({m}.exited IS NULL OR {m}.exited > %s)"
 
-
-@dataclass(frozen=True)
-class LiveVersion:
-    """The version a segment's readers see."""
-
-    version: int
-    logical_date: dt.datetime
-    size: int
-    dag_id: str
-    run_id: str
-    refreshed_at: dt.datetime
-    entered: int | None = None
-    exited: int | None = None
-
-    def is_after(self, run: RunInfo, version: int) -> bool:
-        """True when this live version must not be replaced by ``version`` computed by ``run``."""
-        return (self.logical_date, self.version) > (run.logical_date, version)
-
-
-class MySqlSegmentStore:
-    """Versions and member spans of segments in MySQL, over one DB-API (mysqlclient) connection.
+class MySqlSegmentStore(SegmentVersionReader):
+    """Writes segments' versions and member spans in MySQL (and reads them, as a
+    ``SegmentVersionReader``), over one DB-API (mysqlclient) connection.
 
     With ``bulk_load`` (the connection must allow ``LOAD DATA LOCAL INFILE``), batches of
     ids are loaded from an in-memory file, about 2.4x faster than multi-row INSERTs; if the
-    server refuses, the store falls back to INSERTs for good and says so once.
+    server refuses, the store falls back to INSERTs for good and says so once
+    (``funnel.storage.mysql.bulk_load``).
     """
 
     def __init__(self, conn: Any, bulk_load: bool = False) -> None:
-        self.conn = conn
+        super().__init__(conn)
         self.bulk_load = bulk_load
 
     # ------------------------------------------------------------------ versions
-
-    def live_version(self, segment_id: str) -> LiveVersion | None:
-        cur = self.conn.cursor()
-        cur.execute(f"SELECT {_LIVE_COLUMNS} FROM {layout.LIVE_TABLE} WHERE segment_id = %s", (segment_id,))
-        row = cur.fetchone()
-        self.conn.commit()
-        return _live(row) if row else None
-
-    def live_versions(self) -> dict[str, LiveVersion]:
-        """Every segment's live version, in one read."""
-        cur = self.conn.cursor()
-        cur.execute(f"SELECT segment_id, {_LIVE_COLUMNS} FROM {layout.LIVE_TABLE}")
-        found = {row[0]: _live(row[1:]) for row in cur.fetchall()}
-        self.conn.commit()
-        return found
-
-    def segments_with_live_versions(self) -> set[str]:
-        cur = self.conn.cursor()
-        cur.execute(f"SELECT segment_id FROM {layout.LIVE_TABLE}")
-        found = {row[0] for row in cur.fetchall()}
-        self.conn.commit()
-        return found
-
-    def has_version(self, segment_id: str, version: int) -> bool:
-        """Whether ``version`` is still kept (live or retired): a pinned cursor may read it."""
-        cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT 1 FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s"
-            " AND state IN ('live', 'retired')",
-            (segment_id, version),
-        )
-        found = cur.fetchone() is not None
-        self.conn.commit()
-        return found
-
-    def kept_refreshed_at(self, segment_id: str, version: int) -> tuple[bool, dt.datetime | None]:
-        """Whether ``version`` is still kept (live or retired), and when it was made live."""
-        cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT promoted_at FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s"
-            " AND state IN ('live', 'retired')",
-            (segment_id, version),
-        )
-        row = cur.fetchone()
-        self.conn.commit()
-        if row is None:
-            return False, None
-        return True, (from_naive_utc(row[0]) if row[0] is not None else None)
-
-    def is_logged(self, segment_id: str, version: int) -> bool:
-        """Whether ``version``'s changes are in the change log (a first version's are not)."""
-        cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT logged FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s", (segment_id, version)
-        )
-        row = cur.fetchone()
-        self.conn.commit()
-        return bool(row[0]) if row else True
 
     def begin_version(self, segment_id: str, run: RunInfo, now: dt.datetime, logged: bool = True) -> int:
         """Reserve the segment's next version number, in state 'staging'.
@@ -162,8 +77,17 @@ class MySqlSegmentStore:
         cur.execute(
             f"INSERT INTO {layout.VERSIONS_TABLE}"
             " (segment_id, version, state, logical_date, dag_id, run_id, created_at, logged)"
-            " VALUES (%s, %s, 'staging', %s, %s, %s, %s, %s)",
-            (segment_id, version, to_naive_utc(run.logical_date), run.dag_id, run.run_id, to_naive_utc(now), logged),
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                segment_id,
+                version,
+                VersionState.STAGING.value,
+                to_naive_utc(run.logical_date),
+                run.dag_id,
+                run.run_id,
+                to_naive_utc(now),
+                logged,
+            ),
         )
         self.conn.commit()
         return version
@@ -180,7 +104,7 @@ class MySqlSegmentStore:
         try:
             self._fence(segment_id, version)
             if logged:
-                change = {"segment_id": segment_id, "version": version, "change_type": "entered"}
+                change = {"segment_id": segment_id, "version": version, "change_type": ChangeType.ENTERED.value}
                 self._load_ids(layout.CHANGES_TABLE, change, user_ids)
             added = self._load_ids(layout.MEMBERSHIPS_TABLE, {"segment_id": segment_id, "entered": version}, user_ids)
             self.conn.commit()
@@ -195,7 +119,7 @@ class MySqlSegmentStore:
             return 0
         try:
             self._fence(segment_id, version)
-            change = {"segment_id": segment_id, "version": version, "change_type": "exited"}
+            change = {"segment_id": segment_id, "version": version, "change_type": ChangeType.EXITED.value}
             logged = self._load_ids(layout.CHANGES_TABLE, change, user_ids)
             self.conn.commit()
         except BaseException:
@@ -213,9 +137,9 @@ class MySqlSegmentStore:
                 f"UPDATE {layout.CHANGES_TABLE} c STRAIGHT_JOIN {layout.MEMBERSHIPS_TABLE} m"
                 " ON m.segment_id = c.segment_id AND m.user_id = c.user_id"
                 " SET m.exited = %s"
-                " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = 'exited'"
+                " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = %s"
                 " AND m.exited IS NULL AND m.entered < %s",
-                (version, segment_id, version, version),
+                (version, segment_id, version, ChangeType.EXITED.value, version),
             )
             closed = int(cur.rowcount)
             self.conn.commit()
@@ -232,7 +156,7 @@ class MySqlSegmentStore:
             (segment_id, version),
         )
         row = cur.fetchone()
-        if row is None or row[0] != "staging":
+        if row is None or row[0] != VersionState.STAGING:
             raise StoreError(
                 f"segment {segment_id!r}: version {version} is no longer staged (a newer try of the refresh "
                 "cleaned it up); nothing more was written. Fix: none needed, the newer try refreshes the segment"
@@ -241,33 +165,11 @@ class MySqlSegmentStore:
     def _load_ids(self, table: str, constants: dict[str, object], user_ids: Sequence[str]) -> int:
         """Insert one row per id into ``table``: ``user_id`` and the same ``constants`` each time;
         rows already there are ignored. Returns how many were inserted."""
-        names = list(constants)
-        values = tuple(constants.values())
-        user_ids = sorted(user_ids)  # InnoDB inserts in key order faster than at random
-        if self.bulk_load:
-            try:
-                body = "\n".join(user_id.translate(LOAD_DATA_ESCAPES) for user_id in user_ids).encode("ascii")
-                assignments = ", ".join(f"{name} = %s" for name in names)
-                with batch_file(body) as path:
-                    cur = self.conn.cursor()
-                    cur.execute(
-                        f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {table} CHARACTER SET ascii"
-                        f" (user_id) SET {assignments}",
-                        (path, *values),
-                    )
-                return int(cur.rowcount)
-            except MySQLdb.OperationalError as exc:
-                if exc.args[0] not in LOAD_DATA_REFUSED:
-                    raise
-                self.bulk_load = False
-                log.warning("funnel: MySQL refused LOAD DATA LOCAL INFILE (%s); staging with INSERTs", exc)
-        cur = self.conn.cursor()
-        placeholders = ", ".join(["%s"] * (len(names) + 1))
-        cur.executemany(
-            f"INSERT IGNORE INTO {table} (user_id, {', '.join(names)}) VALUES ({placeholders})",
-            [(user_id, *values) for user_id in user_ids],
+        columns = {"user_id": sorted(user_ids)}  # InnoDB inserts in key order faster than at random
+        added, self.bulk_load = write_rows(
+            self.conn, table, columns, constants, on_duplicate="IGNORE", bulk=self.bulk_load
         )
-        return int(cur.rowcount)
+        return added
 
     def clear_staged(self, segment_id: str) -> int:
         """Undo what failed attempts staged; return how many versions were cleaned.
@@ -278,22 +180,21 @@ class MySqlSegmentStore:
         """
         cur = self.conn.cursor()
         cur.execute(
-            f"UPDATE {layout.VERSIONS_TABLE} SET state = 'discarded' WHERE segment_id = %s AND state = 'staging'",
-            (segment_id,),
+            f"UPDATE {layout.VERSIONS_TABLE} SET state = %s WHERE segment_id = %s AND state = %s",
+            (VersionState.DISCARDED.value, segment_id, VersionState.STAGING.value),
         )
         self.conn.commit()
         cur.execute(
-            f"SELECT version, logged FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND state = 'discarded'",
-            (segment_id,),
+            f"SELECT version, logged FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND state = %s",
+            (segment_id, VersionState.DISCARDED.value),
         )
         versions = [(int(version), bool(logged)) for version, logged in cur.fetchall()]
         self.conn.commit()
         for version, logged in versions:
             self._undo(segment_id, version, logged)
             cur.execute(
-                f"UPDATE {layout.VERSIONS_TABLE} SET state = 'dropped' WHERE segment_id = %s AND version = %s"
-                " AND state = 'discarded'",
-                (segment_id, version),
+                f"UPDATE {layout.VERSIONS_TABLE} SET state = %s WHERE segment_id = %s AND version = %s AND state = %s",
+                (VersionState.DROPPED.value, segment_id, version, VersionState.DISCARDED.value),
             )
             self.conn.commit()
         return len(versions)
@@ -304,16 +205,16 @@ class MySqlSegmentStore:
             self._chunked(
                 f"DELETE m FROM {layout.CHANGES_TABLE} c STRAIGHT_JOIN {layout.MEMBERSHIPS_TABLE} m"
                 " ON m.segment_id = c.segment_id AND m.user_id = c.user_id"
-                " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = 'entered' AND m.entered = %s",
-                (segment_id, version, version),
+                " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = %s AND m.entered = %s",
+                (segment_id, version, ChangeType.ENTERED.value, version),
                 limit=False,
             )
             self._chunked(
                 f"UPDATE {layout.CHANGES_TABLE} c STRAIGHT_JOIN {layout.MEMBERSHIPS_TABLE} m"
                 " ON m.segment_id = c.segment_id AND m.user_id = c.user_id"
                 " SET m.exited = NULL"
-                " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = 'exited' AND m.exited = %s",
-                (segment_id, version, version),
+                " WHERE c.segment_id = %s AND c.version = %s AND c.change_type = %s AND m.exited = %s",
+                (segment_id, version, ChangeType.EXITED.value, version),
                 limit=False,
             )
             self._chunked(
@@ -356,24 +257,32 @@ class MySqlSegmentStore:
         """
         cur = self.conn.cursor()
         cur.execute(
-            f"SELECT {_LIVE_COLUMNS} FROM {layout.LIVE_TABLE} WHERE segment_id = %s FOR UPDATE",
+            f"SELECT {LIVE_COLUMNS} FROM {layout.LIVE_TABLE} WHERE segment_id = %s FOR UPDATE",
             (segment_id,),
         )
         row = cur.fetchone()
-        current = _live(row) if row else None
+        current = live_from_row(row) if row else None
         if current is not None and current.is_after(run, version):
             cur.execute(
-                f"UPDATE {layout.VERSIONS_TABLE} SET state = 'discarded', size = %s"
-                " WHERE segment_id = %s AND version = %s",
-                (size, segment_id, version),
+                f"UPDATE {layout.VERSIONS_TABLE} SET state = %s, size = %s WHERE segment_id = %s AND version = %s",
+                (VersionState.DISCARDED.value, size, segment_id, version),
             )
             self.conn.commit()
             return False, current
         naive_now = to_naive_utc(now)
         cur.execute(
-            f"UPDATE {layout.VERSIONS_TABLE} SET state = 'live', size = %s, promoted_at = %s, entered = %s,"
-            " exited = %s WHERE segment_id = %s AND version = %s AND state = 'staging'",
-            (size, naive_now, entered, exited, segment_id, version),
+            f"UPDATE {layout.VERSIONS_TABLE} SET state = %s, size = %s, promoted_at = %s, entered = %s,"
+            " exited = %s WHERE segment_id = %s AND version = %s AND state = %s",
+            (
+                VersionState.LIVE.value,
+                size,
+                naive_now,
+                entered,
+                exited,
+                segment_id,
+                version,
+                VersionState.STAGING.value,
+            ),
         )
         if cur.rowcount != 1:
             self.conn.rollback()
@@ -402,8 +311,8 @@ class MySqlSegmentStore:
         )
         if current is not None:
             cur.execute(
-                f"UPDATE {layout.VERSIONS_TABLE} SET state = 'retired' WHERE segment_id = %s AND version = %s",
-                (segment_id, current.version),
+                f"UPDATE {layout.VERSIONS_TABLE} SET state = %s WHERE segment_id = %s AND version = %s",
+                (VersionState.RETIRED.value, segment_id, current.version),
             )
         self.conn.commit()
         return True, LiveVersion(version, run.logical_date, size, run.dag_id, run.run_id, now, entered, exited)
@@ -423,8 +332,8 @@ class MySqlSegmentStore:
         cur = self.conn.cursor()
         cur.execute(
             f"SELECT version, state, promoted_at FROM {layout.VERSIONS_TABLE}"
-            " WHERE segment_id = %s AND state IN ('live', 'retired', 'archived') ORDER BY version DESC",
-            (segment_id,),
+            f" WHERE segment_id = %s AND state IN ({marks(LOGGED_STATES)}) ORDER BY version DESC",
+            (segment_id, *LOGGED_STATES),
         )
         found = [(int(version), state, promoted_at) for version, state, promoted_at in cur.fetchall()]
         self.conn.commit()
@@ -443,17 +352,17 @@ class MySqlSegmentStore:
             archived = [version for version, state, _ in found[keep : last + 1] if state == VersionState.RETIRED]
             for version in archived:
                 cur.execute(
-                    f"UPDATE {layout.VERSIONS_TABLE} SET state = 'archived'"
-                    " WHERE segment_id = %s AND version = %s AND state = 'retired'",
-                    (segment_id, version),
+                    f"UPDATE {layout.VERSIONS_TABLE} SET state = %s"
+                    " WHERE segment_id = %s AND version = %s AND state = %s",
+                    (VersionState.ARCHIVED.value, segment_id, version, VersionState.RETIRED.value),
                 )
             self.conn.commit()
         if doomed:
             self._chunked(
                 f"DELETE m FROM {layout.CHANGES_TABLE} c STRAIGHT_JOIN {layout.MEMBERSHIPS_TABLE} m"
                 " ON m.segment_id = c.segment_id AND m.user_id = c.user_id AND m.exited = c.version"
-                " WHERE c.segment_id = %s AND c.change_type = 'exited' AND c.version <= %s",
-                (segment_id, oldest_kept),
+                " WHERE c.segment_id = %s AND c.change_type = %s AND c.version <= %s",
+                (segment_id, ChangeType.EXITED.value, oldest_kept),
                 limit=False,
             )
             self._chunked(
@@ -462,160 +371,21 @@ class MySqlSegmentStore:
             )
             for version in doomed:
                 cur.execute(
-                    f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s"
-                    " AND state IN ('retired', 'archived')",
-                    (segment_id, version),
+                    f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state IN (%s, %s)",
+                    (segment_id, version, VersionState.RETIRED.value, VersionState.ARCHIVED.value),
                 )
             self.conn.commit()
         cur.execute(
             f"SELECT v.version FROM {layout.VERSIONS_TABLE} v JOIN {layout.LIVE_TABLE} l"
-            " ON l.segment_id = v.segment_id WHERE v.segment_id = %s AND v.state = 'dropped' AND v.version < l.version",
-            (segment_id,),
+            " ON l.segment_id = v.segment_id WHERE v.segment_id = %s AND v.state = %s AND v.version < l.version",
+            (segment_id, VersionState.DROPPED.value),
         )
         tombstones = [int(row[0]) for row in cur.fetchall()]
         self.conn.commit()
         for version in tombstones:
             cur.execute(
-                f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state = 'dropped'",
-                (segment_id, version),
+                f"DELETE FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version = %s AND state = %s",
+                (segment_id, version, VersionState.DROPPED.value),
             )
             self.conn.commit()
         return doomed
-
-    # ------------------------------------------------------------------ reading
-
-    def count_members(self, segment_id: str, version: int) -> int:
-        """How many members ``version`` has (a scan of the segment's spans: for checks and tests)."""
-        cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT COUNT(*) FROM {layout.MEMBERSHIPS_TABLE} m WHERE m.segment_id = %s AND "
-            + _IN_VERSION.format(m="m"),
-            (segment_id, version, version),
-        )
-        count = int(cur.fetchone()[0])
-        self.conn.commit()
-        return count
-
-    def iter_changes(self, segment_id: str, version: int, change: str, batch_size: int) -> Iterator[list[str]]:
-        """Stream the ids that ``entered`` or ``exited`` in ``version``."""
-        after = ""
-        while page := self.page_changes(segment_id, version, change, after, batch_size):
-            yield page
-            after = page[-1]
-
-    def count_changes(self, segment_id: str, version: int) -> tuple[int, int]:
-        """How many ids entered and exited in ``version`` (a first version: its members entered)."""
-        if not self.is_logged(segment_id, version):
-            return self.count_members(segment_id, version), 0
-        cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT change_type, COUNT(*) FROM {layout.CHANGES_TABLE} WHERE segment_id = %s AND version = %s"
-            " GROUP BY change_type",
-            (segment_id, version),
-        )
-        counts = {str(kind): int(count) for kind, count in cur.fetchall()}
-        self.conn.commit()
-        return counts.get("entered", 0), counts.get("exited", 0)
-
-    def iter_live_members(self, segment_id: str, batch_size: int) -> Iterator[list[str]]:
-        """Stream the live members in batches."""
-        live = self.live_version(segment_id)
-        if live is None:
-            return
-        yield from self.iter_members(segment_id, live.version, batch_size)
-
-    def iter_members(self, segment_id: str, version: int, batch_size: int) -> Iterator[list[str]]:
-        after = ""
-        while page := self.page_members(segment_id, version, after, batch_size):
-            yield page
-            after = page[-1]
-
-    def members_among(self, segment_id: str, version: int, user_ids: Sequence[str]) -> set[str]:
-        """Which of ``user_ids`` are members of ``version`` (the API's answer when Redis is not whole)."""
-        found: set[str] = set()
-        cur = self.conn.cursor()
-        for start in range(0, len(user_ids), 1000):
-            chunk = user_ids[start : start + 1000]
-            placeholders = ", ".join(["%s"] * len(chunk))
-            cur.execute(
-                f"SELECT m.user_id FROM {layout.MEMBERSHIPS_TABLE} m"
-                f" WHERE m.segment_id = %s AND m.user_id IN ({placeholders}) AND " + _IN_VERSION.format(m="m"),
-                (segment_id, *chunk, version, version),
-            )
-            found.update(row[0] for row in cur.fetchall())
-        self.conn.commit()
-        return found
-
-    def page_members(self, segment_id: str, version: int, after: str, limit: int) -> list[str]:
-        """Up to ``limit`` members of ``version`` after ``after``, in user id order."""
-        return self._page(
-            f"SELECT m.user_id FROM {layout.MEMBERSHIPS_TABLE} m WHERE m.segment_id = %s AND m.user_id > %s AND "
-            + _IN_VERSION.format(m="m")
-            + " ORDER BY m.user_id LIMIT %s",
-            (segment_id, after, version, version, limit),
-        )
-
-    def page_changes(self, segment_id: str, version: int, change: str, after: str, limit: int) -> list[str]:
-        """Up to ``limit`` ids that ``entered`` or ``exited`` in ``version``, after ``after``.
-
-        A first version logs no changes: everyone entered, nobody exited.
-        """
-        if not self.is_logged(segment_id, version):
-            return self.page_members(segment_id, version, after, limit) if change == "entered" else []
-        return self._page(
-            f"SELECT user_id FROM {layout.CHANGES_TABLE} WHERE segment_id = %s AND version = %s"
-            " AND change_type = %s AND user_id > %s ORDER BY user_id LIMIT %s",
-            (segment_id, version, change, after, limit),
-        )
-
-    def _page(self, sql: str, params: tuple[object, ...]) -> list[str]:
-        cur = self.conn.cursor()
-        cur.execute(sql, params)
-        page = [row[0] for row in cur.fetchall()]
-        self.conn.commit()
-        return page
-
-
-@contextlib.contextmanager
-def batch_file(body: bytes) -> Iterator[str]:
-    """A path the MySQL client can read ``body`` from, for LOAD DATA LOCAL INFILE.
-
-    On Linux an anonymous in-memory file (``memfd_create``), read through
-    ``/proc/self/fd``: nothing touches the disk and nothing outlives the process, even
-    one killed mid-load. Elsewhere a temporary file, deleted when the load is done.
-    """
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("funnel-batch", os.MFD_CLOEXEC)
-        try:
-            _write_all(fd, body)
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    with tempfile.NamedTemporaryFile("wb", suffix=".tsv", prefix="funnel-") as batch:
-        batch.write(body)
-        batch.flush()
-        yield batch.name
-
-
-def _write_all(fd: int, body: bytes) -> None:
-    view = memoryview(body)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-_LIVE_COLUMNS = "version, logical_date, size, dag_id, run_id, refreshed_at, entered, exited"
-
-
-def _live(row: Sequence[Any]) -> LiveVersion:
-    version, logical_date, size, dag_id, run_id, refreshed_at, entered, exited = row
-    return LiveVersion(
-        int(version),
-        from_naive_utc(logical_date),
-        int(size),
-        dag_id,
-        run_id,
-        from_naive_utc(refreshed_at),
-        None if entered is None else int(entered),
-        None if exited is None else int(exited),
-    )

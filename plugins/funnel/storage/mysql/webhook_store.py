@@ -14,16 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from funnel.core.errors import UnknownWebhook
-from funnel.core.states import DeliveryStatus, RunStatus, VersionState
+from funnel.core.states import LOGGED_STATES, DeliveryStatus, RunStatus
 from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.core.webhook_batches import Cursor
 from funnel.storage import layout
+from funnel.storage.mysql.sql_params import marks
 
 _COLUMNS = "id, segment_id, url, secret, enabled, created_at, delivered_version, delivered_batches, batch_size"
-
-
-#: The version states whose change log MySQL still keeps (``funnel.storage.mysql.segment_versions.prune``).
-_WITH_CHANGES = (VersionState.LIVE.value, VersionState.RETIRED.value, VersionState.ARCHIVED.value)
 
 
 @dataclass(frozen=True)
@@ -155,14 +152,14 @@ class WebhookStore:
         cur.execute(
             f"SELECT version FROM {layout.RUNS_TABLE} WHERE segment_id = %s AND status = %s AND version > %s"
             f" UNION SELECT version FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version > %s"
-            " AND state IN (%s, %s, %s) ORDER BY version",
-            (segment_id, RunStatus.SUCCESS.value, after, segment_id, after, *_WITH_CHANGES),
+            f" AND state IN ({marks(LOGGED_STATES)}) ORDER BY version",
+            (segment_id, RunStatus.SUCCESS.value, after, segment_id, after, *LOGGED_STATES),
         )
         made_live = [int(row[0]) for row in cur.fetchall()]
         cur.execute(
             f"SELECT version FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND version > %s"
-            " AND state IN (%s, %s, %s)",
-            (segment_id, after, *_WITH_CHANGES),
+            f" AND state IN ({marks(LOGGED_STATES)})",
+            (segment_id, after, *LOGGED_STATES),
         )
         kept = {int(row[0]) for row in cur.fetchall()}
         self.conn.commit()
