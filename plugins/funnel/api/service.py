@@ -27,7 +27,8 @@ from funnel import settings, wiring
 from funnel.core.composite_graph import composite_operands
 from funnel.core.errors import Busy, NotComputed, UnknownSegment
 from funnel.core.freshness import RunSummary, assess, past_objective
-from funnel.core.proxy_rule import Rule, Tags, is_leaf, leaf_ranges, matches, parse_rule, to_dict
+from funnel.core.proxy_matching import Tags, is_leaf, leaf_ranges, matches
+from funnel.core.proxy_rule import Rule, parse_rule, to_dict
 from funnel.core.segment import Kind, Segment
 from funnel.core.user_events import Event
 from funnel.core.utc_time import from_epoch, utc_now

@@ -45,7 +45,8 @@ from typing import Any
 from funnel.core.composite_expr import operands, parse_expression
 from funnel.core.composite_graph import check_composites
 from funnel.core.errors import HiveQueryCancelled, PreviewError, PreviewNotAvailable, PreviewTimeout, UnknownSegment
-from funnel.core.proxy_rule import Rule, Tags, is_leaf, leaf_ranges, matches, parse_rule
+from funnel.core.proxy_matching import Tags, is_leaf, leaf_ranges, matches
+from funnel.core.proxy_rule import Rule, parse_rule
 from funnel.core.query_check import check_query
 from funnel.core.refresh_guards import guard_violation
 from funnel.core.segment import Kind, Segment, segment_from_row

@@ -25,7 +25,8 @@ import MySQLdb
 
 from funnel.core.errors import EventConflict, LockLost, StoreError
 from funnel.core.proxy_changes import ProxyChange, crossings
-from funnel.core.proxy_rule import AllOf, NewUser, Not, OldUser, OrderCount, Rule, Tags, cutoff
+from funnel.core.proxy_matching import Tags, cutoff
+from funnel.core.proxy_rule import AllOf, NewUser, Not, OldUser, OrderCount, Rule
 from funnel.core.run_info import RunInfo
 from funnel.core.states import ChangeType
 from funnel.core.user_events import Event, net_changes
