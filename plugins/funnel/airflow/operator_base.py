@@ -116,9 +116,9 @@ class BaseAttemptOperator(BaseOperator):
 
     def on_kill(self) -> None:
         """Stop an attempt in flight: record it as failed and release its lock, then cancel its
-        Hive query, each over a new connection (the task's own may be in the middle of a
-        call). Runs in a helper thread, bounded in time, so a dead server cannot make the
-        kill itself hang."""
+        Hive query if it reads one, each over a new connection (the task's own may be in the
+        middle of a call). Runs in a helper thread, bounded in time, so a dead server cannot
+        make the kill itself hang."""
         running = self._running
         if running is None:
             return
