@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from airflow.sdk import Asset, Context
@@ -34,7 +33,7 @@ from funnel.storage import layout
 
 Batches = Callable[[], Iterable[Sequence[object]]]
 #: Opens what a refresh streams, around the refresh: ``open_batches(refresher, run)``.
-OpenBatches = Callable[[Refresher, RunInfo], AbstractContextManager[Batches]]
+OpenBatches = Callable[[Refresher, RunInfo], contextlib.AbstractContextManager[Batches]]
 
 
 class BaseRefreshOperator(BaseAttemptOperator):
