@@ -18,7 +18,7 @@ keeps a last-good snapshot (with the digests of queries already checked) under A
 - warm: the catalog is unchanged since the last parse (after one unmeasured warm-up parse).
 
 dag-factory side: one YAML config holding the same DAG and the same N
-``funnel.airflow.operators.SegmentRefreshOperator`` tasks (written from the DAG funnel built: same
+``funnel.airflow.refresh_operators.SegmentRefreshOperator`` tasks (written from the DAG funnel built: same
 task_id, segment_id, query, doc_md; same schedule, start_date, catchup, max_active_runs,
 tags, description, DAG doc), loaded by dag-factory's documented loader file.
 """
@@ -49,7 +49,7 @@ FUNNEL_DAG_FILE = FUNNEL_SRC / "dags" / "funnel_segments.py"
 
 DAG_ID = "funnel_dynamic_segments"
 SCHEDULE = "0 9,18 * * *"
-OPERATOR = "funnel.airflow.operators.SegmentRefreshOperator"
+OPERATOR = "funnel.airflow.refresh_operators.SegmentRefreshOperator"
 BENCH_DB = "funnel_bench"
 MYSQL_URI = os.environ.get("BENCH_FUNNEL_MYSQL", f"mysql://root@127.0.0.1:3306/{BENCH_DB}")
 DAG_FIELDS = ("timetable", "start_date", "catchup", "max_active_runs", "tags", "description", "doc_md")

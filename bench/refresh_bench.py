@@ -211,7 +211,7 @@ def child(mode: str, spec_path: str, result_path: str) -> None:
         from collections import defaultdict
         from types import SimpleNamespace
 
-        from funnel.airflow.operators import SegmentRefreshOperator
+        from funnel.airflow.refresh_operators import SegmentRefreshOperator
 
         logical_date = dt.datetime.fromisoformat(spec["logical_date"])
         dag_run = SimpleNamespace(
@@ -1335,7 +1335,7 @@ def use_revision(rev: str) -> None:
     if not commit:
         raise SystemExit(f"bench/refresh: {rev!r} is not a commit of {ROOT}")
     target = WORK / f"src-{commit[:12]}"
-    if not (target / "plugins" / "funnel" / "operators.py").exists():
+    if not (target / "plugins" / "funnel" / "__init__.py").exists():
         target.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(
             ["git", "-C", str(ROOT), "archive", commit, "dags", "plugins"], capture_output=True, check=True

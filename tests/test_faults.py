@@ -27,7 +27,7 @@ import pytest
 from helpers import mysql_live_members, redis_live_members, silent_server
 
 from funnel import settings
-from funnel.airflow.operators import SegmentRefreshOperator
+from funnel.airflow.refresh_operators import SegmentRefreshOperator
 from funnel.core.errors import FunnelError, HiveQueryError, HiveUnavailable, SegmentBusy, StoreError
 from funnel.storage import layout
 

@@ -21,7 +21,7 @@ import pytest
 from helpers import hive_execute, hive_first_column, mysql_live_members, redis_live_members
 
 from funnel.airflow.dag_factory import invalid_dag_id
-from funnel.airflow.operators import SegmentRefreshOperator
+from funnel.airflow.refresh_operators import SegmentRefreshOperator
 from funnel.core.dag_plan import DYNAMIC_DAG_ID
 from funnel.core.errors import FunnelError
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from funnel.core.proxy_changes import ProxyChange, crossings, from_events_only
-from funnel.core.proxy_rule import Tags, parse_rule
+from funnel.core.proxy_matching import Tags
+from funnel.core.proxy_rule import parse_rule
 from funnel.core.states import ChangeType
 from funnel.core.user_events import Event, EventType
 

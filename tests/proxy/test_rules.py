@@ -10,6 +10,7 @@ import json
 import pytest
 
 from funnel.core.errors import SegmentError
+from funnel.core.proxy_matching import Tags, cutoff, is_leaf, leaf_ranges, leaves, matches
 from funnel.core.proxy_rule import (
     MAX_COUNT,
     MAX_DAYS,
@@ -22,13 +23,7 @@ from funnel.core.proxy_rule import (
     OldUser,
     OrderCount,
     Rule,
-    Tags,
     canonical_json,
-    cutoff,
-    is_leaf,
-    leaf_ranges,
-    leaves,
-    matches,
     parse_rule,
     to_dict,
 )

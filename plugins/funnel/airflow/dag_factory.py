@@ -20,14 +20,11 @@ from airflow.timetables.events import EventsTimetable
 
 from funnel import settings, wiring
 from funnel.airflow.deadline_callback import DeadlineDag, slot_deadline
-from funnel.airflow.operators import (
-    CompositeRefreshOperator,
-    InvalidSegmentOperator,
-    RestoreRedisOperator,
-    SegmentRefreshOperator,
-    UserTagsLoadOperator,
-    WebhookDeliveryOperator,
-)
+from funnel.airflow.invalid_segment_operator import InvalidSegmentOperator
+from funnel.airflow.refresh_operators import CompositeRefreshOperator, SegmentRefreshOperator
+from funnel.airflow.restore_operator import RestoreRedisOperator
+from funnel.airflow.tag_load_operator import UserTagsLoadOperator
+from funnel.airflow.webhook_delivery_operator import WebhookDeliveryOperator
 from funnel.core.composite_expr import describe, parse_expression
 from funnel.core.composite_graph import composite_operands
 from funnel.core.dag_plan import DYNAMIC_START_DATE, RESTORE_DAG_ID, TAGS_DAG_ID, WEBHOOKS_DAG_ID, DagPlan, plan_dags

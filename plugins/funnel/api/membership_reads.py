@@ -18,7 +18,7 @@ from funnel.api.catalog_copy import CatalogCopy, Entry
 from funnel.api.mysql_pool import MySqlPool
 from funnel.api.tag_reads import tags_commands, tags_from_scores, tags_whole
 from funnel.core.errors import NotComputed
-from funnel.core.proxy_rule import Tags, matches
+from funnel.core.proxy_matching import Tags, matches
 from funnel.core.utc_time import utc_now
 from funnel.storage import layout
 from funnel.storage.layout import MetaField

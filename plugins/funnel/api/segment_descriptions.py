@@ -16,7 +16,8 @@ from funnel.api.background_work import Restorer
 from funnel.api.catalog_copy import Entry
 from funnel.api.mysql_pool import MySqlPool
 from funnel.core.freshness import RunSummary, assess
-from funnel.core.proxy_rule import is_leaf, leaf_ranges, to_dict
+from funnel.core.proxy_matching import is_leaf, leaf_ranges
+from funnel.core.proxy_rule import to_dict
 from funnel.core.utc_time import utc_now
 from funnel.storage import layout
 from funnel.storage.layout import MetaField, TagsMetaField

@@ -20,7 +20,7 @@ from funnel.api.membership_reads import Answer, MembershipReads
 from funnel.api.mysql_pool import MySqlPool
 from funnel.api.segment_descriptions import SegmentDescriptions
 from funnel.core.errors import NotComputed
-from funnel.core.proxy_rule import Tags
+from funnel.core.proxy_matching import Tags
 from funnel.core.user_events import Event
 from funnel.core.utc_time import utc_now
 from funnel.services.event_ingest import ingest

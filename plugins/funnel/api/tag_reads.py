@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from funnel.core.proxy_rule import Tags
+from funnel.core.proxy_matching import Tags
 from funnel.core.utc_time import from_epoch
 from funnel.storage import layout
 from funnel.storage.layout import TagsMetaField

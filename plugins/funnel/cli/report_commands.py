@@ -17,7 +17,8 @@ def report() -> bool:
     combines tags is counted in MySQL only); the tags agree when Redis serves MySQL's tag
     version with as many users.
     """
-    from funnel.core.proxy_rule import is_leaf, leaf_ranges, parse_rule
+    from funnel.core.proxy_matching import is_leaf, leaf_ranges
+    from funnel.core.proxy_rule import parse_rule
     from funnel.core.segment import Kind
     from funnel.core.utc_time import utc_now
     from funnel.services.restore import redis_serves

@@ -18,7 +18,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from funnel.core.proxy_rule import OrderCount, Rule, Tags, leaves, matches
+from funnel.core.proxy_matching import Tags, leaves, matches
+from funnel.core.proxy_rule import OrderCount, Rule
 from funnel.core.states import ChangeType
 from funnel.core.user_events import Event, EventType
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from funnel.core.proxy_rule import Rule, Tags, is_leaf, leaf_ranges, matches, parse_rule
+from funnel.core.proxy_matching import Tags, is_leaf, leaf_ranges, matches
+from funnel.core.proxy_rule import Rule, parse_rule
 from funnel.core.refresh_guards import guard_violation
 from funnel.core.segment import Kind, Segment
 from funnel.services.preview_members import Members

@@ -18,7 +18,8 @@ from typing import Any
 
 from funnel.core.errors import EventConflict
 from funnel.core.proxy_changes import ProxyChange, crossings
-from funnel.core.proxy_rule import Rule, Tags
+from funnel.core.proxy_matching import Tags
+from funnel.core.proxy_rule import Rule
 from funnel.core.user_events import Event, net_changes
 from funnel.core.user_tags import TagRow
 from funnel.core.utc_time import from_naive_utc, to_naive_utc

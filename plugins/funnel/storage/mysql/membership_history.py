@@ -24,7 +24,8 @@ from typing import Any
 
 from funnel.core.errors import HistoryGone, NotReconstructable
 from funnel.core.proxy_changes import from_events_only
-from funnel.core.proxy_rule import Rule, Tags, matches, to_dict
+from funnel.core.proxy_matching import Tags, matches
+from funnel.core.proxy_rule import Rule, to_dict
 from funnel.core.states import LOGGED_STATES, ChangeType
 from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from funnel.core.proxy_rule import AllOf, NewUser, Not, OldUser, OrderCount, Rule, cutoff
+from funnel.core.proxy_matching import cutoff
+from funnel.core.proxy_rule import AllOf, NewUser, Not, OldUser, OrderCount, Rule
 from funnel.core.utc_time import to_naive_utc
 
 _SQL_OPS = {"<": "<", "<=": "<=", "=": "=", "!=": "<>", ">=": ">=", ">": ">"}
