@@ -23,7 +23,7 @@ Run it through ``bench/refresh`` (see bench/README.md). One run:
      TSV file -> ``LOAD DATA LOCAL INFILE``) and its default mode (``get_records`` then
      ``insert_rows``), ``mysql_preoperator`` truncating the table;
    - c, funnel: ``SegmentRefreshOperator(...).execute(context)`` with a minimal context (as
-     tests/test_faults.py builds it), a unique run id and increasing future logical dates.
+     tests/integration/test_faults.py builds it), a unique run id and increasing future logical dates.
      v1 is a first refresh, v2 and v3 diff against the live version, v4 and v5 also prune
      (``keep_versions`` is 3): the steady state.
 3. Around every measured subprocess: a probe process issuing ``SISMEMBER`` on the segment's

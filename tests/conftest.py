@@ -164,17 +164,36 @@ def airflow_db() -> None:
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
 
 
-#: Fixtures that reach a real server: a test using any of them is marked ``services``, so
-#: ``pytest -m "not services"`` runs the pure tests alone, in about a second.
+#: Fixtures that reach a real server: a module whose tests use any of them says so with
+#: ``pytestmark = pytest.mark.services`` (checked below), so ``pytest -m "not services"`` runs
+#: the pure tests alone, in seconds.
 SERVICE_FIXTURES = frozenset(
     {"mysql_schema", "mysql_conn", "redis_client", "redis_mode", "redis_cluster", "hive_conn", "airflow_db"}
 )
+#: ``tests/unit/``: pure tests of pure code, no fixture at all (docs/architecture.md).
+UNIT_DIR = ROOT / "tests" / "unit"
+
+
+def _layout_problem(item: pytest.Item) -> str | None:
+    """Why ``item`` stands in the wrong place or lacks its marker, or None."""
+    used = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    fixtures = used - set(callspec.params if callspec is not None else ())
+    if UNIT_DIR in item.path.parents:
+        if fixtures:
+            return f"tests/unit/ is fixture-free, yet it uses {sorted(fixtures)}: move it to tests/integration/"
+        return None
+    services = sorted(SERVICE_FIXTURES & used)
+    if services and item.get_closest_marker("services") is None:
+        return f"it uses {services}: add `pytestmark = pytest.mark.services` to its module"
+    return None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    problems = [f"{item.nodeid}: {problem}" for item in items if (problem := _layout_problem(item))]
+    if problems:
+        raise pytest.UsageError("tests in the wrong place or unmarked:\n" + "\n".join(problems))
     for item in items:
-        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.services)
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("redis_mode") == "cluster":
             item.add_marker(pytest.mark.cluster)

@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 
 from funnel.core.segment import Kind
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 ENDPOINTS = [
     ("GET", "/v1/segments"),
     ("GET", "/v1/segments/s"),

@@ -22,7 +22,7 @@ from redis.crc import key_slot
 from funnel import settings, wiring
 from funnel.storage import layout
 
-pytestmark = pytest.mark.parametrize("redis_mode", ["cluster"], indirect=True)
+pytestmark = [pytest.mark.services, pytest.mark.parametrize("redis_mode", ["cluster"], indirect=True)]
 
 
 def slot(segment_id: str) -> int:

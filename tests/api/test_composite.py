@@ -7,7 +7,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 RULE = {"minus": [{"union": ["buyers", "browsers"]}, ["churned"]]}
 

@@ -13,6 +13,8 @@ from funnel import settings
 from funnel.storage import layout
 from funnel.storage.mysql.tag_versions import MySqlTagStore
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 
 

@@ -21,6 +21,8 @@ from funnel.services.refresh import RefreshRequest
 from funnel.storage import layout
 from funnel.storage.mysql.run_history import Outcome, RunHistory
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 HIVE_ERROR = "Table or view not found: dw.users"
 

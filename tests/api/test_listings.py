@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from funnel import settings
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 
 

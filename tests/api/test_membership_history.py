@@ -7,10 +7,13 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from funnel.core.utc_time import utc_now
 from funnel.storage import layout
+
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 VERSIONS = [["1", "2"], ["2", "3"], ["3"], ["1", "3"], ["4"]]
 LOYAL = '{"tag": "order_count", "op": ">=", "value": 3}'

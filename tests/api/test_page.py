@@ -17,6 +17,8 @@ from funnel.api.segments_page import STATIC_DIR
 from funnel.core.errors import RefreshRejected
 from funnel.core.segment import Kind
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 READY = "document.body.dataset.state === 'ready'"
 ROWS = "[...document.querySelectorAll('#segments tbody tr')].map(r => r.dataset.segment)"

@@ -17,7 +17,9 @@ from funnel import settings
 from funnel.services.catalog import validate_rows
 from funnel.services.refresh import RefreshResult
 
-#: Keeps HiveServer2 busy for minutes before its first row (tests/test_hive_source.py).
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
+#: Keeps HiveServer2 busy for minutes before its first row (tests/integration/storage/test_hive_query.py).
 SLOW_QUERY = "SELECT a.id FROM range(100000) a CROSS JOIN range(100000) b WHERE a.id + b.id < 0"
 FORBIDDEN = {"error": "this endpoint needs a token with the write scope; this token can only read"}
 

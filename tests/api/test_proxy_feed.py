@@ -14,6 +14,8 @@ from funnel.services.event_ingest import publish_proxy_changes
 from funnel.storage import layout
 from funnel.storage.redis.change_feed import SegmentFeed
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 LOYAL = '{"tag": "order_count", "op": ">=", "value": 2}'
 
 

@@ -17,6 +17,8 @@ from helpers import mysql_live_members, redis_live_members
 from funnel.core.segment import Kind
 from funnel.storage import layout
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 SEGMENT_KEYS = {
     "members": lambda s: [layout.members_key(s)],

@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from funnel.core.errors import RefreshRejected
 from funnel.core.segment import Kind
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 
 

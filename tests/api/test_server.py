@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from funnel.core.segment import Kind
+
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 VIPS_RULE = '{"tag": "order_count", "op": ">=", "value": 2}'
 

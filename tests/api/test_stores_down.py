@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from funnel import settings
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 PASSWORD = "pw-never-shown-4417"
 
 

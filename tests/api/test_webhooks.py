@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from funnel.core.states import DeliveryStatus
 from funnel.core.utc_time import utc_now
 from funnel.storage.mysql.webhook_store import WebhookStore
+
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 HOOK = "https://hooks.example.com/funnel"
 

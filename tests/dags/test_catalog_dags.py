@@ -14,6 +14,8 @@ from helpers import insert_segments
 
 from funnel.core.dag_plan import DYNAMIC_DAG_ID
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 EXAMPLE_DAG_ID = "funnel_example_big_spenders_consumer"
 
 ALPHA_QUERY = "SELECT user_id FROM dw.a WHERE d = '{{ ds }}'"

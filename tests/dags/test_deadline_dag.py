@@ -15,6 +15,8 @@ from helpers import insert_segments
 
 from funnel.core.dag_plan import DYNAMIC_DAG_ID
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 SEGMENTS = [
     {"segment_id": "alpha", "name": "Alpha", "kind": "dynamic", "query": "SELECT user_id FROM dw.a"},
     {"segment_id": "beta", "name": "Beta", "kind": "dynamic", "query": "SELECT user_id FROM dw.b"},

@@ -12,6 +12,8 @@ from helpers import hive_execute, hive_first_column, insert_segments, mysql_live
 
 from funnel.core.dag_plan import DYNAMIC_DAG_ID, TAGS_DAG_ID
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 #: The suite's Hive database (tests/conftest.py creates it; FUNNEL_TEST_HIVE_DB keeps runs apart).
 HIVE_DB = os.environ.get("FUNNEL_TEST_HIVE_DB", "funnel_test")
 
@@ -110,7 +112,7 @@ def test_every_dag_survives_serialization_round_trip(catalog: Any) -> None:
         "funnel_static_launch_week": "once at 2026-11-20T09:00:00+00:00",
         TAGS_DAG_ID: "0 6 * * *",
         "funnel_restore_redis": "None",
-        "funnel_webhooks": "None",  # no subscription yet (tests/webhooks schedule it)
+        "funnel_webhooks": "None",  # no subscription yet (tests/dags/test_webhooks_dag.py schedules it)
     }
 
 

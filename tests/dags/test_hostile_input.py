@@ -25,6 +25,8 @@ from funnel.airflow.refresh_operators import SegmentRefreshOperator
 from funnel.core.dag_plan import DYNAMIC_DAG_ID
 from funnel.core.errors import FunnelError
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 Q = "SELECT user_id FROM funnel_test.victim"
 
 

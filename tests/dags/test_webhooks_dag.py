@@ -19,6 +19,8 @@ from funnel.services.webhook_admin import subscribe
 from funnel.storage import layout
 from funnel.storage.mysql.webhook_store import WebhookStore
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 
 def load_dagbag() -> Any:
     import os

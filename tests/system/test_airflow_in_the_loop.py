@@ -23,6 +23,8 @@ from helpers import hive_execute, hive_first_column, insert_segments, mysql_live
 from funnel.core.dag_plan import DYNAMIC_DAG_ID, static_dag_id
 from funnel.storage import layout
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 # Deadlines, generous for a loaded 2-core machine (a run takes about 5 s here, a parse 5 to 10 s).
 PARSE_TIMEOUT = 90
 RUN_TIMEOUT = 180

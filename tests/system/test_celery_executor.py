@@ -27,7 +27,7 @@ from helpers import hive_execute, hive_first_column, insert_segments, mysql_live
 from funnel.core.dag_plan import DYNAMIC_DAG_ID
 from funnel.storage import layout
 
-pytestmark = pytest.mark.celery
+pytestmark = [pytest.mark.services, pytest.mark.celery]
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_DIR = Path(os.environ.get("FUNNEL_RUN_DIR", ROOT / ".run"))

@@ -23,6 +23,8 @@ from funnel import settings
 from funnel.core.dag_plan import DYNAMIC_DAG_ID
 from funnel.storage import layout
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 POOL_SLOTS = 2
 SEGMENTS = [f"pool_{n}" for n in range(6)]
 # About 2 s alone on a quiet local HiveServer2 (10^9 joined rows; 857 members each, disjoint):

@@ -202,8 +202,8 @@ def recent_slots(schedule: str, timezone: str, now: dt.datetime, count: int = 2)
     """The last ``count`` slots of a cron schedule at or before ``now``, newest first, in UTC.
 
     The cron is read in ``timezone`` as Airflow reads a DAG's cron schedule, daylight saving
-    changes included (``tests/freshness`` compares the two; Airflow's special case for
-    schedules that run every hour, in the hour the clock goes back, is not followed).
+    changes included (``tests/unit/core/test_freshness.py`` compares the two; Airflow's special case
+    for schedules that run every hour, in the hour the clock goes back, is not followed).
     """
     from croniter import croniter
 

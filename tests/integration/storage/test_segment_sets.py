@@ -12,6 +12,8 @@ from funnel.core.errors import LockLost, StoreError
 from funnel.storage import layout
 from funnel.storage.redis.segment_sets import RedisSegmentStore
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 LOCK = "holder-token"
 
 

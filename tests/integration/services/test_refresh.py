@@ -16,7 +16,7 @@ from helpers import feed_entries, feed_versions, mysql_live_members, redis_live_
 from funnel.core.errors import RefreshRejected, RefreshSkipped, RefreshSuperseded, SegmentBusy, UserIdError
 from funnel.core.run_info import RunInfo
 from funnel.core.segment import Kind
-from funnel.services.refresh import Refresher, RefreshRequest, normalize_user_ids
+from funnel.services.refresh import Refresher, RefreshRequest
 from funnel.services.restore import sync_redis_from_mysql
 from funnel.storage import layout
 from funnel.storage.mysql.run_history import RunHistory
@@ -24,6 +24,8 @@ from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 from funnel.storage.redis.change_feed import SegmentFeed
 from funnel.storage.redis.segment_lock import SegmentLock
 from funnel.storage.redis.segment_sets import RedisSegmentStore
+
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 
 def run_at(day: int, hour: int = 9, try_number: int = 1, year: int = 2030) -> RunInfo:
@@ -468,40 +470,6 @@ def test_an_integral_float_id_is_stored_as_its_integer_in_both_stores(refresher:
     result = do(refresher, [7.0, 8, "9"], run_at(20))  # Hive's DOUBLE of an integer id
     assert result.size == 3
     assert live(refresher) == ({"7", "8", "9"}, {"7", "8", "9"})
-
-
-def test_unusable_user_id_names_segment_and_fix() -> None:
-    with pytest.raises(UserIdError, match=r"segment 'seg'.*Fix: make the query's first column the user id"):
-        normalize_user_ids("seg", ["x" * 65])
-    with pytest.raises(UserIdError, match="a fraction"):
-        normalize_user_ids("seg", [1.5])
-
-
-@pytest.mark.parametrize(
-    ("value", "problem"),
-    [
-        ("x" * 65, "is 65 characters long (at most 64)"),
-        ("tab\there", "not printable ASCII"),
-        ("new\nline", "not printable ASCII"),
-        ("cr\rhere", "not printable ASCII"),
-        ("nul\0here", "not printable ASCII"),
-        ("caf\u00e9", "not printable ASCII"),
-        ("trail ", "has leading or trailing whitespace"),
-        (" lead", "has leading or trailing whitespace"),
-        ("   ", "has leading or trailing whitespace"),
-        (b"\xff\xfe", "not printable ASCII"),
-    ],
-)
-def test_ids_the_stores_must_not_hold_fail_the_refresh_naming_the_id(value: Any, problem: str) -> None:
-    with pytest.raises(UserIdError) as caught:
-        normalize_user_ids("seg", ["ok", value])
-    assert problem in str(caught.value)
-    assert "nothing was swapped" in str(caught.value)
-
-
-def test_ids_are_kept_exactly_as_returned() -> None:
-    odd = ['quote"s', "apo'strophe", "back\\slash", "\\N", "in ner", "x" * 64, "~!@#$%^&*()"]
-    assert normalize_user_ids("seg", [*odd, 42, 7.0, True and 1]) == ([*odd, "42", "7", "1"], 0)
 
 
 def test_progress_is_logged_with_rows_and_rate(refresher: Refresher, caplog: pytest.LogCaptureFixture) -> None:

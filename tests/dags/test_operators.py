@@ -12,6 +12,8 @@ from helpers import insert_segments, mysql_live_members, redis_live_members
 
 from funnel.core.dag_plan import DYNAMIC_DAG_ID
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 
 def test_a_query_that_slipped_past_parse_checks_is_refused_before_hive_sees_it(
     mysql_conn: Any,

@@ -14,6 +14,8 @@ from funnel.core.errors import LockLost, SegmentBusy
 from funnel.storage import layout
 from funnel.storage.redis.segment_lock import SegmentLock
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 
 def holder(run_id: str, try_number: int = 1, dag_id: str = "d") -> dict[str, Any]:
     return {"dag_id": dag_id, "run_id": run_id, "try_number": try_number}

@@ -33,6 +33,8 @@ from funnel.core.run_info import RunInfo
 from funnel.core.states import RunStatus
 from funnel.storage.mysql.run_history import Outcome, RunHistory
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 DAG_ID = "funnel_dynamic_segments"
 RUN_ID = "scheduled__2026-11-26T09:00:00+00:00"
 SLOT = dt.datetime(2026, 11, 26, 9, tzinfo=dt.UTC)

@@ -14,6 +14,8 @@ from funnel.core.states import FeedChange
 from funnel.storage import layout
 from funnel.storage.redis.change_feed import SegmentFeed
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 
 @pytest.fixture
 def feed(redis_client: Any) -> SegmentFeed:

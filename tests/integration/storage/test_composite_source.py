@@ -12,6 +12,8 @@ from funnel.core.composite_expr import parse_expression
 from funnel.storage import layout
 from funnel.storage.mysql.composite_source import CompositeSource
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 # (segment, user, entered, exited): spans as refreshes leave them.
 SPANS = [
     *[("a", str(u), 1, None) for u in range(1, 11)],

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from funnel.cli.main import main
 from funnel.cli.script_commands import split_statements
+
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 
 def test_split_statements_keeps_semicolons_inside_lines() -> None:

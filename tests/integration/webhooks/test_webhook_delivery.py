@@ -22,6 +22,8 @@ from funnel.storage import layout
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 from funnel.storage.mysql.webhook_store import WebhookStore
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 SECRET = "test-secret-0123456789abcdef"
 FAST = DeliverySettings(batch_size=2, max_attempts=3, backoff_seconds=0.01, backoff_max_seconds=0.05, timeout_seconds=2)
 CATALOG = {"buyers": Segment("buyers", "Buyers", Kind.DYNAMIC, query="SELECT 1")}

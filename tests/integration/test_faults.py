@@ -31,6 +31,8 @@ from funnel.airflow.refresh_operators import SegmentRefreshOperator
 from funnel.core.errors import FunnelError, HiveQueryError, HiveUnavailable, SegmentBusy, StoreError
 from funnel.storage import layout
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 SEGMENT = "s"
 SLOT = dt.datetime(2030, 3, 1, 9, tzinfo=dt.UTC)  # a future slot: the overshoot rule stays out of the way
 SEED = {str(i) for i in range(3000)}

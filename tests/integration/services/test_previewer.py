@@ -36,10 +36,12 @@ from funnel.services.refresh import RefreshRequest
 from funnel.storage import layout
 from funnel.storage.redis.segment_lock import SegmentLock
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 #: 100,000,000 rows in 1,000 partitions: the Spark Thrift Server (incrementalCollect) computes a
 #: partition at a time as it is fetched, so only a cap or a cancel ends it in reasonable time.
 ENDLESS_QUERY = "SELECT id FROM range(0, 100000000, 1, 1000)"
-#: Keeps HiveServer2 busy for minutes before its first row (tests/test_hive_source.py).
+#: Keeps HiveServer2 busy for minutes before its first row (tests/integration/storage/test_hive_query.py).
 SLOW_QUERY = "SELECT a.id FROM range(100000) a CROSS JOIN range(100000) b WHERE a.id + b.id < 0"
 NOW = dt.datetime.now(dt.UTC)
 

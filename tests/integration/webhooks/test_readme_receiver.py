@@ -22,7 +22,9 @@ from funnel.storage import webhook_sender
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 from funnel.storage.mysql.webhook_store import WebhookStore
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
+README = Path(__file__).resolve().parents[3] / "README.md"
 SECRET = "whsec_readme-receiver-test-secret"
 
 

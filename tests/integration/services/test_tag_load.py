@@ -19,6 +19,8 @@ from funnel.storage import layout
 from funnel.storage.mysql.event_ledger import EventLedger
 from funnel.storage.redis.segment_lock import SegmentLock
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 AS_OF = dt.datetime(2026, 11, 29, 6, tzinfo=dt.UTC)
 NOW = AS_OF + dt.timedelta(hours=3)
 

@@ -19,6 +19,8 @@ from funnel.storage.mysql.event_ledger import EventLedger
 from funnel.storage.mysql.tag_versions import MySqlTagStore, TagVersion
 from funnel.storage.redis.tag_sets import RedisTagStore
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 NOW = dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC)
 
 

@@ -19,6 +19,8 @@ from funnel.core.query_check import rules_fingerprint
 from funnel.services.catalog import MYSQL_SOURCE, load_catalog
 from funnel.storage import catalog_snapshot
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 DYNAMIC = {"name": "Buyers", "kind": "dynamic", "query": "SELECT user_id FROM dw.orders"}
 
 

@@ -22,6 +22,8 @@ from funnel.services.composite_input import composite_batches
 from funnel.services.refresh import RefreshRequest
 from funnel.storage import layout
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 RULE = {"union": ["a", "b"]}
 _slots = itertools.count()
 

@@ -24,6 +24,8 @@ from funnel.core.errors import HiveQueryCancelled, HiveQueryError, HiveUnavailab
 from funnel.storage.hive.hive_query import HiveQuery, cancel_operation, hive_error_message, stream_first_column
 from funnel.storage.hooks import FunnelHiveHook
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 #: About 30 s of work for the server's one core, so only ever run to be cancelled.
 SLOW_QUERY = "SELECT a.id FROM range(100000) a CROSS JOIN range(100000) b WHERE a.id + b.id < 0"
 #: About 2 s.

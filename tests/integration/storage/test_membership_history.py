@@ -13,6 +13,8 @@ from funnel.core.run_info import RunInfo
 from funnel.storage.mysql.membership_history import Stay, membership_at, user_history
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 NOW = dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC)
 DAYS = 90
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-API = Path(__file__).resolve().parents[2] / "plugins" / "funnel" / "api"
+API = Path(__file__).resolve().parents[3] / "plugins" / "funnel" / "api"
 ENTRY_MODULES = sorted([*API.glob("*_routes.py"), API / "fast_paths.py", API / "app.py"])
 
 

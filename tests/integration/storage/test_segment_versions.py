@@ -16,6 +16,8 @@ from funnel.storage import layout
 from funnel.storage.hooks import FunnelMySqlHook
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
 NOW = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from helpers import feed_versions, insert_segments, redis_live_members
 
 from funnel import wiring
@@ -13,6 +14,8 @@ from funnel.core.segment import Kind
 from funnel.services.refresh import RefreshRequest
 from funnel.services.restore import restore_into_redis
 from funnel.storage import layout
+
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 
 def refresh(redis_client: Any, run_day: int, ids: list[str], fail_publish: bool = False) -> None:
