@@ -25,7 +25,7 @@ from funnel.airflow.refresh_operators import CompositeRefreshOperator, SegmentRe
 from funnel.airflow.restore_operator import RestoreRedisOperator
 from funnel.airflow.tag_load_operator import UserTagsLoadOperator
 from funnel.airflow.webhook_delivery_operator import WebhookDeliveryOperator
-from funnel.core.composite_expr import describe, parse_expression
+from funnel.core.composite_expr import expression_in_words, parse_expression
 from funnel.core.composite_graph import composite_operands
 from funnel.core.dag_plan import DYNAMIC_START_DATE, RESTORE_DAG_ID, TAGS_DAG_ID, WEBHOOKS_DAG_ID, DagPlan, plan_dags
 from funnel.core.errors import CatalogError, SegmentError
@@ -333,7 +333,7 @@ def task_doc(segment: Segment) -> str:
         lines.append(f"- run_at: {segment.run_at.isoformat()}")
     if segment.kind is Kind.COMPOSITE:
         expr = parse_expression(segment.segment_id, segment.rule)
-        lines += ["", f"Computed from the operands' live versions, without Hive: `{describe(expr)}`", ""]
+        lines += ["", f"Computed from the operands' live versions, without Hive: `{expression_in_words(expr)}`", ""]
         lines += ["```json", segment.rule or "", "```"]
         return "\n".join(lines)
     lines += ["", "```sql", segment.query or "", "```"]

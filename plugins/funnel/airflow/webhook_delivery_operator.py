@@ -55,7 +55,7 @@ class WebhookDeliveryOperator(BaseOperator):
         with contextlib.closing(wiring.mysql_connection()) as conn:
             reports = wiring.webhook_deliverer(conn, config, self._stop).run(retry_parked)
         for report in reports:
-            self.log.info("%s", report.describe())
+            self.log.info("%s", report.summary())
         parked = [report for report in reports if report.parked or report.error]
         summary = {
             "subscriptions": len(reports),
@@ -66,7 +66,7 @@ class WebhookDeliveryOperator(BaseOperator):
         if self._stop.is_set():
             raise FunnelError(KILLED)
         if parked:
-            lines = "\n".join(f"- {report.describe()}" for report in parked)
+            lines = "\n".join(f"- {report.summary()}" for report in parked)
             raise DeliveriesParked(
                 f"{len(parked)} webhook subscription(s) parked or failed (everything else was delivered):\n"
                 f"{lines}\nFix: make the receiver answer 2xx (or MySQL answer), then trigger funnel_webhooks by "

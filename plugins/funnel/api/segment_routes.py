@@ -11,7 +11,7 @@ from funnel.api.catalog_copy import Entry
 from funnel.api.error_answers import JSON
 from funnel.api.request_inputs import parse_limit, parse_stale_filter
 from funnel.api.service_access import request_service
-from funnel.core.composite_expr import describe, parse_expression, to_json
+from funnel.core.composite_expr import expression_in_words, parse_expression, to_json
 from funnel.core.errors import NotComputed
 from funnel.core.states import Freshness
 
@@ -52,7 +52,7 @@ async def get_segment(segment_id: str, request: Request) -> Response:
     if entry.operands:  # a composite: its set expression, as written and as read
         expr = parse_expression(entry.segment_id, entry.segment.rule)
         described["rule"] = to_json(expr)
-        described["expression"] = describe(expr)
+        described["expression"] = expression_in_words(expr)
     return JSON(described)
 
 

@@ -150,9 +150,12 @@ def to_json(expr: Expr) -> object:
     return {expr.op: [to_json(item) for item in expr.operands]}
 
 
-def describe(expr: Expr) -> str:
+def expression_in_words(expr: Expr) -> str:
     """A one-line reading of the expression, in Python's set notation: ``(a | b) - c``."""
     if isinstance(expr, str):
         return expr
     sign = {UNION: " | ", INTERSECT: " & ", MINUS: " - "}[expr.op]
-    return sign.join(describe(item) if isinstance(item, str) else f"({describe(item)})" for item in expr.operands)
+    return sign.join(
+        expression_in_words(item) if isinstance(item, str) else f"({expression_in_words(item)})"
+        for item in expr.operands
+    )

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from funnel.core.composite_expr import Expr, describe, operands
+from funnel.core.composite_expr import Expr, expression_in_words, operands
 from funnel.core.errors import OperandNotComputed
 from funnel.core.run_info import RunInfo
 from funnel.storage.mysql.composite_source import CompositeSource
@@ -65,7 +65,7 @@ class CompositeInputs:
             separators=(",", ":"),
         )
 
-    def describe(self) -> str:
+    def summary(self) -> str:
         """``a v12 (this run), b v7 (kept from scheduled__...)`` for the task log."""
         return ", ".join(
             f"{name} v{live.version} ({'this run' if self.is_this_run(live) else f'kept from {live.run_id}'})"
@@ -89,7 +89,7 @@ def composite_batches(
     def batches() -> Iterator[list[str]]:
         inputs = CompositeInputs.read(segment_id, source, operands(expr), run)
         note_inputs(inputs.to_json())
-        log.info("segment %s = %s, from %s", segment_id, describe(expr), inputs.describe())
+        log.info("segment %s = %s, from %s", segment_id, expression_in_words(expr), inputs.summary())
         return source.stream(expr, inputs.versions, batch_size)
 
     return batches

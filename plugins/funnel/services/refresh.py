@@ -52,7 +52,7 @@ from funnel.storage.mysql.run_history import Outcome, RunHistory
 from funnel.storage.mysql.segment_version_reader import LiveVersion
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 from funnel.storage.redis.change_feed import SegmentFeed
-from funnel.storage.redis.segment_lock import SegmentLock, describe
+from funnel.storage.redis.segment_lock import SegmentLock, holder_in_words
 from funnel.storage.redis.segment_sets import RedisSegmentStore, segment_meta
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class Refresher(Stoppable):
             raise RefreshSkipped(f"{reason}; {busy}") from busy
         message = f"{busy}, and the segment is not refreshed for this slot yet. Airflow retries the task"
         self.history.finish(attempt, Outcome(RunStatus.FAILED, error=message), utc_now())
-        raise SegmentBusy(segment_id, busy.holder, 0, describe(busy.holder)) from busy
+        raise SegmentBusy(segment_id, busy.holder, 0, holder_in_words(busy.holder)) from busy
 
     def _skip_reason(self, request: RefreshRequest) -> str | None:
         """Why the scheduling rules (overshoot, static freeze) leave this segment alone, or None."""

@@ -53,7 +53,7 @@ class Report:
     stopped: bool = False  # the task was killed mid-way
     error: str | None = None  # an unexpected failure (a store, say): this subscription stopped, the others went on
 
-    def describe(self) -> str:
+    def summary(self) -> str:
         head = f"webhook {self.webhook_id} (segment {self.segment_id}):"
         done = (
             f" delivered {len(self.delivered)} batch(es) of version(s) {_span(self.versions)}"
@@ -106,7 +106,7 @@ class Deliverer:
             except Exception as exc:  # one subscription's failure never stops the others
                 log.exception("funnel webhooks: webhook %d failed", webhook.id)
                 report = Report(webhook.id, webhook.segment_id, error=f"{type(exc).__name__}: {exc}")
-            log.info("funnel webhooks: %s", report.describe())
+            log.info("funnel webhooks: %s", report.summary())
             reports.append(report)
         return reports
 

@@ -221,7 +221,7 @@ def test_an_unexpected_failure_of_one_subscription_never_stops_the_others(
     subscribe(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
     broken, working = deliverer(mysql_conn).run(retry_parked=False)
     assert broken.error == "ValueError: unknown url type: 'not a url at all'"
-    assert "FAILED ValueError" in broken.describe()
+    assert "FAILED ValueError" in broken.summary()
     assert working.error is None
     assert working.versions == [v1]
     assert [b["entered"] for b in received(receiver)] == [["a"]]

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from funnel.core.composite_expr import MAX_NESTING, MAX_OPERANDS, SetOp, describe, operands, parse_expression, to_json
+from funnel.core.composite_expr import (
+    MAX_NESTING,
+    MAX_OPERANDS,
+    SetOp,
+    expression_in_words,
+    operands,
+    parse_expression,
+    to_json,
+)
 from funnel.core.errors import SegmentError
 
 
@@ -31,7 +39,7 @@ def parse(rule: object) -> SetOp:
 def test_valid_rules_parse_and_read_back(rule: object, expected: SetOp, reading: str) -> None:
     expr = parse(rule)
     assert expr == expected
-    assert describe(expr) == reading
+    assert expression_in_words(expr) == reading
     assert parse(to_json(expr)) == expr  # the canonical form parses to the same expression
 
 

@@ -57,7 +57,7 @@ return 0
 """
 
 
-def describe(holder: dict[str, Any]) -> str:
+def holder_in_words(holder: dict[str, Any]) -> str:
     """A lock holder in words, for log lines and errors."""
     if not holder:
         return "another refresh (the lock was released meanwhile)"
@@ -122,7 +122,7 @@ class SegmentLock:
                     "segment %s: took the refresh lock over from %s, an earlier try of this task "
                     "(Airflow considers it ended; it can no longer swap)",
                     self.segment_id,
-                    describe(_decode(outcome)),
+                    holder_in_words(_decode(outcome)),
                 )
                 break
             if outcome:
@@ -131,13 +131,13 @@ class SegmentLock:
             waited = now - started
             if waited >= self.wait_seconds:
                 holder = self.holder()
-                raise SegmentBusy(self.segment_id, holder, waited, describe(holder))
+                raise SegmentBusy(self.segment_id, holder, waited, holder_in_words(holder))
             if now - last_log >= self.log_every_seconds:
                 last_log = now
                 log.info(
                     "segment %s: waiting for the refresh lock held by %s; waited %.0fs of %.0fs",
                     self.segment_id,
-                    describe(self.holder()),
+                    holder_in_words(self.holder()),
                     waited,
                     self.wait_seconds,
                 )
@@ -155,7 +155,7 @@ class SegmentLock:
         if not self._renew(keys=[self.key], args=[self.value, self.ttl_ms]):
             raise LockLost(
                 f"segment {self.segment_id!r}: the refresh lock expired or was taken over "
-                f"(now held by {describe(self.holder())}); nothing was swapped. Fix: none needed if a "
+                f"(now held by {holder_in_words(self.holder())}); nothing was swapped. Fix: none needed if a "
                 "newer try took over; otherwise retry, and if Redis was unreachable for long, check it"
             )
 
