@@ -4,7 +4,6 @@ swaps, undoing a failed attempt, and pruning that costs the changes, not the siz
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ from helpers import mysql_live_members
 from funnel.core.errors import StoreError
 from funnel.core.run_info import RunInfo
 from funnel.storage import layout
-from funnel.storage.hooks import FunnelMySqlHook
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
@@ -265,14 +263,6 @@ def test_iter_live_members_streams_every_member_once(mysql_conn: Any) -> None:
 
 
 AWKWARD_IDS = ["1", 'q"uote', "c\\d", "\\N", "in ner", "i\\nj", "dup", "dup", "x" * 64]
-
-
-@pytest.fixture
-def bulk_conn(mysql_conn: Any) -> Iterator[Any]:
-    """A second connection to the emptied test database that allows LOAD DATA LOCAL INFILE."""
-    conn = FunnelMySqlHook(local_infile=True).get_conn()
-    yield conn
-    conn.close()
 
 
 @pytest.mark.parametrize("bulk", [False, True], ids=["inserts", "load_data"])

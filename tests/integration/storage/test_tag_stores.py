@@ -4,7 +4,6 @@ ordered by seq, and the version check that keeps a late write out of a newer loa
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from funnel.core.user_events import Event, EventType
 from funnel.core.user_tags import TagRow
 from funnel.services.event_ingest import ingest
 from funnel.storage import layout
-from funnel.storage.hooks import FunnelMySqlHook
 from funnel.storage.mysql.event_ledger import EventLedger
 from funnel.storage.mysql.tag_versions import MySqlTagStore, TagVersion
 from funnel.storage.redis.tag_sets import RedisTagStore
@@ -157,14 +155,6 @@ AWKWARD_ROWS = [
     TagRow("in ner", at(1), 2),
     TagRow("c\\d", None, 4),  # the same user again: the last row wins
 ]
-
-
-@pytest.fixture
-def bulk_conn(mysql_conn: Any) -> Iterator[Any]:
-    """A second connection to the emptied test database that allows LOAD DATA LOCAL INFILE."""
-    conn = FunnelMySqlHook(local_infile=True).get_conn()
-    yield conn
-    conn.close()
 
 
 @pytest.mark.parametrize("bulk", [False, True], ids=["inserts", "load_data"])
