@@ -45,10 +45,12 @@ USERS = 3000
 GROUPS = 6
 GROUP_QUERY = f"SELECT user_id FROM {HIVE_DB}.users WHERE user_id % {GROUPS} = {{grp}}"
 GROUP_IDS = [f"cel_{grp}" for grp in range(GROUPS)]
-# A segment whose query keeps HiveServer2 busy for a while (every user against every tick, about
-# 20 s here), so that a second refresh of it starts while the first still holds its lock.
+# A segment whose query keeps HiveServer2 busy for a while (every user against every tick: about
+# 8 s on an idle 2-core machine with a warm HiveServer2, 20 s or more on a loaded one), so that a
+# second refresh of it starts while the first still holds its lock, and waits long enough to say so
+# (the stack logs a lock wait every 0.5 s).
 SLOW_ID = "cel_slow"
-TICKS = 200_000
+TICKS = 400_000
 SLOW_QUERY = (
     f"SELECT u.user_id FROM {HIVE_DB}.users u CROSS JOIN {HIVE_DB}.ticks t WHERE u.user_id + t.k >= 0 "
     f"GROUP BY u.user_id HAVING COUNT(*) = {TICKS}"
@@ -124,7 +126,7 @@ def celery_stack(warehouse: Any) -> Iterator[AirflowStack]:
             extra_env={
                 "AIRFLOW__FUNNEL__TAG_QUERY": "",
                 "AIRFLOW__FUNNEL__HIVE_POOL_SLOTS": str(POOL_SLOTS),
-                "AIRFLOW__FUNNEL__LOCK_LOG_EVERY_SECONDS": "2",
+                "AIRFLOW__FUNNEL__LOCK_LOG_EVERY_SECONDS": "0.5",
             },
         )
     )

@@ -18,7 +18,7 @@ from funnel.core.proxy_changes import ProxyChange
 from funnel.core.states import ChangeType
 from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout
-from funnel.storage.mysql.sql_params import marks
+from funnel.storage.mysql.sql_params import in_chunks, marks
 
 
 class ProxyChangeLog:
@@ -69,14 +69,6 @@ class ProxyChangeLog:
 
     def prune(self, older_than: dt.datetime) -> int:
         """Delete proxy segments' changes from before ``older_than`` (by the ``at`` index, in chunks)."""
-        cur = self.conn.cursor()
-        deleted = 0
-        while True:
-            cur.execute(
-                f"DELETE FROM {layout.PROXY_CHANGES_TABLE} WHERE at < %s LIMIT 10000", (to_naive_utc(older_than),)
-            )
-            chunk = int(cur.rowcount)
-            self.conn.commit()
-            deleted += chunk
-            if chunk < 10_000:
-                return deleted
+        return in_chunks(
+            self.conn, f"DELETE FROM {layout.PROXY_CHANGES_TABLE} WHERE at < %s", (to_naive_utc(older_than),)
+        )

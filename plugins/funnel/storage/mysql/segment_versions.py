@@ -37,10 +37,9 @@ from funnel.core.utc_time import to_naive_utc, utc_now
 from funnel.storage import layout
 from funnel.storage.mysql.bulk_load import write_rows
 from funnel.storage.mysql.segment_version_reader import LIVE_COLUMNS, LiveVersion, SegmentVersionReader, live_from_row
-from funnel.storage.mysql.sql_params import marks
+from funnel.storage.mysql.sql_params import in_chunks, marks
 
 #: Rows deleted or updated per statement when cleaning up, so no statement holds locks long.
-DELETE_CHUNK = 10_000
 
 # Joins between the change log and the spans go from the log (STRAIGHT_JOIN): the log holds
 # the few users a version changed, the spans every member; the other order would read the
@@ -230,13 +229,11 @@ class MySqlSegmentStore(SegmentVersionReader):
     def _chunked(self, sql: str, params: tuple[object, ...], limit: bool = True) -> None:
         """Run a DELETE/UPDATE in short transactions of ``DELETE_CHUNK`` rows (MySQL allows LIMIT
         only on single-table statements; a join runs once)."""
-        cur = self.conn.cursor()
-        while True:
-            cur.execute(f"{sql} LIMIT {DELETE_CHUNK}" if limit else sql, params)
-            affected = cur.rowcount
-            self.conn.commit()
-            if not limit or affected < DELETE_CHUNK:
-                return
+        if limit:
+            in_chunks(self.conn, sql, params)
+            return
+        self.conn.cursor().execute(sql, params)
+        self.conn.commit()
 
     # ------------------------------------------------------------------ swap and prune
 

@@ -25,7 +25,7 @@ from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout
 from funnel.storage.mysql.bulk_load import write_rows
 from funnel.storage.mysql.rule_sql import rule_sql
-from funnel.storage.mysql.sql_params import marks
+from funnel.storage.mysql.sql_params import in_chunks, marks
 
 #: The earlier of two nullable times, in SQL.
 EARLIEST = "CASE WHEN {new} IS NULL THEN {old} WHEN {old} IS NULL THEN {new} ELSE LEAST({old}, {new}) END"
@@ -155,13 +155,7 @@ class MySqlTagStore:
         return len(versions)
 
     def _delete_rows(self, version: int) -> None:
-        cur = self.conn.cursor()
-        while True:
-            cur.execute(f"DELETE FROM {layout.USER_TAGS_TABLE} WHERE version = %s LIMIT 10000", (version,))
-            deleted = cur.rowcount
-            self.conn.commit()
-            if deleted < 10_000:
-                return
+        in_chunks(self.conn, f"DELETE FROM {layout.USER_TAGS_TABLE} WHERE version = %s", (version,))
 
     def begin_version(self, run: RunInfo, as_of: dt.datetime, now: dt.datetime) -> int:
         cur = self.conn.cursor()
@@ -300,12 +294,7 @@ class MySqlTagStore:
             self._delete_rows(version)
             cur.execute(f"DELETE FROM {layout.TAG_VERSIONS_TABLE} WHERE version = %s", (version,))
             self.conn.commit()
-        while True:
-            cur.execute(f"DELETE FROM {layout.EVENTS_TABLE} WHERE at <= %s LIMIT 10000", (to_naive_utc(live.as_of),))
-            deleted = cur.rowcount
-            self.conn.commit()
-            if deleted < 10_000:
-                break
+        in_chunks(self.conn, f"DELETE FROM {layout.EVENTS_TABLE} WHERE at <= %s", (to_naive_utc(live.as_of),))
         return doomed
 
 
