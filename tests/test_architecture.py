@@ -24,9 +24,14 @@ STATES = (
     "running|success|failed|rejected|skipped|superseded|staging|live|retired|archived|discarded|dropped"
     "|entered|exited|pending|delivered|parked"
 )
-#: A quoted state in SQL: compared (``state = 'live'``, ``IN ('live', ...)``) or set.
+#: The event types (``funnel.core.user_events.EventType``): SQL takes them as parameters too.
+EVENT_TYPES = "signup|order|order_cancelled"
+#: A quoted state or event type in SQL: compared (``state = 'live'``, ``IN ('live', ...)``,
+#: ``CASE type WHEN 'order'``) or set.
 QUOTED_STATE = re.compile(
-    rf"\b(state|status|change_type)\s*(=|<>|!=|IN)\s*\(?[^)]*'({STATES})'|VALUES\s*\([^)]*'({STATES})'", re.IGNORECASE
+    rf"\b(state|status|change_type|type)\s*(=|<>|!=|IN)\s*\(?[^)]*'({STATES}|{EVENT_TYPES})'"
+    rf"|VALUES\s*\([^)]*'({STATES})'|\bWHEN\s+'({STATES}|{EVENT_TYPES})'",
+    re.IGNORECASE,
 )
 
 
@@ -98,4 +103,6 @@ def test_the_check_finds_a_quoted_state() -> None:
     assert QUOTED_STATE.search(" AND state IN ('live', 'retired')")
     assert QUOTED_STATE.search("UPDATE t SET state = 'discarded' WHERE")
     assert QUOTED_STATE.search(" VALUES (%s, %s, 'staging', %s)")
+    assert QUOTED_STATE.search("SUM(CASE type WHEN 'order' THEN 1 ELSE 0 END)")
+    assert QUOTED_STATE.search("MIN(CASE WHEN type = 'signup' THEN at END)")
     assert not QUOTED_STATE.search(" AND state IN (%s, %s)")

@@ -221,3 +221,20 @@ def test_webhooks_commands_add_list_pause_show_deliveries_retry_and_remove(
     assert main(["webhooks", "remove", str(webhook.id)]) == 0
     assert main(["webhooks", "remove", str(webhook.id)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_names_a_proxy_row_whose_rule_does_not_parse_and_goes_on(
+    mysql_conn: Any, redis_client: Any, capsys: Any
+) -> None:
+    from helpers import insert_segments
+
+    insert_segments(
+        mysql_conn,
+        {"segment_id": "ok", "name": "Ok", "kind": "proxy", "rule": '{"tag": "new_user"}'},
+        {"segment_id": "broken", "name": "Broken", "kind": "proxy", "rule": '{"tag": "shoe_size"}'},
+    )
+    capsys.readouterr()
+    main(["report"])
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "invalid" in lines["broken"]
+    assert "tags" in lines["ok"]

@@ -33,7 +33,7 @@ def error_answer(exc: BaseException, where: str) -> tuple[int, dict[str, str], d
     if not isinstance(exc, FunnelError):
         log.exception("funnel API: %s failed", where, exc_info=exc)
         return 503, {"error": STORE_UNAVAILABLE}, {}
-    status = getattr(exc, "status", None) or exc.http_status
+    status = exc.http_status
     if status >= 500 and exc.client_message is not None:
         log.warning("funnel API: %s: %s", where, exc)  # the details stay here
         return status, {"error": exc.client_message}, {}

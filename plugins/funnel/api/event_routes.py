@@ -10,7 +10,7 @@ from funnel import settings
 from funnel.api.error_answers import JSON
 from funnel.api.request_inputs import json_body
 from funnel.api.service_access import request_service
-from funnel.core.errors import BadInput, EventError
+from funnel.core.errors import BadInput, TooLarge
 from funnel.core.user_events import parse_events
 from funnel.core.utc_time import utc_now
 
@@ -42,11 +42,8 @@ async def post_events(request: Request) -> Response:
     if not isinstance(items, list):
         raise BadInput('send {"events": [{"event_id", "type", "user_id", "at"}, ...]}')
     if len(items) > settings.MAX_EVENTS_PER_REQUEST:
-        raise BadInput(f"at most {settings.MAX_EVENTS_PER_REQUEST} events per request; got {len(items)}", 413)
-    try:
-        events = parse_events(items, utc_now())
-    except EventError as exc:
-        raise BadInput(str(exc)) from None
+        raise TooLarge(f"at most {settings.MAX_EVENTS_PER_REQUEST} events per request; got {len(items)}")
+    events = parse_events(items, utc_now())  # EventError: 422 naming the event, the field and the fix
     outcome = await service.ingest(events)  # PartialWrite: 503 naming what MySQL took
     return JSON(
         {

@@ -16,7 +16,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from funnel import settings
 from funnel.core import ids
-from funnel.core.errors import BadInput, TimeRefused, WebhookError
+from funnel.core.errors import BadInput, TimeRefused, TooLarge, WebhookError
 from funnel.core.utc_time import ISO_EXAMPLE, Naive, parse_utc
 
 
@@ -54,7 +54,7 @@ def user_ids_of(body: Any) -> list[str]:
     if not isinstance(user_ids, list) or not user_ids:
         raise BadInput('send {"user_ids": ["...", ...]} with at least one user id')
     if len(user_ids) > settings.MAX_CHECK_IDS:
-        raise BadInput(f"at most {settings.MAX_CHECK_IDS} user ids per request; got {len(user_ids)}", 413)
+        raise TooLarge(f"at most {settings.MAX_CHECK_IDS} user ids per request; got {len(user_ids)}")
     match = ids.USER_ID_PATTERN.fullmatch
     if not all(isinstance(i, str) and match(i) for i in user_ids):
         user_ids = [parse_user_id(raw, f"user_ids[{index}]") for index, raw in enumerate(user_ids)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from funnel import settings, wiring
+from funnel.core.errors import SegmentError
 from funnel.storage import layout
 
 
@@ -36,7 +37,11 @@ def report() -> bool:
         lives = {row[0]: store.live_version(row[0]) for row in rows if row[1] != Kind.PROXY}
         tag_live = tags.live()
         tag_users = tags.count(tag_live.version)
-        rules = {row[0]: parse_rule(row[0], row[3], settings.NEW_USER_DAYS) for row in rows if row[1] == Kind.PROXY}
+        rules = {}
+        for segment_id, kind, _enabled, raw_rule in rows:
+            if kind == Kind.PROXY:
+                with contextlib.suppress(SegmentError):  # an invalid row: the report says so, the catalog why
+                    rules[segment_id] = parse_rule(segment_id, raw_rule, settings.NEW_USER_DAYS)
         proxy_sizes = {segment_id: tags.count_matching(rule, now) for segment_id, rule in rules.items()}
     tags_serving = redis_tags.serving()
     # No tags at all agree with an empty Redis (nothing to restore).
@@ -45,7 +50,9 @@ def report() -> bool:
     print(f"{'segment':<24} {'kind':<9} {'version':>7} {'redis':>9} {'mysql':>9}  agree")
     for segment_id, kind, enabled, _rule in rows:
         label = kind if enabled else f"{kind}*"
-        if kind == Kind.PROXY:
+        if kind == Kind.PROXY and segment_id not in rules:
+            agree, row = True, ("invalid", "-", "-")  # its rule does not parse (python -m funnel.cli preview says why)
+        elif kind == Kind.PROXY:
             rule = rules[segment_id]
             in_redis = (
                 f"{sum(redis_tags.count_range(tag, low, high) for tag, low, high in leaf_ranges(rule, now)):,}"

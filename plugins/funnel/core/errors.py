@@ -44,13 +44,15 @@ class SegmentError(FunnelError, ValueError):
 
 
 class BadInput(FunnelError, ValueError):
-    """An API request is malformed (422), or over a limit (413 with ``status``)."""
+    """An API request is malformed."""
 
     http_status = 422
 
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
+
+class TooLarge(BadInput):
+    """An API request over a limit (ids per check, events per batch)."""
+
+    http_status = 413
 
 
 class UserIdRefused(FunnelError, ValueError):

@@ -52,7 +52,7 @@ class Attempt:
     entered: int | None
     exited: int | None
     error: str | None
-    #: A composite's attempt: the version of each operand it computed from (``funnel.composite.inputs``).
+    #: A composite's attempt: the version of each operand it computed from (``funnel_segment_runs.inputs``).
     inputs: list[dict[str, Any]] | None = None
 
 

@@ -20,6 +20,7 @@ from funnel.core.errors import LockLost, StoreError
 from funnel.core.proxy_rule import Rule
 from funnel.core.run_info import RunInfo
 from funnel.core.states import VersionState
+from funnel.core.user_events import EventType
 from funnel.core.user_tags import TagRow
 from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout
@@ -252,13 +253,13 @@ class MySqlTagStore:
         cur = self.conn.cursor()
         cur.execute(
             f"INSERT INTO {layout.USER_TAGS_TABLE} (version, user_id, first_seen, order_count, seq)"
-            " SELECT %s, user_id, MIN(CASE WHEN type = 'signup' THEN at END),"
-            "  SUM(CASE type WHEN 'order' THEN 1 WHEN 'order_cancelled' THEN -1 ELSE 0 END), COUNT(*)"
+            " SELECT %s, user_id, MIN(CASE WHEN type = %s THEN at END),"
+            "  SUM(CASE type WHEN %s THEN 1 WHEN %s THEN -1 ELSE 0 END), COUNT(*)"
             f" FROM {layout.EVENTS_TABLE} WHERE at > %s GROUP BY user_id"
             " ON DUPLICATE KEY UPDATE"
             f" first_seen = {EARLIEST.format(old='first_seen', new='VALUES(first_seen)')},"
             " order_count = order_count + VALUES(order_count), seq = VALUES(seq)",
-            (version, to_naive_utc(as_of)),
+            (version, EventType.SIGNUP, EventType.ORDER, EventType.ORDER_CANCELLED, to_naive_utc(as_of)),
         )
         cur.execute(
             f"UPDATE {layout.USER_TAGS_TABLE} SET order_count = 0 WHERE version = %s AND order_count < 0", (version,)
