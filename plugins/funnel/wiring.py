@@ -155,6 +155,11 @@ def run_history(conn_id: str = settings.MYSQL_CONN_ID) -> RunHistory:
     return RunHistory(mysql_connection(conn_id), reconnect=lambda: mysql_connection(conn_id))
 
 
+def history_on(conn: Any) -> RunHistory:
+    """The run history on a connection the caller owns (reads: listings, reports, callbacks)."""
+    return RunHistory(conn)
+
+
 def segment_lock(
     client: Any, segment_id: str, holder: dict[str, Any], *, wait_seconds: float | None = None
 ) -> SegmentLock:

@@ -236,14 +236,13 @@ def build_webhooks_dag(segment_ids: list[str]) -> DAG:
 def read_subscribed_segments(catalog: Catalog) -> list[str]:
     """The stored segments of the catalog with enabled webhook subscriptions, read at parse time with
     the catalog's short timeouts; when MySQL fails, the last-good list (none: no schedule)."""
-    from funnel.storage.mysql.webhook_store import WebhookStore
 
     path = catalog_snapshot.subscribed_path(settings.catalog_snapshot_path())
     started = time.monotonic()
     try:
         conn = wiring.catalog_hook().get_conn()
         try:
-            found = WebhookStore(conn).subscribed_segments()
+            found = wiring.webhook_store(conn).subscribed_segments()
         finally:
             conn.close()
         catalog_snapshot.save_subscribed(path, found)

@@ -168,11 +168,10 @@ def _segments_not_done(dag_id: str, run_id: str, since: dt.datetime | None) -> l
 
     from funnel import wiring
     from funnel.services.catalog import serving_catalog
-    from funnel.storage.mysql.run_history import RunHistory
 
     planned = [s.segment_id for s in serving_catalog(wiring.catalog_hook()).segments if s.enabled and s.kind.on_slots]
     with contextlib.closing(wiring.mysql_connection()) as conn:
-        statuses = RunHistory(conn).statuses_in_run(
+        statuses = wiring.history_on(conn).statuses_in_run(
             dag_id, run_id, planned, since or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         )
     return not_done(planned, statuses)

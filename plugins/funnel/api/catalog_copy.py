@@ -26,8 +26,6 @@ from funnel.core.segment import Kind, Segment
 from funnel.core.utc_time import utc_now
 from funnel.services.catalog import serving_catalog
 from funnel.storage import layout
-from funnel.storage.mysql.run_history import RunHistory
-from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +80,8 @@ def read_catalog() -> CatalogView:
     hook = wiring.catalog_hook()  # the catalog's own short timeouts: a hung MySQL never holds a worker thread long
     catalog = serving_catalog(hook)
     with contextlib.closing(hook.get_conn()) as conn:
-        computed = MySqlSegmentStore(conn).segments_with_live_versions()
-        summaries = RunHistory(conn).summaries()
+        computed = wiring.mysql_store(conn).segments_with_live_versions()
+        summaries = wiring.history_on(conn).summaries()
     now, objectives = utc_now(), wiring.freshness_objectives()
     entries = {}
     for segment in catalog.segments:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from funnel import wiring
 from funnel.api.background_work import Restorer
 from funnel.api.catalog_copy import CatalogCopy, Entry
 from funnel.api.mysql_pool import MySqlPool
@@ -23,8 +24,6 @@ from funnel.core.utc_time import utc_now
 from funnel.storage import layout
 from funnel.storage.layout import MetaField
 from funnel.storage.mysql.segment_version_reader import LiveVersion
-from funnel.storage.mysql.segment_versions import MySqlSegmentStore
-from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.redis.replies import text
 
 #: The meta fields a user's segments read with each membership (plain text: the hot path encodes them per request).
@@ -84,7 +83,7 @@ class MembershipReads:
 
     async def _check_in_mysql(self, segment_id: str, user_ids: Sequence[str], stale: bool) -> Answer:
         def read(conn: Any) -> tuple[LiveVersion | None, set[str]]:
-            store = MySqlSegmentStore(conn)
+            store = wiring.mysql_store(conn)
             live = store.live_version(segment_id)
             return live, (store.members_among(segment_id, live.version, list(user_ids)) if live else set())
 
@@ -106,7 +105,7 @@ class MembershipReads:
 
     async def _tags_in_mysql(self, user_ids: Sequence[str]) -> tuple[list[Tags | None], int, str | None, str]:
         def read(conn: Any) -> tuple[Any, dict[str, Any]]:
-            store = MySqlTagStore(conn)
+            store = wiring.mysql_tag_store(conn)
             live = store.live()
             return live, store.tags_of(list(user_ids), live.version)
 
@@ -219,7 +218,7 @@ class MembershipReads:
         """The segments among ``segment_ids`` the user is in, by MySQL's live versions (and those)."""
 
         def read(conn: Any) -> dict[str, LiveVersion]:
-            store = MySqlSegmentStore(conn)
+            store = wiring.mysql_store(conn)
             found = {}
             for segment_id in segment_ids:
                 live = store.live_version(segment_id)

@@ -21,10 +21,7 @@ from funnel.core.proxy_rule import to_dict
 from funnel.core.utc_time import utc_now
 from funnel.storage import layout
 from funnel.storage.layout import MetaField, TagsMetaField
-from funnel.storage.mysql.run_history import RunHistory
 from funnel.storage.mysql.segment_version_reader import LiveVersion
-from funnel.storage.mysql.segment_versions import MySqlSegmentStore
-from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.redis.replies import int_or_none, text
 
 
@@ -50,7 +47,7 @@ class SegmentDescriptions:
         if missing:
 
             def read(conn: Any) -> dict[str, LiveVersion | None]:
-                store = MySqlSegmentStore(conn)
+                store = wiring.mysql_store(conn)
                 return {segment_id: store.live_version(segment_id) for segment_id in missing}
 
             lives = await self._mysql.run(read)
@@ -99,7 +96,7 @@ class SegmentDescriptions:
         summaries: dict[str, RunSummary] = {}
         if any(not e.is_proxy for e in entries):
             only = entries[0].segment_id if len(entries) == 1 else None
-            summaries = await self._mysql.run(lambda conn: RunHistory(conn).summaries(only))
+            summaries = await self._mysql.run(lambda conn: wiring.history_on(conn).summaries(only))
         now, objectives = utc_now(), wiring.freshness_objectives()
         verdicts: dict[str, dict[str, Any]] = {}
         for entry in entries:
@@ -117,7 +114,7 @@ class SegmentDescriptions:
         meta = {text(k): text(v) for k, v in tags_meta.items()}
         version, refreshed_at = int_or_none(meta.get(TagsMetaField.VERSION)), meta.get(TagsMetaField.REFRESHED_AT)
         if version is None:  # Redis has no tags: MySQL's live tag version, as membership answers
-            live = await self._mysql.run(lambda conn: MySqlTagStore(conn).live())
+            live = await self._mysql.run(lambda conn: wiring.mysql_tag_store(conn).live())
             version, refreshed_at = live.version, live.refreshed_at.isoformat()
             self._restorer.schedule(layout.TAGS_ID)
         return {
@@ -138,6 +135,6 @@ class SegmentDescriptions:
         cached = self._proxy_sizes.get(entry.segment_id)
         if cached and time.monotonic() - cached[0] < settings.PROXY_SIZE_CACHE_SECONDS:
             return cached[1]
-        size = await self._mysql.run(lambda conn: MySqlTagStore(conn).count_matching(rule, now))
+        size = await self._mysql.run(lambda conn: wiring.mysql_tag_store(conn).count_matching(rule, now))
         self._proxy_sizes[entry.segment_id] = (time.monotonic(), size)
         return size

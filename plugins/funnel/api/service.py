@@ -31,9 +31,7 @@ from funnel.storage.mysql.event_ledger import EventsOutcome
 from funnel.storage.mysql.membership_history import AtAnswer, UserHistory
 from funnel.storage.mysql.segment_timeline import Attempt, KeptVersion
 from funnel.storage.mysql.segment_version_reader import LiveVersion
-from funnel.storage.mysql.segment_versions import MySqlSegmentStore
-from funnel.storage.mysql.tag_versions import MySqlTagStore
-from funnel.storage.mysql.webhook_store import VersionDeliveries, Webhook, WebhookStore
+from funnel.storage.mysql.webhook_store import VersionDeliveries, Webhook
 
 if TYPE_CHECKING:
     from funnel.services.preview_values import PreviewRequest
@@ -88,7 +86,7 @@ class Service:
     # ------------------------------------------------------------------ listings (MySQL)
 
     async def live_version(self, segment_id: str) -> LiveVersion:
-        live = await self._mysql.run(lambda conn: MySqlSegmentStore(conn).live_version(segment_id))
+        live = await self._mysql.run(lambda conn: wiring.mysql_store(conn).live_version(segment_id))
         if live is None:
             raise NotComputed(f"segment {segment_id!r} is not computed yet; it has no members to list")
         return live
@@ -100,7 +98,7 @@ class Service:
         when the version is no longer kept."""
 
         def read(conn: Any) -> tuple[list[str] | None, str | None]:
-            store = MySqlSegmentStore(conn)
+            store = wiring.mysql_store(conn)
             kept, refreshed_at = store.kept_refreshed_at(segment_id, version)
             if not kept:
                 return None, None
@@ -111,7 +109,7 @@ class Service:
 
     async def page_proxy(self, entry: Entry, after: str, limit: int) -> list[str]:
         rule, now = entry.proxy_rule, utc_now()
-        return await self._mysql.run(lambda conn: MySqlTagStore(conn).page_matching(rule, now, after, limit))
+        return await self._mysql.run(lambda conn: wiring.mysql_tag_store(conn).page_matching(rule, now, after, limit))
 
     async def page_changes(
         self, segment_id: str, version: int, change: str, after: str, limit: int
@@ -119,7 +117,7 @@ class Service:
         """A page of who entered or exited in a kept version; None when it is no longer kept."""
 
         def read(conn: Any) -> list[str] | None:
-            store = MySqlSegmentStore(conn)
+            store = wiring.mysql_store(conn)
             if not store.has_version(segment_id, version):
                 return None
             return store.page_changes(segment_id, version, change, after, limit)
@@ -143,7 +141,7 @@ class Service:
         def read(conn: Any) -> AtAnswer | None:
             if not entry.is_proxy:  # a stored segment: its versions
                 return membership_history.membership_at(conn, segment_id, user_id, at, now, days)
-            row = MySqlTagStore(conn).tags_of([user_id]).get(user_id)
+            row = wiring.mysql_tag_store(conn).tags_of([user_id]).get(user_id)
             current = None if row is None else Tags(row.first_seen, row.order_count)
             return membership_history.proxy_membership_at(
                 conn, segment_id, entry.proxy_rule, user_id, at, now, days, current
@@ -216,23 +214,32 @@ class Service:
         segments = {sid: entry.segment for sid, entry in (await self.catalog()).items()}
         refuse_private = settings.WEBHOOK_REFUSE_PRIVATE
         return await self._mysql.run(
-            lambda conn: subscribe(conn, segments, segment_id, url, secret, from_version, refuse_private=refuse_private)
+            lambda conn: subscribe(
+                wiring.webhook_store(conn),
+                wiring.mysql_store(conn),
+                segments,
+                segment_id,
+                url,
+                secret,
+                from_version,
+                refuse_private=refuse_private,
+            )
         )
 
     async def webhooks(self) -> list[Webhook]:
-        return await self._mysql.run(lambda conn: WebhookStore(conn).list())
+        return await self._mysql.run(lambda conn: wiring.webhook_store(conn).list())
 
     async def set_webhook_enabled(self, webhook_id: int, enabled: bool) -> Webhook:
-        return await self._mysql.run(lambda conn: WebhookStore(conn).set_enabled(webhook_id, enabled))
+        return await self._mysql.run(lambda conn: wiring.webhook_store(conn).set_enabled(webhook_id, enabled))
 
     async def remove_webhook(self, webhook_id: int) -> None:
-        await self._mysql.run(lambda conn: WebhookStore(conn).remove(webhook_id))
+        await self._mysql.run(lambda conn: wiring.webhook_store(conn).remove(webhook_id))
 
     async def webhook_deliveries(self, webhook_id: int, limit: int) -> tuple[Webhook, list[VersionDeliveries]]:
         """The subscription and how each version went, newest first."""
 
         def read(conn: Any) -> tuple[Webhook, list[VersionDeliveries]]:
-            store = WebhookStore(conn)
+            store = wiring.webhook_store(conn)
             return store.get(webhook_id), store.by_version(webhook_id, limit)
 
         return await self._mysql.run(read)

@@ -23,7 +23,6 @@ def report() -> bool:
     from funnel.core.segment import Kind
     from funnel.core.utc_time import utc_now
     from funnel.services.restore import redis_serves
-    from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 
     client = wiring.redis_client()
     redis, redis_tags = wiring.redis_store(client), wiring.redis_tag_store(client)
@@ -33,7 +32,7 @@ def report() -> bool:
         cursor.execute(f"SELECT segment_id, kind, enabled, rule FROM {layout.SEGMENTS_TABLE} ORDER BY segment_id")
         rows = cursor.fetchall()
         conn.commit()
-        store, tags = MySqlSegmentStore(conn), wiring.mysql_tag_store(conn)
+        store, tags = wiring.mysql_store(conn), wiring.mysql_tag_store(conn)
         lives = {row[0]: store.live_version(row[0]) for row in rows if row[1] != Kind.PROXY}
         tag_live = tags.live()
         tag_users = tags.count(tag_live.version)
@@ -85,11 +84,10 @@ def freshness_report() -> list[str]:
     from funnel.core.freshness import assess
     from funnel.core.utc_time import utc_now
     from funnel.services.catalog import serving_catalog
-    from funnel.storage.mysql.run_history import RunHistory
 
     catalog = serving_catalog(wiring.mysql_hook())
     with contextlib.closing(wiring.mysql_connection()) as conn:
-        summaries = RunHistory(conn).summaries()
+        summaries = wiring.history_on(conn).summaries()
     objectives, now = wiring.freshness_objectives(), utc_now()
     print(
         f"\nfreshness at {now:%Y-%m-%d %H:%M} UTC (dynamic: a success since the older of the last two slots of "

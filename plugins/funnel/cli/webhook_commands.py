@@ -22,7 +22,8 @@ def webhooks_command(args: argparse.Namespace) -> int:
             if args.action == "add":
                 segments = {s.segment_id: s for s in serving_catalog(wiring.mysql_hook()).segments}
                 webhook, secret = subscribe(
-                    conn,
+                    store,
+                    wiring.mysql_store(conn),
                     segments,
                     args.segment_id,
                     args.url,

@@ -34,8 +34,8 @@ class Stoppable:
         when ``history`` can reconnect; its lock is released, so the next try need not wait."""
         attempt, lock = self._attempt, self._lock
         try:
-            if attempt is not None and self.history.reconnect is not None:
-                history = RunHistory(self.history.reconnect())  # first, so the row says why it stopped
+            history = self.history.on_new_connection() if attempt is not None else None
+            if attempt is not None and history is not None:  # first, so the row says why it stopped
                 try:
                     history.finish(attempt, Outcome(RunStatus.FAILED, error=reason), utc_now())
                 finally:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from funnel.core.errors import WebhookError
 from funnel.core.segment import Segment
 from funnel.core.utc_time import utc_now
 from funnel.core.webhook_subscription import check_from_version, check_secret, check_segment, check_url, new_secret
-from funnel.storage.mysql.segment_versions import MySqlSegmentStore
+from funnel.storage.mysql.segment_version_reader import SegmentVersionReader
 from funnel.storage.mysql.webhook_store import Webhook, WebhookStore
 
 
 def subscribe(
-    conn: Any,
+    webhooks: WebhookStore,
+    versions: SegmentVersionReader,
     segments: Mapping[str, Segment],
     segment_id: object,
     url: object,
@@ -35,8 +35,8 @@ def subscribe(
     checked_secret = check_secret(secret) if secret is not None else new_secret()
     start = check_from_version(from_version)
     if start is None:
-        live = MySqlSegmentStore(conn).live_version(segment_id)
+        live = versions.live_version(segment_id)
         delivered = live.version if live is not None else 0
     else:
         delivered = start - 1
-    return WebhookStore(conn).add(segment_id, checked_url, checked_secret, delivered, utc_now()), checked_secret
+    return webhooks.add(segment_id, checked_url, checked_secret, delivered, utc_now()), checked_secret

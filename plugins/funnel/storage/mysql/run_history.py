@@ -55,6 +55,11 @@ class RunHistory:
         self.conn = conn
         self.reconnect = reconnect
 
+    def on_new_connection(self) -> RunHistory | None:
+        """The same history on a connection of its own (None: this one cannot reconnect), for a
+        thread that must record while another uses ``conn`` (an ``on_kill``)."""
+        return None if self.reconnect is None else RunHistory(self.reconnect())
+
     def start(self, segment_id: str, run: RunInfo, now: dt.datetime) -> int:
         """Record a new attempt as 'running'; return its id."""
         cur = self.conn.cursor()
