@@ -26,7 +26,7 @@ from airflow.sdk import DAG
 
 from funnel.core.freshness import next_slot, shortest_gap
 from funnel.core.states import RunStatus
-from funnel.core.utc_time import as_utc, parse_utc
+from funnel.core.utc_time import EPOCH, as_utc, parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +171,7 @@ def _segments_not_done(dag_id: str, run_id: str, since: dt.datetime | None) -> l
 
     planned = [s.segment_id for s in serving_catalog(wiring.catalog_hook()).segments if s.enabled and s.kind.on_slots]
     with contextlib.closing(wiring.mysql_connection()) as conn:
-        statuses = wiring.history_on(conn).statuses_in_run(
-            dag_id, run_id, planned, since or dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-        )
+        statuses = wiring.history_on(conn).statuses_in_run(dag_id, run_id, planned, since or EPOCH)
     return not_done(planned, statuses)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-import socket
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from funnel.core.errors import WebhookError
@@ -38,8 +38,20 @@ def check_segment(segment_id: str, segment: Segment | None) -> None:
         )
 
 
-def check_url(url: object, refuse_private: bool = False) -> str:
-    """An http(s) URL with a host and no credentials in it; returned as given."""
+def literal_addresses(host: str) -> list[str]:
+    """The address a host written as an IP literal is; a name resolves to nothing here (no I/O)."""
+    try:
+        return [str(ipaddress.ip_address(host.split("%")[0]))]
+    except ValueError:
+        return []
+
+
+def check_url(
+    url: object, refuse_private: bool = False, resolve: Callable[[str], Iterable[str]] = literal_addresses
+) -> str:
+    """An http(s) URL with a host and no credentials in it; returned as given. With
+    ``refuse_private``, a host any of whose addresses (``resolve``: the caller's resolver, an IP
+    literal's own address by default) is loopback, private or link-local is refused."""
     if not isinstance(url, str) or not url:
         raise WebhookError("url", "is missing", "give the receiver's URL, e.g. https://hooks.example.com/funnel")
     if len(url) > URL_MAX_LENGTH:
@@ -64,7 +76,7 @@ def check_url(url: object, refuse_private: bool = False) -> str:
         )
     if any(ord(ch) < 33 or ord(ch) > 126 for ch in url):
         raise WebhookError("url", "holds spaces, control or non-ASCII characters", "percent-encode them")
-    if refuse_private and _is_private(host):
+    if refuse_private and _is_private(resolve(host)):
         raise WebhookError(
             "url",
             f"points at {host!r}, a loopback, private or link-local address, which [funnel] "
@@ -74,11 +86,7 @@ def check_url(url: object, refuse_private: bool = False) -> str:
     return url
 
 
-def _is_private(host: str) -> bool:
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return False  # unresolvable now: the delivery will say so
+def _is_private(addresses: Iterable[str]) -> bool:
     return any(
         (ip := ipaddress.ip_address(a.split("%")[0])).is_private or ip.is_loopback or ip.is_link_local
         for a in addresses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 
 from funnel.core.errors import WebhookError
@@ -31,7 +32,7 @@ def subscribe(
     if not isinstance(segment_id, str) or not segment_id:
         raise WebhookError("segment_id", "is missing", "name a segment of funnel_segments (GET /v1/segments)")
     check_segment(segment_id, segments.get(segment_id))
-    checked_url = check_url(url, refuse_private)
+    checked_url = check_url(url, refuse_private, resolve=_addresses)
     checked_secret = check_secret(secret) if secret is not None else new_secret()
     start = check_from_version(from_version)
     if start is None:
@@ -40,3 +41,11 @@ def subscribe(
     else:
         delivered = start - 1
     return webhooks.add(segment_id, checked_url, checked_secret, delivered, utc_now()), checked_secret
+
+
+def _addresses(host: str) -> list[str]:
+    """Every address ``host`` resolves to now (none when it does not: the delivery will say so)."""
+    try:
+        return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None)})
+    except OSError:
+        return []
