@@ -33,6 +33,7 @@ from funnel.api import (
 )
 from funnel.api.error_answers import JSON, add_error_handlers
 from funnel.api.fast_paths import FastPaths
+from funnel.api.http_semantics import HeadAsGet
 from funnel.api.segments_page import mount_ui
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def create_app(airflow_login: bool = False) -> FastAPI:
         default_response_class=JSON,
     )
     app.add_middleware(FastPaths, api=app)
+    app.add_middleware(HeadAsGet)  # outermost: a HEAD takes every path its GET takes, the hot ones too
     app.state.tokens = tokens
     app.state.airflow_login = airflow_login
     app.state.service_lock = asyncio.Lock()

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from funnel.api.http_semantics import allowed_methods
 from funnel.core.errors import STORE_UNAVAILABLE, FunnelError
 
 log = logging.getLogger("funnel.api")
@@ -51,7 +52,10 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSON({"error": f"{where}: {first.get('msg', 'is not valid')}"}, status_code=422)
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return JSON({"error": str(exc.detail)}, status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of every route at this path, not only the first route's
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return JSON({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers or None)
 
     app.add_exception_handler(FunnelError, funnel_error)
     app.add_exception_handler(RequestValidationError, unreadable)

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from funnel import settings
 from funnel.api.catalog_copy import Entry
 from funnel.api.error_answers import JSON
+from funnel.api.http_semantics import tagged_answer
 from funnel.api.request_inputs import parse_limit, parse_stale_filter
 from funnel.api.service_access import request_service
 from funnel.core.composite_expr import expression_in_words, parse_expression, to_json
@@ -37,7 +38,7 @@ async def list_segments(request: Request) -> Response:
     described = await service.describe(entries)
     if flagged is not None:
         described = [item for item in described if (item["freshness"] != Freshness.FRESH) == flagged]
-    return JSON({"segments": described})
+    return tagged_answer(request, {"segments": described})
 
 
 @router.get("/v1/segments/{segment_id}", summary="One segment: meta, changes, freshness, its query or rule")
@@ -53,7 +54,7 @@ async def get_segment(segment_id: str, request: Request) -> Response:
         expr = parse_expression(entry.segment_id, entry.segment.rule)
         described["rule"] = to_json(expr)
         described["expression"] = expression_in_words(expr)
-    return JSON(described)
+    return tagged_answer(request, described)
 
 
 @router.get(
