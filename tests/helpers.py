@@ -275,3 +275,11 @@ def feed_versions(client: Any, segment_id: str) -> dict[int, dict[str, Any]]:
         else:
             version[entry["change"]].update(entry["ids"].split("\n"))
     return out
+
+
+def subscribe_on(conn: Any, segments: Any, segment_id: str, url: str, *args: Any, **kwargs: Any) -> Any:
+    """``funnel.services.webhook_admin.subscribe`` with its stores on ``conn``, as the CLI wires them."""
+    from funnel import wiring
+    from funnel.services.webhook_admin import subscribe
+
+    return subscribe(wiring.webhook_store(conn), wiring.mysql_store(conn), segments, segment_id, url, *args, **kwargs)

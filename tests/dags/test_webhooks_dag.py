@@ -7,15 +7,14 @@ import time
 from typing import Any
 
 import pytest
-from helpers import WebhookReceiver, insert_segments, refresh_segment
+from helpers import WebhookReceiver, insert_segments, refresh_segment, subscribe_on
 
-from funnel import settings, wiring
+from funnel import settings
 from funnel.airflow.dag_factory import WEBHOOKS_HOWTO
 from funnel.core.dag_plan import WEBHOOKS_DAG_ID
 from funnel.core.segment import Kind, Segment
 from funnel.core.utc_time import utc_now
 from funnel.core.webhook_signing import verify
-from funnel.services.webhook_admin import subscribe
 from funnel.storage import layout
 from funnel.storage.mysql.webhook_store import WebhookStore
 
@@ -58,9 +57,7 @@ def test_the_dag_is_scheduled_on_any_of_the_subscribed_segments_assets(mysql_con
 
     url = "http://127.0.0.1:9/hook"
     for segment_id in ("sellers", "buyers", "buyers", "paused"):
-        webhook, _ = subscribe(
-            wiring.webhook_store(mysql_conn), wiring.mysql_store(mysql_conn), CATALOG, segment_id, url
-        )
+        webhook, _ = subscribe_on(mysql_conn, CATALOG, segment_id, url)
     WebhookStore(mysql_conn).set_enabled(webhook.id, False)  # paused's only subscription
     store = WebhookStore(mysql_conn)
     store.add("proxy_or_gone", url, SECRET, 0, utc_now())  # not a stored segment of the catalog: left out
@@ -88,15 +85,7 @@ def test_a_dag_run_delivers_parks_when_the_receiver_is_down_and_a_manual_run_del
     receiver = WebhookReceiver()
     try:
         v1 = refresh_segment(redis_client, "buyers", ["a", "b", "c"], 0).version
-        webhook, _ = subscribe(
-            wiring.webhook_store(mysql_conn),
-            wiring.mysql_store(mysql_conn),
-            CATALOG,
-            "buyers",
-            receiver.url,
-            SECRET,
-            from_version=v1,
-        )
+        webhook, _ = subscribe_on(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
         receiver.down()
         run = load_dagbag().dags[WEBHOOKS_DAG_ID].test()
         assert run.state == "failed"

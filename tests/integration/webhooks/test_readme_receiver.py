@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import subscribe_on
 
-from funnel import wiring
 from funnel.core.segment import Kind, Segment
-from funnel.services.webhook_admin import subscribe
 from funnel.services.webhook_delivery import Deliverer, DeliverySettings
 from funnel.storage import webhook_sender
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
@@ -61,15 +60,7 @@ def test_the_readme_receiver_applies_each_batch_once_and_refuses_forgeries(
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     v1 = refresh("buyers", ["a", "b", "c"]).version
     catalog = {"buyers": Segment("buyers", "Buyers", Kind.DYNAMIC, query="q")}
-    subscribe(
-        wiring.webhook_store(mysql_conn),
-        wiring.mysql_store(mysql_conn),
-        catalog,
-        "buyers",
-        url,
-        SECRET,
-        from_version=v1,
-    )
+    subscribe_on(mysql_conn, catalog, "buyers", url, SECRET, from_version=v1)
     v2 = refresh("buyers", ["b", "c", "d"]).version
     config = DeliverySettings(batch_size=2, max_attempts=1, backoff_seconds=0, backoff_max_seconds=0, timeout_seconds=2)
     [report] = Deliverer(WebhookStore(mysql_conn), MySqlSegmentStore(mysql_conn), config).run(retry_parked=False)

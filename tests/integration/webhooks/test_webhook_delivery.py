@@ -10,13 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import WebhookReceiver
+from helpers import WebhookReceiver, subscribe_on
 
-from funnel import settings, wiring
+from funnel import settings
 from funnel.core.segment import Kind, Segment
 from funnel.core.states import DeliveryStatus
 from funnel.core.webhook_signing import verify
-from funnel.services.webhook_admin import subscribe
 from funnel.services.webhook_delivery import Deliverer, DeliverySettings
 from funnel.storage import layout
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
@@ -58,15 +57,7 @@ def test_every_change_arrives_in_order_signed_across_failures_an_outage_and_a_ma
 ) -> None:
     members = [["a", "b", "c", "d", "e"], ["c", "d", "e", "f", "g"], ["c", "h", "k"], ["h", "i", "j"]]
     v1 = refresh("buyers", members[0]).version
-    webhook, secret = subscribe(
-        wiring.webhook_store(mysql_conn),
-        wiring.mysql_store(mysql_conn),
-        CATALOG,
-        "buyers",
-        receiver.url,
-        SECRET,
-        from_version=v1,
-    )
+    webhook, secret = subscribe_on(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
     assert secret == SECRET
     v2 = refresh("buyers", members[1]).version
 
@@ -143,12 +134,8 @@ def test_a_new_subscription_starts_after_the_live_version_and_one_receiver_down_
     broken = WebhookReceiver()
     broken.down()
     try:
-        subscribe(
-            wiring.webhook_store(mysql_conn), wiring.mysql_store(mysql_conn), catalog, "buyers", broken.url, SECRET
-        )
-        subscribe(
-            wiring.webhook_store(mysql_conn), wiring.mysql_store(mysql_conn), catalog, "buyers", receiver.url, SECRET
-        )
+        subscribe_on(mysql_conn, catalog, "buyers", broken.url, SECRET)
+        subscribe_on(mysql_conn, catalog, "buyers", receiver.url, SECRET)
         v2 = refresh("buyers", ["b", "c"]).version
         first, second = deliverer(mysql_conn).run(retry_parked=False)
     finally:
@@ -166,15 +153,7 @@ def test_a_pruned_version_parks_with_the_reason_and_is_never_skipped(
 ) -> None:
     monkeypatch.setattr(settings, "CHANGE_HISTORY_DAYS", 0)  # no history beyond keep_versions
     v1 = refresh("buyers", ["a"]).version
-    webhook, _ = subscribe(
-        wiring.webhook_store(mysql_conn),
-        wiring.mysql_store(mysql_conn),
-        CATALOG,
-        "buyers",
-        receiver.url,
-        SECRET,
-        from_version=v1,
-    )
+    webhook, _ = subscribe_on(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
     for members in (["b"], ["c"], ["d"], ["e"]):  # keep_versions (3) prunes v1 and v2
         refresh("buyers", members)
     [report] = deliverer(mysql_conn).run(retry_parked=False)
@@ -190,15 +169,7 @@ def test_versions_archived_within_the_history_horizon_are_still_delivered(
     mysql_conn: Any, refresh: Callable[..., Any], receiver: WebhookReceiver
 ) -> None:
     v1 = refresh("buyers", ["a"]).version
-    subscribe(
-        wiring.webhook_store(mysql_conn),
-        wiring.mysql_store(mysql_conn),
-        CATALOG,
-        "buyers",
-        receiver.url,
-        SECRET,
-        from_version=v1,
-    )
+    subscribe_on(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
     for members in (["b"], ["c"], ["d"], ["e"]):  # beyond keep_versions (3), within change_history_days
         refresh("buyers", members)
     [report] = deliverer(mysql_conn).run(retry_parked=False)
@@ -213,15 +184,7 @@ def test_a_changed_batch_size_restarts_the_version_it_was_in(
     mysql_conn: Any, refresh: Callable[..., Any], receiver: WebhookReceiver
 ) -> None:
     v1 = refresh("buyers", ["a", "b", "c", "d", "e"]).version
-    webhook, _ = subscribe(
-        wiring.webhook_store(mysql_conn),
-        wiring.mysql_store(mysql_conn),
-        CATALOG,
-        "buyers",
-        receiver.url,
-        SECRET,
-        from_version=v1,
-    )
+    webhook, _ = subscribe_on(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
     store = WebhookStore(mysql_conn)
     store.attempt(webhook, v1, 1, 3, time_now())
     store.delivered(webhook, v1, 1, 3, 2, time_now())  # batch 1 of 3 went out at 2 ids a batch
@@ -254,15 +217,7 @@ def test_an_unexpected_failure_of_one_subscription_never_stops_the_others(
     v1 = refresh("buyers", ["a"]).version
     store = WebhookStore(mysql_conn)
     store.add("buyers", "not a url at all", SECRET, 0, utc_now())  # written around the checks
-    subscribe(
-        wiring.webhook_store(mysql_conn),
-        wiring.mysql_store(mysql_conn),
-        CATALOG,
-        "buyers",
-        receiver.url,
-        SECRET,
-        from_version=v1,
-    )
+    subscribe_on(mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1)
     broken, working = deliverer(mysql_conn).run(retry_parked=False)
     assert broken.error == "ValueError: unknown url type: 'not a url at all'"
     assert "FAILED ValueError" in broken.summary()
