@@ -49,6 +49,13 @@ class Entry:
         """Answered at request time from the users' tags (no versions)."""
         return self.segment.kind is Kind.PROXY
 
+    def refreshed(self, what: str) -> Entry:
+        """This entry, when its segment is refreshed (static, dynamic, composite); a proxy segment
+        is answered live and has no ``what`` (409)."""
+        if self.is_proxy:
+            raise NotComputed(f"segment {self.segment_id!r} is a proxy segment: it is answered live and has no {what}")
+        return self
+
     @property
     def proxy_rule(self) -> Rule:
         """The parsed rule of a proxy segment."""

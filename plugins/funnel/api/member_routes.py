@@ -16,7 +16,8 @@ from funnel.api.error_answers import JSON
 from funnel.api.request_inputs import json_body, parse_limit, parse_time, parse_user_id, user_ids_of
 from funnel.api.service import Service
 from funnel.api.service_access import request_service
-from funnel.core.errors import BadInput, NotComputed
+from funnel.core.errors import BadInput
+from funnel.core.states import ChangeType
 from funnel.core.utc_time import utc_now
 
 router = APIRouter()
@@ -131,11 +132,10 @@ async def list_members(segment_id: str, request: Request) -> Response:
 async def list_changes(segment_id: str, request: Request) -> Response:
     service = await request_service(request, "read")
     entry = await service.entry(segment_id)
-    change = request.query_params.get("type", "entered")
-    if change not in ("entered", "exited"):
+    change = request.query_params.get("type", ChangeType.ENTERED.value)
+    if change not in tuple(ChangeType):
         raise BadInput("type must be 'entered' or 'exited'")
-    if entry.is_proxy:
-        raise NotComputed(f"segment {segment_id!r} is a proxy segment: it is answered live and has no refreshes")
+    entry.refreshed("refreshes")
     limit = parse_limit(request.query_params.get("limit"))
     pinned, after = read_cursor(request.query_params.get("cursor"), segment_id, versioned=True)
     version = pinned if pinned is not None else (await service.live_version(segment_id)).version

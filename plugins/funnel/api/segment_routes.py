@@ -7,23 +7,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from funnel import settings
-from funnel.api.catalog_copy import Entry
 from funnel.api.error_answers import JSON
 from funnel.api.http_semantics import tagged_answer
 from funnel.api.request_inputs import parse_limit, parse_stale_filter
 from funnel.api.service_access import request_service
 from funnel.core.composite_expr import expression_in_words, parse_expression, to_json
-from funnel.core.errors import NotComputed
 from funnel.core.states import Freshness
 
 router = APIRouter(tags=["segments"])
-
-
-def _refreshed(entry: Entry, what: str) -> Entry:
-    """The entry of a static or dynamic segment; a proxy segment has no refreshes (409)."""
-    if entry.is_proxy:
-        raise NotComputed(f"segment {entry.segment_id!r} is a proxy segment: it is answered live and has no {what}")
-    return entry
 
 
 @router.get(
@@ -63,7 +54,7 @@ async def get_segment(segment_id: str, request: Request) -> Response:
 )
 async def list_versions(segment_id: str, request: Request) -> Response:
     service = await request_service(request, "read")
-    entry = _refreshed(await service.entry(segment_id), "versions")
+    entry = (await service.entry(segment_id)).refreshed("versions")
     kept = await service.kept_versions(segment_id)
     return JSON({"segment_id": entry.segment_id, "keep_versions": settings.KEEP_VERSIONS, "versions": kept})
 
@@ -74,7 +65,7 @@ async def list_versions(segment_id: str, request: Request) -> Response:
 )
 async def list_runs(segment_id: str, request: Request) -> Response:
     service = await request_service(request, "read")
-    entry = _refreshed(await service.entry(segment_id), "refresh attempts")
+    entry = (await service.entry(segment_id)).refreshed("refresh attempts")
     limit = parse_limit(request.query_params.get("limit"), settings.RUNS_LIMIT_DEFAULT)
     runs = await service.recent_attempts(segment_id, limit)
     return JSON({"segment_id": entry.segment_id, "runs": runs})

@@ -26,7 +26,7 @@ from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout
 from funnel.storage.mysql.proxy_change_log import ProxyChangeLog
 from funnel.storage.mysql.sql_params import marks
-from funnel.storage.mysql.tag_versions import EARLIEST, tag_row
+from funnel.storage.mysql.tag_versions import EARLIEST, read_tag_rows, tag_row
 
 
 @dataclass(frozen=True)
@@ -198,12 +198,4 @@ class EventLedger:
 
     def _tags_of(self, version: int, user_ids: Sequence[str], for_update: bool = False) -> list[TagRow]:
         """Inside the caller's transaction: these users' tags in ``version`` (``for_update``: locked)."""
-        if not user_ids:
-            return []
-        cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT user_id, first_seen, order_count, seq FROM {layout.USER_TAGS_TABLE}"
-            f" WHERE version = %s AND user_id IN ({marks(user_ids)})" + (" FOR UPDATE" if for_update else ""),
-            (version, *user_ids),
-        )
-        return [tag_row(row) for row in cur.fetchall()]
+        return read_tag_rows(self.conn, version, user_ids, for_update)

@@ -71,13 +71,7 @@ class MySqlTagStore:
             return {}
         if version is None:
             version = self.live().version
-        cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT user_id, first_seen, order_count, seq FROM {layout.USER_TAGS_TABLE}"
-            f" WHERE version = %s AND user_id IN ({marks(user_ids)})",
-            (version, *user_ids),
-        )
-        rows = {row[0]: tag_row(row) for row in cur.fetchall()}
+        rows = {row.user_id: row for row in read_tag_rows(self.conn, version, user_ids)}
         self.conn.commit()
         return rows
 
@@ -305,6 +299,20 @@ _LIVE_COLUMNS = "version, as_of, size, refreshed_at"
 def _tag_version(row: Sequence[Any]) -> TagVersion:
     version, as_of, size, refreshed_at = row
     return TagVersion(int(version), from_naive_utc(as_of), int(size), from_naive_utc(refreshed_at))
+
+
+def read_tag_rows(conn: Any, version: int, user_ids: Sequence[str], for_update: bool = False) -> list[TagRow]:
+    """These users' tags in ``version``, inside the caller's transaction (``for_update``: locked);
+    users without tags are absent."""
+    if not user_ids:
+        return []
+    cur = conn.cursor()
+    cur.execute(
+        f"SELECT user_id, first_seen, order_count, seq FROM {layout.USER_TAGS_TABLE}"
+        f" WHERE version = %s AND user_id IN ({marks(user_ids)})" + (" FOR UPDATE" if for_update else ""),
+        (version, *user_ids),
+    )
+    return [tag_row(row) for row in cur.fetchall()]
 
 
 def tag_row(row: Sequence[Any]) -> TagRow:
