@@ -43,6 +43,7 @@ import argparse
 import collections
 import contextlib
 import datetime as dt
+import functools
 import gc
 import hashlib
 import json
@@ -95,6 +96,8 @@ TARGET_BATCH_IDS_S = 1_000_000
 TARGET_PROXY_VS_DYNAMIC = 1.5
 TARGET_USER_SEGMENTS_P99_MS = 5.0
 FIXED_RATE = 1_000
+#: The loads ``--against REV`` measures on the other commit: the figures with a target.
+AGAINST_LOADS = ["single_sat", "batch_sat", "proxy_sat", "single_fixed", "users_fixed"]
 FUNNEL_LOADS = ["single_sat", "proxy_sat", "batch_sat", "users_sat", "single_fixed", "proxy_fixed", "users_fixed"]
 #: The MySQL stall: the catalog table locked from 2 s to 8 s of a 10 s run at FIXED_RATE (longer
 #: than api_catalog_ttl_seconds, so every worker re-reads the catalog during it).
@@ -359,6 +362,26 @@ def start_funnel(workers: int) -> tuple[subprocess.Popen[bytes], int]:
     proc = PROCS.start([*argv, "--workers", str(workers)], child_env(), log_path)
     seconds = wait_healthy(proc, port, log_path)
     log(f"funnel API, {workers} worker(s), pid {proc.pid}, port {port}: /healthz after {seconds:.1f} s")
+    return proc, port
+
+
+def start_funnel_at(rev: str, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    """``funnel.cli serve`` of the commit ``rev`` (``--against``): its ``plugins/`` exported with
+    ``git archive`` into the bench's state folder, run with the same Python, data and settings."""
+    sha = subprocess.run(["git", "rev-parse", "--short=10", rev], cwd=ROOT, capture_output=True, text=True, check=True)
+    folder = STATE / f"rev-{sha.stdout.strip()}"
+    if not (folder / "plugins" / "funnel").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", rev, "plugins"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    port = free_port()
+    log_path = STATE / f"funnel-at-{sha.stdout.strip()}-{workers}w.log"
+    env = child_env()
+    env["PYTHONPATH"] = env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(folder / "plugins")
+    argv = [str(PYTHON), "-m", "funnel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = PROCS.start([*argv, "--workers", str(workers)], env, log_path)
+    seconds = wait_healthy(proc, port, log_path)
+    log(f"funnel API at {rev}, {workers} worker(s), pid {proc.pid}, port {port}: /healthz after {seconds:.1f} s")
     return proc, port
 
 
@@ -1397,7 +1420,7 @@ def measure_api(
     loads: dict[str, Load] = {}
     common = {"server_pid": proc.pid, "redis_pid": redis_pid}
     try:
-        if start in (start_funnel, start_funnel_reuseport, start_funnel_whatif):
+        if start in (start_funnel, start_funnel_reuseport, start_funnel_whatif) or isinstance(start, functools.partial):
             check_answers(port)
         elif start is start_minimal:
             check_peer_answers(port)
@@ -1744,6 +1767,26 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
                 "peer",
             )
 
+    against = results.get("against2", {})
+    if against:  # the targets' figures on the other commit, next to this code's
+        rev = args.against
+        for key, figure, unit in (
+            ("single_sat", "single check, 2 workers, saturation", "rate"),
+            ("batch_sat", f"batch check, {BATCH_IDS:,} ids per request", "ids"),
+            ("proxy_sat", "proxy check, saturation", "rate"),
+            ("single_fixed", f"single check, {FIXED_RATE:,}/s: p99", "p99"),
+            ("users_fixed", f"users/{{id}}/segments, {FIXED_RATE:,}/s: p99", "p99"),
+        ):
+            now, then = f2[key], against[key]
+            if unit == "p99":
+                shown, other, ratio = f"{now.p99:.2f} ms", f"{then.p99:.2f} ms at {rev}", now.p99 / then.p99
+            else:
+                scale = BATCH_IDS if unit == "ids" else 1
+                label = "ids/s" if unit == "ids" else "/s"
+                shown = f"{now.rate * scale:,.0f} {label}"
+                other, ratio = f"{then.rate * scale:,.0f} {label} at {rev}", now.rate / then.rate
+            info(f"{figure}: this code vs {rev}", shown, other, ratio, "peer")
+
     widths = [
         max(len(r[i]) for r in [("figure", "measured", "limit or peer", "ratio", "verdict"), *rows]) for i in range(5)
     ]
@@ -1875,7 +1918,11 @@ def run(args: argparse.Namespace) -> int:
     ]
     if "SO_REUSEPORT" in (ROOT / "plugins" / "funnel" / "cli.py").read_text():
         plans = [plan for plan in plans if plan[0] != "reuse2"]  # serve itself has a socket per worker
-    for key, label, start, workers, loads in plans[: 1 if args.quick else None]:
+    plans = plans[: 1 if args.quick else None]
+    if args.against:  # the same loads on the commit to compare with, right after this code's
+        at = functools.partial(start_funnel_at, args.against)
+        plans.insert(1, ("against2", f"funnel at {args.against} 2w", at, 2, AGAINST_LOADS))
+    for key, label, start, workers, loads in plans:
         results[key] = measure_api(label, start, workers, loads, redis_pid, args)
     applied = STATE / "whatif-applied.txt"
     if "whatif2" in results and applied.exists():
@@ -1917,6 +1964,11 @@ def main() -> int:
     parser.add_argument("--bare-seconds", type=float, default=3.0, help="seconds per bare Redis limit (default 3)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections at saturation (default 16)")
     parser.add_argument("--quick", action="store_true", help="two workers only: no 1-worker and minimal-app rows")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also measure the API of git commit REV (e.g. HEAD~1) on the same data, side by side",
+    )
     parser.add_argument("--reuse", action="store_true", help="keep the data of the last run instead of rebuilding it")
     parser.add_argument(
         "--profile",

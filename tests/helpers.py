@@ -11,6 +11,11 @@ from typing import Any
 
 from funnel.storage import layout
 
+#: The API's tokens in the tests (``AIRFLOW__FUNNEL__API_TOKENS``).
+READ_TOKEN = "read-token-5c0a7e91d2"
+WRITE_TOKEN = "write-token-8b3f46aa17"
+API_TOKENS = f"read:{READ_TOKEN},write:{WRITE_TOKEN}"
+
 
 def hive_execute(conn: Any, *statements: str) -> None:
     cursor = conn.cursor()

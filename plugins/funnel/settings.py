@@ -144,6 +144,10 @@ PAGE_LIMIT_DEFAULT: int = conf.getint(SECTION, "page_limit_default", fallback=10
 PAGE_LIMIT_MAX: int = conf.getint(SECTION, "page_limit_max", fallback=10_000)
 #: Refresh attempts ``GET /v1/segments/{id}/runs`` lists when the request gives no ``limit``.
 RUNS_LIMIT_DEFAULT: int = conf.getint(SECTION, "runs_limit_default", fallback=20)
+#: How many versions ``GET /v1/webhooks/{id}/deliveries`` answers without ``?limit=``.
+DELIVERIES_LIMIT_DEFAULT: int = conf.getint(SECTION, "deliveries_limit_default", fallback=100)
+#: What a 429 or 503 answer's ``Retry-After`` says: seconds before a client tries again.
+RETRY_AFTER_SECONDS: int = conf.getint(SECTION, "retry_after_seconds", fallback=1)
 #: How long the API trusts its copy of the catalog (segment ids, kinds, rules).
 API_CATALOG_TTL_SECONDS: float = conf.getfloat(SECTION, "api_catalog_ttl_seconds", fallback=5.0)
 #: How long the size of a proxy segment whose rule combines tags is cached (one tag: exact).

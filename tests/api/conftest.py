@@ -7,6 +7,7 @@ never a stack trace, never a token or a connection URL in the body.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import json
 import logging
@@ -21,8 +22,10 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from answer_contract import check_answer
 from fastapi.testclient import TestClient
-from helpers import insert_segments
+from helpers import API_TOKENS as TOKENS
+from helpers import READ_TOKEN, WRITE_TOKEN, insert_segments
 
 from funnel import wiring
 from funnel.core.composite_expr import parse_expression
@@ -33,17 +36,15 @@ from funnel.services.refresh import RefreshRequest, RefreshResult
 from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.redis.tag_sets import RedisTagStore
 
-READ_TOKEN = "read-token-5c0a7e91d2"
-WRITE_TOKEN = "write-token-8b3f46aa17"
-TOKENS = f"read:{READ_TOKEN},write:{WRITE_TOKEN}"
 #: What no response body may ever hold.
 NEVER_IN_A_BODY = ("Traceback", 'File "', READ_TOKEN, WRITE_TOKEN, "mysql://", "redis://")
 
 T = TypeVar("T")
 
 
-def check_response(response: httpx.Response) -> None:
-    """Every response of the suite: a JSON answer (but a 304), no 500, no stack trace, no secret."""
+def check_response(response: httpx.Response, app: Any = None) -> None:
+    """Every response of the suite: a JSON answer (but a 304), no 500, no stack trace, no secret;
+    with the ``app``, the answer its route declares (``answer_contract.check_answer``)."""
     response.read()
     body = response.text
     assert response.status_code != 500, body
@@ -51,6 +52,9 @@ def check_response(response: httpx.Response) -> None:
         assert text not in body, f"{response.request.method} {response.request.url}: {body[:500]}"
     if response.status_code != 304:  # Not Modified carries no body, so no type
         assert response.headers["content-type"].startswith("application/json"), response.headers
+    if app is not None and not response.request.url.path.startswith("/ui"):
+        request = response.request
+        check_answer(app, request.method, request.url.path, response.status_code, response.content)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -72,7 +76,7 @@ def start_api(mysql_conn: Any, redis_client: Any, monkeypatch: pytest.MonkeyPatc
     def start(token: str | None = READ_TOKEN) -> TestClient:
         app = create_app()
         client = TestClient(app, raise_server_exceptions=False, headers=bearer(token) if token else None)
-        client.event_hooks = {"request": [], "response": [check_response]}
+        client.event_hooks = {"request": [], "response": [functools.partial(check_response, app=app)]}
         client.__enter__()
         started.append((app, client))
         return client

@@ -8,12 +8,15 @@ Airflow's own app (``airflow.api_fastapi.app.create_app``) with its plugins, aut
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from api_fuzzing import BUDGET, fuzz_every_operation, load_schema
 from fastapi.testclient import TestClient
+from helpers import API_TOKENS
+from hypothesis import settings
 
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
@@ -31,6 +34,7 @@ def airflow_api(airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{USER}:viewer")
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "funnel-test-jwt-secret-" + "0d4b" * 12)
+    monkeypatch.setenv("AIRFLOW__FUNNEL__API_TOKENS", API_TOKENS)  # funnel's own tokens work under /funnel too
     from airflow.api_fastapi.app import create_app, purge_cached_app
 
     purge_cached_app()
@@ -124,3 +128,16 @@ def test_an_expired_or_logged_out_login_reads_nothing(
         {"error": "the Airflow login has expired: log in to Airflow again"},
     )
     assert (logged_out.status_code, logged_out.json()) == (401, {"error": "the token is not valid for this service"})
+
+
+def test_the_mounted_api_meets_its_document(
+    airflow_api: TestClient, add_segment: Callable[..., None], refresh: Callable[..., Any], write_auth: dict[str, str]
+) -> None:
+    """Schemathesis on the API as Airflow's API server serves it, under /funnel: every
+    operation, every check (tests/api/test_fuzzed.py), a smaller budget."""
+    add_segment("buyers")
+    refresh("buyers", ["1", "2", "3"])
+    document = airflow_api.get("/funnel/openapi.json").json()
+    assert document["servers"] == [{"url": "/funnel"}]
+    schema = load_schema(airflow_api.app, "/funnel/openapi.json")
+    assert fuzz_every_operation(schema, write_auth, settings(BUDGET, max_examples=8)) == 18

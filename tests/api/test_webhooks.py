@@ -111,7 +111,15 @@ def test_bad_subscriptions_are_422_naming_the_field_and_the_fix(
             "secret: must be 16 to 128 printable ASCII characters without spaces. Fix: leave it out to have one "
             "generated",
         ),
-        ({"url": HOOK}, "segment_id: is missing. Fix: name a segment of funnel_segments (GET /v1/segments)"),
+        (
+            {"url": HOOK},
+            'segment_id is missing. Fix: send {"segment_id": "...", "url": "https://...", "secret"?: "...", '
+            '"from_version"?: 1}',
+        ),
+        (
+            {"segment_id": "buyers", "url": HOOK, "events": "all"},
+            "'events' is not a webhook field; use segment_id, url, secret and from_version",
+        ),
     ]
     for body, message in cases:
         answer = api.post("/v1/webhooks", json=body, headers=write_auth)
@@ -119,6 +127,6 @@ def test_bad_subscriptions_are_422_naming_the_field_and_the_fix(
     assert WebhookStore(mysql_conn).list() == []
     bad_patch = api.patch("/v1/webhooks/1", json={"enabled": "no"}, headers=write_auth)
     assert bad_patch.status_code == 422
-    assert bad_patch.json()["error"].startswith("enabled: must be true or false. Fix: ")
+    assert bad_patch.json()["error"].startswith("enabled must be true or false. Fix: ")
     assert api.patch("/v1/webhooks/abc", json={"enabled": True}, headers=write_auth).status_code == 422
     assert api.delete("/v1/webhooks/999", headers=write_auth).status_code == 404

@@ -57,6 +57,7 @@ def create_app(airflow_login: bool = False) -> FastAPI:
         gc.freeze()  # what start-up made lives forever: collections need not walk it again
         yield
         service = getattr(app.state, "service", None)
+        app.state.service = None  # a mounted app outlives its host's lifespan: the next request makes a new one
         if service is not None:
             await service.close()
 
@@ -66,6 +67,7 @@ def create_app(airflow_login: bool = False) -> FastAPI:
         version="1",
         lifespan=lifespan,
         default_response_class=JSON,
+        generate_unique_id_function=lambda route: route.name,  # operationId: the route function's name
     )
     app.add_middleware(FastPaths, api=app)
     app.add_middleware(HeadAsGet)  # outermost: a HEAD takes every path its GET takes, the hot ones too

@@ -5,18 +5,24 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from funnel.api.answers import Health, Readiness
 from funnel.api.error_answers import JSON
 from funnel.api.service_access import request_service
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is up (no auth)")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", summary="The process is up (no auth)", response_model=Health)
+async def healthz() -> Response:
+    return JSON({"status": "ok"})
 
 
-@router.get("/readyz", summary="Redis and MySQL answer (no auth)")
+@router.get(
+    "/readyz",
+    summary="Redis and MySQL answer (no auth)",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "what is not ready"}},
+)
 async def readyz(request: Request) -> Response:
     service = await request_service(request, None)
     problems = await service.ready()

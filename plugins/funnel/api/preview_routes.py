@@ -3,12 +3,14 @@ The query runs on Hive in a thread of the preview pool; nothing is written."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
+from funnel.api.answers import PreviewAnswer, error_statuses
+from funnel.api.bodies import PreviewBody
 from funnel.api.error_answers import JSON
-from funnel.api.request_inputs import json_body, preview_fields
-from funnel.api.service_access import request_service
+from funnel.api.service_access import WriteService
+from funnel.core.errors import BadInput
 
 router = APIRouter(tags=["preview"])
 
@@ -16,19 +18,14 @@ router = APIRouter(tags=["preview"])
 @router.post(
     "/v1/preview",
     summary="What a segment, a query or a rule would hold and change, without writing anything (write scope)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"example": {"segment_id": "german_users", "query": "SELECT user_id FROM dw.users"}}
-            },
-        }
-    },
+    response_model=PreviewAnswer,
+    responses=error_statuses(401, 403, 404, 422, 429, 503, 504),
 )
-async def preview(request: Request) -> Response:
+async def preview(body: PreviewBody, service: WriteService) -> Response:
     from funnel.services.preview_values import PreviewRequest  # Hive's client: loaded at the first preview
 
-    service = await request_service(request, "write")
-    preview_request = PreviewRequest(**preview_fields(await json_body(request)))
-    answer = await service.preview(preview_request)  # errors answer through funnel.api.error_answers
+    fields = body.model_dump(exclude_none=True)
+    if not fields:
+        raise BadInput(PreviewBody.usage)
+    answer = await service.preview(PreviewRequest(**fields))  # errors answer through funnel.api.error_answers
     return JSON(answer)

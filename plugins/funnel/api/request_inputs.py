@@ -1,6 +1,6 @@
 """What a request sends, read and checked before any store is asked: user ids, limits, times,
-filters, JSON bodies and webhook ids. Bad input is ``BadInput`` (422, or 413 for too many
-items) or ``WebhookError``, with a message that names the field and the fix.
+filters and webhook ids; the bodies' shapes are ``funnel.api.bodies``. Bad input is ``BadInput``
+(422, or 413 for too many items) or ``WebhookError``, with a message that names the field and the fix.
 
 Importing this module registers the ``anytext`` path convertor the user routes use.
 """
@@ -8,10 +8,10 @@ Importing this module registers the ``anytext`` path convertor the user routes u
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-import orjson
-from fastapi import Request
+from fastapi import Path, Query
+from pydantic import WithJsonSchema
 from starlette.convertors import Convertor, register_url_convertor
 
 from funnel import settings
@@ -36,10 +36,43 @@ class _AnyText(Convertor):  # type: ignore[type-arg]
 
 register_url_convertor("anytext", _AnyText())
 
+# The parameters as the OpenAPI document declares them. Each is read as the text it came as and
+# checked by its parser below, which names the parameter and the fix; the schema tells clients
+# (and generators, and Schemathesis) the same rule.
+_TIME_SCHEMA = {"type": "string", "format": "date-time", "example": ISO_EXAMPLE}
+#: ``?limit=`` of the listings (``parse_limit``).
+Limit = Annotated[
+    str | None,
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": settings.PAGE_LIMIT_MAX}),
+    Query(description=f"how many to answer, 1 to page_limit_max ({settings.PAGE_LIMIT_MAX})"),
+]
+#: A cursor from the previous page (``funnel.api.cursors``).
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page; absent: the first page")]
+#: A time of the query string (``parse_time``).
+TimeParam = Annotated[str | None, WithJsonSchema(_TIME_SCHEMA), Query(description="ISO 8601 with its offset")]
+#: A segment id in the path: any text (an unknown or ill-formed one is a 404).
+SegmentIdPath = Annotated[str, Path(description="the segment's id", examples=["big_spenders"])]
+#: A user id in the path (``parse_user_id``).
+UserIdPath = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "pattern": f"^{ids.USER_ID_PATTERN.pattern}$", "example": "1001"}),
+    Path(description=f"1 to {ids.USER_ID_MAX_LENGTH} printable ASCII characters without surrounding spaces"),
+]
+#: A webhook id in the path (``parse_webhook_id``).
+WebhookIdPath = Annotated[
+    str,
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 10**18 - 1}),
+    Path(description="the id POST /v1/webhooks answered"),
+]
+
 
 def parse_user_id(raw: object, where: str = "user_id") -> str:
     """A user id (an int is taken as its decimal text), or 422 naming ``where`` and the problem."""
+    if isinstance(raw, float) and raw.is_integer():  # JSON Schema's integer: 7.0 is 7
+        raw = int(raw)
     if isinstance(raw, int) and not isinstance(raw, bool):
+        if not ids.USER_ID_INT_MIN <= raw <= ids.USER_ID_INT_MAX:
+            raise BadInput(f"{where} {raw} is beyond what JSON numbers hold exactly. Fix: send the user id as a string")
         raw = str(raw)
     if not isinstance(raw, str):
         raise BadInput(f"{where} must be a string")
@@ -48,11 +81,9 @@ def parse_user_id(raw: object, where: str = "user_id") -> str:
     return raw
 
 
-def user_ids_of(body: Any) -> list[str]:
-    """The ``user_ids`` of a ``members:check`` body, each checked, without repeats (in order)."""
-    user_ids = body.get("user_ids") if isinstance(body, dict) else None
-    if not isinstance(user_ids, list) or not user_ids:
-        raise BadInput('send {"user_ids": ["...", ...]} with at least one user id')
+def user_ids_of(user_ids: list[Any]) -> list[str]:
+    """The ``user_ids`` of a ``members:check`` body (``CheckBody``: a list of at least one), each
+    checked, without repeats (in order)."""
     if len(user_ids) > settings.MAX_CHECK_IDS:
         raise TooLarge(f"at most {settings.MAX_CHECK_IDS} user ids per request; got {len(user_ids)}")
     match = ids.USER_ID_PATTERN.fullmatch
@@ -96,33 +127,8 @@ def parse_time(raw: str, name: str) -> dt.datetime:
         raise BadInput(f"{name} {raw[:80]!r} {problem}. Fix: send {_TIME_FORMAT}") from None
 
 
-async def json_body(request: Request) -> Any:
-    """The request's body as JSON, or 422."""
-    raw = await request.body()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadInput("the body is not valid JSON") from None
-
-
 def parse_webhook_id(raw: str) -> int:
     """A webhook id from the path, or ``WebhookError`` naming where to find one."""
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise WebhookError("webhook_id", f"{raw[:40]!r} is not a webhook id", "use the id GET /v1/webhooks lists")
     return int(raw)
-
-
-_PREVIEW_FIELDS = {"segment_id": str, "query": str, "rule": (dict, str), "kind": str}
-
-
-def preview_fields(body: Any) -> dict[str, Any]:
-    """The fields of a ``POST /v1/preview`` body, each of its type (``PreviewRequest`` checks the rest)."""
-    if not isinstance(body, dict) or not body:
-        raise BadInput('send {"segment_id": "..."}, {"query": "SELECT ..."} or {"rule": {...}} (optional "kind")')
-    for name, value in body.items():
-        if name not in _PREVIEW_FIELDS:
-            raise BadInput(f"{name!r} is not a preview field; use segment_id, query, rule and kind")
-        if not isinstance(value, _PREVIEW_FIELDS[name]):
-            shape = "a JSON object" if name == "rule" else "a string"
-            raise BadInput(f"{name} must be {shape}")
-    return body

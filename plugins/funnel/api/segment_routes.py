@@ -3,28 +3,43 @@ and its latest refresh attempts."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from pydantic import WithJsonSchema
 
 from funnel import settings
+from funnel.api.answers import RunList, SegmentDetail, SegmentList, VersionList, error_statuses, linked
 from funnel.api.error_answers import JSON
 from funnel.api.http_semantics import tagged_answer
-from funnel.api.request_inputs import parse_limit, parse_stale_filter
+from funnel.api.request_inputs import Limit, SegmentIdPath, parse_limit, parse_stale_filter
 from funnel.api.service_access import request_service
 from funnel.core.composite_expr import expression_in_words, parse_expression, to_json
 from funnel.core.states import Freshness
 
 router = APIRouter(tags=["segments"])
 
+StaleFilter = Annotated[
+    str | None,
+    WithJsonSchema({"type": "string", "enum": ["true", "false"]}),
+    Query(description="true: the stale and failing segments only; false: the fresh ones"),
+]
+
 
 @router.get(
     "/v1/segments",
     summary="Every segment: kind, size, version, refreshed_at, enabled, freshness, last run; "
     "?stale=true: the stale and failing ones only (false: the fresh ones)",
+    response_model=SegmentList,
+    responses={
+        **error_statuses(304, 401, 403, 422, 503),
+        **linked(200, "segment_id", "$response.body#/segments/0/segment_id", "get_segment"),
+    },
 )
-async def list_segments(request: Request) -> Response:
+async def list_segments(request: Request, stale: StaleFilter = None) -> Response:
     service = await request_service(request, "read")
-    flagged = parse_stale_filter(request.query_params.get("stale"))
+    flagged = parse_stale_filter(stale)
     entries = sorted((await service.catalog()).values(), key=lambda e: e.segment_id)
     described = await service.describe(entries)
     if flagged is not None:
@@ -32,8 +47,24 @@ async def list_segments(request: Request) -> Response:
     return tagged_answer(request, {"segments": described})
 
 
-@router.get("/v1/segments/{segment_id}", summary="One segment: meta, changes, freshness, its query or rule")
-async def get_segment(segment_id: str, request: Request) -> Response:
+@router.get(
+    "/v1/segments/{segment_id}",
+    summary="One segment: meta, changes, freshness, its query or rule",
+    response_model=SegmentDetail,
+    responses={
+        **error_statuses(304, 401, 403, 404, 503),
+        **linked(
+            200,
+            "segment_id",
+            "$response.body#/segment_id",
+            "list_versions",
+            "list_runs",
+            "list_members",
+            "list_changes",
+        ),
+    },
+)
+async def get_segment(segment_id: SegmentIdPath, request: Request) -> Response:
     service = await request_service(request, "read")
     entry = await service.entry(segment_id)
     (described,) = await service.describe([entry])
@@ -51,8 +82,10 @@ async def get_segment(segment_id: str, request: Request) -> Response:
 @router.get(
     "/v1/segments/{segment_id}/versions",
     summary="The kept versions, oldest first: size, entered and exited of each refresh",
+    response_model=VersionList,
+    responses=error_statuses(401, 403, 404, 409, 503),
 )
-async def list_versions(segment_id: str, request: Request) -> Response:
+async def list_versions(segment_id: SegmentIdPath, request: Request) -> Response:
     service = await request_service(request, "read")
     entry = (await service.entry(segment_id)).refreshed("versions")
     kept = await service.kept_versions(segment_id)
@@ -62,10 +95,11 @@ async def list_versions(segment_id: str, request: Request) -> Response:
 @router.get(
     "/v1/segments/{segment_id}/runs",
     summary="The latest refresh attempts (funnel_segment_runs), newest first",
+    response_model=RunList,
+    responses=error_statuses(401, 403, 404, 409, 422, 503),
 )
-async def list_runs(segment_id: str, request: Request) -> Response:
+async def list_runs(segment_id: SegmentIdPath, request: Request, limit: Limit = None) -> Response:
     service = await request_service(request, "read")
     entry = (await service.entry(segment_id)).refreshed("refresh attempts")
-    limit = parse_limit(request.query_params.get("limit"), settings.RUNS_LIMIT_DEFAULT)
-    runs = await service.recent_attempts(segment_id, limit)
+    runs = await service.recent_attempts(segment_id, parse_limit(limit, settings.RUNS_LIMIT_DEFAULT))
     return JSON({"segment_id": entry.segment_id, "runs": runs})

@@ -4,7 +4,9 @@ app gets no lifespan, so clients and stores are never made at import or start-up
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
 
 from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, granted_scope, require
 from funnel.api.service import Service
@@ -45,3 +47,18 @@ async def service_for(
             if service is None:
                 service = app.state.service = Service()
     return service
+
+
+async def _reader(request: Request) -> Service:
+    return await request_service(request, "read")
+
+
+async def _writer(request: Request) -> Service:
+    return await request_service(request, "write")
+
+
+#: A route's ``Service`` as a dependency, for the routes that take a body: FastAPI solves
+#: dependencies before it reads the body, so a request without the scope gets 401 or 403 before
+#: its body is looked at.
+ReadService = Annotated[Service, Depends(_reader)]
+WriteService = Annotated[Service, Depends(_writer)]

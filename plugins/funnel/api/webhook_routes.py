@@ -6,10 +6,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from funnel import settings
+from funnel.api.answers import (
+    NewWebhook,
+    RemovedWebhook,
+    Webhook,
+    WebhookDeliveries,
+    WebhookList,
+    error_statuses,
+    linked,
+)
+from funnel.api.bodies import WebhookBody, WebhookPatch
 from funnel.api.error_answers import JSON
-from funnel.api.request_inputs import json_body, parse_limit, parse_webhook_id
-from funnel.api.service_access import request_service
-from funnel.core.errors import BadInput, WebhookError
+from funnel.api.request_inputs import Limit, WebhookIdPath, parse_limit, parse_webhook_id
+from funnel.api.service_access import WriteService, request_service
 
 router = APIRouter(tags=["webhooks"])
 
@@ -18,47 +28,46 @@ router = APIRouter(tags=["webhooks"])
     "/v1/webhooks",
     status_code=201,
     summary="Subscribe a URL to a segment's changes; answers the signing secret this once (write scope)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "example": {"segment_id": "big_spenders", "url": "https://hooks.example.com/funnel"}
-                }
-            },
-        }
+    response_model=NewWebhook,
+    responses={
+        **error_statuses(401, 403, 422, 503),
+        **linked(201, "webhook_id", "$response.body#/id", "list_deliveries", "patch_webhook", "delete_webhook"),
     },
 )
-async def add_webhook(request: Request) -> Response:
-    service = await request_service(request, "write")
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise BadInput('send {"segment_id": "...", "url": "https://...", "secret"?: "...", "from_version"?: 1}')
-    webhook, secret = await service.subscribe_webhook(
-        body.get("segment_id"), body.get("url"), body.get("secret"), body.get("from_version")
-    )
+async def add_webhook(body: WebhookBody, service: WriteService) -> Response:
+    webhook, secret = await service.subscribe_webhook(body.segment_id, body.url, body.secret, body.from_version)
     return JSON({**webhook.public(), "secret": secret}, status_code=201)
 
 
-@router.get("/v1/webhooks", summary="Every subscription, without secrets (write scope)")
+@router.get(
+    "/v1/webhooks",
+    summary="Every subscription, without secrets (write scope)",
+    response_model=WebhookList,
+    responses=error_statuses(401, 403, 503),
+)
 async def list_webhooks(request: Request) -> Response:
     service = await request_service(request, "write")
     return JSON({"webhooks": [webhook.public() for webhook in await service.webhooks()]})
 
 
-@router.patch("/v1/webhooks/{webhook_id}", summary='{"enabled": true|false} (write scope)')
-async def patch_webhook(webhook_id: str, request: Request) -> Response:
-    service = await request_service(request, "write")
+@router.patch(
+    "/v1/webhooks/{webhook_id}",
+    summary='Pause or resume a subscription: {"enabled": true|false} (write scope)',
+    response_model=Webhook,
+    responses=error_statuses(401, 403, 404, 422, 503),
+)
+async def patch_webhook(webhook_id: WebhookIdPath, body: WebhookPatch, service: WriteService) -> Response:
     number = parse_webhook_id(webhook_id)
-    body = await json_body(request)
-    enabled = body.get("enabled") if isinstance(body, dict) else None
-    if not isinstance(enabled, bool):
-        raise WebhookError("enabled", "must be true or false", 'send {"enabled": false} to pause, true to resume')
-    return JSON((await service.set_webhook_enabled(number, enabled)).public())
+    return JSON((await service.set_webhook_enabled(number, body.enabled)).public())
 
 
-@router.delete("/v1/webhooks/{webhook_id}", summary="Remove a subscription (write scope)")
-async def delete_webhook(webhook_id: str, request: Request) -> Response:
+@router.delete(
+    "/v1/webhooks/{webhook_id}",
+    summary="Remove a subscription (write scope)",
+    response_model=RemovedWebhook,
+    responses=error_statuses(401, 403, 404, 422, 503),
+)
+async def delete_webhook(webhook_id: WebhookIdPath, request: Request) -> Response:
     service = await request_service(request, "write")
     number = parse_webhook_id(webhook_id)
     await service.remove_webhook(number)
@@ -68,10 +77,11 @@ async def delete_webhook(webhook_id: str, request: Request) -> Response:
 @router.get(
     "/v1/webhooks/{webhook_id}/deliveries",
     summary="How each version went, newest first: status, batches, attempts, last error (write scope)",
+    response_model=WebhookDeliveries,
+    responses=error_statuses(401, 403, 404, 422, 503),
 )
-async def list_deliveries(webhook_id: str, request: Request) -> Response:
+async def list_deliveries(webhook_id: WebhookIdPath, request: Request, limit: Limit = None) -> Response:
     service = await request_service(request, "write")
     number = parse_webhook_id(webhook_id)
-    limit = parse_limit(request.query_params.get("limit"), 100)
-    webhook, rows = await service.webhook_deliveries(number, limit)
+    webhook, rows = await service.webhook_deliveries(number, parse_limit(limit, settings.DELIVERIES_LIMIT_DEFAULT))
     return JSON({**webhook.public(), "versions": [row.public() for row in rows]})

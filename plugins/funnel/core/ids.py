@@ -20,6 +20,15 @@ USER_ID_MAX_LENGTH = 64
 #: The user id rule of ``user_id_problem`` as one pattern, for checking many ids fast.
 USER_ID_PATTERN = re.compile(rf"[!-~](?:[ -~]{{0,{USER_ID_MAX_LENGTH - 2}}}[!-~])?")
 
+#: The integers taken as user ids (as their decimal text): those every JSON client holds exactly
+#: (IEEE doubles: 2**53 - 1). A larger id is sent as a string; what the API accepts is what its
+#: OpenAPI document says.
+USER_ID_INT_MAX = 2**53 - 1
+USER_ID_INT_MIN = -USER_ID_INT_MAX
+
+#: The highest version number a segment can reach (``INT UNSIGNED`` columns).
+VERSION_MAX = 2**32 - 1
+
 #: Longest event id ``POST /v1/events`` accepts (column width).
 EVENT_ID_MAX_LENGTH = 128
 

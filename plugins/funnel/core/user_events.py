@@ -86,7 +86,9 @@ def _type(where: str, raw: object) -> EventType:
 
 
 def _user_id(where: str, raw: object) -> str:
-    if isinstance(raw, int) and not isinstance(raw, bool):
+    if isinstance(raw, float) and raw.is_integer():  # JSON Schema's integer: 7.0 is 7
+        raw = int(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool) and ids.USER_ID_INT_MIN <= raw <= ids.USER_ID_INT_MAX:
         raw = str(raw)
     if not isinstance(raw, str):
         raise EventError(f"{where}.user_id is {_shown(raw)}, not a string. Fix: send the user id as a string")

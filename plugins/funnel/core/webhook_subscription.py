@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
+from funnel.core import ids
 from funnel.core.errors import WebhookError
 from funnel.core.segment import Kind, Segment
 
@@ -109,8 +110,10 @@ def check_secret(secret: object) -> str:
 def check_from_version(value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ids.VERSION_MAX:
         raise WebhookError(
-            "from_version", "must be a version number (1 or more)", "leave it out to start after the live version"
+            "from_version",
+            f"must be a version number (1 to {ids.VERSION_MAX})",
+            "leave it out to start after the live version",
         )
     return value

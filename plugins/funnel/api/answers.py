@@ -1,0 +1,371 @@
+"""What the API answers, as pydantic models: the contract of ``docs/openapi.json`` and the types of
+``funnel.client``.
+
+The routes build their answers as plain data and serialize them once with orjson (the hot paths
+must not pay for a model per answer); these models declare the shapes on the routes
+(``response_model``, ``responses=``) and ``tests/api`` checks every answer the suite gets against
+them (``answer_matches``): the bytes a route sends and the model it declares cannot drift apart.
+Fields a kind of segment does not have are absent, not null (``operands`` of a composite, the
+``rule`` of a proxy segment, ``note`` of a membership at a time).
+
+This module imports only pydantic and the pure core, so ``funnel.client`` can use it anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from funnel.core.segment import Kind
+from funnel.core.states import ChangeType, DeliveryStatus, Freshness, RunStatus, VersionState
+
+#: A time as the API writes it: ISO 8601 with its UTC offset (``2026-11-29T09:30:00+00:00``).
+Time = Annotated[dt.datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)]
+#: Where an answer was read: ``redis`` (the first level), ``mysql`` (Redis did not hold it) or ``history``.
+Source = Annotated[str, Field(description="redis, mysql (Redis did not hold it; it is restored) or history")]
+
+
+class Answer(BaseModel):
+    """Every answer: fields the client does not know yet are ignored, so a newer server does not
+    break an older client."""
+
+    model_config = ConfigDict(extra="ignore", use_enum_values=False)
+
+
+class ErrorAnswer(Answer):
+    """Every 4xx and 5xx: what was wrong and the fix, in words. A 5xx never names a host, a
+    setting or a secret; its details are in the server's log."""
+
+    error: str = Field(
+        examples=["segment 'nosuch' is not in the catalog. Fix: list the segments with GET /v1/segments"]
+    )
+
+
+# ----------------------------------------------------------------------------------- health
+
+
+class Health(Answer):
+    status: Literal["ok"]
+
+
+class Readiness(Answer):
+    """``ready``, or ``unavailable`` with what fails (``redis``, ``mysql``) and, in words, what to do."""
+
+    status: Literal["ready", "unavailable"]
+    failing: list[str] | None = None
+
+
+# ----------------------------------------------------------------------------------- segments
+
+
+class LastRun(Answer):
+    """A segment's latest refresh attempt."""
+
+    status: RunStatus
+    error: str | None
+    started_at: Time
+    finished_at: Time | None
+    dag_id: str | None
+    run_id: str | None
+    try_number: int | None
+
+
+class SegmentSummary(Answer):
+    """A segment as the catalog lists it: what it is, what Redis serves of it, and its freshness."""
+
+    segment_id: str = Field(examples=["big_spenders"])
+    name: str
+    kind: Kind
+    enabled: bool
+    operands: list[str] | None = Field(default=None, description="a composite's operand segments")
+    size: int | None = Field(description="members of the live version (a proxy segment: counted now); null: none yet")
+    version: int | None
+    refreshed_at: Time | None
+    entered: int | None = Field(default=None, description="users the live version took in (not for proxy segments)")
+    exited: int | None = Field(default=None, description="users the live version let go (not for proxy segments)")
+    rule: dict[str, Any] | None = Field(default=None, description="a proxy segment's tag rule; a composite's set rule")
+    freshness: Freshness
+    freshness_reason: str
+    last_run: LastRun | None
+
+
+class SegmentDetail(SegmentSummary):
+    """One segment: its summary and its definition (the query as written, templates unrendered)."""
+
+    query: str | None = None
+    run_at: Time | None = Field(default=None, description="a static segment's run time")
+    expression: str | None = Field(default=None, description="a composite's rule in words")
+
+
+class SegmentList(Answer):
+    segments: list[SegmentSummary]
+
+
+class KeptVersion(Answer):
+    version: int
+    state: VersionState
+    logical_date: Time
+    size: int | None
+    entered: int | None
+    exited: int | None
+    dag_id: str
+    run_id: str
+    created_at: Time
+    promoted_at: Time | None
+
+
+class VersionList(Answer):
+    segment_id: str
+    keep_versions: int
+    versions: list[KeptVersion]
+
+
+class RefreshAttempt(Answer):
+    id: int
+    status: RunStatus
+    version: int | None
+    dag_id: str
+    run_id: str
+    try_number: int
+    logical_date: Time
+    started_at: Time
+    finished_at: Time | None
+    size: int | None
+    entered: int | None
+    exited: int | None
+    error: str | None
+    inputs: list[dict[str, Any]] | None = Field(description="a composite's operand versions")
+
+
+class RunList(Answer):
+    segment_id: str
+    runs: list[RefreshAttempt]
+
+
+# ----------------------------------------------------------------------------------- membership
+
+
+class Membership(Answer):
+    """Is the user a member now, of which version, and how fresh that version is."""
+
+    segment_id: str
+    user_id: str
+    member: bool
+    version: int | None
+    refreshed_at: Time | None
+    stale: bool
+    source: Source
+
+
+class MembershipAt(Answer):
+    """Was the user a member at ``at`` (``?at=``), from the membership history."""
+
+    segment_id: str
+    user_id: str
+    member: bool
+    at: Time
+    version: int | None
+    source: Literal["history"]
+    note: str | None = Field(default=None, description="why the answer is what it is, when it needs saying")
+
+
+class CheckAnswer(Answer):
+    """Membership of many users in one segment, one version for all."""
+
+    segment_id: str
+    version: int | None
+    refreshed_at: Time | None
+    stale: bool
+    source: Source
+    members: dict[str, bool] = Field(examples=[{"1001": True, "1002": False}])
+
+
+class MemberPage(Answer):
+    """A page of members; ``next_cursor`` (null on the last page) pins the version the first page read."""
+
+    segment_id: str
+    version: int | None = Field(description="null for a proxy segment (its live tags)")
+    refreshed_at: Time | None
+    stale: bool
+    members: list[str]
+    next_cursor: str | None
+
+
+class ChangePage(Answer):
+    """A page of who entered or exited in a version."""
+
+    segment_id: str
+    version: int
+    type: ChangeType
+    user_ids: list[str]
+    next_cursor: str | None
+
+
+class SegmentVersion(Answer):
+    version: int
+    refreshed_at: Time | None
+    stale: bool
+
+
+class UserSegments(Answer):
+    """Every enabled segment the user is in now, with the version each answer comes from."""
+
+    user_id: str
+    segments: list[str]
+    versions: dict[str, SegmentVersion]
+    stale: list[str] = Field(description="segments that missed their freshness objective")
+    not_computed: list[str] = Field(description="stored segments with no live version yet")
+    source: Source
+
+
+class Stay(Answer):
+    segment_id: str
+    entered_at: Time | None
+    entered_version: int
+    exited_at: Time | None
+    exited_version: int | None
+
+
+class ProxyCrossing(Answer):
+    segment_id: str
+    at: Time
+    change: ChangeType
+    event_id: str | None
+
+
+class UserHistory(Answer):
+    """When the user entered and left each segment, within ``change_history_days``."""
+
+    user_id: str
+    horizon: Time
+    change_history_days: int
+    limit: int
+    truncated: bool
+    stays: list[Stay]
+    proxy_changes: list[ProxyCrossing]
+
+
+# ----------------------------------------------------------------------------------- events
+
+
+class EventsResult(Answer):
+    accepted: int = Field(description="events recorded and applied now")
+    duplicates: int = Field(description="events whose event_id was already recorded: not applied again")
+    before_baseline: int = Field(description="events older than the tags' baseline: recorded, already counted")
+    tags_version: int
+
+
+# ----------------------------------------------------------------------------------- preview
+
+
+class PreviewOverlap(Answer):
+    segment_id: str
+    kind: str
+    overlap: int | None
+    size: int | None
+    exact: bool
+    reason: str | None
+
+
+class PreviewAgainstLive(Answer):
+    version: int | None
+    size: int | None
+    entered: int | None
+    exited: int | None
+    guard: str | None
+    would_refuse: bool | None
+    reason: str | None
+
+
+class PreviewAnswer(Answer):
+    segment_id: str | None
+    kind: str
+    size: int
+    capped: bool
+    rows_read: int
+    null_ids: int
+    sample: list[str]
+    query_seconds: float
+    overlap: list[PreviewOverlap]
+    against_live: PreviewAgainstLive | None
+
+
+# ----------------------------------------------------------------------------------- webhooks
+
+
+class Webhook(Answer):
+    id: int
+    segment_id: str
+    url: str
+    enabled: bool
+    created_at: Time
+    delivered_version: int | None = Field(description="the last version delivered (or skipped when subscribing)")
+
+
+class NewWebhook(Webhook):
+    secret: str = Field(description="the signing secret: answered this once, never again")
+
+
+class WebhookList(Answer):
+    webhooks: list[Webhook]
+
+
+class RemovedWebhook(Answer):
+    id: int
+    removed: Literal[True]
+
+
+class VersionDelivery(Answer):
+    version: int
+    status: DeliveryStatus
+    batches: int
+    delivered: int
+    attempts: int
+    last_error: str | None
+    updated_at: Time
+
+
+class WebhookDeliveries(Webhook):
+    versions: list[VersionDelivery]
+
+
+# ----------------------------------------------------------------------------------- statuses
+
+_MEANING = {
+    304: "Not Modified: the If-None-Match tag is current",
+    401: "no token, or not a valid one",
+    403: "the token's scope does not allow this",
+    404: "no such segment, webhook or path",
+    409: "the segment has no such thing (a proxy segment has no versions; not computed yet)",
+    410: "gone: a cursor's version or a time older than the history keeps",
+    413: "too many items in one request",
+    422: "the request is not valid: the answer names the field and the fix",
+    429: "busy: try again after Retry-After seconds",
+    503: "a store does not answer: try again after Retry-After seconds",
+    504: "the query took longer than its timeout",
+}
+
+
+def error_statuses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status with its meaning and the error model (304: no body)."""
+    return {
+        status: {"description": _MEANING[status]}
+        if status == 304
+        else {"model": ErrorAnswer, "description": _MEANING[status]}
+        for status in statuses
+    }
+
+
+def linked(status: int, parameter: str, value: str, *operations: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI links of a route's ``status`` answer: ``value`` (a runtime expression such as
+    ``$response.body#/id``) is ``parameter`` of each of ``operations`` (operation ids: the route
+    functions' names). Clients and Schemathesis's stateful phase follow them."""
+    return {
+        status: {
+            "links": {
+                operation: {"operationId": operation, "parameters": {parameter: value}} for operation in operations
+            }
+        }
+    }
