@@ -16,9 +16,9 @@ USER airflow
 
 # requirements.txt pinned by constraints.txt, as scripts/bootstrap installs them, less the
 # local tools: pyspark (here HiveServer2 is a container of its own), pytest, ruff, import-linter
-# and schemathesis.
+# schemathesis and openapi-python-client.
 COPY --chown=airflow:0 requirements.txt constraints.txt /opt/funnel/
-RUN grep -vE '^(pyspark|pytest|ruff|import-linter|schemathesis)([=<>!~ ]|$)' /opt/funnel/requirements.txt >/opt/funnel/requirements-image.txt \
+RUN grep -vE '^(pyspark|pytest|ruff|import-linter|schemathesis|openapi-python-client)([=<>!~ ]|$)' /opt/funnel/requirements.txt >/opt/funnel/requirements-image.txt \
  && pip install --no-cache-dir -r /opt/funnel/requirements-image.txt -c /opt/funnel/constraints.txt
 
 # The DAG file and the plugin with the funnel package; `python -m funnel.cli` (airflow-init,

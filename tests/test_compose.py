@@ -271,7 +271,7 @@ def test_the_image_installs_the_requirements_at_build_time() -> None:
     dropped = re.search(r"grep -vE '([^']+)' /opt/funnel/requirements.txt", dockerfile)
     assert dropped is not None
     lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
-    local_tools = ["pyspark", "pytest", "ruff", "import-linter", "schemathesis"]
+    local_tools = ["pyspark", "pytest", "ruff", "import-linter", "schemathesis", "openapi-python-client"]
     assert [line.split("=")[0] for line in lines if re.search(dropped.group(1), line)] == local_tools
     for copied in ("COPY --chown=airflow:0 dags/ /opt/airflow/dags/", "COPY --chown=airflow:0 plugins/"):
         assert copied in dockerfile

@@ -15,7 +15,6 @@ import os
 import time
 from typing import Any
 
-import httpx
 import pytest
 from airflow_stack import AirflowClient, AirflowStack, eventually, parse_time
 from helpers import hive_execute, hive_first_column, insert_segments, mysql_live_members, redis_live_members
@@ -251,16 +250,19 @@ def test_backfill_runs_four_slots_in_order_and_never_rolls_a_segment_back(
 
 
 def test_the_serving_api_answers_inside_the_api_server(airflow: AirflowClient, airflow_stack: AirflowStack) -> None:
+    """The API under Airflow's API server, asked as a product service asks it (``funnel.client``)."""
+    from funnel.client import ApiError, FunnelClient
+
     api = f"{airflow.base_url}/funnel"
-    read = {"Authorization": f"Bearer {airflow_stack.funnel_tokens()['read']}"}
-    assert httpx.get(f"{api}/v1/segments", timeout=30).status_code == 401
-    listed = httpx.get(f"{api}/v1/segments", headers=read, timeout=30)
-    assert listed.status_code == 200
-    assert {"sys_zero", "sys_one", "sys_two"} <= {s["segment_id"] for s in listed.json()["segments"]}
-    # sys_zero still holds the members of its first query (ids 0, 3, 6, ...).
-    member = httpx.get(f"{api}/v1/segments/sys_zero/members/3", headers=read, timeout=30).json()
-    assert (member["member"], member["source"]) == (True, "redis")
-    assert httpx.get(f"{api}/v1/segments/sys_zero/members/4", headers=read, timeout=30).json()["member"] is False
+    with FunnelClient(api, timeout=30) as anonymous, pytest.raises(ApiError) as refused:
+        anonymous.segments()
+    assert refused.value.http_status == 401
+    with FunnelClient(api, airflow_stack.funnel_tokens()["read"], timeout=30) as funnel:
+        assert {"sys_zero", "sys_one", "sys_two"} <= {s.segment_id for s in funnel.segments().segments}
+        # sys_zero still holds the members of its first query (ids 0, 3, 6, ...).
+        member = funnel.is_member("sys_zero", "3")
+        assert (member.member, member.source) == (True, "redis")
+        assert funnel.is_member("sys_zero", "4").member is False
 
 
 @pytest.mark.browser
