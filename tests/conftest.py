@@ -158,10 +158,16 @@ def hive_conn() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
-    """Airflow's metadata DB (SQLite in the test Airflow home), migrated by Airflow's CLI."""
+    """Airflow's metadata DB (SQLite in the test Airflow home), migrated by Airflow's CLI, with
+    funnel's Hive pool."""
     Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    # As a deployment is set up: with the pool the Hive tasks run in (tests/api/test_pool_warning.py
+    # takes it away and puts it back).
+    subprocess.run(
+        [sys.executable, "-m", "funnel.cli", "ensure-pool"], check=True, capture_output=True, env=os.environ.copy()
+    )
 
 
 #: Fixtures that reach a real server: a module whose tests use any of them says so with

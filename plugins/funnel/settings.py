@@ -146,6 +146,8 @@ PAGE_LIMIT_MAX: int = conf.getint(SECTION, "page_limit_max", fallback=10_000)
 RUNS_LIMIT_DEFAULT: int = conf.getint(SECTION, "runs_limit_default", fallback=20)
 #: How many versions ``GET /v1/webhooks/{id}/deliveries`` answers without ``?limit=``.
 DELIVERIES_LIMIT_DEFAULT: int = conf.getint(SECTION, "deliveries_limit_default", fallback=100)
+#: How long the API trusts its last look at Airflow's pools (``/readyz``'s warnings).
+POOL_CHECK_SECONDS: float = conf.getfloat(SECTION, "pool_check_seconds", fallback=30.0)
 #: What a 429 or 503 answer's ``Retry-After`` says: seconds before a client tries again.
 RETRY_AFTER_SECONDS: int = conf.getint(SECTION, "retry_after_seconds", fallback=1)
 #: How long the API trusts its copy of the catalog (segment ids, kinds, rules).

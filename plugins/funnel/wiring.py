@@ -20,6 +20,7 @@ from funnel.core.freshness import Objectives
 from funnel.services.refresh import Refresher
 from funnel.services.tag_load import TagLoader
 from funnel.services.webhook_delivery import Deliverer, DeliverySettings
+from funnel.storage.airflow_pool import missing_pool
 from funnel.storage.hooks import FunnelHiveHook, FunnelMySqlHook
 from funnel.storage.mysql.composite_source import CompositeSource
 from funnel.storage.mysql.event_ledger import EventLedger
@@ -136,6 +137,11 @@ def hive_hook(conn_id: str = settings.HIVE_CONN_ID) -> FunnelHiveHook:
         connect_timeout=settings.HIVE_CONNECT_TIMEOUT_SECONDS,
         read_timeout=settings.HIVE_READ_TIMEOUT_SECONDS,
     )
+
+
+def hive_pool_problem() -> str | None:
+    """Why no Hive task can run, in words, when the ``hive_pool`` Airflow pool is missing; else None."""
+    return missing_pool(settings.HIVE_POOL)
 
 
 def redis_store(client: Any) -> RedisSegmentStore:

@@ -51,10 +51,13 @@ class Health(Answer):
 
 
 class Readiness(Answer):
-    """``ready``, or ``unavailable`` with what fails (``redis``, ``mysql``) and, in words, what to do."""
+    """``ready``, or ``unavailable`` with what fails (``redis``, ``mysql``); ``warnings``: what
+    keeps segments from being refreshed though the API serves (a missing Airflow pool), in words
+    with the fix."""
 
     status: Literal["ready", "unavailable"]
     failing: list[str] | None = None
+    warnings: list[str] | None = None
 
 
 # ----------------------------------------------------------------------------------- segments

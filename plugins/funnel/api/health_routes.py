@@ -19,13 +19,16 @@ async def healthz() -> Response:
 
 @router.get(
     "/readyz",
-    summary="Redis and MySQL answer (no auth)",
+    summary="Redis and MySQL answer (no auth); warnings: what keeps segments from being refreshed",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "what is not ready"}},
 )
 async def readyz(request: Request) -> Response:
     service = await request_service(request, None)
-    problems = await service.ready()
+    problems, warnings = await service.ready(), await service.warnings()
+    body: dict[str, object] = {"status": "ready"}
     if problems:
-        return JSON({"status": "unavailable", "failing": sorted(problems)}, status_code=503)
-    return JSON({"status": "ready"})
+        body = {"status": "unavailable", "failing": sorted(problems)}
+    if warnings:  # the API serves, but segments are not being refreshed
+        body["warnings"] = warnings
+    return JSON(body, status_code=503 if problems else 200)

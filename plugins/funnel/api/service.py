@@ -9,7 +9,9 @@ Redis once, in the background. Blocking work (MySQL, restores, previews) runs in
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +53,7 @@ class Service:
         self._descriptions = SegmentDescriptions(self._redis, self._mysql, self.restorer)
         self._sync_tags: Any = None
         self._sync_feed: Any = None
+        self._pool_checked: tuple[float, str | None] | None = None  # (when, the missing pool in words)
 
     async def close(self) -> None:
         self.restorer.close()
@@ -257,3 +260,12 @@ class Service:
         except Exception as exc:
             problems["mysql"] = f"{type(exc).__name__}"
         return problems
+
+    async def warnings(self) -> list[str]:
+        """What keeps segments from being refreshed though the API itself is ready: a missing
+        Hive pool (``wiring.hive_pool_problem``), looked at once per ``pool_check_seconds``."""
+        now = time.monotonic()
+        if self._pool_checked is None or now - self._pool_checked[0] > settings.POOL_CHECK_SECONDS:
+            self._pool_checked = (now, await asyncio.to_thread(wiring.hive_pool_problem))
+        problem = self._pool_checked[1]
+        return [problem] if problem else []

@@ -46,6 +46,9 @@ def report() -> bool:
     # No tags at all agree with an empty Redis (nothing to restore).
     tags_agree = tags_serving == (tag_live.version, tag_users) or tags_serving == (None, 0) == (None, tag_users)
     all_agree = tags_agree
+    stalled = wiring.hive_pool_problem()
+    if stalled:  # first: nothing below will change until it is fixed
+        print(f"WARNING: {stalled}")
     print(f"{'segment':<24} {'kind':<9} {'version':>7} {'redis':>9} {'mysql':>9}  agree")
     for segment_id, kind, enabled, _rule in rows:
         label = kind if enabled else f"{kind}*"

@@ -118,6 +118,20 @@ function showProblem(message) {
   box.hidden = !message;
 }
 
+// What keeps segments from being refreshed though the API serves (GET /readyz, no token:
+// a missing Airflow pool), in the API's words with the fix.
+async function loadWarnings() {
+  let warnings = [];
+  try {
+    warnings = (await api("readyz")).warnings || [];
+  } catch (err) {
+    warnings = []; // a store that does not answer: the list says so
+  }
+  const box = $("warning");
+  box.textContent = warnings.join(" ");
+  box.hidden = warnings.length === 0;
+}
+
 function askForToken(reason) {
   $("token-why").textContent = `${reason}. Log in to Airflow (inside Airflow this page uses your login), or paste a funnel read token.`;
   $("token-form").hidden = false;
@@ -136,6 +150,7 @@ function handle(err) {
 
 async function loadList() {
   document.body.dataset.state = "loading";
+  loadWarnings();
   const onlyStale = $("only-stale").checked;
   try {
     const body = await api(onlyStale ? "v1/segments?stale=true" : "v1/segments");
