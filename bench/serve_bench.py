@@ -1916,7 +1916,7 @@ def run(args: argparse.Namespace) -> int:
             ["single_sat", "batch_sat", "single_fixed", "stall_fixed"],
         ),
     ]
-    if "SO_REUSEPORT" in (ROOT / "plugins" / "funnel" / "cli.py").read_text():
+    if "SO_REUSEPORT" in (ROOT / "plugins" / "funnel" / "cli" / "serve_command.py").read_text():
         plans = [plan for plan in plans if plan[0] != "reuse2"]  # serve itself has a socket per worker
     plans = plans[: 1 if args.quick else None]
     if args.against:  # the same loads on the commit to compare with, right after this code's

@@ -153,6 +153,22 @@ class RunList(Answer):
 class Membership(Answer):
     """Is the user a member now, of which version, and how fresh that version is."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "segment_id": "big_spenders",
+                    "user_id": "1001",
+                    "member": True,
+                    "version": 3,
+                    "refreshed_at": "2026-11-29T09:04:12.831901+00:00",
+                    "stale": False,
+                    "source": "redis",
+                }
+            ]
+        }
+    )
+
     segment_id: str
     user_id: str
     member: bool
@@ -215,6 +231,24 @@ class SegmentVersion(Answer):
 class UserSegments(Answer):
     """Every enabled segment the user is in now, with the version each answer comes from."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "1001",
+                    "segments": ["big_spenders", "new_users"],
+                    "versions": {
+                        "big_spenders": {"version": 3, "refreshed_at": "2026-11-29T09:04:12+00:00", "stale": False},
+                        "new_users": {"version": 12, "refreshed_at": "2026-11-29T09:10:00+00:00", "stale": False},
+                    },
+                    "stale": [],
+                    "not_computed": [],
+                    "source": "redis",
+                }
+            ]
+        }
+    )
+
     user_id: str
     segments: list[str]
     versions: dict[str, SegmentVersion]
@@ -254,6 +288,10 @@ class UserHistory(Answer):
 
 
 class EventsResult(Answer):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"accepted": 1, "duplicates": 0, "before_baseline": 0, "tags_version": 4}]}
+    )
+
     accepted: int = Field(description="events recorded and applied now")
     duplicates: int = Field(description="events whose event_id was already recorded: not applied again")
     before_baseline: int = Field(description="events older than the tags' baseline: recorded, already counted")
@@ -332,43 +370,3 @@ class VersionDelivery(Answer):
 
 class WebhookDeliveries(Webhook):
     versions: list[VersionDelivery]
-
-
-# ----------------------------------------------------------------------------------- statuses
-
-_MEANING = {
-    304: "Not Modified: the If-None-Match tag is current",
-    401: "no token, or not a valid one",
-    403: "the token's scope does not allow this",
-    404: "no such segment, webhook or path",
-    409: "the segment has no such thing (a proxy segment has no versions; not computed yet)",
-    410: "gone: a cursor's version or a time older than the history keeps",
-    413: "too many items in one request",
-    422: "the request is not valid: the answer names the field and the fix",
-    429: "busy: try again after Retry-After seconds",
-    503: "a store does not answer: try again after Retry-After seconds",
-    504: "the query took longer than its timeout",
-}
-
-
-def error_statuses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route: each status with its meaning and the error model (304: no body)."""
-    return {
-        status: {"description": _MEANING[status]}
-        if status == 304
-        else {"model": ErrorAnswer, "description": _MEANING[status]}
-        for status in statuses
-    }
-
-
-def linked(status: int, parameter: str, value: str, *operations: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI links of a route's ``status`` answer: ``value`` (a runtime expression such as
-    ``$response.body#/id``) is ``parameter`` of each of ``operations`` (operation ids: the route
-    functions' names). Clients and Schemathesis's stateful phase follow them."""
-    return {
-        status: {
-            "links": {
-                operation: {"operationId": operation, "parameters": {parameter: value}} for operation in operations
-            }
-        }
-    }

@@ -7,9 +7,10 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from funnel import settings
-from funnel.api.answers import EventsResult, error_statuses
+from funnel.api.answers import EventsResult
 from funnel.api.bodies import EventsBody
 from funnel.api.error_answers import JSON
+from funnel.api.route_statuses import error_statuses
 from funnel.api.service_access import WriteService
 from funnel.core.errors import TooLarge
 from funnel.core.user_events import parse_events

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import WithJsonSchema
 
-from funnel.api.answers import ChangePage, CheckAnswer, MemberPage, Membership, MembershipAt, error_statuses
+from funnel.api.answers import ChangePage, CheckAnswer, MemberPage, Membership, MembershipAt
 from funnel.api.bodies import CheckBody
 from funnel.api.cursors import kept_page, next_cursor, read_cursor
 from funnel.api.error_answers import JSON
@@ -27,6 +27,7 @@ from funnel.api.request_inputs import (
     parse_user_id,
     user_ids_of,
 )
+from funnel.api.route_statuses import error_statuses
 from funnel.api.service import Service
 from funnel.api.service_access import ReadService, request_service
 from funnel.core.errors import BadInput

@@ -6,9 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from funnel.api.answers import PreviewAnswer, error_statuses
+from funnel.api.answers import PreviewAnswer
 from funnel.api.bodies import PreviewBody
 from funnel.api.error_answers import JSON
+from funnel.api.route_statuses import error_statuses
 from funnel.api.service_access import WriteService
 from funnel.core.errors import BadInput
 

@@ -10,10 +10,11 @@ from fastapi.responses import Response
 from pydantic import WithJsonSchema
 
 from funnel import settings
-from funnel.api.answers import RunList, SegmentDetail, SegmentList, VersionList, error_statuses, linked
+from funnel.api.answers import RunList, SegmentDetail, SegmentList, VersionList
 from funnel.api.error_answers import JSON
 from funnel.api.http_semantics import tagged_answer
 from funnel.api.request_inputs import Limit, SegmentIdPath, parse_limit, parse_stale_filter
+from funnel.api.route_statuses import error_statuses, linked
 from funnel.api.service_access import request_service
 from funnel.core.composite_expr import expression_in_words, parse_expression, to_json
 from funnel.core.states import Freshness

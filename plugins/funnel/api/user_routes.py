@@ -11,10 +11,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import WithJsonSchema
 
-from funnel.api.answers import UserHistory, UserSegments, error_statuses
+from funnel.api.answers import UserHistory, UserSegments
 from funnel.api.bodies import SEGMENT_ID_SCHEMA
 from funnel.api.error_answers import JSON
 from funnel.api.request_inputs import Limit, TimeParam, UserIdPath, optional_time, parse_limit, parse_user_id
+from funnel.api.route_statuses import error_statuses
 from funnel.api.service import Service
 from funnel.api.service_access import request_service
 from funnel.core import ids
