@@ -143,7 +143,19 @@ def test_members_check_names_the_index_of_a_bad_id(
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"{", b'{"user_ids": ["1"]', b"null", b"[]", b'"1"', b"{}", b'{"user_ids": []}', b'{"user_ids": "1"}'],
+    [
+        b"",
+        b"{",
+        b'{"user_ids": ["1"]',
+        b"null",
+        b"[]",
+        b'"1"',
+        b"{}",
+        b'{"user_ids": []}',
+        b'{"user_ids": "1"}',
+        b'\xff{"user_ids": ["1"]}',  # not UTF-8
+        b'{"user_ids": ["1"], "user_idz": ["2"]}',  # a field the body does not have
+    ],
 )
 def test_members_check_refuses_a_body_that_is_not_a_list_of_ids(
     api: TestClient, add_segment: Callable[..., None], refresh: Callable[..., Any], body: bytes
@@ -153,9 +165,9 @@ def test_members_check_refuses_a_body_that_is_not_a_list_of_ids(
     response = api.post("/v1/segments/s/members:check", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 422
     error = response.json()["error"]  # what is wrong (the field, when there is one), then the body to send
-    assert error == "the body is not valid JSON" or error.endswith(
-        'send {"user_ids": ["...", ...]} with at least one user id'
-    )
+    usage = 'send {"user_ids": ["...", ...]} with at least one user id'
+    named = "'user_idz' is not a members:check field; use user_ids"
+    assert error in ("the body is not valid JSON", named) or error.endswith(usage)
 
 
 def test_members_check_takes_numeric_ids_as_their_decimal_text(

@@ -10,13 +10,14 @@ from funnel import settings
 from funnel.api.answers import EventsResult
 from funnel.api.bodies import EventsBody
 from funnel.api.error_answers import JSON
+from funnel.api.json_requests import JsonRoute
 from funnel.api.route_statuses import error_statuses
 from funnel.api.service_access import WriteService
 from funnel.core.errors import TooLarge
 from funnel.core.user_events import parse_events
 from funnel.core.utc_time import utc_now
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=JsonRoute)
 
 
 @router.post(

@@ -16,6 +16,7 @@ from funnel.api.answers import ChangePage, CheckAnswer, MemberPage, Membership, 
 from funnel.api.bodies import CheckBody
 from funnel.api.cursors import kept_page, next_cursor, read_cursor
 from funnel.api.error_answers import JSON
+from funnel.api.json_requests import JsonRoute
 from funnel.api.request_inputs import (
     Cursor,
     Limit,
@@ -34,7 +35,7 @@ from funnel.core.errors import BadInput
 from funnel.core.states import ChangeType
 from funnel.core.utc_time import utc_now
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 
 ChangeTypeParam = Annotated[
     str | None,

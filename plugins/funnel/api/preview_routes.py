@@ -9,11 +9,12 @@ from fastapi.responses import Response
 from funnel.api.answers import PreviewAnswer
 from funnel.api.bodies import PreviewBody
 from funnel.api.error_answers import JSON
+from funnel.api.json_requests import JsonRoute
 from funnel.api.route_statuses import error_statuses
 from funnel.api.service_access import WriteService
 from funnel.core.errors import BadInput
 
-router = APIRouter(tags=["preview"])
+router = APIRouter(tags=["preview"], route_class=JsonRoute)
 
 
 @router.post(

@@ -10,11 +10,12 @@ from funnel import settings
 from funnel.api.answers import NewWebhook, RemovedWebhook, Webhook, WebhookDeliveries, WebhookList
 from funnel.api.bodies import WebhookBody, WebhookPatch
 from funnel.api.error_answers import JSON
+from funnel.api.json_requests import JsonRoute
 from funnel.api.request_inputs import Limit, WebhookIdPath, parse_limit, parse_webhook_id
 from funnel.api.route_statuses import error_statuses, linked
 from funnel.api.service_access import WriteService, request_service
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=JsonRoute)
 
 
 @router.post(
