@@ -66,6 +66,7 @@ FUNNEL_TABLES = (
     layout.PROXY_CHANGES_TABLE,
     layout.WEBHOOKS_TABLE,
     layout.WEBHOOK_DELIVERIES_TABLE,
+    layout.REVISIONS_TABLE,
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from funnel import settings
 from funnel.core.errors import StoreError
 from funnel.core.freshness import Objectives
+from funnel.services.catalog import read_variable_rows
 from funnel.services.refresh import Refresher
+from funnel.services.segment_admin import SegmentAdmin
 from funnel.services.tag_load import TagLoader
 from funnel.services.webhook_delivery import Deliverer, DeliverySettings
 from funnel.storage.airflow_pool import missing_pool
@@ -26,6 +29,7 @@ from funnel.storage.mysql.composite_source import CompositeSource
 from funnel.storage.mysql.event_ledger import EventLedger
 from funnel.storage.mysql.proxy_change_log import ProxyChangeLog
 from funnel.storage.mysql.run_history import RunHistory
+from funnel.storage.mysql.segment_definitions import DefinitionStore
 from funnel.storage.mysql.segment_versions import MySqlSegmentStore
 from funnel.storage.mysql.tag_versions import MySqlTagStore
 from funnel.storage.mysql.webhook_store import WebhookStore
@@ -36,6 +40,8 @@ from funnel.storage.redis.tag_sets import RedisTagStore
 
 if TYPE_CHECKING:
     from funnel.services.previewer import Previewer
+
+log = logging.getLogger(__name__)
 
 
 def redis_client(conn_id: str = settings.REDIS_CONN_ID) -> Any:
@@ -266,6 +272,25 @@ def tag_loader(
 
 def webhook_store(conn: Any) -> WebhookStore:
     return WebhookStore(conn)
+
+
+def segment_admin(conn: Any) -> SegmentAdmin:
+    """The write path for definitions over one MySQL connection, with the Airflow Variable's rows."""
+    return SegmentAdmin(DefinitionStore(conn), WebhookStore(conn), _variable_rows)
+
+
+def _variable_rows() -> list[dict[str, Any]]:
+    """The catalog rows of the Airflow Variable; none where Airflow's metadata cannot be read."""
+    try:
+        rows, _errors = read_variable_rows(settings.CATALOG_VARIABLE)
+    except Exception as exc:
+        log.warning(
+            "funnel: the Airflow Variable %s cannot be read (%s); checking against MySQL's rows",
+            settings.CATALOG_VARIABLE,
+            exc,
+        )
+        return []
+    return rows
 
 
 def webhook_deliverer(conn: Any, config: DeliverySettings, stop: threading.Event) -> Deliverer:

@@ -8,7 +8,9 @@ segment's DAG and run_at), ``rebuild-redis SEGMENT_ID|--all`` (reload Redis from
 ``serve`` (the serving API), ``preview SEGMENT_ID | --query-file PATH | --rule-file PATH`` (what a
 segment would hold, without writing anything; ``funnel.services.previewer``), ``history USER_ID`` (when the user
 entered and left each segment, within ``change_history_days``; the API's ``/v1/users/{user_id}/history``),
-``webhooks add|list|enable|disable|remove|deliveries|retry`` (webhook subscriptions).
+``webhooks add|list|enable|disable|remove|deliveries|retry`` (webhook subscriptions),
+``segments list|show|add|edit|enable|disable|history|dependents`` (segment definitions, each change
+a revision).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from funnel.cli.preview_command import preview
 from funnel.cli.redis_commands import rebuild_all, rebuild_redis
 from funnel.cli.report_commands import freshness_report, report
 from funnel.cli.script_commands import run_hive_script, run_mysql_script
+from funnel.cli.segment_commands import add_parsers as add_segment_parsers
+from funnel.cli.segment_commands import segments_command
 from funnel.cli.serve_command import serve
 from funnel.cli.webhook_commands import webhooks_command
 from funnel.core.errors import TimeRefused
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     past.add_argument("--since", type=_time_argument, help="stays and changes at or after this time (ISO-8601; UTC)")
     past.add_argument("--until", type=_time_argument, help="stays and changes at or before this time")
     past.add_argument("--json", action="store_true", help="the API's JSON answer instead of a table")
+    add_segment_parsers(sub)
     args = parser.parse_args(argv)
     if args.command == "migrate":
         migrate_schema()
@@ -126,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         history(args.user_id, args.segment, args.since, args.until, args.json)
     elif args.command == "webhooks":
         return webhooks_command(args)
+    elif args.command == "segments":
+        return segments_command(args)
     elif args.command == "preview":
         if not (args.segment_id or args.query_file or args.rule_file or args.file):
             parser.error("preview takes a segment id, --query-file, --rule-file or --file")

@@ -170,6 +170,41 @@ class EventConflict(FunnelError):
     http_status = 409
 
 
+class SegmentExists(FunnelError):
+    """A segment is added under an id the catalog already has."""
+
+    http_status = 409
+
+
+class RevisionConflict(FunnelError):
+    """An edit started from a revision that is no longer the segment's latest: someone changed it
+    since. ``changed``: each field the other change touched, ``[theirs before, theirs after]``."""
+
+    http_status = 409
+
+    def __init__(self, segment_id: str, expected: int, current: int, changed: dict[str, list[object]]) -> None:
+        self.segment_id, self.expected, self.current, self.changed = segment_id, expected, current, changed
+        fields = ", ".join(f"{name} ({before!r} -> {after!r})" for name, (before, after) in changed.items())
+        super().__init__(
+            f"segment {segment_id!r} is at revision {current}, not {expected}: it was changed since"
+            f"{f' ({fields})' if fields else ''}. Fix: read it again (segments show {segment_id}) and edit "
+            f"revision {current}"
+        )
+
+
+class SegmentInUse(FunnelError):
+    """A segment others depend on cannot be disabled or retired: ``dependents`` names them."""
+
+    http_status = 409
+
+    def __init__(self, segment_id: str, action: str, dependents: list[str]) -> None:
+        self.segment_id, self.dependents = segment_id, dependents
+        super().__init__(
+            f"segment {segment_id!r} cannot be {action}: {', '.join(dependents)} depend on it. Fix: disable or "
+            f"change {'them' if len(dependents) > 1 else 'it'} first"
+        )
+
+
 class Gone(FunnelError):
     """What was asked for is no longer kept: a cursor's version."""
 

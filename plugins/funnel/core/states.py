@@ -58,6 +58,19 @@ class DeliveryStatus(enum.StrEnum):
     PARKED = "parked"  # failed past ``webhook_max_attempts`` (or its changes are gone); waits for a manual retry
 
 
+class RevisionChange(enum.StrEnum):
+    """What a revision of a segment's definition did (``funnel_segment_revisions.change_type``, a
+    MySQL ENUM of the same values)."""
+
+    CREATED = "created"
+    EDITED = "edited"
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    RETIRED = "retired"
+    RESTORED = "restored"
+    CATALOG = "catalog"  # changed outside funnel's write path (the row or the Variable, by hand), seen at parse
+
+
 class FeedChange(enum.StrEnum):
     """The ``change`` field of a change-feed entry (README, "Change feed")."""
 

@@ -22,10 +22,10 @@ from funnel.core.query_check import check_query, load_parser, rules_fingerprint
 from funnel.core.segment import Segment, segment_from_row
 from funnel.storage import catalog_snapshot, layout
 from funnel.storage.hooks import FunnelMySqlHook
+from funnel.storage.mysql.segment_definitions import catalog_rows
 
 log = logging.getLogger(__name__)
 
-CATALOG_COLUMNS = ("segment_id", "name", "kind", "query", "run_at", "rule", "max_shrink_pct", "enabled")
 MYSQL_SOURCE = f"MySQL table {layout.SEGMENTS_TABLE}"
 
 
@@ -50,9 +50,7 @@ def read_mysql_rows(hook: FunnelMySqlHook) -> list[dict[str, Any]]:
     started = time.monotonic()
     conn = hook.get_conn()
     try:
-        cur = conn.cursor()
-        cur.execute(f"SELECT {', '.join(CATALOG_COLUMNS)} FROM {layout.SEGMENTS_TABLE} ORDER BY segment_id")
-        rows = [dict(zip(CATALOG_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+        rows = catalog_rows(conn)
     finally:
         conn.close()
     log.info("funnel: read %d catalog rows from MySQL in %.3fs", len(rows), time.monotonic() - started)

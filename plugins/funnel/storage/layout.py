@@ -91,6 +91,7 @@ EVENTS_TABLE = "funnel_user_events"
 PROXY_CHANGES_TABLE = "funnel_proxy_changes"
 WEBHOOKS_TABLE = "funnel_webhooks"
 WEBHOOK_DELIVERIES_TABLE = "funnel_webhook_deliveries"
+REVISIONS_TABLE = "funnel_segment_revisions"
 
 #: The pseudo segment id of the user tags: their keys' hash tag, their lock, their runs.
 TAGS_ID = "_tags"

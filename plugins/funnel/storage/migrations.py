@@ -281,6 +281,24 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 ADD KEY unpublished_idx (published, id)""",
         ],
     ),
+    (
+        11,
+        [
+            # Every change of a segment's definition through funnel's write path (the CLI's
+            # `segments` commands), numbered per segment from 1 (its creation).
+            f"""CREATE TABLE IF NOT EXISTS {layout.REVISIONS_TABLE} (
+                segment_id VARCHAR(64) NOT NULL,
+                revision INT UNSIGNED NOT NULL,
+                change_type ENUM('created','edited','enabled','disabled','retired','restored','catalog') NOT NULL,
+                actor VARCHAR(255) NOT NULL,
+                at DATETIME(6) NOT NULL,
+                definition JSON NOT NULL,
+                changed JSON NOT NULL,
+                comment VARCHAR(1000) NULL,
+                PRIMARY KEY (segment_id, revision)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+        ],
+    ),
 ]
 
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_]+")

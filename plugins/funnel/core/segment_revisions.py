@@ -1,0 +1,75 @@
+"""A segment's definition as a revision records it, and what changed between two. Pure.
+
+A definition is the catalog row's fields (``DEFINITION_FIELDS``) as JSON values: a time as its
+ISO text, a rule as its JSON value, ``max_shrink_pct`` as a number, ``enabled`` as a boolean, so
+that two definitions compare field by field whatever store they were read from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from funnel.core.states import RevisionChange
+
+#: The columns of a catalog row (``funnel_segments``, the Airflow Variable's objects).
+DEFINITION_FIELDS = ("segment_id", "name", "kind", "query", "run_at", "rule", "max_shrink_pct", "enabled")
+
+
+def definition(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's definition fields as JSON values (absent fields are null)."""
+    return {name: _json_value(name, row.get(name)) for name in DEFINITION_FIELDS}
+
+
+def _json_value(name: str, value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if name == "rule" and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value  # not JSON: kept as written (the catalog refuses it, naming the field)
+    if name == "enabled" and value is not None:
+        return bool(value)
+    return value
+
+
+def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Each field whose value differs: ``{field: [before, after]}``, in ``DEFINITION_FIELDS`` order."""
+    return {
+        name: [before.get(name), after.get(name)] for name in DEFINITION_FIELDS if before.get(name) != after.get(name)
+    }
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One change of a segment's definition: its number (1 is the segment's creation), what it
+    did, who did it and when, the definition after it and what it changed."""
+
+    segment_id: str
+    revision: int
+    change: RevisionChange
+    actor: str
+    at: dt.datetime
+    definition: dict[str, Any]
+    changed: dict[str, list[Any]]
+    comment: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The revision as the CLI's ``--json`` (and the API) show it."""
+        return {
+            "segment_id": self.segment_id,
+            "revision": self.revision,
+            "change": self.change.value,
+            "actor": self.actor,
+            "at": self.at.isoformat(),
+            "definition": self.definition,
+            "changed": self.changed,
+            "comment": self.comment,
+        }

@@ -1,0 +1,149 @@
+"""The catalog table (``funnel_segments``) and its revisions (``funnel_segment_revisions``), over
+one DB-API (mysqlclient) connection: the rows as the catalog reads them, and the writes of
+funnel's one write path for definitions (``funnel.services.segment_admin``).
+
+A write and its revision are one transaction: the caller commits (``commit``) or rolls back
+(``rollback``) both. ``row(..., lock=True)`` takes the row's lock first, so two edits of one
+segment follow each other and the second sees the first's revision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from funnel.core.segment import Segment
+from funnel.core.segment_revisions import DEFINITION_FIELDS, Revision
+from funnel.core.states import RevisionChange
+from funnel.core.utc_time import from_naive_utc, to_naive_utc
+from funnel.storage import layout
+
+_COLUMNS = ", ".join(DEFINITION_FIELDS)
+
+
+def catalog_rows(conn: Any) -> list[dict[str, Any]]:
+    """Every catalog row, in segment_id order (the catalog is metadata, not members)."""
+    rows = DefinitionStore(conn).rows()
+    conn.commit()
+    return rows
+
+
+def _stored(segment: Segment) -> tuple[Any, ...]:
+    """A valid segment as the table's columns hold it (times as naive UTC, the rule as JSON text)."""
+    return (
+        segment.segment_id,
+        segment.name,
+        segment.kind.value,
+        segment.query,
+        None if segment.run_at is None else to_naive_utc(segment.run_at),
+        segment.rule,  # canonical JSON text
+        segment.max_shrink_pct,
+        segment.enabled,
+    )
+
+
+class DefinitionStore:
+    """Catalog rows and their revisions; every write waits for ``commit``."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every catalog row (``catalog_rows``), in this transaction."""
+        cur = self.conn.cursor()
+        cur.execute(f"SELECT {_COLUMNS} FROM {layout.SEGMENTS_TABLE} ORDER BY segment_id")
+        return [dict(zip(DEFINITION_FIELDS, row, strict=True)) for row in cur.fetchall()]
+
+    def row(self, segment_id: str, *, lock: bool = False) -> dict[str, Any] | None:
+        """The segment's catalog row, or None; ``lock``: held until commit or rollback."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM {layout.SEGMENTS_TABLE} WHERE segment_id = %s{' FOR UPDATE' if lock else ''}",
+            (segment_id,),
+        )
+        found = cur.fetchone()
+        return None if found is None else dict(zip(DEFINITION_FIELDS, found, strict=True))
+
+    def insert(self, segment: Segment) -> bool:
+        """Add the segment's row; False when its id is taken (nothing written)."""
+        cur = self.conn.cursor()
+        marks = ", ".join(["%s"] * len(DEFINITION_FIELDS))
+        cur.execute(
+            f"INSERT IGNORE INTO {layout.SEGMENTS_TABLE} ({_COLUMNS}) VALUES ({marks})",
+            _stored(segment),
+        )
+        return bool(cur.rowcount)
+
+    def update(self, segment: Segment) -> None:
+        """Write the segment's fields over its row (its id never changes)."""
+        cur = self.conn.cursor()
+        columns = ", ".join(f"{name} = %s" for name in DEFINITION_FIELDS[1:])
+        values = _stored(segment)
+        cur.execute(f"UPDATE {layout.SEGMENTS_TABLE} SET {columns} WHERE segment_id = %s", (*values[1:], values[0]))
+
+    def latest_revision(self, segment_id: str) -> Revision | None:
+        """The segment's newest revision, or None (never written through funnel's write path)."""
+        found = self._revisions("WHERE segment_id = %s ORDER BY revision DESC LIMIT 1", (segment_id,))
+        return found[0] if found else None
+
+    def latest_numbers(self) -> dict[str, int]:
+        """Each segment's latest revision number (segments never written through here are absent)."""
+        cur = self.conn.cursor()
+        cur.execute(f"SELECT segment_id, MAX(revision) FROM {layout.REVISIONS_TABLE} GROUP BY segment_id")
+        return {segment_id: int(number) for segment_id, number in cur.fetchall()}
+
+    def revisions(self, segment_id: str) -> list[Revision]:
+        """The segment's revisions, oldest first."""
+        return self._revisions("WHERE segment_id = %s ORDER BY revision", (segment_id,))
+
+    def add_revision(self, revision: Revision) -> None:
+        cur = self.conn.cursor()
+        cur.execute(
+            f"INSERT INTO {layout.REVISIONS_TABLE}"
+            " (segment_id, revision, change_type, actor, at, definition, changed, comment)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                revision.segment_id,
+                revision.revision,
+                revision.change.value,
+                revision.actor,
+                to_naive_utc(revision.at),
+                json.dumps(revision.definition),
+                json.dumps(revision.changed),
+                revision.comment,
+            ),
+        )
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+    def _revisions(self, where: str, params: tuple[Any, ...]) -> list[Revision]:
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT segment_id, revision, change_type, actor, at, definition, changed, comment"
+            f" FROM {layout.REVISIONS_TABLE} {where}",
+            params,
+        )
+        return [_revision(row) for row in cur.fetchall()]
+
+
+def _revision(row: tuple[Any, ...]) -> Revision:
+    segment_id, number, change, actor, at, definition, changed, comment = row
+    return Revision(
+        segment_id=segment_id,
+        revision=int(number),
+        change=RevisionChange(change),
+        actor=actor,
+        at=from_naive_utc(at) if isinstance(at, dt.datetime) else at,
+        definition=_json(definition),
+        changed=_json(changed),
+        comment=comment,
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
