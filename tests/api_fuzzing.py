@@ -41,6 +41,10 @@ def fuzz_every_operation(schema: Any, headers: dict[str, str], budget: settings 
     return len(operations)
 
 
+#: The segment the stateful phase adds, so that the links of ``POST /v1/segments`` lead somewhere.
+NEW_SEGMENT = {"segment_id": "fuzzed", "name": "Fuzzed", "kind": "proxy", "rule": {"tag": "new_user"}}
+
+
 def fuzz_the_links(schema: Any, headers: dict[str, str], subscription: dict[str, str], steps: int = 25) -> None:
     """The stateful phase: sequences of calls along the document's links, all checks. Each
     ``POST /v1/webhooks`` sends ``subscription`` (a generated segment id is not in the catalog:
@@ -54,6 +58,8 @@ def fuzz_the_links(schema: Any, headers: dict[str, str], subscription: dict[str,
         def before_call(self, case: Any) -> None:
             if case.operation.label == "POST /v1/webhooks":  # a subscription that exists, to follow its links
                 case.body = subscription
+            elif case.operation.label == "POST /v1/segments":  # a segment that exists (then 409), likewise
+                case.body = NEW_SEGMENT
 
     run_state_machine_as_test(
         Calls,

@@ -60,6 +60,15 @@ def test_the_client_reads_and_writes_through_the_api(
         assert admin.remove_webhook(hook.id).removed is True
         assert admin.webhooks().webhooks == []
 
+        dutch = {"segment_id": "dutch", "name": "Dutch", "kind": "proxy", "rule": {"tag": "new_user"}}
+        assert admin.add_segment(dutch, comment="launch").revision == 1
+        assert admin.edit_segment("dutch", {"name": "NL"}, expect_revision=1).changed == {"name": ["Dutch", "NL"]}
+        with pytest.raises(ApiError) as stale:
+            admin.edit_segment("dutch", {"name": "Late"}, expect_revision=1)
+        assert stale.value.http_status == 409
+        assert [r.change.value for r in funnel.revisions("dutch").revisions] == ["created", "edited"]
+        assert funnel.dependents("dutch").dependents == []
+
 
 def test_the_async_client_answers_the_same(
     server: tuple[httpx.Client, Any], add_segment: Callable[..., None], refresh: Callable[..., Any]

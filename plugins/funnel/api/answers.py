@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from funnel.core.segment import Kind
-from funnel.core.states import ChangeType, DeliveryStatus, Freshness, RunStatus, VersionState
+from funnel.core.states import ChangeType, DeliveryStatus, Freshness, RevisionChange, RunStatus, VersionState
 
 #: A time as the API writes it: ISO 8601 with its UTC offset (``2026-11-29T09:30:00+00:00``).
 Time = Annotated[dt.datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)]
@@ -104,6 +104,32 @@ class SegmentDetail(SegmentSummary):
 
 class SegmentList(Answer):
     segments: list[SegmentSummary]
+
+
+class SegmentRevision(Answer):
+    """One change of a segment's definition: who, when, the definition after it, what it changed
+    (``{field: [before, after]}``)."""
+
+    segment_id: str
+    revision: int
+    change: RevisionChange
+    actor: str
+    at: Time
+    definition: dict[str, Any]
+    changed: dict[str, list[Any]]
+    comment: str | None
+
+
+class RevisionList(Answer):
+    segment_id: str
+    revisions: list[SegmentRevision]
+
+
+class Dependents(Answer):
+    """What stops working without the segment: ``composite <id>``, ``webhook <id>``."""
+
+    segment_id: str
+    dependents: list[str]
 
 
 class KeptVersion(Answer):

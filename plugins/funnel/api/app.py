@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from funnel import settings
 from funnel.api import (
+    definition_routes,
     event_routes,
     health_routes,
     member_routes,
@@ -39,7 +40,16 @@ from funnel.api.segments_page import mount_ui
 log = logging.getLogger(__name__)
 
 #: In the order their routes are matched (and listed on the OpenAPI page).
-_ROUTERS = (health_routes, segment_routes, member_routes, user_routes, event_routes, preview_routes, webhook_routes)
+_ROUTERS = (
+    health_routes,
+    segment_routes,
+    definition_routes,
+    member_routes,
+    user_routes,
+    event_routes,
+    preview_routes,
+    webhook_routes,
+)
 
 
 def create_app(airflow_login: bool = False) -> FastAPI:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, WithJs
 
 from funnel import settings
 from funnel.core import ids
+from funnel.core.segment import Kind
 from funnel.core.user_events import EventType
 from funnel.core.webhook_subscription import SECRET_MAX_LENGTH, SECRET_MIN_LENGTH, URL_MAX_LENGTH
 
@@ -160,6 +161,68 @@ class PreviewBody(Body):
     query: StrictStr | None = Field(default=None, description="a HiveQL query whose first column is the user id")
     rule: dict[str, Any] | StrictStr | None = Field(default=None, description="a proxy or composite rule")
     kind: StrictStr | None = Field(default=None, description="dynamic (default) or static, for a query")
+
+
+_DEFINITION_DOCS: dict[str, Any] = {
+    "run_at": {
+        "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+        "description": "a static segment's run time",
+    },
+    "max_shrink_pct": {
+        "anyOf": [{"type": "number", "minimum": 0, "maximum": 100}, {"type": "null"}],
+        "description": "refuse a refresh that shrinks the segment by more (default: the setting)",
+    },
+}
+
+
+class SegmentBody(Body):
+    """A new segment, as a catalog row holds it (``README``: "The segment catalog")."""
+
+    usage: ClassVar[str] = (
+        'send {"segment_id": "...", "name": "...", "kind": "dynamic", "query": "SELECT user_id FROM ..."} '
+        "(static: also run_at; proxy and composite: rule instead of query)"
+    )
+    noun: ClassVar[str] = "segment"
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "segment_id": "dutch_users",
+                "name": "Users in the Netherlands",
+                "kind": "dynamic",
+                "query": "SELECT user_id FROM dw.users WHERE country = 'NL'",
+            }
+        },
+    )
+
+    segment_id: _documented(SEGMENT_ID_SCHEMA)  # type: ignore[valid-type]
+    name: StrictStr
+    kind: _documented({"type": "string", "enum": [kind.value for kind in Kind]})  # type: ignore[valid-type]
+    query: StrictStr | None = None
+    run_at: _documented(_DEFINITION_DOCS["run_at"]) = None  # type: ignore[valid-type]
+    rule: dict[str, Any] | StrictStr | None = Field(default=None, description="a proxy or composite rule")
+    max_shrink_pct: _documented(_DEFINITION_DOCS["max_shrink_pct"]) = None  # type: ignore[valid-type]
+    enabled: StrictBool = True
+    comment: StrictStr | None = Field(default=None, max_length=1000, description="why: kept with the revision")
+
+
+class SegmentPatch(Body):
+    """Some fields of a segment; the others stay. Its id and kind never change."""
+
+    usage: ClassVar[str] = 'send the fields to change, e.g. {"name": "...", "enabled": false, "comment": "why"}'
+    noun: ClassVar[str] = "segment patch"
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"name": "Dutch users", "comment": "rename"}}
+    )
+
+    name: StrictStr | None = None
+    kind: StrictStr | None = Field(default=None, description="only its current kind: a kind never changes")
+    query: StrictStr | None = None
+    run_at: _documented(_DEFINITION_DOCS["run_at"]) = None  # type: ignore[valid-type]
+    rule: dict[str, Any] | StrictStr | None = None
+    max_shrink_pct: _documented(_DEFINITION_DOCS["max_shrink_pct"]) = None  # type: ignore[valid-type]
+    enabled: StrictBool | None = None
+    comment: StrictStr | None = Field(default=None, max_length=1000, description="why: kept with the revision")
 
 
 _EXPECTED = {

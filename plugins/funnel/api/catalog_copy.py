@@ -132,6 +132,11 @@ class CatalogCopy:
             self._rereading = asyncio.create_task(self._reread())
         return self._view
 
+    def expire(self) -> None:
+        """Read the catalog again at the next request (after this worker changed a definition)."""
+        if self._rereading is None:
+            self._read_at = -1.0
+
     async def _reread(self) -> None:
         try:
             self._view = await asyncio.to_thread(read_catalog)

@@ -23,6 +23,7 @@ from funnel.api.mysql_pool import MySqlPool
 from funnel.api.segment_descriptions import SegmentDescriptions
 from funnel.core.errors import NotComputed
 from funnel.core.proxy_matching import Tags
+from funnel.core.segment_revisions import Revision
 from funnel.core.user_events import Event
 from funnel.core.utc_time import utc_now
 from funnel.services.event_ingest import ingest
@@ -246,6 +247,34 @@ class Service:
             return store.get(webhook_id), store.by_version(webhook_id, limit)
 
         return await self._mysql.run(read)
+
+    # ------------------------------------------------------------------ definitions
+
+    async def add_segment(self, fields: dict[str, Any], actor: str, comment: str | None) -> Revision:
+        """A new segment through the one write path (``funnel.services.segment_admin``)."""
+        revision = await self._mysql.run(lambda conn: wiring.segment_admin(conn).add(fields, actor, comment))
+        self._catalog.expire()  # this worker answers with it at once; the others within their TTL
+        return revision
+
+    async def edit_segment(
+        self, segment_id: str, changes: dict[str, Any], actor: str, expect_revision: int | None, comment: str | None
+    ) -> Revision | None:
+        """The edit's revision; when nothing changed, the latest one (None: there is none)."""
+
+        def write(conn: Any) -> Revision | None:
+            admin = wiring.segment_admin(conn)
+            revision = admin.edit(segment_id, changes, actor, expect_revision, comment)
+            return revision if revision is not None else admin.show(segment_id)[1]
+
+        revision = await self._mysql.run(write)
+        self._catalog.expire()
+        return revision
+
+    async def segment_revisions(self, segment_id: str) -> list[Revision]:
+        return await self._mysql.run(lambda conn: wiring.segment_admin(conn).history(segment_id))
+
+    async def segment_dependents(self, segment_id: str) -> list[str]:
+        return await self._mysql.run(lambda conn: wiring.segment_admin(conn).dependents(segment_id))
 
     # ------------------------------------------------------------------ health
 

@@ -40,10 +40,11 @@ class Call:
     body: Any = None
     #: A 503 may be tried again: the request changes nothing twice (reads, events by event_id).
     retry_unavailable: bool = True
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def request(self) -> dict[str, Any]:
         params = {k: v for k, v in self.params.items() if v is not None}
-        return {"method": self.method, "url": self.path, "params": params, "json": self.body}
+        return {"method": self.method, "url": self.path, "params": params, "json": self.body, "headers": self.headers}
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
@@ -93,6 +94,27 @@ class Operations:
     @staticmethod
     def segment(segment_id: str) -> Call:
         return Call("GET", _segment(segment_id), answers.SegmentDetail)
+
+    @staticmethod
+    def add_segment(definition: Mapping[str, Any], comment: str | None = None) -> Call:
+        body = {**definition, **({"comment": comment} if comment else {})}
+        return Call("POST", "/v1/segments", answers.SegmentRevision, body=body, retry_unavailable=False)
+
+    @staticmethod
+    def edit_segment(
+        segment_id: str, changes: Mapping[str, Any], expect_revision: int | None = None, comment: str | None = None
+    ) -> Call:
+        body = {**changes, **({"comment": comment} if comment else {})}
+        headers = {} if expect_revision is None else {"If-Match": f'"{int(expect_revision)}"'}
+        return Call("PATCH", _segment(segment_id), answers.SegmentRevision, body=body, headers=headers)
+
+    @staticmethod
+    def revisions(segment_id: str) -> Call:
+        return Call("GET", _segment(segment_id) + "/revisions", answers.RevisionList)
+
+    @staticmethod
+    def dependents(segment_id: str) -> Call:
+        return Call("GET", _segment(segment_id) + "/dependents", answers.Dependents)
 
     @staticmethod
     def versions(segment_id: str) -> Call:
@@ -190,6 +212,26 @@ class ApiMethods:
 
     def versions(self, segment_id: str) -> answers.VersionList:
         return self._send(Operations.versions(segment_id))  # type: ignore[no-any-return]
+
+    def add_segment(self, definition: Mapping[str, Any], comment: str | None = None) -> answers.SegmentRevision:
+        """A new segment (``segment_id``, ``name``, ``kind``, ``query`` / ``rule`` / ``run_at``...)."""
+        return self._send(Operations.add_segment(definition, comment))  # type: ignore[no-any-return]
+
+    def edit_segment(
+        self,
+        segment_id: str,
+        changes: Mapping[str, Any],
+        expect_revision: int | None = None,
+        comment: str | None = None,
+    ) -> answers.SegmentRevision:
+        """Change some fields; ``expect_revision``: refused (409) when someone changed it since."""
+        return self._send(Operations.edit_segment(segment_id, changes, expect_revision, comment))  # type: ignore[no-any-return]
+
+    def revisions(self, segment_id: str) -> answers.RevisionList:
+        return self._send(Operations.revisions(segment_id))  # type: ignore[no-any-return]
+
+    def dependents(self, segment_id: str) -> answers.Dependents:
+        return self._send(Operations.dependents(segment_id))  # type: ignore[no-any-return]
 
     def runs(self, segment_id: str, limit: int | None = None) -> answers.RunList:
         return self._send(Operations.runs(segment_id, limit))  # type: ignore[no-any-return]

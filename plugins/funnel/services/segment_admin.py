@@ -71,11 +71,15 @@ class SegmentAdmin:
         actor: str,
         expect_revision: int | None = None,
         comment: str | None = None,
-        change: RevisionChange = RevisionChange.EDITED,
     ) -> Revision | None:
         """Change some fields; None when they were already so (no revision). ``expect_revision``:
-        the revision the edit started from (``RevisionConflict`` when it is not the latest)."""
+        the revision the edit started from (``RevisionConflict`` when it is not the latest). A
+        segment an enabled composite or webhook depends on stays enabled (``SegmentInUse``)."""
         _known_fields(segment_id, changes)
+        if changes.get("enabled") is False:
+            using = self.dependents(segment_id)
+            if using:
+                raise SegmentInUse(segment_id, "disabled", using)
         if changes.get("segment_id", segment_id) != segment_id:
             raise SegmentError(
                 segment_id, "segment_id", "cannot change", "a segment's id is its identity: add a new segment instead"
@@ -102,20 +106,17 @@ class SegmentAdmin:
             if after == before:
                 self.store.rollback()
                 return None
+            change = RevisionChange.EDITED
+            if set(changed_fields(before, after)) == {"enabled"}:
+                change = RevisionChange.ENABLED if after["enabled"] else RevisionChange.DISABLED
             return self._record(segment_id, latest, change, actor, before, after, comment)
         except BaseException:
             self.store.rollback()
             raise
 
     def set_enabled(self, segment_id: str, enabled: bool, actor: str, comment: str | None = None) -> Revision | None:
-        """Enable or disable; a segment an enabled composite or webhook depends on stays enabled
-        (``SegmentInUse`` naming them)."""
-        if not enabled:
-            using = self.dependents(segment_id)
-            if using:
-                raise SegmentInUse(segment_id, "disabled", using)
-        change = RevisionChange.ENABLED if enabled else RevisionChange.DISABLED
-        return self.edit(segment_id, {"enabled": enabled}, actor, comment=comment, change=change)
+        """Enable or disable (``edit`` of ``enabled``: refused while something depends on it)."""
+        return self.edit(segment_id, {"enabled": enabled}, actor, comment=comment)
 
     # ------------------------------------------------------------------ reads
 

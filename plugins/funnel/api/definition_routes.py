@@ -1,0 +1,108 @@
+"""Segment definitions through the one write path (``funnel.services.segment_admin``): add a
+segment, change it, and read its revisions and dependents. Writes need the write scope; each
+is checked as the catalog checks a row (the same message, naming the field and the fix) and
+recorded as a revision; a refused one writes nothing."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response
+from pydantic import WithJsonSchema
+
+from funnel.api.answers import Dependents, RevisionList, SegmentRevision
+from funnel.api.bodies import SegmentBody, SegmentPatch
+from funnel.api.error_answers import JSON
+from funnel.api.json_requests import JsonRoute
+from funnel.api.request_inputs import SegmentIdPath
+from funnel.api.route_statuses import error_statuses, linked
+from funnel.api.service_access import WriteService, request_service
+from funnel.core.errors import BadInput
+
+router = APIRouter(tags=["definitions"], route_class=JsonRoute)
+
+#: Who a change through the API is recorded as (tokens have no names yet).
+API_ACTOR = "api:write-token"
+
+IfMatch = Annotated[
+    str | None,
+    WithJsonSchema({"type": "string", "pattern": '^(W/)?"?[0-9]+"?$', "example": '"3"'}),
+    Header(
+        alias="If-Match", description="the revision the change started from: refused (409) when it is not the latest"
+    ),
+]
+
+
+def _revision_of(if_match: str | None) -> int | None:
+    """``If-Match: "3"``: the revision an edit started from."""
+    if if_match is None:
+        return None
+    raw = if_match.strip().removeprefix("W/").strip('"')
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise BadInput(f"If-Match {if_match[:40]!r} is not a revision. Fix: send the revision you read, e.g. '\"3\"'")
+    return int(raw)
+
+
+def _fields(body: SegmentBody | SegmentPatch) -> dict[str, Any]:
+    """The body's definition fields that were sent."""
+    return body.model_dump(exclude={"comment"}, exclude_unset=True)
+
+
+@router.post(
+    "/v1/segments",
+    status_code=201,
+    summary="Add a segment, checked as the catalog checks it; the answer is its first revision (write scope)",
+    response_model=SegmentRevision,
+    responses={
+        **error_statuses(401, 403, 409, 422, 503),
+        **linked(201, "segment_id", "$response.body#/segment_id", "edit_segment", "list_revisions", "list_dependents"),
+    },
+)
+async def add_segment(body: SegmentBody, service: WriteService) -> Response:
+    fields = {"enabled": body.enabled, **_fields(body)}
+    revision = await service.add_segment(fields, API_ACTOR, body.comment)
+    return JSON(revision.public(), status_code=201)
+
+
+@router.patch(
+    "/v1/segments/{segment_id}",
+    summary="Change some fields of a segment (not its id or kind); enabled: false is refused while a composite "
+    "or webhook uses it (write scope)",
+    response_model=SegmentRevision,
+    responses=error_statuses(401, 403, 404, 409, 422, 503),
+)
+async def edit_segment(
+    segment_id: SegmentIdPath, body: SegmentPatch, service: WriteService, if_match: IfMatch = None
+) -> Response:
+    changes = _fields(body)
+    if not changes:
+        raise BadInput(SegmentPatch.usage)
+    expected = _revision_of(if_match)
+    revision = await service.edit_segment(segment_id, changes, API_ACTOR, expected, body.comment)
+    if revision is None:
+        raise BadInput(f"nothing to change: segment {segment_id!r} already has these values (and no revision yet)")
+    return JSON(revision.public())
+
+
+@router.get(
+    "/v1/segments/{segment_id}/revisions",
+    summary="Every change of the segment's definition, oldest first: who, when, what changed",
+    response_model=RevisionList,
+    responses=error_statuses(401, 403, 404, 503),
+)
+async def list_revisions(segment_id: SegmentIdPath, request: Request) -> Response:
+    service = await request_service(request, "read")
+    revisions = await service.segment_revisions(segment_id)
+    return JSON({"segment_id": segment_id, "revisions": [revision.public() for revision in revisions]})
+
+
+@router.get(
+    "/v1/segments/{segment_id}/dependents",
+    summary="The enabled composites and webhooks that use the segment (what disabling it would break)",
+    response_model=Dependents,
+    responses=error_statuses(401, 403, 404, 503),
+)
+async def list_dependents(segment_id: SegmentIdPath, request: Request) -> Response:
+    service = await request_service(request, "read")
+    return JSON({"segment_id": segment_id, "dependents": await service.segment_dependents(segment_id)})

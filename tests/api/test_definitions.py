@@ -1,0 +1,113 @@
+"""Segment definitions over the API: add, change, revisions and dependents, through the one write
+path (the CLI's), checked as the catalog checks a row; a refused change writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from helpers import mysql_fingerprint
+
+from funnel.services.catalog import validate_rows
+
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
+QUERY = "SELECT user_id FROM dw.users"
+DUTCH = {"segment_id": "dutch", "name": "Dutch users", "kind": "dynamic", "query": QUERY}
+
+
+@pytest.fixture
+def writer(start_api: Callable[..., TestClient], write_auth: dict[str, str], mysql_conn: Any) -> TestClient:
+    api = start_api(token=None)
+    api.headers.update(write_auth)
+    return api
+
+
+def test_add_change_and_read_the_revisions(writer: TestClient) -> None:
+    added = writer.post("/v1/segments", json={**DUTCH, "comment": "for the NL launch"})
+    assert added.status_code == 201, added.text
+    first = added.json()
+    assert (first["revision"], first["change"], first["actor"], first["comment"]) == (
+        1,
+        "created",
+        "api:write-token",
+        "for the NL launch",
+    )
+    assert first["definition"]["query"] == QUERY
+    assert writer.get("/v1/segments/dutch").json()["query"] == QUERY  # served at once by this worker
+
+    changed = writer.patch("/v1/segments/dutch", json={"name": "NL users"}, headers={"If-Match": '"1"'})
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["revision"], changed.json()["changed"]) == (2, {"name": ["Dutch users", "NL users"]})
+
+    stale = writer.patch("/v1/segments/dutch", json={"name": "Late"}, headers={"If-Match": '"1"'})
+    assert stale.status_code == 409
+    assert "is at revision 2, not 1" in stale.json()["error"]
+    assert "name ('Dutch users' -> 'NL users')" in stale.json()["error"]
+
+    revisions = writer.get("/v1/segments/dutch/revisions").json()["revisions"]
+    assert [(r["revision"], r["change"]) for r in revisions] == [(1, "created"), (2, "edited")]
+
+
+def test_kind_stays_unknown_fields_are_named_and_a_used_segment_stays_enabled(writer: TestClient) -> None:
+    assert writer.post("/v1/segments", json=DUTCH).status_code == 201
+    assert writer.post("/v1/segments", json={**DUTCH, "segment_id": "german"}).status_code == 201
+    both = {"segment_id": "both", "name": "Both", "kind": "composite", "rule": {"union": ["dutch", "german"]}}
+    assert writer.post("/v1/segments", json=both).status_code == 201
+
+    kind = writer.patch("/v1/segments/dutch", json={"kind": "static"})
+    assert (kind.status_code, "field 'kind' cannot change from dynamic to static" in kind.json()["error"]) == (
+        422,
+        True,
+    )
+    owner = writer.post("/v1/segments", json={**DUTCH, "segment_id": "x", "owner": "growth"})
+    assert owner.json() == {
+        "error": "'owner' is not a segment field; use segment_id, name, kind, query, run_at, "
+        "rule, max_shrink_pct, enabled and comment"
+    }
+    again = writer.post("/v1/segments", json=DUTCH)
+    assert (again.status_code, "already exists" in again.json()["error"]) == (409, True)
+
+    assert writer.get("/v1/segments/dutch/dependents").json() == {
+        "segment_id": "dutch",
+        "dependents": ["composite both"],
+    }
+    used = writer.patch("/v1/segments/dutch", json={"enabled": False})
+    assert used.status_code == 409
+    assert used.json()["error"].startswith("segment 'dutch' cannot be disabled: composite both depend on it")
+    assert writer.patch("/v1/segments/both", json={"enabled": False}).json()["change"] == "disabled"
+    assert writer.patch("/v1/segments/dutch", json={"enabled": False}).json()["change"] == "disabled"
+    assert writer.get("/v1/segments/nosuch/revisions").status_code == 404
+
+
+HOSTILE = [
+    {
+        "segment_id": "jvm",
+        "name": "x",
+        "kind": "dynamic",
+        "query": "SELECT reflect('java.lang.System', 'exit', 0) FROM t",
+    },
+    {"segment_id": "pw", "name": "x", "kind": "dynamic", "query": "SELECT '{{ conn.funnel_mysql.password }}'"},
+    {"segment_id": "px2", "name": "Px", "kind": "proxy", "rule": "{oops"},
+    {"segment_id": "shrink", "name": "x", "kind": "dynamic", "query": QUERY, "max_shrink_pct": 250},
+    {"segment_id": "late", "name": "x", "kind": "static", "query": QUERY, "run_at": "tomorrow"},
+]
+
+
+@pytest.mark.parametrize("row", HOSTILE, ids=[row["segment_id"] for row in HOSTILE])
+def test_a_hostile_definition_is_refused_as_the_catalog_refuses_it_and_nothing_is_written(
+    writer: TestClient, mysql_conn: Any, row: dict[str, Any]
+) -> None:
+    (expected,) = validate_rows([(row, "MySQL table funnel_segments")]).errors
+    before = mysql_fingerprint(mysql_conn)
+    refused = writer.post("/v1/segments", json=row)
+    assert (refused.status_code, refused.json()) == (422, {"error": str(expected)})
+    assert mysql_fingerprint(mysql_conn) == before
+
+
+def test_a_read_token_cannot_write(start_api: Callable[..., TestClient], mysql_conn: Any) -> None:
+    reader = start_api()
+    assert reader.post("/v1/segments", json=DUTCH).status_code == 403
+    assert reader.get("/v1/segments/dutch/revisions").status_code == 404  # reading is allowed: it does not exist
