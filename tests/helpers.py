@@ -45,6 +45,20 @@ def redis_live_members(client: Any, segment_id: str) -> set[str]:
     return {m.decode() for m in client.smembers(layout.members_key(segment_id))}
 
 
+#: Segment definitions the catalog refuses, each for another reason (the CLI's and the API's
+#: write path must refuse them with the catalog's own message, writing nothing).
+HOSTILE_DEFINITIONS: list[dict[str, Any]] = [
+    {"segment_id": "jvm", "name": "x", "kind": "dynamic", "query": "SELECT reflect('java.lang.System', 'exit', 0)"},
+    {"segment_id": "pw", "name": "x", "kind": "dynamic", "query": "SELECT '{{ conn.funnel_mysql.password }}'"},
+    {"segment_id": "px2", "name": "Px", "kind": "proxy", "rule": "{oops"},
+    {"segment_id": "shrink", "name": "x", "kind": "dynamic", "query": "SELECT user_id FROM t", "max_shrink_pct": 250},
+    {"segment_id": "late", "name": "x", "kind": "static", "query": "SELECT user_id FROM t", "run_at": "tomorrow"},
+    {"segment_id": "Bad Id", "name": "x", "kind": "dynamic", "query": "SELECT user_id FROM t"},
+    {"segment_id": "nokind", "name": "x", "kind": "magic", "query": "SELECT user_id FROM t"},
+    {"segment_id": "mix", "name": "x", "kind": "composite", "rule": '{"union": ["nosuch", "other"]}'},
+]
+
+
 def insert_segments(conn: Any, *rows: dict[str, Any]) -> None:
     """Write catalog rows the way a data engineer would: plain SQL into funnel_segments."""
     cur = conn.cursor()

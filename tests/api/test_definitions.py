@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import mysql_fingerprint
+from helpers import HOSTILE_DEFINITIONS, mysql_fingerprint
 
 from funnel.services.catalog import validate_rows
 
@@ -82,18 +82,7 @@ def test_kind_stays_unknown_fields_are_named_and_a_used_segment_stays_enabled(wr
     assert writer.get("/v1/segments/nosuch/revisions").status_code == 404
 
 
-HOSTILE = [
-    {
-        "segment_id": "jvm",
-        "name": "x",
-        "kind": "dynamic",
-        "query": "SELECT reflect('java.lang.System', 'exit', 0) FROM t",
-    },
-    {"segment_id": "pw", "name": "x", "kind": "dynamic", "query": "SELECT '{{ conn.funnel_mysql.password }}'"},
-    {"segment_id": "px2", "name": "Px", "kind": "proxy", "rule": "{oops"},
-    {"segment_id": "shrink", "name": "x", "kind": "dynamic", "query": QUERY, "max_shrink_pct": 250},
-    {"segment_id": "late", "name": "x", "kind": "static", "query": QUERY, "run_at": "tomorrow"},
-]
+HOSTILE = HOSTILE_DEFINITIONS
 
 
 @pytest.mark.parametrize("row", HOSTILE, ids=[row["segment_id"] for row in HOSTILE])

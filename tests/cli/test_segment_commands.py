@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import pytest
-from helpers import mysql_fingerprint
+from helpers import HOSTILE_DEFINITIONS, mysql_fingerprint
 
 from funnel.cli.main import main
 from funnel.services.catalog import validate_rows
@@ -68,19 +68,8 @@ def test_a_stale_edit_is_refused_with_what_changed_since(mysql_conn: Any, capsys
 
 
 HOSTILE = [
-    {
-        "segment_id": "exit_jvm",
-        "name": "x",
-        "kind": "dynamic",
-        "query": "SELECT reflect('java.lang.System', 'exit', 0) FROM t",
-    },
-    {"segment_id": "pw", "name": "x", "kind": "dynamic", "query": "SELECT '{{ conn.funnel_mysql.password }}'"},
-    {"segment_id": "px2", "name": "Px", "kind": "proxy", "rule": "{oops"},
+    *HOSTILE_DEFINITIONS,
     {"segment_id": "en", "name": "x", "kind": "dynamic", "query": QUERY, "enabled": "sometimes"},
-    {"segment_id": "shrink", "name": "x", "kind": "dynamic", "query": QUERY, "max_shrink_pct": 250},
-    {"segment_id": "Bad Id", "name": "x", "kind": "dynamic", "query": QUERY},
-    {"segment_id": "nokind", "name": "x", "kind": "magic", "query": QUERY},
-    {"segment_id": "mix", "name": "x", "kind": "composite", "rule": '{"union": ["nosuch", "other"]}'},
 ]
 
 
