@@ -67,6 +67,8 @@ def test_kind_stays_unknown_fields_are_named_and_a_used_segment_stays_enabled(wr
         "error": "'owner' is not a segment field; use segment_id, name, kind, query, run_at, "
         "rule, max_shrink_pct, enabled and comment"
     }
+    long_comment = writer.post("/v1/segments", json={**DUTCH, "segment_id": "y", "comment": "x" * 1001})
+    assert long_comment.json() == {"error": "comment is longer than 1000 characters. Fix: shorten it"}
     again = writer.post("/v1/segments", json=DUTCH)
     assert (again.status_code, "already exists" in again.json()["error"]) == (409, True)
 

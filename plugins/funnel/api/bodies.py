@@ -254,6 +254,8 @@ def body_problem(errors: list[dict[str, Any]], model: type[Body] | None) -> str:
         return f"{where} is missing. Fix: {usage}"
     if kind == "too_short":
         return f"{where} is empty. Fix: {usage}"
+    if kind == "string_too_long":
+        return f"{where} is longer than {first.get('ctx', {}).get('max_length')} characters. Fix: shorten it"
     return f"{where} must be {_EXPECTED.get(str(kind), 'of its documented type')}. Fix: {usage}"
 
 
