@@ -31,7 +31,7 @@ class Answer(BaseModel):
     """Every answer: fields the client does not know yet are ignored, so a newer server does not
     break an older client."""
 
-    model_config = ConfigDict(extra="ignore", use_enum_values=False)
+    model_config = ConfigDict(extra="ignore")
 
 
 class ErrorAnswer(Answer):

@@ -80,8 +80,6 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSON({"error": message}, status_code=422)
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 400 and request.scope.get("route") is not None:  # FastAPI could not decode the body
-            return JSON({"error": body_problem([{"type": "json_invalid"}], None)}, status_code=422)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # every method of every route at this path, not only the first route's
             headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))

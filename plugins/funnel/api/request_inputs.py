@@ -68,12 +68,9 @@ WebhookIdPath = Annotated[
 
 def parse_user_id(raw: object, where: str = "user_id") -> str:
     """A user id (an int is taken as its decimal text), or 422 naming ``where`` and the problem."""
-    if isinstance(raw, float) and raw.is_integer():  # JSON Schema's integer: 7.0 is 7
-        raw = int(raw)
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        if not ids.USER_ID_INT_MIN <= raw <= ids.USER_ID_INT_MAX:
-            raise BadInput(f"{where} {raw} is beyond what JSON numbers hold exactly. Fix: send the user id as a string")
-        raw = str(raw)
+    raw = ids.json_number_as_text(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool):  # an integer json_number_as_text left out
+        raise BadInput(f"{where} {raw} is beyond what JSON numbers hold exactly. Fix: send the user id as a string")
     if not isinstance(raw, str):
         raise BadInput(f"{where} must be a string")
     if ids.USER_ID_PATTERN.fullmatch(raw) is None:

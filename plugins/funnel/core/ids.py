@@ -33,6 +33,18 @@ VERSION_MAX = 2**32 - 1
 EVENT_ID_MAX_LENGTH = 128
 
 
+def json_number_as_text(raw: object) -> object:
+    """A JSON number sent as a user id, as its decimal text: an integer, or a float without a
+    fraction (JSON Schema's ``integer`` admits ``7.0``), within ±``USER_ID_INT_MAX``. Anything
+    else (a string, a boolean, a fraction, an integer out of that range) comes back as it was,
+    for the caller's check to name."""
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool) and USER_ID_INT_MIN <= raw <= USER_ID_INT_MAX:
+        return str(raw)
+    return raw
+
+
 def is_segment_id(value: str) -> bool:
     """``value`` is a well-formed segment id (a slug of at most ``SEGMENT_ID_MAX_LENGTH`` characters)."""
     return bool(SEGMENT_ID_PATTERN.fullmatch(value)) and len(value) <= SEGMENT_ID_MAX_LENGTH

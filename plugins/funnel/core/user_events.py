@@ -86,10 +86,7 @@ def _type(where: str, raw: object) -> EventType:
 
 
 def _user_id(where: str, raw: object) -> str:
-    if isinstance(raw, float) and raw.is_integer():  # JSON Schema's integer: 7.0 is 7
-        raw = int(raw)
-    if isinstance(raw, int) and not isinstance(raw, bool) and ids.USER_ID_INT_MIN <= raw <= ids.USER_ID_INT_MAX:
-        raw = str(raw)
+    raw = ids.json_number_as_text(raw)
     if not isinstance(raw, str):
         raise EventError(f"{where}.user_id is {_shown(raw)}, not a string. Fix: send the user id as a string")
     problem = ids.user_id_problem(raw)

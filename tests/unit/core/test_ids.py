@@ -39,3 +39,11 @@ def test_a_value_that_names_no_user_is_refused_saying_why(value: object, problem
         user_id_from_hive(value)
     assert problem in refused.value.problem
     assert problem in str(refused.value)
+
+
+def test_a_json_number_becomes_a_user_ids_text_only_when_exact() -> None:
+    from funnel.core.ids import USER_ID_INT_MAX, json_number_as_text
+
+    assert [json_number_as_text(v) for v in (7, 7.0, -3, USER_ID_INT_MAX)] == ["7", "7", "-3", str(USER_ID_INT_MAX)]
+    for kept in ("7", True, 1.5, USER_ID_INT_MAX + 1, None):
+        assert json_number_as_text(kept) is kept
