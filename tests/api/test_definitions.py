@@ -62,10 +62,10 @@ def test_kind_stays_unknown_fields_are_named_and_a_used_segment_stays_enabled(wr
         422,
         True,
     )
-    owner = writer.post("/v1/segments", json={**DUTCH, "segment_id": "x", "owner": "growth"})
-    assert owner.json() == {
-        "error": "'owner' is not a segment field; use segment_id, name, kind, query, run_at, "
-        "rule, max_shrink_pct, enabled and comment"
+    team = writer.post("/v1/segments", json={**DUTCH, "segment_id": "x", "team": "growth"})
+    assert team.json() == {
+        "error": "'team' is not a segment field; use segment_id, name, kind, query, run_at, "
+        "rule, max_shrink_pct, owner, labels, enabled and comment"
     }
     long_comment = writer.post("/v1/segments", json={**DUTCH, "segment_id": "y", "comment": "x" * 1001})
     assert long_comment.json() == {"error": "comment is longer than 1000 characters. Fix: shorten it"}
@@ -102,3 +102,31 @@ def test_a_read_token_cannot_write(start_api: Callable[..., TestClient], mysql_c
     reader = start_api()
     assert reader.post("/v1/segments", json=DUTCH).status_code == 403
     assert reader.get("/v1/segments/dutch/revisions").status_code == 404  # reading is allowed: it does not exist
+
+
+def test_owners_and_labels_are_shown_and_filter_the_list(writer: TestClient) -> None:
+    for segment_id, owner, labels in (("nl", "growth", ["nl", "eu"]), ("de", "Growth", ["eu"]), ("vip", None, None)):
+        added = writer.post("/v1/segments", json={**DUTCH, "segment_id": segment_id, "owner": owner, "labels": labels})
+        assert added.status_code == 201, added.text
+    nl = writer.get("/v1/segments/nl").json()
+    assert (nl["owner"], nl["labels"]) == ("growth", ["eu", "nl"])
+    assert (writer.get("/v1/segments/vip").json()["owner"], writer.get("/v1/segments/vip").json()["labels"]) == (
+        None,
+        [],
+    )
+
+    def listed(query: str) -> list[str]:
+        answer = writer.get(f"/v1/segments?{query}")
+        assert answer.status_code == 200, answer.text
+        return [segment["segment_id"] for segment in answer.json()["segments"]]
+
+    assert listed("owner=GROWTH") == ["de", "nl"]
+    assert listed("label=eu") == ["de", "nl"]
+    assert listed("label=eu&label=nl") == ["nl"]
+    assert listed("owner=nobody") == []
+    bad = writer.patch("/v1/segments/nl", json={"labels": ["Not A Slug"]})
+    assert (bad.status_code, bad.json()["error"]) == (
+        422,
+        "segment 'nl': field 'labels' holds 'Not A Slug', not a lower-case slug. Fix: set labels to a JSON list "
+        'of up to 20 lower-case slugs, e.g. ["growth", "nl"]',
+    )

@@ -95,10 +95,10 @@ def test_id_and_kind_stay_and_unknown_fields_are_named(
     assert "field 'kind' cannot change from dynamic to static" in err
     code, _, err = run(capsys, "add", "buyers", "--name", "Again", "--kind", "dynamic", "--query", QUERY)
     assert (code, "segment 'buyers' already exists" in err) == (1, True)
-    monkeypatch.setattr("sys.stdin", io.StringIO("segment_id: owned\nname: Owned\nkind: dynamic\nowner: growth\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("segment_id: owned\nname: Owned\nkind: dynamic\nteam: growth\n"))
     code, _, err = run(capsys, "add", "--file", "-")  # YAML
     assert code == 1
-    assert "segment 'owned': field 'owner' is not a field of a segment. Fix: use segment_id, name, kind" in err
+    assert "segment 'owned': field 'team' is not a field of a segment. Fix: use segment_id, name, kind" in err
     code, _, err = run(capsys, "edit", "nosuch", "--name", "x")
     assert (code, "segment 'nosuch' is not in funnel_segments" in err) == (1, True)
 
@@ -123,12 +123,33 @@ def test_a_segment_in_use_cannot_be_disabled(mysql_conn: Any, capsys: pytest.Cap
     code, out, _ = run(capsys, "list")
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0].split() == ["segment", "kind", "enabled", "revision", "name"]
+    assert lines[0].split() == ["segment", "kind", "enabled", "revision", "owner", "name"]
     assert [line.split()[:4] for line in lines[1:]] == [
         ["a", "dynamic", "yes", "3"],
         ["b", "dynamic", "yes", "1"],
         ["both", "composite", "no", "2"],
     ]
+
+
+def test_owners_and_labels_are_set_and_filter_the_list(mysql_conn: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    flags = ["--kind", "dynamic", "--query", QUERY]
+    labels = ["--label", "nl", "--label", "eu"]
+    assert run(capsys, "add", "nl", "--name", "NL", *flags, "--owner", "growth", *labels)[0] == 0
+    assert run(capsys, "add", "de", "--name", "DE", *flags, "--owner", "Growth", "--label", "eu")[0] == 0
+    assert run(capsys, "add", "vip", "--name", "VIP", *flags)[0] == 0
+    code, out, _ = run(capsys, "list", "--owner", "GROWTH", "--json")
+    assert (code, [(d["segment_id"], d["owner"], d["labels"]) for d in json.loads(out)]) == (
+        0,
+        [("de", "Growth", ["eu"]), ("nl", "growth", ["eu", "nl"])],
+    )
+    both = json.loads(run(capsys, "list", "--label", "eu", "--label", "nl", "--json")[1])
+    assert [d["segment_id"] for d in both] == ["nl"]
+    code, out, _ = run(capsys, "list", "--label", "eu")
+    assert [line.split()[4] for line in out.strip().splitlines()[1:]] == ["Growth", "growth"]
+    assert run(capsys, "edit", "nl", "--label", "benelux")[0] == 0  # the labels given replace the old ones
+    assert json.loads(run(capsys, "show", "nl", "--json")[1])["definition"]["labels"] == ["benelux"]
+    code, _, err = run(capsys, "edit", "nl", "--label", "Not A Slug")
+    assert (code, "field 'labels' holds 'Not A Slug', not a lower-case slug" in err) == (1, True)
 
 
 def test_a_row_written_by_hand_is_edited_through_the_same_path(

@@ -147,6 +147,18 @@ def test_tasks_document_their_segment_and_run_in_the_hive_pool(mysql_conn: Any) 
     assert dag.max_active_tasks == 1024
 
 
+def test_a_segments_owner_owns_its_task_and_a_static_segments_labels_tag_its_dag(mysql_conn: Any) -> None:
+    owned = {**SEGMENTS[1], "owner": "growth@example.com", "labels": '["nl"]'}
+    labelled = {**SEGMENTS[2], "owner": "crm", "labels": '["launch", "nl"]'}
+    insert_segments(mysql_conn, SEGMENTS[0], owned, labelled)
+    bag = load_dagbag()
+    alpha = bag.dags[DYNAMIC_DAG_ID].get_task("alpha")
+    assert (alpha.owner, bag.dags[DYNAMIC_DAG_ID].get_task("zeta").owner) == ("growth@example.com", "airflow")
+    assert "- owner: growth@example.com\n- labels: nl\n" in alpha.doc_md
+    static = bag.dags["funnel_static_launch"]
+    assert (static.get_task("launch").owner, sorted(static.tags)) == ("crm", ["funnel", "launch", "nl", "static"])
+
+
 def test_dynamic_schedule_and_timezone_are_settings(mysql_conn: Any) -> None:
     insert_segments(mysql_conn, *SEGMENTS)
     code = (

@@ -83,6 +83,7 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
                 max_shrink_pct=segment.max_shrink_pct,
                 doc_md=task_doc(segment),
                 dag=dag,
+                **_owned(segment),
             )
             continue
         tasks[segment.segment_id] = SegmentRefreshOperator(
@@ -93,6 +94,7 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             max_shrink_pct=segment.max_shrink_pct,
             doc_md=task_doc(segment),
             dag=dag,
+            **_owned(segment),
         )
     # A composite runs after its operands' tasks in the same run (static operands have none:
     # their frozen version is used), so the grid shows the graph.
@@ -101,6 +103,11 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             upstream = [tasks[name] for name in composite_operands(segment) if name in tasks]
             tasks[segment.segment_id].set_upstream(upstream)
     return dag
+
+
+def _owned(segment: Segment) -> dict[str, str]:
+    """The task's ``owner`` (the grid shows it): the segment's, or Airflow's default."""
+    return {"owner": segment.owner} if segment.owner else {}
 
 
 def invalid_dag_id(error: SegmentError) -> str:
@@ -330,6 +337,10 @@ def task_doc(segment: Segment) -> str:
     ]
     if segment.run_at is not None:
         lines.append(f"- run_at: {segment.run_at.isoformat()}")
+    if segment.owner:
+        lines.append(f"- owner: {segment.owner}")
+    if segment.labels:
+        lines.append(f"- labels: {', '.join(segment.labels)}")
     if segment.kind is Kind.COMPOSITE:
         expr = parse_expression(segment.segment_id, segment.rule)
         lines += ["", f"Computed from the operands' live versions, without Hive: `{expression_in_words(expr)}`", ""]

@@ -82,6 +82,8 @@ class SegmentSummary(Answer):
     name: str
     kind: Kind
     enabled: bool
+    owner: str | None = Field(description="who to ask about it: a team or an address (null: nobody named)")
+    labels: list[str] = Field(description="its labels, sorted")
     operands: list[str] | None = Field(default=None, description="a composite's operand segments")
     size: int | None = Field(description="members of the live version (a proxy segment: counted now); null: none yet")
     version: int | None

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, WithJs
 
 from funnel import settings
 from funnel.core import ids
-from funnel.core.segment import Kind
+from funnel.core.segment import LABEL_PATTERN, LABELS_MAX, OWNER_MAX_LENGTH, Kind
 from funnel.core.user_events import EventType
 from funnel.core.webhook_subscription import SECRET_MAX_LENGTH, SECRET_MIN_LENGTH, URL_MAX_LENGTH
 
@@ -172,6 +172,21 @@ _DEFINITION_DOCS: dict[str, Any] = {
         "anyOf": [{"type": "number", "minimum": 0, "maximum": 100}, {"type": "null"}],
         "description": "refuse a refresh that shrinks the segment by more (default: the setting)",
     },
+    "owner": {
+        "anyOf": [{"type": "string", "maxLength": OWNER_MAX_LENGTH}, {"type": "null"}],
+        "description": "who to ask about it: a team or an address; its Airflow task's owner",
+    },
+    "labels": {
+        "anyOf": [
+            {
+                "type": "array",
+                "maxItems": LABELS_MAX,
+                "items": {"type": "string", "pattern": f"^{LABEL_PATTERN.pattern}$"},
+            },
+            {"type": "null"},
+        ],
+        "description": "lower-case slugs to find it by",
+    },
 }
 
 
@@ -202,6 +217,8 @@ class SegmentBody(Body):
     run_at: _documented(_DEFINITION_DOCS["run_at"]) = None  # type: ignore[valid-type]
     rule: dict[str, Any] | StrictStr | None = Field(default=None, description="a proxy or composite rule")
     max_shrink_pct: _documented(_DEFINITION_DOCS["max_shrink_pct"]) = None  # type: ignore[valid-type]
+    owner: _documented(_DEFINITION_DOCS["owner"]) = None  # type: ignore[valid-type]
+    labels: _documented(_DEFINITION_DOCS["labels"]) = None  # type: ignore[valid-type]
     enabled: StrictBool = True
     comment: StrictStr | None = Field(default=None, max_length=1000, description="why: kept with the revision")
 
@@ -221,6 +238,8 @@ class SegmentPatch(Body):
     run_at: _documented(_DEFINITION_DOCS["run_at"]) = None  # type: ignore[valid-type]
     rule: dict[str, Any] | StrictStr | None = None
     max_shrink_pct: _documented(_DEFINITION_DOCS["max_shrink_pct"]) = None  # type: ignore[valid-type]
+    owner: _documented(_DEFINITION_DOCS["owner"]) = None  # type: ignore[valid-type]
+    labels: _documented(_DEFINITION_DOCS["labels"]) = None  # type: ignore[valid-type]
     enabled: StrictBool | None = None
     comment: StrictStr | None = Field(default=None, max_length=1000, description="why: kept with the revision")
 

@@ -61,6 +61,8 @@ class SegmentDescriptions:
                 "name": segment.name,
                 "kind": segment.kind.value,
                 "enabled": segment.enabled,
+                "owner": segment.owner,
+                "labels": list(segment.labels),
             }
             if entry.operands:
                 item["operands"] = list(entry.operands)

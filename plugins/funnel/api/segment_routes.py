@@ -17,6 +17,7 @@ from funnel.api.request_inputs import Limit, SegmentIdPath, parse_limit, parse_s
 from funnel.api.route_statuses import error_statuses, linked
 from funnel.api.service_access import request_service
 from funnel.core.composite_expr import expression_in_words, parse_expression, to_json
+from funnel.core.segment import LABELS_MAX, OWNER_MAX_LENGTH, selected
 from funnel.core.states import Freshness
 
 router = APIRouter(tags=["segments"])
@@ -26,22 +27,38 @@ StaleFilter = Annotated[
     WithJsonSchema({"type": "string", "enum": ["true", "false"]}),
     Query(description="true: the stale and failing segments only; false: the fresh ones"),
 ]
+OwnerFilter = Annotated[
+    str | None, Query(max_length=OWNER_MAX_LENGTH, description="only the segments of this owner (any case)")
+]
+LabelFilter = Annotated[
+    list[str] | None,
+    Query(max_length=LABELS_MAX, description="only the segments with this label (repeat it: with every one)"),
+]
 
 
 @router.get(
     "/v1/segments",
     summary="Every segment: kind, size, version, refreshed_at, enabled, freshness, last run; "
-    "?stale=true: the stale and failing ones only (false: the fresh ones)",
+    "?stale=true: the stale and failing ones only (false: the fresh ones); ?owner= and ?label= filter",
     response_model=SegmentList,
     responses={
         **error_statuses(304, 401, 403, 422, 503),
         **linked(200, "segment_id", "$response.body#/segments/0/segment_id", "get_segment"),
     },
 )
-async def list_segments(request: Request, stale: StaleFilter = None) -> Response:
+async def list_segments(
+    request: Request, stale: StaleFilter = None, owner: OwnerFilter = None, label: LabelFilter = None
+) -> Response:
     service = await request_service(request, "read")
     flagged = parse_stale_filter(stale)
-    entries = sorted((await service.catalog()).values(), key=lambda e: e.segment_id)
+    entries = sorted(
+        (
+            entry
+            for entry in (await service.catalog()).values()
+            if selected(entry.segment.owner, entry.segment.labels, owner, label or ())
+        ),
+        key=lambda e: e.segment_id,
+    )
     described = await service.describe(entries)
     if flagged is not None:
         described = [item for item in described if (item["freshness"] != Freshness.FRESH) == flagged]

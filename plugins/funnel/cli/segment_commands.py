@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from funnel import wiring
+from funnel.core.segment import selected
 
 
 def add_parsers(sub: Any) -> None:
@@ -26,6 +27,8 @@ def add_parsers(sub: Any) -> None:
     actions = group.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="every segment: kind, enabled, latest revision, name")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument("--owner", help="only this owner's segments (any case)")
+    listing.add_argument("--label", action="append", default=[], help="only segments with this label (repeatable)")
     for action, text in (
         ("show", "a segment's definition and its latest revision"),
         ("history", "every revision: who, when, what changed"),
@@ -56,6 +59,10 @@ def _field_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-at", help="a static segment's run time (ISO-8601)")
     parser.add_argument("--rule", help="a proxy or composite rule (JSON)")
     parser.add_argument("--max-shrink-pct", type=float)
+    parser.add_argument("--owner", help="who to ask about it: a team or an address")
+    parser.add_argument(
+        "--label", action="append", dest="labels", help="a label (repeatable; replaces the labels it had)"
+    )
     parser.add_argument("--disabled", action="store_true", help="add it disabled")
     parser.add_argument("--comment", help="why: kept with the revision")
 
@@ -80,6 +87,8 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "run_at": args.run_at,
         "rule": args.rule,
         "max_shrink_pct": args.max_shrink_pct,
+        "owner": args.owner,
+        "labels": args.labels,
     }
     fields.update({key: value for key, value in flags.items() if value is not None})
     if args.disabled:
@@ -106,7 +115,7 @@ def segments_command(args: argparse.Namespace) -> int:
         admin = wiring.segment_admin(conn)
         try:
             if args.action == "list":
-                _list(admin, args.json)
+                _list(admin, args)
             elif args.action == "show":
                 definition, latest = admin.show(args.segment_id)
                 shown = {"definition": definition, "revision": None if latest is None else latest.revision}
@@ -129,15 +138,21 @@ def segments_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(admin: Any, as_json: bool) -> None:
-    listed = admin.listing()
-    if as_json:
+def _list(admin: Any, args: argparse.Namespace) -> None:
+    listed = [
+        (definition, number)
+        for definition, number in admin.listing()
+        if selected(definition["owner"], definition["labels"] or (), args.owner, args.label)
+    ]
+    if args.json:
         print(json.dumps([{**definition, "revision": number} for definition, number in listed]))
         return
-    print(f"{'segment':<24} {'kind':<9} {'enabled':<7} {'revision':>8}  name")
+    print(f"{'segment':<24} {'kind':<9} {'enabled':<7} {'revision':>8}  {'owner':<20} name")
     for definition, number in listed:
         enabled, shown = "yes" if definition["enabled"] else "no", "-" if number is None else str(number)
-        print(f"{definition['segment_id']:<24} {definition['kind']:<9} {enabled:<7} {shown:>8}  {definition['name']}")
+        owner = definition["owner"] or "-"
+        line = f"{definition['segment_id']:<24} {definition['kind']:<9} {enabled:<7} {shown:>8}  {owner:<20} "
+        print(f"{line}{definition['name']}")
 
 
 def _history(admin: Any, segment_id: str, as_json: bool) -> None:

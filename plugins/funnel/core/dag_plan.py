@@ -33,7 +33,9 @@ class DagPlan:
 
     @property
     def tags(self) -> tuple[str, ...]:
-        return ("funnel", self.kind.value)
+        """``funnel``, the kind, and a static segment's labels (the UI filters DAGs by tag)."""
+        labels = self.segments[0].labels if self.kind is Kind.STATIC and self.segments else ()
+        return ("funnel", self.kind.value, *labels)
 
 
 def static_dag_id(segment_id: str) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,10 @@ from funnel.core.templating import check_template
 from funnel.core.utc_time import as_utc, parse_utc
 
 NAME_MAX_LENGTH = 255
+OWNER_MAX_LENGTH = 255
+#: A label: a lower-case slug ('-' and '.' allowed after the first character).
+LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+LABELS_MAX = 20
 
 
 class Kind(enum.StrEnum):
@@ -63,6 +68,10 @@ class Segment:
     source: str = "mysql"
     #: Refuse a refresh that shrinks the segment by more than this percentage (None: the global setting).
     max_shrink_pct: float | None = None
+    #: Who to ask about it: a team or an address (None: nobody named). Its Airflow task's owner.
+    owner: str | None = None
+    #: Slugs to find it by (sorted, each once).
+    labels: tuple[str, ...] = ()
 
 
 def segment_from_row(row: Mapping[str, Any], source: str = "mysql") -> Segment:
@@ -94,6 +103,8 @@ def segment_from_row(row: Mapping[str, Any], source: str = "mysql") -> Segment:
         enabled=_enabled(segment_id, row.get("enabled", True)),
         source=source,
         max_shrink_pct=_max_shrink_pct(segment_id, kind, row.get("max_shrink_pct")),
+        owner=_owner(segment_id, row.get("owner")),
+        labels=_labels(segment_id, row.get("labels")),
     )
 
 
@@ -197,3 +208,45 @@ def _max_shrink_pct(segment_id: str, kind: Kind, raw: object) -> float | None:
     if not 0 <= value <= 100:
         raise SegmentError(segment_id, "max_shrink_pct", f"is {value}, outside 0..100", fix)
     return value
+
+
+def selected(owner: str | None, labels: Iterable[str], want_owner: str | None, want_labels: Iterable[str]) -> bool:
+    """A segment's ``owner`` and ``labels`` pass the filters: its owner is ``want_owner`` (any
+    case; None: any owner) and it has every one of ``want_labels``."""
+    if want_owner is not None and (owner or "").casefold() != want_owner.strip().casefold():
+        return False
+    return set(want_labels) <= set(labels or ())
+
+
+def _owner(segment_id: str, raw: object) -> str | None:
+    if _is_empty(raw):
+        return None
+    fix = "set owner to a team's name or an e-mail address (one line), or leave it empty"
+    if not isinstance(raw, str):
+        raise SegmentError(segment_id, "owner", f"is {raw!r}, not text", fix)
+    owner = raw.strip()
+    if len(owner) > OWNER_MAX_LENGTH:
+        raise SegmentError(segment_id, "owner", f"is {len(owner)} characters long", f"shorten it to {OWNER_MAX_LENGTH}")
+    if not owner.isprintable():
+        raise SegmentError(segment_id, "owner", "holds a line break or a control character", fix)
+    return owner
+
+
+def _labels(segment_id: str, raw: object) -> tuple[str, ...]:
+    """A JSON list of slugs (or its JSON text, as MySQL's JSON column returns it)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return ()
+    fix = f'set labels to a JSON list of up to {LABELS_MAX} lower-case slugs, e.g. ["growth", "nl"]'
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise SegmentError(segment_id, "labels", "is not valid JSON", fix) from None
+    if not isinstance(raw, list | tuple):
+        raise SegmentError(segment_id, "labels", f"is {type(raw).__name__}, not a list", fix)
+    if len(raw) > LABELS_MAX:
+        raise SegmentError(segment_id, "labels", f"has {len(raw)} labels", fix)
+    for label in raw:
+        if not isinstance(label, str) or not LABEL_PATTERN.fullmatch(label):
+            raise SegmentError(segment_id, "labels", f"holds {str(label)[:70]!r}, not a lower-case slug", fix)
+    return tuple(sorted(set(raw)))

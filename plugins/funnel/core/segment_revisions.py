@@ -1,23 +1,38 @@
 """A segment's definition as a revision records it, and what changed between two. Pure.
 
 A definition is the catalog row's fields (``DEFINITION_FIELDS``) as JSON values: a time as its
-ISO text, a rule as its JSON value, ``max_shrink_pct`` as a number, ``enabled`` as a boolean, so
-that two definitions compare field by field whatever store they were read from.
+ISO text in UTC, a rule as its JSON value, ``max_shrink_pct`` as a number, ``enabled`` as a boolean,
+labels as a list (none: null), so that two definitions compare field by field, and their
+``digest``s are equal, whatever store they were read from.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from funnel.core.segment import Segment
 from funnel.core.states import RevisionChange
+from funnel.core.utc_time import as_utc
 
 #: The columns of a catalog row (``funnel_segments``, the Airflow Variable's objects).
-DEFINITION_FIELDS = ("segment_id", "name", "kind", "query", "run_at", "rule", "max_shrink_pct", "enabled")
+DEFINITION_FIELDS = (
+    "segment_id",
+    "name",
+    "kind",
+    "query",
+    "run_at",
+    "rule",
+    "max_shrink_pct",
+    "enabled",
+    "owner",
+    "labels",
+)
 
 
 def definition(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -25,9 +40,32 @@ def definition(row: Mapping[str, Any]) -> dict[str, Any]:
     return {name: _json_value(name, row.get(name)) for name in DEFINITION_FIELDS}
 
 
+def segment_definition(segment: Segment) -> dict[str, Any]:
+    """A valid segment's definition: what ``definition`` gives for the row the write path stores
+    for it (so a version finds the revision it was computed from by ``digest``)."""
+    fields = {name: getattr(segment, name) for name in DEFINITION_FIELDS}
+    fields["kind"] = segment.kind.value
+    return definition(fields)
+
+
+def digest(definition: Mapping[str, Any]) -> str:
+    """The definition's SHA-256 (hex): equal definitions, equal digests, whatever the key order."""
+    text = json.dumps(dict(definition), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _json_value(name: str, value: Any) -> Any:
     if isinstance(value, dt.datetime):
-        return value.isoformat()
+        return as_utc(value).isoformat()  # MySQL's DATETIME is naive UTC
+    if name == "labels":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value  # not JSON: kept as written (the catalog refuses it, naming the field)
+        if isinstance(value, list | tuple):
+            return list(value) or None  # no labels: null, however the row says it
+        return value
     if isinstance(value, decimal.Decimal):
         return float(value)
     if name == "rule" and isinstance(value, str):

@@ -299,6 +299,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
         ],
     ),
+    (
+        12,
+        [
+            # A segment's owner (a team or an address) and labels (a JSON list of slugs).
+            f"""ALTER TABLE {layout.SEGMENTS_TABLE}
+                ADD COLUMN owner VARCHAR(255) NULL,
+                ADD COLUMN labels JSON NULL""",
+            # The digest of the definition each revision records (``segment_revisions.digest``):
+            # the parse finds a row changed by hand, and a version its revision, by it.
+            f"""ALTER TABLE {layout.REVISIONS_TABLE}
+                ADD COLUMN digest CHAR(64) CHARACTER SET ascii NULL,
+                ADD KEY digest_idx (segment_id, digest)""",
+            # The revision of the definition a version was computed from (NULL: not recorded).
+            f"""ALTER TABLE {layout.VERSIONS_TABLE} ADD COLUMN revision INT UNSIGNED NULL""",
+        ],
+    ),
 ]
 
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_]+")

@@ -66,6 +66,14 @@ def test_proxy_rule_is_canonical_json() -> None:
             "max_shrink_pct",
             "NULL",
         ),
+        ({**DYNAMIC, "owner": 7}, "owner", "team's name or an e-mail"),
+        ({**DYNAMIC, "owner": "growth\nteam"}, "owner", "one line"),
+        ({**DYNAMIC, "owner": "x" * 256}, "owner", "shorten it to 255"),
+        ({**DYNAMIC, "labels": "growth"}, "labels", "JSON list"),
+        ({**DYNAMIC, "labels": {"a": 1}}, "labels", "JSON list"),
+        ({**DYNAMIC, "labels": ["Growth"]}, "labels", "lower-case slugs"),
+        ({**DYNAMIC, "labels": [1]}, "labels", "lower-case slugs"),
+        ({**DYNAMIC, "labels": [f"l{i}" for i in range(21)]}, "labels", "up to 20"),
     ],
 )
 def test_invalid_rows_name_segment_field_and_fix(row: dict, field: str, fix: str) -> None:
@@ -86,3 +94,11 @@ def test_segments_sort_by_id() -> None:
 def test_per_segment_shrink_limit() -> None:
     assert segment_from_row({**DYNAMIC, "max_shrink_pct": "80.5"}).max_shrink_pct == 80.5
     assert segment_from_row(DYNAMIC).max_shrink_pct is None
+
+
+def test_owner_and_labels() -> None:
+    segment = segment_from_row({**DYNAMIC, "owner": " growth@example.com ", "labels": '["nl", "growth", "nl"]'})
+    assert segment.owner == "growth@example.com"
+    assert segment.labels == ("growth", "nl")  # sorted, each once
+    assert segment_from_row({**DYNAMIC, "owner": "", "labels": None}).labels == ()
+    assert segment_from_row({**DYNAMIC, "owner": "  "}).owner is None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 
-from funnel.core.segment_revisions import DEFINITION_FIELDS, changed_fields, definition
+from funnel.core.segment import segment_from_row
+from funnel.core.segment_revisions import DEFINITION_FIELDS, changed_fields, definition, digest, segment_definition
 
 
 def test_a_definition_holds_every_field_as_a_json_value() -> None:
@@ -17,16 +18,19 @@ def test_a_definition_holds_every_field_as_a_json_value() -> None:
         "run_at": dt.datetime(2026, 11, 20, 9, 0),  # MySQL's naive UTC
         "max_shrink_pct": decimal.Decimal("12.50"),
         "enabled": 1,
+        "labels": '["growth", "nl"]',  # MySQL's JSON column
     }
     assert definition(row) == {
         "segment_id": "launch",
         "name": "Launch",
         "kind": "static",
         "query": "SELECT user_id FROM t",
-        "run_at": "2026-11-20T09:00:00",
+        "run_at": "2026-11-20T09:00:00+00:00",
         "rule": None,
         "max_shrink_pct": 12.5,
         "enabled": True,
+        "owner": None,
+        "labels": ["growth", "nl"],
     }
     assert tuple(definition(row)) == DEFINITION_FIELDS
 
@@ -43,3 +47,39 @@ def test_changed_fields_are_the_differing_ones_in_order() -> None:
     after = {**before, "name": "New", "enabled": False}
     assert changed_fields(before, after) == {"name": ["Old", "New"], "enabled": [True, False]}
     assert list(changed_fields({}, after)) == ["segment_id", "name", "kind", "enabled"]
+
+
+def test_a_valid_segment_has_the_definition_and_digest_of_the_row_stored_for_it() -> None:
+    written = {
+        "segment_id": "launch",
+        "name": "  Launch ",
+        "kind": "static",
+        "query": "SELECT user_id FROM t;",
+        "run_at": "2026-11-20T10:00:00+01:00",
+        "rule": None,
+        "labels": ["nl", "growth", "nl"],
+        "owner": "growth@example.com",
+    }
+    stored = {  # what the write path stores for it, as MySQL gives it back
+        **written,
+        "name": "Launch",
+        "query": "SELECT user_id FROM t",
+        "run_at": dt.datetime(2026, 11, 20, 9, 0),
+        "labels": '["growth", "nl"]',
+        "enabled": 1,
+    }
+    segment = segment_from_row(written)
+    assert segment_definition(segment) == definition(stored)
+    assert digest(segment_definition(segment)) == digest(definition(stored))
+    assert digest(definition(stored)) != digest({**definition(stored), "owner": "someone-else"})
+
+
+def test_no_labels_is_null_however_the_row_says_it() -> None:
+    assert {definition({"labels": raw})["labels"] for raw in (None, "[]", [], ())} == {None}
+
+
+def test_a_digest_ignores_key_order_and_is_hex_sha256() -> None:
+    one, two = {"a": 1, "b": [1, 2]}, {"b": [1, 2], "a": 1}
+    assert digest(one) == digest(two)
+    assert len(digest(one)) == 64
+    assert set(digest(one)) <= set("0123456789abcdef")

@@ -40,6 +40,8 @@ def _stored(segment: Segment) -> tuple[Any, ...]:
         segment.rule,  # canonical JSON text
         segment.max_shrink_pct,
         segment.enabled,
+        segment.owner,
+        json.dumps(list(segment.labels)) if segment.labels else None,
     )
 
 
