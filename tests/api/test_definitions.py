@@ -130,3 +130,63 @@ def test_owners_and_labels_are_shown_and_filter_the_list(writer: TestClient) -> 
         "segment 'nl': field 'labels' holds 'Not A Slug', not a lower-case slug. Fix: set labels to a JSON list "
         'of up to 20 lower-case slugs, e.g. ["growth", "nl"]',
     )
+
+
+def test_retire_and_restore_a_segment(
+    writer: TestClient, refresh: Callable[..., Any], mysql_conn: Any, redis_client: Any
+) -> None:
+    assert writer.post("/v1/segments", json=DUTCH).status_code == 201
+    assert writer.post("/v1/segments", json={**DUTCH, "segment_id": "dutch_too"}).status_code == 201
+    both = {"segment_id": "both", "name": "Both", "kind": "composite", "rule": {"union": ["dutch", "dutch_too"]}}
+    assert writer.post("/v1/segments", json=both).status_code == 201
+    refresh("dutch", ["1", "2"])
+    assert writer.get("/v1/segments/dutch/members/1").json()["member"] is True
+
+    used = writer.post("/v1/segments/dutch:retire")
+    assert (used.status_code, used.json()["error"]) == (
+        409,
+        "segment 'dutch' cannot be retired: composite both depend on it. Fix: disable or change it first",
+    )
+    assert writer.patch("/v1/segments/both", json={"enabled": False}).status_code == 200
+    before = mysql_fingerprint(mysql_conn)
+    retired = writer.post("/v1/segments/dutch:retire", json={"comment": "campaign over"})
+    assert retired.status_code == 200, retired.text
+    assert (retired.json()["change"], retired.json()["comment"]) == ("retired", "campaign over")
+    assert retired.json()["definition"]["query"] == QUERY  # kept, for restore
+
+    for path in ("/v1/segments/dutch", "/v1/segments/dutch/members/1", "/v1/segments/dutch/versions"):
+        gone = writer.get(path)
+        assert gone.status_code == 410, path
+        assert gone.json() == {
+            "error": f"segment 'dutch' was retired at {retired.json()['at']}. Fix: restore it (segments restore "
+            "dutch, POST /v1/segments/dutch:restore) to use it again",
+            "retired_at": retired.json()["at"],
+        }
+    assert "dutch" not in [s["segment_id"] for s in writer.get("/v1/segments").json()["segments"]]
+    assert writer.patch("/v1/segments/dutch", json={"name": "x"}).status_code == 410
+    again = writer.post("/v1/segments", json=DUTCH)
+    assert (again.status_code, "was retired at" in again.json()["error"]) == (409, True)
+    after = mysql_fingerprint(mysql_conn)  # the data is kept: only the catalog row and a revision moved
+    changed = {table for table in before if before[table] != after.get(table)}
+    assert changed == {"funnel_segments", "funnel_segment_revisions"}
+
+    restored = writer.post("/v1/segments/dutch:restore")
+    assert (restored.status_code, restored.json()["change"]) == (200, "restored")
+    assert writer.get("/v1/segments/dutch/members/1").json()["member"] is True
+    assert writer.post("/v1/segments/dutch:restore").status_code == 409  # not retired
+    revisions = writer.get("/v1/segments/dutch/revisions").json()["revisions"]
+    assert [r["change"] for r in revisions] == ["created", "retired", "restored"]
+    assert revisions[-1]["definition"] == revisions[0]["definition"]
+
+
+def test_a_row_deleted_by_hand_answers_410_not_500(
+    writer: TestClient, refresh: Callable[..., Any], mysql_conn: Any, start_api: Callable[..., TestClient]
+) -> None:
+    assert writer.post("/v1/segments", json=DUTCH).status_code == 201
+    refresh("dutch", ["1"])
+    cur = mysql_conn.cursor()
+    cur.execute("DELETE FROM funnel_segments WHERE segment_id = 'dutch'")
+    mysql_conn.commit()
+    gone = start_api().get("/v1/segments/dutch/members/1")  # a worker that reads the catalog now
+    assert (gone.status_code, gone.json()["retired_at"]) == (410, None)
+    assert "was retired (its catalog row was deleted)" in gone.json()["error"]

@@ -167,3 +167,41 @@ def test_a_row_written_by_hand_is_edited_through_the_same_path(
     (revision,) = history(capsys, "hand")
     assert (revision["revision"], revision["change"]) == (1, "edited")
     assert revision["changed"] == {"query": [QUERY, f"{QUERY} WHERE country = 'DE'"]}
+
+
+def test_retire_restore_and_purge_after_the_horizon(
+    mysql_conn: Any, redis_client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helpers import refresh_segment
+
+    from funnel.storage import layout
+
+    assert run(capsys, "add", "old", "--name", "Old", "--kind", "dynamic", "--query", QUERY)[0] == 0
+    assert run(capsys, "add", "kept", "--name", "Kept", "--kind", "dynamic", "--query", QUERY)[0] == 0
+    for segment_id in ("old", "kept"):
+        refresh_segment(redis_client, segment_id, ["1", "2"], slot=0)
+    code, out, _ = run(capsys, "retire", "old", "--comment", "campaign over")
+    assert (code, out.strip()) == (0, "segment old: revision 2 (retired: -)")
+    code, _, err = run(capsys, "show", "old")
+    assert (code, "segment 'old' was retired at" in err) == (1, True)
+    assert run(capsys, "retire", "old")[0] == 1
+    assert run(capsys, "restore", "old")[0] == 0
+    assert json.loads(run(capsys, "show", "old", "--json")[1])["definition"]["query"] == QUERY
+    assert run(capsys, "retire", "old")[0] == 0
+
+    def rows(segment_id: str) -> int:
+        cur = mysql_conn.cursor()
+        cur.execute("SELECT COUNT(*) FROM funnel_memberships WHERE segment_id = %s", (segment_id,))
+        count = int(cur.fetchone()[0])
+        mysql_conn.commit()
+        return count
+
+    assert (rows("old"), rows("kept")) == (2, 2)
+    code, out, _ = run(capsys, "purge")  # retired a moment ago: within change_history_days
+    assert (code, out.strip(), rows("old")) == (0, "purged 0 segments retired over 90 days ago", 2)
+    code, out, _ = run(capsys, "purge", "--days", "0")
+    assert (code, out.strip()) == (0, "purged 1 segments retired over 0 days ago: old")
+    assert (rows("old"), rows("kept")) == (0, 2)
+    assert redis_client.exists(layout.members_key("old"), layout.meta_key("old")) == 0
+    assert redis_client.exists(layout.members_key("kept")) == 1
+    assert [r["change"] for r in history(capsys, "old")] == ["created", "retired", "restored", "retired"]

@@ -43,6 +43,13 @@ class ErrorAnswer(Answer):
     )
 
 
+class GoneAnswer(ErrorAnswer):
+    """410: gone. A retired segment's answer says when it was retired (null: its catalog row was
+    deleted by hand and no parse recorded it yet); a cursor's or a time's says nothing more."""
+
+    retired_at: Time | None = Field(default=None, description="when the segment was retired")
+
+
 # ----------------------------------------------------------------------------------- health
 
 

@@ -223,6 +223,16 @@ class SegmentBody(Body):
     comment: StrictStr | None = Field(default=None, max_length=1000, description="why: kept with the revision")
 
 
+class CommentBody(Body):
+    """Why, kept with the revision (optional)."""
+
+    usage: ClassVar[str] = 'send {"comment": "why"} or no body'
+    noun: ClassVar[str] = "comment"
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"comment": "the campaign ended"}})
+
+    comment: StrictStr | None = Field(default=None, max_length=1000, description="why: kept with the revision")
+
+
 class SegmentPatch(Body):
     """Some fields of a segment; the others stay. Its id and kind never change."""
 

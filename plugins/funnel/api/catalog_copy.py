@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import time
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 from funnel import settings, wiring
 from funnel.core.composite_graph import composite_operands
-from funnel.core.errors import NotComputed, UnknownSegment
+from funnel.core.errors import NotComputed, SegmentRetired, UnknownSegment
 from funnel.core.freshness import past_objective
 from funnel.core.proxy_rule import Rule, parse_rule
 from funnel.core.segment import Kind, Segment
@@ -78,6 +79,8 @@ class CatalogView:
     enabled_stored: tuple[Entry, ...] = ()  # the enabled segments with members in the stores
     enabled_proxies: tuple[Entry, ...] = ()  # the enabled proxy segments
     stale_ids: list[str] = field(default_factory=list)  # the enabled segments past their objective, sorted
+    #: retired segments (no catalog row) and when (None: the row was deleted by hand, not recorded yet)
+    retired: dict[str, dt.datetime | None] = field(default_factory=dict)
 
 
 def read_catalog() -> CatalogView:
@@ -89,6 +92,7 @@ def read_catalog() -> CatalogView:
     with contextlib.closing(hook.get_conn()) as conn:
         computed = wiring.mysql_store(conn).segments_with_live_versions()
         summaries = wiring.history_on(conn).summaries()
+        retired: dict[str, dt.datetime | None] = dict(wiring.segment_admin(conn).retired())
     now, objectives = utc_now(), wiring.freshness_objectives()
     entries = {}
     for segment in catalog.segments:
@@ -101,6 +105,9 @@ def read_catalog() -> CatalogView:
             segment, rule, computed=segment.segment_id in computed, operands=operands, stale=stale
         )
     invalid = {error.segment_id: f"field {error.field!r} {error.problem}" for error in catalog.errors}
+    for segment_id in computed:  # data without a row: deleted by hand, a retire the next parse records
+        if segment_id not in entries and segment_id not in invalid:
+            retired.setdefault(segment_id, None)
     enabled = [entry for entry in entries.values() if entry.segment.enabled]
     return CatalogView(
         entries,
@@ -108,6 +115,7 @@ def read_catalog() -> CatalogView:
         enabled_stored=tuple(entry for entry in enabled if not entry.is_proxy),
         enabled_proxies=tuple(entry for entry in enabled if entry.is_proxy),
         stale_ids=sorted(entry.segment_id for entry in enabled if entry.stale),
+        retired=retired,
     )
 
 
@@ -147,11 +155,14 @@ class CatalogCopy:
             self._rereading = None
 
     async def entry(self, segment_id: str) -> Entry:
-        """The served segment, or ``UnknownSegment`` (saying so when its catalog row is invalid)."""
+        """The served segment, or ``SegmentRetired`` (410), or ``UnknownSegment`` (saying so when
+        its catalog row is invalid)."""
         view = await self.view()
         entry = view.entries.get(segment_id)
         if entry is None:
             shown = repr(segment_id[:80])
+            if segment_id in view.retired:
+                raise SegmentRetired(segment_id, view.retired[segment_id])
             if segment_id in view.invalid:
                 raise UnknownSegment(
                     f"segment {shown} is not served: its catalog row is invalid ({view.invalid[segment_id]})"

@@ -1,5 +1,5 @@
 """Segment definitions through the one write path (``funnel.services.segment_admin``): add a
-segment, change it, and read its revisions and dependents. Writes need the write scope; each
+segment, change, retire and restore it, and read its revisions and dependents. Writes need the write scope; each
 is checked as the catalog checks a row (the same message, naming the field and the fix) and
 recorded as a revision; a refused one writes nothing."""
 
@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from pydantic import WithJsonSchema
 
 from funnel.api.answers import Dependents, RevisionList, SegmentRevision
-from funnel.api.bodies import SegmentBody, SegmentPatch
+from funnel.api.bodies import CommentBody, SegmentBody, SegmentPatch
 from funnel.api.error_answers import JSON
 from funnel.api.json_requests import JsonRoute
 from funnel.api.request_inputs import SegmentIdPath
@@ -70,7 +70,7 @@ async def add_segment(body: SegmentBody, service: WriteService) -> Response:
     summary="Change some fields of a segment (not its id or kind); enabled: false is refused while a composite "
     "or webhook uses it (write scope)",
     response_model=SegmentRevision,
-    responses=error_statuses(401, 403, 404, 409, 422, 503),
+    responses=error_statuses(401, 403, 404, 409, 410, 422, 503),
 )
 async def edit_segment(
     segment_id: SegmentIdPath, body: SegmentPatch, service: WriteService, if_match: IfMatch = None
@@ -82,6 +82,31 @@ async def edit_segment(
     revision = await service.edit_segment(segment_id, changes, API_ACTOR, expected, body.comment)
     if revision is None:
         raise BadInput(f"nothing to change: segment {segment_id!r} already has these values (and no revision yet)")
+    return JSON(revision.public())
+
+
+@router.post(
+    "/v1/segments/{segment_id}:retire",
+    summary="Retire a segment: no task, its answers 410, its data kept change_history_days; refused (409) "
+    "while a composite or webhook uses it (write scope)",
+    response_model=SegmentRevision,
+    responses=error_statuses(401, 403, 404, 409, 410, 422, 503),
+)
+async def retire_segment(segment_id: SegmentIdPath, service: WriteService, body: CommentBody | None = None) -> Response:
+    revision = await service.retire_segment(segment_id, True, API_ACTOR, body.comment if body else None)
+    return JSON(revision.public())
+
+
+@router.post(
+    "/v1/segments/{segment_id}:restore",
+    summary="Bring a retired segment back as it was (write scope)",
+    response_model=SegmentRevision,
+    responses=error_statuses(401, 403, 404, 409, 422, 503),
+)
+async def restore_segment(
+    segment_id: SegmentIdPath, service: WriteService, body: CommentBody | None = None
+) -> Response:
+    revision = await service.retire_segment(segment_id, False, API_ACTOR, body.comment if body else None)
     return JSON(revision.public())
 
 
@@ -101,7 +126,7 @@ async def list_revisions(segment_id: SegmentIdPath, request: Request) -> Respons
     "/v1/segments/{segment_id}/dependents",
     summary="The enabled composites and webhooks that use the segment (what disabling it would break)",
     response_model=Dependents,
-    responses=error_statuses(401, 403, 404, 503),
+    responses=error_statuses(401, 403, 404, 410, 503),
 )
 async def list_dependents(segment_id: SegmentIdPath, request: Request) -> Response:
     service = await request_service(request, "read")

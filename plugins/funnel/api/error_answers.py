@@ -33,12 +33,12 @@ class JSON(JSONResponse):
         return orjson.dumps(content)
 
 
-def error_answer(exc: BaseException, where: str) -> tuple[int, dict[str, str], dict[str, str]]:
+def error_answer(exc: BaseException, where: str) -> tuple[int, dict[str, Any], dict[str, str]]:
     """(status, body, headers) for ``exc`` raised while answering ``where`` (``METHOD /path``)."""
     return _with_retry_after(_answer_to(exc, where))
 
 
-def _answer_to(exc: BaseException, where: str) -> tuple[int, dict[str, str], dict[str, str]]:
+def _answer_to(exc: BaseException, where: str) -> tuple[int, dict[str, Any], dict[str, str]]:
     if not isinstance(exc, FunnelError):
         log.exception("funnel API: %s failed", where, exc_info=exc)
         return 503, {"error": STORE_UNAVAILABLE}, {}
@@ -46,10 +46,11 @@ def _answer_to(exc: BaseException, where: str) -> tuple[int, dict[str, str], dic
     if status >= 500 and exc.client_message is not None:
         log.warning("funnel API: %s: %s", where, exc)  # the details stay here
         return status, {"error": exc.client_message}, {}
-    return status, {"error": str(exc)}, ({"WWW-Authenticate": "Bearer"} if status == 401 else {})
+    body = {"error": str(exc), **exc.answer_fields()}
+    return status, body, ({"WWW-Authenticate": "Bearer"} if status == 401 else {})
 
 
-def _with_retry_after(answer: tuple[int, dict[str, str], dict[str, str]]) -> tuple[int, dict[str, str], dict[str, str]]:
+def _with_retry_after(answer: tuple[int, dict[str, Any], dict[str, str]]) -> tuple[int, dict[str, Any], dict[str, str]]:
     """429 and 503 say when to try again (``Retry-After``, RFC 9110), which ``funnel.client`` honours."""
     status, body, headers = answer
     if status in (429, 503):

@@ -103,7 +103,7 @@ async def is_member(segment_id: SegmentIdPath, user_id: UserIdPath, request: Req
     tags=["membership"],
     summary="Membership of up to max_check_ids users at once",
     response_model=CheckAnswer,
-    responses=error_statuses(401, 403, 404, 409, 413, 422, 503),
+    responses=error_statuses(401, 403, 404, 409, 410, 413, 422, 503),
 )
 async def check_members(segment_id: SegmentIdPath, body: CheckBody, service: ReadService) -> Response:
     user_ids = user_ids_of(body.user_ids)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from funnel.api.answers import ErrorAnswer
+from funnel.api.answers import ErrorAnswer, GoneAnswer
 
 _MEANING = {
     304: "Not Modified: the If-None-Match tag is current",
@@ -14,7 +14,7 @@ _MEANING = {
     403: "the token's scope does not allow this",
     404: "no such segment, webhook or path",
     409: "the segment has no such thing (a proxy segment has no versions; not computed yet)",
-    410: "gone: a cursor's version or a time older than the history keeps",
+    410: "gone: a retired segment (retired_at says when), a cursor's version, or a time older than the history keeps",
     413: "too many items in one request",
     422: "the request is not valid: the answer names the field and the fix",
     429: "busy: try again after Retry-After seconds",
@@ -28,7 +28,7 @@ def error_statuses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {"description": _MEANING[status]}
         if status == 304
-        else {"model": ErrorAnswer, "description": _MEANING[status]}
+        else {"model": GoneAnswer if status == 410 else ErrorAnswer, "description": _MEANING[status]}
         for status in statuses
     }
 

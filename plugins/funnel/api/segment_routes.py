@@ -70,7 +70,7 @@ async def list_segments(
     summary="One segment: meta, changes, freshness, its query or rule",
     response_model=SegmentDetail,
     responses={
-        **error_statuses(304, 401, 403, 404, 503),
+        **error_statuses(304, 401, 403, 404, 410, 503),
         **linked(
             200,
             "segment_id",
@@ -101,7 +101,7 @@ async def get_segment(segment_id: SegmentIdPath, request: Request) -> Response:
     "/v1/segments/{segment_id}/versions",
     summary="The kept versions, oldest first: size, entered and exited of each refresh",
     response_model=VersionList,
-    responses=error_statuses(401, 403, 404, 409, 503),
+    responses=error_statuses(401, 403, 404, 409, 410, 503),
 )
 async def list_versions(segment_id: SegmentIdPath, request: Request) -> Response:
     service = await request_service(request, "read")
@@ -114,7 +114,7 @@ async def list_versions(segment_id: SegmentIdPath, request: Request) -> Response
     "/v1/segments/{segment_id}/runs",
     summary="The latest refresh attempts (funnel_segment_runs), newest first",
     response_model=RunList,
-    responses=error_statuses(401, 403, 404, 409, 422, 503),
+    responses=error_statuses(401, 403, 404, 409, 410, 422, 503),
 )
 async def list_runs(segment_id: SegmentIdPath, request: Request, limit: Limit = None) -> Response:
     service = await request_service(request, "read")

@@ -270,6 +270,17 @@ class Service:
         self._catalog.expire()
         return revision
 
+    async def retire_segment(self, segment_id: str, retire: bool, actor: str, comment: str | None) -> Revision:
+        """Retire (``retire``) or restore the segment through the one write path."""
+
+        def write(conn: Any) -> Revision:
+            admin = wiring.segment_admin(conn)
+            return (admin.retire if retire else admin.restore)(segment_id, actor, comment)
+
+        revision = await self._mysql.run(write)
+        self._catalog.expire()
+        return revision
+
     async def segment_revisions(self, segment_id: str) -> list[Revision]:
         return await self._mysql.run(lambda conn: wiring.segment_admin(conn).history(segment_id))
 

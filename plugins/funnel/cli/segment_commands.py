@@ -1,4 +1,4 @@
-"""``segments list|show|add|edit|enable|disable|history|dependents``: segment definitions through
+"""``segments list|show|add|edit|enable|disable|retire|restore|purge|history|dependents``: segment definitions through
 funnel's one write path (``funnel.services.segment_admin``): checked as the catalog checks them,
 each change a revision naming who made it (``cli:<OS user>``).
 
@@ -44,10 +44,17 @@ def add_parsers(sub: Any) -> None:
     editing.add_argument("segment_id")
     _field_flags(editing)
     editing.add_argument("--expect-revision", type=int, metavar="N", help="refuse when the latest revision is not N")
-    for action, text in (("enable", "refresh it again"), ("disable", "stop refreshing it (refused while in use)")):
+    for action, text in (
+        ("enable", "refresh it again"),
+        ("disable", "stop refreshing it (refused while in use)"),
+        ("retire", "no task, answers 410; data kept change_history_days (refused while in use)"),
+        ("restore", "bring a retired segment back as it was"),
+    ):
         toggling = actions.add_parser(action, help=text)
         toggling.add_argument("segment_id")
         toggling.add_argument("--comment")
+    purging = actions.add_parser("purge", help="delete the data of segments retired over change_history_days ago")
+    purging.add_argument("--days", type=float, help="the horizon in days (default: change_history_days)")
 
 
 def _field_flags(parser: argparse.ArgumentParser) -> None:
@@ -132,10 +139,25 @@ def segments_command(args: argparse.Namespace) -> int:
                 _said(admin.edit(args.segment_id, changes, actor, args.expect_revision, args.comment), "edit")
             elif args.action in ("enable", "disable"):
                 _said(admin.set_enabled(args.segment_id, args.action == "enable", actor, args.comment), args.action)
+            elif args.action == "retire":
+                _said(admin.retire(args.segment_id, actor, args.comment), args.action)
+            elif args.action == "restore":
+                _said(admin.restore(args.segment_id, actor, args.comment), args.action)
+            elif args.action == "purge":
+                _purge(admin, args.days)
         except FunnelError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 1
     return 0
+
+
+def _purge(admin: Any, days: float | None) -> None:
+    from funnel import settings
+
+    horizon = settings.CHANGE_HISTORY_DAYS if days is None else days
+    redis = wiring.redis_store(wiring.redis_client())
+    purged = admin.purge(horizon, redis.forget)
+    print(f"purged {len(purged)} segments retired over {horizon:g} days ago{': ' if purged else ''}{', '.join(purged)}")
 
 
 def _list(admin: Any, args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ The states funnel stores are in ``funnel.core.states``.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, ClassVar
 
 from funnel.core.states import RunStatus
@@ -25,6 +26,10 @@ class FunnelError(Exception):
     http_status: ClassVar[int] = 503
     #: For a 5xx: what the client hears instead of the message (None: the message itself).
     client_message: ClassVar[str | None] = STORE_UNAVAILABLE
+
+    def answer_fields(self) -> dict[str, object]:
+        """What the API's error answer carries besides ``error`` (JSON values)."""
+        return {}
 
 
 # --------------------------------------------------------------------------- bad input (4xx)
@@ -209,6 +214,22 @@ class Gone(FunnelError):
     """What was asked for is no longer kept: a cursor's version."""
 
     http_status = 410
+
+
+class SegmentRetired(Gone):
+    """A retired segment: it has no task and answers nothing; ``restore`` brings it back.
+    ``retired_at``: when (None: its catalog row was deleted by hand and no parse recorded it yet)."""
+
+    def __init__(self, segment_id: str, retired_at: dt.datetime | None) -> None:
+        self.segment_id, self.retired_at = segment_id, retired_at
+        when = f" at {retired_at.isoformat()}" if retired_at else " (its catalog row was deleted)"
+        super().__init__(
+            f"segment {segment_id!r} was retired{when}. Fix: restore it (segments restore {segment_id}, "
+            f"POST /v1/segments/{segment_id}:restore) to use it again"
+        )
+
+    def answer_fields(self) -> dict[str, object]:
+        return {"retired_at": None if self.retired_at is None else self.retired_at.isoformat()}
 
 
 class HistoryGone(Gone):

@@ -10,12 +10,21 @@ the row and the Airflow Variable can still be written by hand (the catalog reads
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from funnel import settings
 from funnel.core.composite_graph import composite_operands
-from funnel.core.errors import RevisionConflict, SegmentError, SegmentExists, SegmentInUse, UnknownSegment
+from funnel.core.errors import (
+    FunnelError,
+    RevisionConflict,
+    SegmentError,
+    SegmentExists,
+    SegmentInUse,
+    SegmentRetired,
+    UnknownSegment,
+)
 from funnel.core.query_check import rules_fingerprint
 from funnel.core.segment import Kind, Segment
 from funnel.core.segment_revisions import DEFINITION_FIELDS, Revision, changed_fields, definition
@@ -24,9 +33,11 @@ from funnel.core.utc_time import utc_now
 from funnel.services.catalog import merge_rows, validate_rows
 from funnel.storage import catalog_snapshot, layout
 from funnel.storage.mysql.segment_definitions import DefinitionStore
+from funnel.storage.mysql.segment_purge import purge_segment_rows
 from funnel.storage.mysql.webhook_store import WebhookStore
 
 _FIELDS = ", ".join(DEFINITION_FIELDS)
+log = logging.getLogger(__name__)
 
 
 class SegmentAdmin:
@@ -54,10 +65,15 @@ class SegmentAdmin:
                     f"segment {segment_id!r} already exists. Fix: edit it (segments edit {segment_id}), "
                     "or pick another id"
                 )
+            latest = self.store.latest_revision(segment_id)  # a row deleted by hand keeps its history
+            if latest is not None and latest.change is RevisionChange.RETIRED:
+                raise SegmentExists(
+                    f"segment {segment_id!r} was retired at {latest.at.isoformat()} and its id stays reserved. "
+                    f"Fix: restore it (segments restore {segment_id}), or pick another id"
+                )
             segment = self._checked(segment_id, {"enabled": True, **fields})
             if not self.store.insert(segment):  # added meanwhile by another writer
                 raise SegmentExists(f"segment {segment_id!r} already exists. Fix: pick another id")
-            latest = self.store.latest_revision(segment_id)  # a row deleted by hand keeps its history
             after = definition(self.store.row(segment_id) or {})
             return self._record(segment_id, latest, RevisionChange.CREATED, actor, {}, after, comment)
         except BaseException:
@@ -86,9 +102,9 @@ class SegmentAdmin:
             )
         try:
             current = self.store.row(segment_id, lock=True)
-            if current is None:
-                raise _unknown(segment_id)
             latest = self.store.latest_revision(segment_id)
+            if current is None:
+                raise self._missing(segment_id, latest)
             number = latest.revision if latest is not None else 0
             if expect_revision is not None and expect_revision != number:
                 raise RevisionConflict(segment_id, expect_revision, number, latest.changed if latest else {})
@@ -118,6 +134,59 @@ class SegmentAdmin:
         """Enable or disable (``edit`` of ``enabled``: refused while something depends on it)."""
         return self.edit(segment_id, {"enabled": enabled}, actor, comment=comment)
 
+    def retire(self, segment_id: str, actor: str, comment: str | None = None) -> Revision:
+        """Retire the segment: its catalog row goes (no task; the API answers 410), its definition
+        stays in the revision, its data is kept for ``change_history_days`` (``purge``).
+        Refused while an enabled composite or webhook depends on it (``SegmentInUse``)."""
+        using = self.dependents(segment_id)
+        if using:
+            raise SegmentInUse(segment_id, "retired", using)
+        try:
+            current = self.store.row(segment_id, lock=True)
+            latest = self.store.latest_revision(segment_id)
+            if current is None:
+                raise self._missing(segment_id, latest)
+            self.store.delete(segment_id)
+            kept = definition(current)
+            return self._record(segment_id, latest, RevisionChange.RETIRED, actor, kept, kept, comment)
+        except BaseException:
+            self.store.rollback()
+            raise
+
+    def restore(self, segment_id: str, actor: str, comment: str | None = None) -> Revision:
+        """Bring a retired segment back as it was (its definition checked against today's catalog)."""
+        try:
+            if self.store.row(segment_id, lock=True) is not None:
+                raise SegmentExists(f"segment {segment_id!r} is not retired. Fix: nothing to restore")
+            latest = self.store.latest_revision(segment_id)
+            if latest is None or latest.change is not RevisionChange.RETIRED:
+                raise _unknown(segment_id)
+            segment = self._checked(segment_id, latest.definition)
+            if not self.store.insert(segment):  # added meanwhile by another writer
+                raise SegmentExists(f"segment {segment_id!r} was added meanwhile. Fix: read it again")
+            after = definition(self.store.row(segment_id) or {})
+            return self._record(segment_id, latest, RevisionChange.RESTORED, actor, after, after, comment)
+        except BaseException:
+            self.store.rollback()
+            raise
+
+    def purge(self, horizon_days: float, forget_keys: Callable[[str], None]) -> list[str]:
+        """Delete the data of every segment retired more than ``horizon_days`` ago (MySQL's rows,
+        then its Redis keys through ``forget_keys``); its revisions stay. Returns their ids."""
+        purged = []
+        for segment_id in sorted(self.retired(self.now() - dt.timedelta(days=horizon_days))):
+            rows = purge_segment_rows(self.store.conn, segment_id)
+            forget_keys(segment_id)
+            log.info("funnel: purged retired segment %r (%d MySQL rows and its Redis keys)", segment_id, rows)
+            purged.append(segment_id)
+        return purged
+
+    def retired(self, before: dt.datetime | None = None) -> dict[str, dt.datetime]:
+        """The retired segments and when each was retired (``before``: only those before then)."""
+        found = self.store.retired(before)
+        self.store.commit()
+        return found
+
     # ------------------------------------------------------------------ reads
 
     def listing(self) -> list[tuple[dict[str, Any], int | None]]:
@@ -132,7 +201,7 @@ class SegmentAdmin:
         latest = self.store.latest_revision(segment_id)
         self.store.commit()
         if row is None:
-            raise _unknown(segment_id)
+            raise self._missing(segment_id, latest)
         return definition(row), latest
 
     def history(self, segment_id: str) -> list[Revision]:
@@ -148,9 +217,11 @@ class SegmentAdmin:
         """What stops working without this segment: the enabled composites that use it, and the
         enabled webhook subscriptions on it."""
         rows = self.store.rows()
-        self.store.commit()
         if not any(row["segment_id"] == segment_id for row in rows):
-            raise _unknown(segment_id)
+            latest = self.store.latest_revision(segment_id)
+            self.store.commit()
+            raise self._missing(segment_id, latest)
+        self.store.commit()
         catalog = validate_rows(merge_rows(rows, self.variable_rows(), settings.CATALOG_VARIABLE), check_queries=False)
         using = [
             f"composite {segment.segment_id}"
@@ -162,6 +233,20 @@ class SegmentAdmin:
         return using
 
     # ------------------------------------------------------------------ inside
+
+    def _missing(self, segment_id: str, latest: Revision | None) -> FunnelError:
+        """Why a segment has no catalog row: retired (410), in the Airflow Variable (which this
+        path does not write), or unknown (404)."""
+        if latest is not None and latest.change is RevisionChange.RETIRED:
+            return SegmentRetired(segment_id, latest.at)
+        if any(row.get("segment_id") == segment_id for row in self.variable_rows()):
+            return SegmentError(
+                segment_id,
+                "segment_id",
+                f"is defined in the Airflow Variable {settings.CATALOG_VARIABLE}",
+                "change it there, or move it into funnel_segments (segments add) and delete it from the Variable",
+            )
+        return _unknown(segment_id)
 
     def _checked(self, segment_id: str, row: Mapping[str, Any]) -> Segment:
         """``row`` as a segment, checked with the whole catalog as the DAG factory checks it (its

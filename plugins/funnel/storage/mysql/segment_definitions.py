@@ -20,6 +20,7 @@ from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout
 
 _COLUMNS = ", ".join(DEFINITION_FIELDS)
+_FAR_FUTURE = dt.datetime(9999, 1, 1)
 
 
 def catalog_rows(conn: Any) -> list[dict[str, Any]]:
@@ -83,6 +84,25 @@ class DefinitionStore:
         columns = ", ".join(f"{name} = %s" for name in DEFINITION_FIELDS[1:])
         values = _stored(segment)
         cur.execute(f"UPDATE {layout.SEGMENTS_TABLE} SET {columns} WHERE segment_id = %s", (*values[1:], values[0]))
+
+    def delete(self, segment_id: str) -> None:
+        """Remove the segment's row (a retire: its definition stays in its revisions)."""
+        cur = self.conn.cursor()
+        cur.execute(f"DELETE FROM {layout.SEGMENTS_TABLE} WHERE segment_id = %s", (segment_id,))
+
+    def retired(self, before: dt.datetime | None = None) -> dict[str, dt.datetime]:
+        """The retired segments (latest revision a retire, no catalog row) and when each was
+        retired; ``before``: only those retired before then."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT r.segment_id, r.at FROM {layout.REVISIONS_TABLE} r"
+            f" JOIN (SELECT segment_id, MAX(revision) AS latest FROM {layout.REVISIONS_TABLE}"
+            "  GROUP BY segment_id) l ON l.segment_id = r.segment_id AND l.latest = r.revision"
+            f" LEFT JOIN {layout.SEGMENTS_TABLE} s ON s.segment_id = r.segment_id"
+            " WHERE r.change_type = %s AND s.segment_id IS NULL AND r.at < %s",
+            (RevisionChange.RETIRED.value, to_naive_utc(before) if before else _FAR_FUTURE),
+        )
+        return {segment_id: from_naive_utc(at) for segment_id, at in cur.fetchall()}
 
     def latest_revision(self, segment_id: str) -> Revision | None:
         """The segment's newest revision, or None (never written through funnel's write path)."""

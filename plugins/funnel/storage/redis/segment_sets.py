@@ -108,6 +108,18 @@ class RedisSegmentStore:
             layout.staging_exited_key(segment_id),
         )
 
+    def forget(self, segment_id: str) -> None:
+        """Remove every key of the segment (a purged retired segment). ``UNLINK`` frees a big set
+        in Redis's background thread; the keys share a hash slot, so it is one command in a cluster."""
+        self.client.unlink(
+            layout.members_key(segment_id),
+            layout.meta_key(segment_id),
+            layout.entered_key(segment_id),
+            layout.exited_key(segment_id),
+            layout.feed_key(segment_id),
+        )
+        self.clear_staged(segment_id)
+
     def add_members(self, segment_id: str, user_ids: Sequence[str]) -> None:
         """Stage a batch in one round trip; the key expires if the refresh is abandoned."""
         self._stage(layout.staging_key(segment_id), user_ids)
