@@ -7,6 +7,7 @@ Each is read from the ``[funnel]`` section of Airflow's configuration, so the us
 from __future__ import annotations
 
 import os
+import re
 
 from airflow.sdk import conf
 
@@ -166,28 +167,42 @@ PREVIEW_SAMPLE_SIZE: int = conf.getint(SECTION, "preview_sample_size", fallback=
 PREVIEW_CONCURRENCY: int = conf.getint(SECTION, "preview_concurrency", fallback=2)
 
 
-def api_tokens() -> dict[str, str]:
-    """Bearer tokens of the API and their scope (``read`` or ``write``; write can read).
+def api_tokens() -> dict[str, tuple[str, str]]:
+    """Bearer tokens of the API, each with its scope (``read`` or ``write``; write can read) and
+    its name (who a change made with it is recorded as: ``api:<name>``).
 
-    ``api_tokens`` is a comma-separated list of ``scope:token`` (from airflow.cfg, the
-    environment, or ``api_tokens_file``: a file holding the same, e.g. a mounted secret).
+    ``api_tokens`` is a comma-separated list of ``[name=]scope:token`` (from airflow.cfg, the
+    environment, or ``api_tokens_file``: a file holding the same, e.g. a mounted secret); a
+    token without a name is called ``<scope>-token``.
     """
     raw = conf.get(SECTION, "api_tokens", fallback="")
     path = conf.get(SECTION, "api_tokens_file", fallback="")
     if path:
         with open(path, encoding="utf-8") as handle:
             raw = f"{raw},{handle.read()}"
-    tokens: dict[str, str] = {}
+    tokens: dict[str, tuple[str, str]] = {}
+    named: set[str] = set()
     for item in raw.replace("\n", ",").split(","):
         if not item.strip():
             continue
-        scope, sep, token = item.strip().partition(":")
+        head, sep, token = item.strip().partition(":")
+        name, _, scope = head.rpartition("=")
         if not sep or scope not in ("read", "write") or not token:
             raise ValueError(
-                "[funnel] api_tokens: each entry must be 'read:<token>' or 'write:<token>', comma-separated"
+                "[funnel] api_tokens: each entry must be '[name=]read:<token>' or '[name=]write:<token>', "
+                "comma-separated (e.g. 'crm-sync=write:<token>')"
             )
-        tokens[token] = scope
+        if name and (not _TOKEN_NAME.fullmatch(name) or name in named):
+            raise ValueError(
+                f"[funnel] api_tokens: the token name {name[:70]!r} is {'taken' if name in named else 'not a slug'}. "
+                "Fix: give each token its own name of lower-case letters, digits, '-', '_' or '.'"
+            )
+        named.add(name)
+        tokens[token] = (scope, name or f"{scope}-token")
     return tokens
+
+
+_TOKEN_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 #: Webhooks (``funnel.services.webhook_delivery``): ids per delivered batch; attempts per batch within one run of

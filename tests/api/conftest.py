@@ -118,13 +118,16 @@ def refresh(mysql_conn: Any, redis_client: Any) -> Callable[..., RefreshResult]:
     """Make a new version of a segment live, as its Airflow task would (each call a later slot)."""
     slots = itertools.count()
 
-    def run(segment_id: str, members: list[str], kind: Kind = Kind.DYNAMIC) -> RefreshResult:
+    def run(
+        segment_id: str, members: list[str], kind: Kind = Kind.DYNAMIC, definition_digest: str | None = None
+    ) -> RefreshResult:
         slot = next(slots)
         logical_date = dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC) + dt.timedelta(days=slot)
         info = RunInfo("funnel_test_api", f"scheduled__{slot}", logical_date)
+        request = RefreshRequest(segment_id, kind, info, definition_digest=definition_digest)
         with wiring.refresher(redis_client=redis_client) as refresher:
             lock = wiring.segment_lock(redis_client, segment_id, {"run_id": info.run_id})
-            return refresher.refresh(RefreshRequest(segment_id, kind, info), lambda: iter([list(members)]), lock)
+            return refresher.refresh(request, lambda: iter([list(members)]), lock)
 
     return run
 

@@ -190,3 +190,43 @@ def test_a_row_deleted_by_hand_answers_410_not_500(
     gone = start_api().get("/v1/segments/dutch/members/1")  # a worker that reads the catalog now
     assert (gone.status_code, gone.json()["retired_at"]) == (410, None)
     assert "was retired (its catalog row was deleted)" in gone.json()["error"]
+
+
+def test_each_version_names_the_revision_it_was_computed_from(writer: TestClient, refresh: Callable[..., Any]) -> None:
+    from funnel.core.segment import segment_from_row
+    from funnel.core.segment_revisions import digest, segment_definition
+
+    def built_from(revision: dict[str, Any]) -> str:  # what the DAG factory gives the segment's task
+        return digest(segment_definition(segment_from_row(revision["definition"])))
+
+    first = writer.post("/v1/segments", json=DUTCH).json()
+    refresh("dutch", ["1"], definition_digest=built_from(first))
+    second = writer.patch("/v1/segments/dutch", json={"query": QUERY + " WHERE country = 'NL'"}).json()
+    refresh("dutch", ["1", "2"], definition_digest=built_from(second))
+    refresh("dutch", ["1", "2", "3"], definition_digest="0" * 64)  # a definition no revision records
+    versions = writer.get("/v1/segments/dutch/versions").json()["versions"]
+    assert [(v["version"], v["revision"]) for v in versions] == [(1, 1), (2, 2), (3, None)]
+
+
+def test_a_change_is_recorded_under_the_name_of_the_token_that_made_it(
+    start_api: Callable[..., TestClient], mysql_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers import API_TOKENS
+
+    from funnel.api.app import create_app
+
+    monkeypatch.setenv("AIRFLOW__FUNNEL__API_TOKENS", f"{API_TOKENS},crm-sync=write:crm-token-5f1e0c")
+    crm = start_api(token="crm-token-5f1e0c")
+    added = crm.post("/v1/segments", json=DUTCH)
+    assert (added.status_code, added.json()["actor"]) == (201, "api:crm-sync")
+    retired = crm.post("/v1/segments/dutch:retire", json={"comment": "done"})
+    assert retired.json()["actor"] == "api:crm-sync"
+
+    for setting, problem in (
+        ("Bad Name=write:t1", "the token name 'Bad Name' is not a slug"),
+        ("a=write:t1,a=read:t2", "the token name 'a' is taken"),
+        ("admin:t1", "each entry must be '[name=]read:<token>'"),
+    ):
+        monkeypatch.setenv("AIRFLOW__FUNNEL__API_TOKENS", setting)
+        with pytest.raises(ValueError, match=problem.replace("[", r"\[")):
+            create_app()

@@ -159,6 +159,37 @@ def test_a_segments_owner_owns_its_task_and_a_static_segments_labels_tag_its_dag
     assert (static.get_task("launch").owner, sorted(static.tags)) == ("crm", ["funnel", "launch", "nl", "static"])
 
 
+def test_changes_made_by_hand_are_recorded_as_revisions_by_the_next_parse(mysql_conn: Any) -> None:
+    from funnel import wiring
+
+    def revisions(segment_id: str) -> list[tuple[int, str, str, list[str]]]:
+        history = wiring.segment_admin(mysql_conn).history(segment_id)
+        return [(r.revision, r.change.value, r.actor, list(r.changed)) for r in history]
+
+    insert_segments(mysql_conn, SEGMENTS[0], BROKEN)
+    load_dagbag()
+    first = ["segment_id", "name", "kind", "query", "max_shrink_pct", "enabled"]
+    assert revisions("zeta") == [(1, "catalog", "catalog", first)]
+    assert revisions("broken") == []  # an invalid row is not a definition: its error DAG says what is wrong
+    wiring.segment_admin(mysql_conn).edit("zeta", {"name": "Zeta 2"}, "cli:ann")  # through the write path
+    cur = mysql_conn.cursor()
+    cur.execute("UPDATE funnel_segments SET query = 'SELECT user_id FROM dw.z2' WHERE segment_id = 'zeta'")
+    mysql_conn.commit()
+    load_dagbag()
+    load_dagbag()  # nothing moved since: nothing recorded (and MySQL is not asked)
+    assert revisions("zeta")[1:] == [
+        (2, "edited", "cli:ann", ["name"]),
+        (3, "catalog", "catalog", ["query"]),
+    ]
+    cur.execute("DELETE FROM funnel_segments WHERE segment_id = 'zeta'")
+    mysql_conn.commit()
+    load_dagbag()
+    assert revisions("zeta")[-1][:3] == (4, "retired", "catalog")
+    assert wiring.segment_admin(mysql_conn).restore("zeta", "cli:ann").change.value == "restored"
+    load_dagbag()
+    assert len(revisions("zeta")) == 5  # a restore through the write path is no change by hand
+
+
 def test_dynamic_schedule_and_timezone_are_settings(mysql_conn: Any) -> None:
     insert_segments(mysql_conn, *SEGMENTS)
     code = (

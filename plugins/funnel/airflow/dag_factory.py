@@ -31,6 +31,7 @@ from funnel.core.dag_plan import DYNAMIC_START_DATE, RESTORE_DAG_ID, TAGS_DAG_ID
 from funnel.core.errors import CatalogError, SegmentError
 from funnel.core.query_check import check_query
 from funnel.core.segment import Kind, Segment
+from funnel.core.segment_revisions import digest, segment_definition
 from funnel.core.templating import check_template
 from funnel.services.catalog import Catalog, load_catalog
 from funnel.storage import catalog_snapshot, layout
@@ -106,8 +107,10 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
 
 
 def _owned(segment: Segment) -> dict[str, str]:
-    """The task's ``owner`` (the grid shows it): the segment's, or Airflow's default."""
-    return {"owner": segment.owner} if segment.owner else {}
+    """The task's ``owner`` (the grid shows it), the segment's or Airflow's default, and the
+    digest of its definition, which each version it computes records as its revision."""
+    owner = {"owner": segment.owner} if segment.owner else {}
+    return {**owner, "definition_digest": digest(segment_definition(segment))}
 
 
 def invalid_dag_id(error: SegmentError) -> str:

@@ -40,11 +40,14 @@ class BaseRefreshOperator(BaseAttemptOperator):
     """What both segment refreshes share: the segment's Asset as outlet, the shrink guard's
     threshold, and the refresh itself (``_refresh``)."""
 
-    def __init__(self, *, segment_id: str, max_shrink_pct: float | None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, segment_id: str, max_shrink_pct: float | None, definition_digest: str | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("outlets", [Asset(layout.asset_uri(segment_id))])
         super().__init__(**kwargs)
         self.segment_id = self.subject = segment_id
         self.max_shrink_pct = max_shrink_pct
+        self.definition_digest = definition_digest
 
     def _refresh(self, context: Context, kind: Kind, open_batches: OpenBatches) -> dict[str, Any]:
         """Refresh the segment under its lock from what ``open_batches`` streams; a skip
@@ -56,6 +59,7 @@ class BaseRefreshOperator(BaseAttemptOperator):
             run=run,
             force=forced(context),
             max_shrink_pct=settings.MAX_SHRINK_PCT if self.max_shrink_pct is None else self.max_shrink_pct,
+            definition_digest=self.definition_digest,
         )
         redis_client = wiring.redis_client(self.redis_conn_id)
         lock = wiring.segment_lock(redis_client, self.segment_id, lock_holder(run))
@@ -106,6 +110,8 @@ class SegmentRefreshOperator(BaseHiveQueryOperator, BaseRefreshOperator):
     :param kind: ``dynamic`` or ``static``: which scheduling rules apply (overshoot, freeze).
     :param max_shrink_pct: refuse a result that shrinks more than this against the live
         version (None: the global ``max_shrink_pct`` setting).
+    :param definition_digest: the digest of the segment's definition
+        (``funnel.core.segment_revisions.digest``); each version records the revision it names.
     :param hive_conn_id: HiveServer2 connection.
     :param mysql_conn_id: MySQL connection holding funnel's tables.
     :param redis_conn_id: Redis connection serving membership.
@@ -128,6 +134,7 @@ class SegmentRefreshOperator(BaseHiveQueryOperator, BaseRefreshOperator):
         query: str,
         kind: str = Kind.DYNAMIC.value,
         max_shrink_pct: float | None = None,
+        definition_digest: str | None = None,
         hive_conn_id: str = settings.HIVE_CONN_ID,
         mysql_conn_id: str = settings.MYSQL_CONN_ID,
         redis_conn_id: str = settings.REDIS_CONN_ID,
@@ -137,6 +144,7 @@ class SegmentRefreshOperator(BaseHiveQueryOperator, BaseRefreshOperator):
         super().__init__(
             segment_id=segment_id,
             max_shrink_pct=max_shrink_pct,
+            definition_digest=definition_digest,
             hive_conn_id=hive_conn_id,
             mysql_conn_id=mysql_conn_id,
             redis_conn_id=redis_conn_id,
@@ -162,6 +170,8 @@ class CompositeRefreshOperator(BaseRefreshOperator):
     :param rule: its set expression (``funnel.core.composite_expr``), as JSON text.
     :param max_shrink_pct: refuse a result that shrinks more than this against the live
         version (None: the global ``max_shrink_pct`` setting).
+    :param definition_digest: the digest of the segment's definition
+        (``funnel.core.segment_revisions.digest``); each version records the revision it names.
     :param mysql_conn_id: MySQL connection holding funnel's tables.
     :param redis_conn_id: Redis connection serving membership.
     :param batch_size: ids per read from MySQL and per write to each store.
@@ -182,6 +192,7 @@ class CompositeRefreshOperator(BaseRefreshOperator):
         segment_id: str,
         rule: str,
         max_shrink_pct: float | None = None,
+        definition_digest: str | None = None,
         mysql_conn_id: str = settings.MYSQL_CONN_ID,
         redis_conn_id: str = settings.REDIS_CONN_ID,
         batch_size: int = settings.BATCH_SIZE,
@@ -191,6 +202,7 @@ class CompositeRefreshOperator(BaseRefreshOperator):
         super().__init__(
             segment_id=segment_id,
             max_shrink_pct=max_shrink_pct,
+            definition_digest=definition_digest,
             mysql_conn_id=mysql_conn_id,
             redis_conn_id=redis_conn_id,
             batch_size=batch_size,

@@ -152,6 +152,9 @@ class KeptVersion(Answer):
     run_id: str
     created_at: Time
     promoted_at: Time | None
+    revision: int | None = Field(
+        description="the revision of the definition it was computed from (GET .../revisions); null: not recorded"
+    )
 
 
 class VersionList(Answer):

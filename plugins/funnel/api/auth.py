@@ -1,7 +1,9 @@
 """Bearer tokens with a scope: ``read`` (every GET and ``members:check``) or ``write`` (also
-``POST /v1/events``). Tokens come from the settings (``api_tokens``, ``api_tokens_file``),
-so from Airflow's configuration or a mounted secret; they are compared in constant time.
-Inside Airflow's API server, an Airflow login also grants ``read`` (``granted_scope``).
+``POST /v1/events`` and the definitions), and a name. Tokens come from the settings
+(``api_tokens``, ``api_tokens_file``), so from Airflow's configuration or a mounted secret;
+they are compared in constant time. Inside Airflow's API server, an Airflow login also grants
+``read`` (``granted_scope``). A ``Grant`` says what a request may do and who it is (``actor``:
+``api:<token name>`` or ``airflow:<user>``, what a definition's revision records).
 """
 
 from __future__ import annotations
@@ -9,14 +11,24 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from funnel.core.errors import Forbidden, Unauthorized
 
 SCOPES = ("read", "write")
 
 
-def scope_of(header: str | None, tokens: Mapping[str, str]) -> str:
-    """The scope of the bearer token in an ``Authorization`` header, or ``Unauthorized``.
+@dataclass(frozen=True)
+class Grant:
+    """What a request may do (``scope``) and who made it (``actor``)."""
+
+    scope: str
+    actor: str
+
+
+def scope_of(header: str | None, tokens: Mapping[str, tuple[str, str]]) -> Grant:
+    """The grant of the bearer token in an ``Authorization`` header (``tokens``: token -> scope
+    and name, ``settings.api_tokens``), or ``Unauthorized``.
 
     Every configured token is compared, whatever matched, so the time taken says nothing
     about which token (or how much of one) was right.
@@ -27,18 +39,18 @@ def scope_of(header: str | None, tokens: Mapping[str, str]) -> str:
     if scheme.lower() != "bearer" or not presented.strip():
         raise Unauthorized("send the token as 'Authorization: Bearer <token>'")
     candidate = presented.strip().encode()
-    found = ""
-    for token, scope in tokens.items():
+    found: Grant | None = None
+    for token, (scope, name) in tokens.items():
         if hmac.compare_digest(candidate, token.encode()):
-            found = scope
-    if not found:
+            found = Grant(scope, f"api:{name}")
+    if found is None:
         raise Unauthorized("the token is not valid for this service")
     return found
 
 
-def require(scope: str, granted: str) -> None:
+def require(scope: str, granted: Grant) -> None:
     """``Forbidden`` unless ``granted`` covers ``scope`` (write covers read)."""
-    if scope == "write" and granted != "write":
+    if scope == "write" and granted.scope != "write":
         raise Forbidden("this endpoint needs a token with the write scope; this token can only read")
 
 
@@ -48,12 +60,12 @@ AIRFLOW_LOGIN_COOKIE = "_token"
 
 async def granted_scope(
     header: str | None,
-    tokens: Mapping[str, str],
+    tokens: Mapping[str, tuple[str, str]],
     *,
     airflow_login: bool = False,
     login_cookie: str | None = None,
     safe_method: bool = True,
-) -> str:
+) -> Grant:
     """The scope a request is granted: funnel's own bearer tokens, or, inside Airflow, a login.
 
     With ``airflow_login`` (the API mounted in Airflow's API server by the plugin), an Airflow
@@ -78,7 +90,7 @@ async def granted_scope(
     )
 
 
-async def airflow_login_scope(token: str) -> str:
+async def airflow_login_scope(token: str) -> Grant:
     """``read`` when Airflow's auth manager takes ``token`` as a user who may read DAGs.
 
     Only inside Airflow's API server, where the auth manager is set up: the same check
@@ -96,4 +108,4 @@ async def airflow_login_scope(token: str) -> str:
         raise Unauthorized("the token is not valid for this service") from None
     if not await asyncio.to_thread(lambda: manager.is_authorized_dag(method="GET", user=user)):
         raise Forbidden("this Airflow user may not read DAGs, so not the segments they refresh either")
-    return "read"
+    return Grant("read", f"airflow:{user.get_name()}")

@@ -17,13 +17,10 @@ from funnel.api.error_answers import JSON
 from funnel.api.json_requests import JsonRoute
 from funnel.api.request_inputs import SegmentIdPath
 from funnel.api.route_statuses import error_statuses, linked
-from funnel.api.service_access import WriteService, request_service
+from funnel.api.service_access import WriteActor, WriteService, request_service
 from funnel.core.errors import BadInput
 
 router = APIRouter(tags=["definitions"], route_class=JsonRoute)
-
-#: Who a change through the API is recorded as (tokens have no names yet).
-API_ACTOR = "api:write-token"
 
 IfMatch = Annotated[
     str | None,
@@ -59,9 +56,9 @@ def _fields(body: SegmentBody | SegmentPatch) -> dict[str, Any]:
         **linked(201, "segment_id", "$response.body#/segment_id", "edit_segment", "list_revisions", "list_dependents"),
     },
 )
-async def add_segment(body: SegmentBody, service: WriteService) -> Response:
+async def add_segment(body: SegmentBody, service: WriteService, actor: WriteActor) -> Response:
     fields = {"enabled": body.enabled, **_fields(body)}
-    revision = await service.add_segment(fields, API_ACTOR, body.comment)
+    revision = await service.add_segment(fields, actor, body.comment)
     return JSON(revision.public(), status_code=201)
 
 
@@ -73,13 +70,13 @@ async def add_segment(body: SegmentBody, service: WriteService) -> Response:
     responses=error_statuses(401, 403, 404, 409, 410, 422, 503),
 )
 async def edit_segment(
-    segment_id: SegmentIdPath, body: SegmentPatch, service: WriteService, if_match: IfMatch = None
+    segment_id: SegmentIdPath, body: SegmentPatch, service: WriteService, actor: WriteActor, if_match: IfMatch = None
 ) -> Response:
     changes = _fields(body)
     if not changes:
         raise BadInput(SegmentPatch.usage)
     expected = _revision_of(if_match)
-    revision = await service.edit_segment(segment_id, changes, API_ACTOR, expected, body.comment)
+    revision = await service.edit_segment(segment_id, changes, actor, expected, body.comment)
     if revision is None:
         raise BadInput(f"nothing to change: segment {segment_id!r} already has these values (and no revision yet)")
     return JSON(revision.public())
@@ -92,8 +89,10 @@ async def edit_segment(
     response_model=SegmentRevision,
     responses=error_statuses(401, 403, 404, 409, 410, 422, 503),
 )
-async def retire_segment(segment_id: SegmentIdPath, service: WriteService, body: CommentBody | None = None) -> Response:
-    revision = await service.retire_segment(segment_id, True, API_ACTOR, body.comment if body else None)
+async def retire_segment(
+    segment_id: SegmentIdPath, service: WriteService, actor: WriteActor, body: CommentBody | None = None
+) -> Response:
+    revision = await service.retire_segment(segment_id, True, actor, body.comment if body else None)
     return JSON(revision.public())
 
 
@@ -104,9 +103,9 @@ async def retire_segment(segment_id: SegmentIdPath, service: WriteService, body:
     responses=error_statuses(401, 403, 404, 409, 422, 503),
 )
 async def restore_segment(
-    segment_id: SegmentIdPath, service: WriteService, body: CommentBody | None = None
+    segment_id: SegmentIdPath, service: WriteService, actor: WriteActor, body: CommentBody | None = None
 ) -> Response:
-    revision = await service.retire_segment(segment_id, False, API_ACTOR, body.comment if body else None)
+    revision = await service.retire_segment(segment_id, False, actor, body.comment if body else None)
     return JSON(revision.public())
 
 

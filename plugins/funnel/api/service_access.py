@@ -8,19 +8,23 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, granted_scope, require
+from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, Grant, granted_scope, require
 from funnel.api.service import Service
 
 
 async def request_service(request: Request, scope: str | None) -> Service:
-    """Check the token (``scope`` None: no auth), then the app's ``Service``, made once."""
-    return await service_for(
-        request.app,
-        request.headers.get("authorization"),
-        scope,
-        request.cookies.get(AIRFLOW_LOGIN_COOKIE),
-        request.method in ("GET", "HEAD"),
-    )
+    """Check the token (``scope`` None: no auth), then the app's ``Service``, made once. Who
+    asked is ``request.state.actor`` from then on (``WriteActor``)."""
+    if scope is not None:
+        grant = await _granted(
+            request.app,
+            request.headers.get("authorization"),
+            scope,
+            request.cookies.get(AIRFLOW_LOGIN_COOKIE),
+            request.method in ("GET", "HEAD"),
+        )
+        request.state.actor = grant.actor
+    return await _service(request.app)
 
 
 async def service_for(
@@ -32,14 +36,25 @@ async def service_for(
 ) -> Service:
     """``request_service`` from the parts of a request (the hot paths have no ``Request``)."""
     if scope is not None:
-        granted = await granted_scope(
-            authorization,
-            app.state.tokens,
-            airflow_login=app.state.airflow_login,
-            login_cookie=login_cookie,
-            safe_method=safe_method,
-        )
-        require(scope, granted)
+        await _granted(app, authorization, scope, login_cookie, safe_method)
+    return await _service(app)
+
+
+async def _granted(
+    app: FastAPI, authorization: str | None, scope: str, login_cookie: str | None, safe_method: bool
+) -> Grant:
+    granted = await granted_scope(
+        authorization,
+        app.state.tokens,
+        airflow_login=app.state.airflow_login,
+        login_cookie=login_cookie,
+        safe_method=safe_method,
+    )
+    require(scope, granted)
+    return granted
+
+
+async def _service(app: FastAPI) -> Service:
     service = getattr(app.state, "service", None)
     if service is None:
         async with app.state.service_lock:
@@ -62,3 +77,11 @@ async def _writer(request: Request) -> Service:
 #: its body is looked at.
 ReadService = Annotated[Service, Depends(_reader)]
 WriteService = Annotated[Service, Depends(_writer)]
+
+
+async def _write_actor(request: Request, _service: WriteService) -> str:
+    return str(request.state.actor)
+
+
+#: Who a write is recorded as: ``api:<token name>`` or ``airflow:<user>`` (``auth.Grant``).
+WriteActor = Annotated[str, Depends(_write_actor)]

@@ -111,3 +111,47 @@ class Revision:
             "changed": self.changed,
             "comment": self.comment,
         }
+
+
+#: Who changes made outside funnel's write path (a row written by hand, the Airflow Variable) are
+#: recorded as, when a parse finds them.
+CATALOG_ACTOR = "catalog"
+
+
+def catalog_revisions(
+    current: Mapping[str, dict[str, Any]],
+    latest: Mapping[str, Revision],
+    unreadable: frozenset[str] | set[str],
+    now: dt.datetime,
+) -> list[Revision]:
+    """What a parse records of changes made outside the write path: a ``catalog`` revision for
+    each segment whose definition (``current``: each valid catalog row's, by id) differs from its
+    latest revision's, or has none, or was retired and is back; a ``retired`` one for each
+    segment whose row is gone (its latest revision not a retire). ``unreadable``: ids whose row
+    is there but invalid: neither recorded nor retired (its error DAG says what is wrong)."""
+    found = []
+    for segment_id, now_definition in sorted(current.items()):
+        last = latest.get(segment_id)
+        retired = last is not None and last.change is RevisionChange.RETIRED
+        if last is not None and not retired and digest(last.definition) == digest(now_definition):
+            continue
+        before = {} if last is None or retired else last.definition
+        number = 1 if last is None else last.revision + 1
+        found.append(
+            Revision(
+                segment_id,
+                number,
+                RevisionChange.CATALOG,
+                CATALOG_ACTOR,
+                now,
+                dict(now_definition),
+                changed_fields(before, now_definition),
+            )
+        )
+    for segment_id, last in sorted(latest.items()):
+        if segment_id in current or segment_id in unreadable or last.change is RevisionChange.RETIRED:
+            continue
+        found.append(
+            Revision(segment_id, last.revision + 1, RevisionChange.RETIRED, CATALOG_ACTOR, now, last.definition, {})
+        )
+    return found

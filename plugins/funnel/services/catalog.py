@@ -20,9 +20,11 @@ from funnel.core.composite_graph import check_composites
 from funnel.core.errors import CatalogError, SegmentError
 from funnel.core.query_check import check_query, load_parser, rules_fingerprint
 from funnel.core.segment import Segment, segment_from_row
+from funnel.core.segment_revisions import segment_definition
+from funnel.core.utc_time import utc_now
 from funnel.storage import catalog_snapshot, layout
 from funnel.storage.hooks import FunnelMySqlHook
-from funnel.storage.mysql.segment_definitions import catalog_rows
+from funnel.storage.mysql.segment_definitions import catalog_rows, record_catalog_changes
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +213,40 @@ def load_catalog(hook: FunnelMySqlHook, snapshot_path: str | None = None) -> Cat
         )
     catalog.errors[:0] = variable_errors
     catalog.from_snapshot = from_snapshot
-    fresh = catalog_snapshot.Snapshot(mysql_rows, frozenset(catalog.checked_queries))
+    recorded = last_good.recorded if last_good else ""
+    if not from_snapshot and not variable_errors:  # an unreadable Variable would look like deletions
+        sources = catalog_snapshot.sources_digest(mysql_rows, variable_rows)
+        present = {row.get("segment_id") for row in [*mysql_rows, *variable_rows]}
+        if sources != recorded and _record_changes(hook, catalog, present):
+            recorded = sources
+    fresh = catalog_snapshot.Snapshot(mysql_rows, frozenset(catalog.checked_queries), recorded)
     if not from_snapshot and fresh != last_good:  # an unchanged catalog costs no write
         catalog_snapshot.save(path, fresh)
     return catalog
+
+
+def _record_changes(hook: FunnelMySqlHook, catalog: Catalog, present: set[Any]) -> bool:
+    """Record the catalog's changes made outside the write path as revisions by ``catalog``
+    (``segment_definitions.record_catalog_changes``): run by a parse only when the sources moved.
+    Never fails the parse: False (tried again at the next parse) when MySQL refuses."""
+    valid = {segment.segment_id: segment_definition(segment) for segment in catalog.segments}
+    unreadable = {sid for sid in present if isinstance(sid, str) and sid not in valid}
+    try:
+        conn = hook.get_conn()
+        try:
+            added = record_catalog_changes(conn, valid, unreadable, utc_now())
+        finally:
+            conn.close()
+    except Exception as exc:
+        log.warning("funnel: could not record the catalog's changes as revisions (%s); the next parse tries again", exc)
+        return False
+    for revision in added:
+        log.info(
+            "funnel: segment %s: revision %d (%s by %s: %s)",
+            revision.segment_id,
+            revision.revision,
+            revision.change.value,
+            revision.actor,
+            ", ".join(revision.changed) or "-",
+        )
+    return True

@@ -67,6 +67,8 @@ class RefreshRequest:
     run: RunInfo
     force: bool = False
     max_shrink_pct: float = 50.0
+    #: the digest of the definition the task was built from (``segment_revisions.digest``)
+    definition_digest: str | None = None
 
     @property
     def slot_time(self) -> dt.datetime:
@@ -227,7 +229,9 @@ class Refresher(Stoppable):
         self.redis.clear_staged(segment_id)
         live = self.mysql.live_version(segment_id)
         logged = live is not None  # a first version logs no changes: everyone entered
-        version = self.mysql.begin_version(segment_id, run, utc_now(), logged=logged)
+        version = self.mysql.begin_version(
+            segment_id, run, utc_now(), logged=logged, definition_digest=request.definition_digest
+        )
         staged = self._stage(segment_id, version, batches(), logged)
         exited_began = time.monotonic()
         size, entered, exited = self._diff(segment_id, version, live, staged)

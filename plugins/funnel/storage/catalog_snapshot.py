@@ -29,6 +29,15 @@ class Snapshot:
 
     rows: list[dict[str, Any]]
     checked_queries: frozenset[str]
+    #: ``sources_digest`` of the catalog last compared with the revisions (``""``: none yet), so a
+    #: parse looks for changes made by hand only when the catalog's sources moved.
+    recorded: str = ""
+
+
+def sources_digest(mysql_rows: list[dict[str, Any]], variable_rows: list[dict[str, Any]]) -> str:
+    """The catalog's sources' identity: both lists of rows as JSON values."""
+    text = json.dumps([mysql_rows, variable_rows], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def query_digest(query: str, rules: str = "") -> str:
@@ -65,13 +74,22 @@ def load(path: str) -> Snapshot | None:
         return None
     if data.get("format") != FORMAT_VERSION:
         return None
-    return Snapshot(rows=list(data["rows"]), checked_queries=frozenset(data.get("checked_queries", ())))
+    return Snapshot(
+        rows=list(data["rows"]),
+        checked_queries=frozenset(data.get("checked_queries", ())),
+        recorded=str(data.get("recorded", "")),
+    )
 
 
 def save(path: str, snapshot: Snapshot) -> bool:
     """Write ``snapshot`` atomically unless the file already holds the same; return whether written."""
     body = json.dumps(
-        {"format": FORMAT_VERSION, "rows": snapshot.rows, "checked_queries": sorted(snapshot.checked_queries)},
+        {
+            "format": FORMAT_VERSION,
+            "rows": snapshot.rows,
+            "checked_queries": sorted(snapshot.checked_queries),
+            "recorded": snapshot.recorded,
+        },
         sort_keys=True,
         separators=(",", ":"),
     )

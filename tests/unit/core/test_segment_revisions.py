@@ -6,7 +6,16 @@ import datetime as dt
 import decimal
 
 from funnel.core.segment import segment_from_row
-from funnel.core.segment_revisions import DEFINITION_FIELDS, changed_fields, definition, digest, segment_definition
+from funnel.core.segment_revisions import (
+    DEFINITION_FIELDS,
+    Revision,
+    catalog_revisions,
+    changed_fields,
+    definition,
+    digest,
+    segment_definition,
+)
+from funnel.core.states import RevisionChange
 
 
 def test_a_definition_holds_every_field_as_a_json_value() -> None:
@@ -83,3 +92,35 @@ def test_a_digest_ignores_key_order_and_is_hex_sha256() -> None:
     assert digest(one) == digest(two)
     assert len(digest(one)) == 64
     assert set(digest(one)) <= set("0123456789abcdef")
+
+
+def _revision(segment_id: str, number: int, change: RevisionChange, definition_: dict) -> Revision:
+    return Revision(segment_id, number, change, "cli:ann", dt.datetime(2026, 12, 1, tzinfo=dt.UTC), definition_, {})
+
+
+def test_a_parse_records_what_changed_outside_the_write_path() -> None:
+    now = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+    same = definition({"segment_id": "same", "name": "Same", "kind": "dynamic", "query": "SELECT 1"})
+    edited = definition({"segment_id": "edited", "name": "New", "kind": "dynamic", "query": "SELECT 1"})
+    back = definition({"segment_id": "back", "name": "Back", "kind": "dynamic", "query": "SELECT 1"})
+    new = definition({"segment_id": "new", "name": "New", "kind": "dynamic", "query": "SELECT 1"})
+    latest = {
+        "same": _revision("same", 2, RevisionChange.EDITED, same),
+        "edited": _revision("edited", 1, RevisionChange.CREATED, {**edited, "name": "Old"}),
+        "back": _revision("back", 3, RevisionChange.RETIRED, back),
+        "gone": _revision("gone", 4, RevisionChange.EDITED, {**same, "segment_id": "gone"}),
+        "broken": _revision("broken", 1, RevisionChange.CREATED, {**same, "segment_id": "broken"}),
+        "was_retired": _revision("was_retired", 2, RevisionChange.RETIRED, same),
+    }
+    current = {"same": same, "edited": edited, "back": back, "new": new}
+    found = catalog_revisions(current, latest, {"broken"}, now)
+    assert [(r.segment_id, r.revision, r.change.value, r.actor) for r in found] == [
+        ("back", 4, "catalog", "catalog"),
+        ("edited", 2, "catalog", "catalog"),
+        ("new", 1, "catalog", "catalog"),
+        ("gone", 5, "retired", "catalog"),
+    ]
+    assert found[1].changed == {"name": ["Old", "New"]}
+    assert list(found[2].changed) == ["segment_id", "name", "kind", "query"]  # the fields it has
+    assert (found[3].definition, found[3].at) == (latest["gone"].definition, now)  # kept, for a restore
+    assert catalog_revisions(current, {**latest, **{r.segment_id: r for r in found}}, {"broken"}, now) == []

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from funnel.core.segment import Segment
-from funnel.core.segment_revisions import DEFINITION_FIELDS, Revision
+from funnel.core.segment_revisions import DEFINITION_FIELDS, Revision, catalog_revisions, digest
 from funnel.core.states import RevisionChange
 from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout
@@ -28,6 +28,22 @@ def catalog_rows(conn: Any) -> list[dict[str, Any]]:
     rows = DefinitionStore(conn).rows()
     conn.commit()
     return rows
+
+
+def record_catalog_changes(
+    conn: Any, current: dict[str, dict[str, Any]], unreadable: set[str], now: dt.datetime
+) -> list[Revision]:
+    """Record what changed in the catalog outside the write path (``catalog_revisions``), in one
+    transaction; a revision another parse recorded first is skipped. Returns those added."""
+    store = DefinitionStore(conn)
+    try:
+        found = catalog_revisions(current, store.latest_revisions(), unreadable, now)
+        added = [revision for revision in found if store.add_revision(revision, unless_taken=True)]
+        store.commit()
+    except BaseException:
+        store.rollback()
+        raise
+    return added
 
 
 def _stored(segment: Segment) -> tuple[Any, ...]:
@@ -119,12 +135,24 @@ class DefinitionStore:
         """The segment's revisions, oldest first."""
         return self._revisions("WHERE segment_id = %s ORDER BY revision", (segment_id,))
 
-    def add_revision(self, revision: Revision) -> None:
+    def latest_revisions(self) -> dict[str, Revision]:
+        """Every segment's latest revision (a parse compares the catalog with them)."""
+        found = self._revisions(
+            "",
+            (),
+            join=f"JOIN (SELECT segment_id AS id, MAX(revision) AS latest FROM {layout.REVISIONS_TABLE}"
+            " GROUP BY segment_id) l ON l.id = r.segment_id AND l.latest = r.revision",
+        )
+        return {revision.segment_id: revision for revision in found}
+
+    def add_revision(self, revision: Revision, *, unless_taken: bool = False) -> bool:
+        """Record the revision with its definition's digest; ``unless_taken``: skip it when its
+        number is taken (another parse recorded the same change first). Whether it was added."""
         cur = self.conn.cursor()
         cur.execute(
-            f"INSERT INTO {layout.REVISIONS_TABLE}"
-            " (segment_id, revision, change_type, actor, at, definition, changed, comment)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            f"INSERT {'IGNORE ' if unless_taken else ''}INTO {layout.REVISIONS_TABLE}"
+            " (segment_id, revision, change_type, actor, at, definition, changed, comment, digest)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 revision.segment_id,
                 revision.revision,
@@ -134,8 +162,10 @@ class DefinitionStore:
                 json.dumps(revision.definition),
                 json.dumps(revision.changed),
                 revision.comment,
+                digest(revision.definition),
             ),
         )
+        return bool(cur.rowcount)
 
     def commit(self) -> None:
         self.conn.commit()
@@ -143,11 +173,11 @@ class DefinitionStore:
     def rollback(self) -> None:
         self.conn.rollback()
 
-    def _revisions(self, where: str, params: tuple[Any, ...]) -> list[Revision]:
+    def _revisions(self, where: str, params: tuple[Any, ...], join: str = "") -> list[Revision]:
         cur = self.conn.cursor()
         cur.execute(
-            f"SELECT segment_id, revision, change_type, actor, at, definition, changed, comment"
-            f" FROM {layout.REVISIONS_TABLE} {where}",
+            f"SELECT r.segment_id, r.revision, r.change_type, r.actor, r.at, r.definition, r.changed, r.comment"
+            f" FROM {layout.REVISIONS_TABLE} r {join} {where}",
             params,
         )
         return [_revision(row) for row in cur.fetchall()]

@@ -33,6 +33,8 @@ class KeptVersion:
     run_id: str
     created_at: dt.datetime
     promoted_at: dt.datetime | None
+    #: the revision of the definition it was computed from (None: not recorded)
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,9 @@ def kept_versions(conn: Any, segment_id: str) -> list[KeptVersion]:
     """The segment's kept versions, oldest first (at most ``keep_versions`` of them)."""
     cur = conn.cursor()
     cur.execute(
-        "SELECT version, state, logical_date, size, entered, exited, dag_id, run_id, created_at, promoted_at"
-        f" FROM {layout.VERSIONS_TABLE} WHERE segment_id = %s AND state IN ({marks(PAGEABLE_STATES)}) ORDER BY version",
+        "SELECT version, state, logical_date, size, entered, exited, dag_id, run_id, created_at, promoted_at,"
+        f" revision FROM {layout.VERSIONS_TABLE}"
+        f" WHERE segment_id = %s AND state IN ({marks(PAGEABLE_STATES)}) ORDER BY version",
         (segment_id, *PAGEABLE_STATES),
     )
     rows = cur.fetchall()
@@ -84,7 +87,7 @@ def recent_attempts(conn: Any, segment_id: str, limit: int) -> list[Attempt]:
 
 
 def _kept(row: Sequence[Any]) -> KeptVersion:
-    version, state, logical_date, size, entered, exited, dag_id, run_id, created_at, promoted_at = row
+    version, state, logical_date, size, entered, exited, dag_id, run_id, created_at, promoted_at, revision = row
     return KeptVersion(
         int(version),
         VersionState(state),
@@ -96,6 +99,7 @@ def _kept(row: Sequence[Any]) -> KeptVersion:
         run_id,
         from_naive_utc(created_at),
         from_naive_utc(promoted_at) if promoted_at is not None else None,
+        _int(revision),
     )
 
 

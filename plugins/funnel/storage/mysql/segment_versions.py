@@ -62,10 +62,14 @@ class MySqlSegmentStore(SegmentVersionReader):
 
     # ------------------------------------------------------------------ versions
 
-    def begin_version(self, segment_id: str, run: RunInfo, now: dt.datetime, logged: bool = True) -> int:
+    def begin_version(
+        self, segment_id: str, run: RunInfo, now: dt.datetime, logged: bool = True, definition_digest: str | None = None
+    ) -> int:
         """Reserve the segment's next version number, in state 'staging'.
 
         ``logged``: its changes go to the change log (False for a first version).
+        ``definition_digest``: the digest of the definition it is computed from; the version
+        records the latest revision with that definition (none: NULL).
         """
         cur = self.conn.cursor()
         cur.execute(
@@ -75,8 +79,9 @@ class MySqlSegmentStore(SegmentVersionReader):
         version = int(cur.fetchone()[0])
         cur.execute(
             f"INSERT INTO {layout.VERSIONS_TABLE}"
-            " (segment_id, version, state, logical_date, dag_id, run_id, created_at, logged)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            " (segment_id, version, state, logical_date, dag_id, run_id, created_at, logged, revision)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+            f" (SELECT MAX(revision) FROM {layout.REVISIONS_TABLE} WHERE segment_id = %s AND digest = %s))",
             (
                 segment_id,
                 version,
@@ -86,6 +91,8 @@ class MySqlSegmentStore(SegmentVersionReader):
                 run.run_id,
                 to_naive_utc(now),
                 logged,
+                segment_id,
+                definition_digest,
             ),
         )
         self.conn.commit()

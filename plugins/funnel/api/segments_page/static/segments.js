@@ -248,9 +248,10 @@ function renderDetail(segment, versions, runs) {
 
   const fresh = freshnessOf(segment);
   const run = lastRunOf(segment);
+  const liveKept = ((versions && versions.versions) || []).find((v) => v.version === segment.version);
   const facts = [
     ["size", num(segment.size)],
-    ["version", segment.version === null || segment.version === undefined ? "—" : String(segment.version)],
+    ["version", segment.version === null || segment.version === undefined ? "—" : versionName(liveKept || { version: segment.version })],
     ["refreshed", segment.refreshed_at ? `${when(segment.refreshed_at)} (${ago(segment.refreshed_at)})` : "never"],
     ["entered", num(segment.entered)],
     ["exited", num(segment.exited)],
@@ -259,6 +260,8 @@ function renderDetail(segment, versions, runs) {
     ["last run", run.status ? `${run.status}${run.at ? `, ${when(run.at)}` : ""}` : "—"],
   ];
   if (segment.run_at) facts.push(["runs at", when(segment.run_at)]);
+  if (segment.owner) facts.push(["owner", segment.owner]);
+  if (segment.labels && segment.labels.length) facts.push(["labels", segment.labels.join(", ")]);
   if (run.error) facts.push(["last error", run.error]);
   const dl = $("d-facts");
   dl.replaceChildren();
@@ -315,6 +318,11 @@ function inputsOf(run) {
   return `from ${used.join(", ")}`;
 }
 
+// "v7 from r3": a version and the revision of the definition it was computed from (when recorded).
+function versionName(v) {
+  return v.revision === null || v.revision === undefined ? `v${v.version}` : `v${v.version} from r${v.revision}`;
+}
+
 // Size over the kept versions (a line), entered and exited of each (bars up and down).
 function chart(versions, liveVersion) {
   const width = 660;
@@ -369,7 +377,7 @@ function chart(versions, liveVersion) {
     root.append(svg("text", { x: x(i) + bar / 2 + 4, y: changeMid - 4 }, `+${num(v.entered)}`));
     root.append(svg("text", { x: x(i) + bar / 2 + 4, y: changeMid + 12 }, `−${num(v.exited)}`));
     const live = v.version === liveVersion || v.state === "live";
-    root.append(svg("text", { x: x(i), y: height - 20, "text-anchor": "middle", class: live ? "live" : "" }, `v${v.version}${live ? " (live)" : ""}`));
+    root.append(svg("text", { x: x(i), y: height - 20, "text-anchor": "middle", class: live ? "live" : "" }, `${versionName(v)}${live ? " (live)" : ""}`));
     root.append(svg("text", { x: x(i), y: height - 6, "text-anchor": "middle" }, when(v.logical_date).replace(" UTC", "")));
   });
   return root;
