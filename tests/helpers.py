@@ -302,3 +302,16 @@ def subscribe_on(conn: Any, segments: Any, segment_id: str, url: str, *args: Any
     from funnel.services.webhook_admin import subscribe
 
     return subscribe(wiring.webhook_store(conn), wiring.mysql_store(conn), segments, segment_id, url, *args, **kwargs)
+
+
+def load_tags(redis_client: Any, rows: list[tuple[str, Any, int]], as_of: Any) -> None:
+    """Load users' tags (user, first_seen, order_count) as of ``as_of`` into both stores, as
+    funnel_user_tags would."""
+    from funnel import wiring
+    from funnel.core.run_info import RunInfo
+    from funnel.storage.redis.segment_lock import SegmentLock
+
+    run = RunInfo("funnel_user_tags", "scheduled__tags", as_of)
+    lock = SegmentLock(redis_client, layout.TAGS_ID, {"run_id": "test"}, ttl_seconds=30, wait_seconds=1)
+    with wiring.tag_loader(redis_client=redis_client) as loader:
+        loader.load(run, as_of, lambda: iter([rows]), lock)

@@ -167,6 +167,11 @@ PREVIEW_SAMPLE_SIZE: int = conf.getint(SECTION, "preview_sample_size", fallback=
 PREVIEW_CONCURRENCY: int = conf.getint(SECTION, "preview_concurrency", fallback=2)
 
 
+#: Refuse a segment holding more than this share (0..1) of all users with tags: at a refresh,
+#: and when a definition is saved with a preview (1: no limit). Forced runs and saves pass.
+MAX_SHARE_OF_USERS: float = conf.getfloat(SECTION, "max_share_of_users", fallback=0.9)
+
+
 def api_tokens() -> dict[str, tuple[str, str]]:
     """Bearer tokens of the API, each with its scope (``read`` or ``write``; write can read) and
     its name (who a change made with it is recorded as: ``api:<name>``).

@@ -206,6 +206,7 @@ def refresher(
             progress_every=settings.PROGRESS_EVERY_ROWS,
             mysql_load_rows=settings.MYSQL_LOAD_ROWS,
             change_history_days=settings.CHANGE_HISTORY_DAYS,
+            users_with_tags=mysql_tag_store(conn).users_with_tags,
         )
 
 
@@ -276,7 +277,13 @@ def webhook_store(conn: Any) -> WebhookStore:
 
 def segment_admin(conn: Any) -> SegmentAdmin:
     """The write path for definitions over one MySQL connection, with the Airflow Variable's rows."""
-    return SegmentAdmin(DefinitionStore(conn), WebhookStore(conn), _variable_rows)
+    return SegmentAdmin(
+        DefinitionStore(conn),
+        WebhookStore(conn),
+        _variable_rows,
+        users_with_tags=mysql_tag_store(conn).users_with_tags,
+        max_share_of_users=settings.MAX_SHARE_OF_USERS,
+    )
 
 
 def _variable_rows() -> list[dict[str, Any]]:

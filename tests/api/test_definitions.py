@@ -14,7 +14,8 @@ from funnel.services.catalog import validate_rows
 
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
-QUERY = "SELECT user_id FROM dw.users"
+#: A query HiveServer2 runs without a table (each add and query edit is previewed on it first).
+QUERY = "SELECT id AS user_id FROM range(0, 10)"
 DUTCH = {"segment_id": "dutch", "name": "Dutch users", "kind": "dynamic", "query": QUERY}
 
 
@@ -55,7 +56,8 @@ def test_kind_stays_unknown_fields_are_named_and_a_used_segment_stays_enabled(wr
     assert writer.post("/v1/segments", json=DUTCH).status_code == 201
     assert writer.post("/v1/segments", json={**DUTCH, "segment_id": "german"}).status_code == 201
     both = {"segment_id": "both", "name": "Both", "kind": "composite", "rule": {"union": ["dutch", "german"]}}
-    assert writer.post("/v1/segments", json=both).status_code == 201
+    added_both = writer.post("/v1/segments", json=both)
+    assert added_both.status_code == 201, added_both.text
 
     kind = writer.patch("/v1/segments/dutch", json={"kind": "static"})
     assert (kind.status_code, "field 'kind' cannot change from dynamic to static" in kind.json()["error"]) == (
@@ -138,7 +140,8 @@ def test_retire_and_restore_a_segment(
     assert writer.post("/v1/segments", json=DUTCH).status_code == 201
     assert writer.post("/v1/segments", json={**DUTCH, "segment_id": "dutch_too"}).status_code == 201
     both = {"segment_id": "both", "name": "Both", "kind": "composite", "rule": {"union": ["dutch", "dutch_too"]}}
-    assert writer.post("/v1/segments", json=both).status_code == 201
+    added_both = writer.post("/v1/segments", json=both)
+    assert added_both.status_code == 201, added_both.text
     refresh("dutch", ["1", "2"])
     assert writer.get("/v1/segments/dutch/members/1").json()["member"] is True
 
@@ -201,7 +204,7 @@ def test_each_version_names_the_revision_it_was_computed_from(writer: TestClient
 
     first = writer.post("/v1/segments", json=DUTCH).json()
     refresh("dutch", ["1"], definition_digest=built_from(first))
-    second = writer.patch("/v1/segments/dutch", json={"query": QUERY + " WHERE country = 'NL'"}).json()
+    second = writer.patch("/v1/segments/dutch", json={"query": QUERY + " WHERE id > 5"}).json()
     refresh("dutch", ["1", "2"], definition_digest=built_from(second))
     refresh("dutch", ["1", "2", "3"], definition_digest="0" * 64)  # a definition no revision records
     versions = writer.get("/v1/segments/dutch/versions").json()["versions"]
@@ -230,3 +233,64 @@ def test_a_change_is_recorded_under_the_name_of_the_token_that_made_it(
         monkeypatch.setenv("AIRFLOW__FUNNEL__API_TOKENS", setting)
         with pytest.raises(ValueError, match=problem.replace("[", r"\[")):
             create_app()
+
+
+def test_a_definition_is_previewed_before_it_is_saved(
+    writer: TestClient, mysql_conn: Any, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime as dt
+
+    from helpers import load_tags
+
+    from funnel import settings
+
+    broken = {**DUTCH, "query": "SELECT user_id FROM no_such_table"}
+    before = mysql_fingerprint(mysql_conn)
+    refused = writer.post("/v1/segments", json=broken)
+    assert (refused.status_code, "TABLE_OR_VIEW_NOT_FOUND" in refused.json()["error"]) == (422, True)
+    assert mysql_fingerprint(mysql_conn) == before  # the query failed on Hive: nothing saved
+    unchecked = writer.post("/v1/segments?preview=false", json=broken)
+    assert (unchecked.status_code, "preview" in unchecked.json()) == (201, False)
+
+    load_tags(redis_client, [(str(i), None, 1) for i in range(10)], dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    monkeypatch.setattr(settings, "MAX_SHARE_OF_USERS", 0.5)
+    everyone = {**DUTCH, "segment_id": "everyone", "query": "SELECT id AS user_id FROM range(0, 8)"}
+    before = mysql_fingerprint(mysql_conn)
+    too_big = writer.post("/v1/segments", json=everyone)
+    assert (too_big.status_code, too_big.json()["error"]) == (
+        422,
+        "segment 'everyone': field 'query' gives a segment that holds 8 users, 80.0% of the 10 users with tags, "
+        "over the max_share_of_users limit of 50%; nothing was saved. Fix: check it (a lost WHERE?), or save it "
+        "with force (--force, ?force=true) if it really holds nearly everyone",
+    )
+    assert mysql_fingerprint(mysql_conn) == before
+    forced = writer.post("/v1/segments?force=true", json=everyone)
+    assert forced.status_code == 201, forced.text
+    assert (forced.json()["preview"]["size"], forced.json()["preview"]["sample"][:3]) == (8, ["0", "1", "2"])
+
+    narrower = writer.patch("/v1/segments/everyone", json={"query": "SELECT id AS user_id FROM range(0, 3)"})
+    assert (narrower.status_code, narrower.json()["preview"]["size"]) == (200, 3)
+    assert narrower.json()["preview"]["against_live"]["version"] is None  # never refreshed yet
+    renamed = writer.patch("/v1/segments/everyone", json={"name": "Some"})
+    assert (renamed.status_code, "preview" in renamed.json()) == (200, False)  # nothing that decides membership
+
+
+def test_put_replaces_the_whole_definition(writer: TestClient) -> None:
+    added = writer.post("/v1/segments", json={**DUTCH, "owner": "growth", "labels": ["nl"], "max_shrink_pct": 20})
+    assert added.status_code == 201
+    replaced = writer.put("/v1/segments/dutch", json={"name": "Dutch", "kind": "dynamic", "query": QUERY})
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["changed"] == {
+        "name": ["Dutch users", "Dutch"],
+        "max_shrink_pct": [20.0, None],
+        "owner": ["growth", None],
+        "labels": [["nl"], None],
+    }
+    other = writer.put("/v1/segments/dutch", json={"segment_id": "german", "name": "x", "kind": "dynamic"})
+    assert (other.status_code, other.json()["error"]) == (
+        422,
+        "segment_id 'german' is not the path's 'dutch'. Fix: a segment's id never changes: send the path's id or none",
+    )
+    kind = writer.put("/v1/segments/dutch", json={"name": "x", "kind": "proxy", "rule": {"tag": "new_user"}})
+    assert (kind.status_code, "cannot change from dynamic to proxy" in kind.json()["error"]) == (422, True)
+    assert writer.put("/v1/segments/nosuch", json={"name": "x", "kind": "dynamic", "query": QUERY}).status_code == 404

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests
     [
         ("DELETE", "/v1/webhooks", "GET, HEAD, POST"),  # two routes at one path: both named
         ("PUT", "/v1/segments", "GET, HEAD, POST"),
-        ("DELETE", "/v1/segments/s", "GET, HEAD, PATCH"),  # the reads' router and the definitions' one
+        ("DELETE", "/v1/segments/s", "GET, HEAD, PATCH, PUT"),  # the reads' router and the definitions' one
         ("GET", "/v1/events", "POST"),
         ("POST", "/healthz", "GET, HEAD"),
     ],

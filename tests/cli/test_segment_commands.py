@@ -18,7 +18,8 @@ from funnel.services.catalog import validate_rows
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 ACTOR = f"cli:{getpass.getuser()}"
-QUERY = "SELECT user_id FROM dw.users"
+#: A query HiveServer2 runs without a table (each add and query edit is previewed on it first).
+QUERY = "SELECT id AS user_id FROM range(0, 10)"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -163,10 +164,10 @@ def test_a_row_written_by_hand_is_edited_through_the_same_path(
     code, out, _ = run(capsys, "show", "hand", "--json")
     assert code == 0
     assert json.loads(out)["revision"] is None
-    assert run(capsys, "edit", "hand", "--query", f"{QUERY} WHERE country = 'DE'")[0] == 0
+    assert run(capsys, "edit", "hand", "--query", f"{QUERY} WHERE id > 5")[0] == 0
     (revision,) = history(capsys, "hand")
     assert (revision["revision"], revision["change"]) == (1, "edited")
-    assert revision["changed"] == {"query": [QUERY, f"{QUERY} WHERE country = 'DE'"]}
+    assert revision["changed"] == {"query": [QUERY, f"{QUERY} WHERE id > 5"]}
 
 
 def test_retire_restore_and_purge_after_the_horizon(
@@ -205,3 +206,17 @@ def test_retire_restore_and_purge_after_the_horizon(
     assert redis_client.exists(layout.members_key("old"), layout.meta_key("old")) == 0
     assert redis_client.exists(layout.members_key("kept")) == 1
     assert [r["change"] for r in history(capsys, "old")] == ["created", "retired", "restored", "retired"]
+
+
+def test_add_previews_first_unless_told_not_to(mysql_conn: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "add", "ten", "--name", "Ten", "--kind", "dynamic", "--query", QUERY)
+    assert code == 0
+    assert out.splitlines()[0].startswith("preview: 10 users in ")
+    assert out.splitlines()[0].endswith("s; sample: 0, 1, 2, 3, 4")
+    broken = ["--name", "Broken", "--kind", "dynamic", "--query", "SELECT user_id FROM no_such_table"]
+    before = mysql_fingerprint(mysql_conn)
+    code, _, err = run(capsys, "add", "broken", *broken)
+    assert (code, "refused: segment 'broken': Hive query failed: [TABLE_OR_VIEW_NOT_FOUND]" in err) == (1, True)
+    assert mysql_fingerprint(mysql_conn) == before
+    code, out, _ = run(capsys, "add", "broken", *broken, "--no-preview")
+    assert (code, out.strip()) == (0, "segment broken: revision 1 (created: segment_id, name, kind, query, enabled)")

@@ -60,6 +60,7 @@ class BaseRefreshOperator(BaseAttemptOperator):
             force=forced(context),
             max_shrink_pct=settings.MAX_SHRINK_PCT if self.max_shrink_pct is None else self.max_shrink_pct,
             definition_digest=self.definition_digest,
+            max_share_of_users=settings.MAX_SHARE_OF_USERS,
         )
         redis_client = wiring.redis_client(self.redis_conn_id)
         lock = wiring.segment_lock(redis_client, self.segment_id, lock_holder(run))

@@ -371,6 +371,12 @@ class PreviewAnswer(Answer):
     against_live: PreviewAgainstLive | None
 
 
+class SavedRevision(SegmentRevision):
+    """A saved change: its revision, and the preview it ran first (absent: not previewed)."""
+
+    preview: PreviewAnswer | None = Field(default=None, description="what the new definition holds and changes")
+
+
 # ----------------------------------------------------------------------------------- webhooks
 
 

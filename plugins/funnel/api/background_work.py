@@ -9,8 +9,9 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from funnel import wiring
 from funnel.core.errors import Busy
@@ -18,8 +19,10 @@ from funnel.services.restore import restore_into_redis
 
 if TYPE_CHECKING:
     from funnel.services.preview_values import PreviewRequest
+    from funnel.services.previewer import Previewer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Restorer:
@@ -66,6 +69,11 @@ class Previews:
 
     async def run(self, request: PreviewRequest) -> dict[str, Any]:
         """The preview's answer (``Preview.to_dict()``); ``Busy`` when ``slots`` previews are running."""
+        return await self.call(lambda previewer: previewer.preview(request).to_dict())
+
+    async def call(self, work: Callable[[Previewer], T]) -> T:
+        """``work(previewer)`` in a preview slot (a definition saved after its preview, say);
+        ``Busy`` when ``slots`` previews are running."""
         with self._lock:
             if self._running >= self.slots:
                 raise Busy(
@@ -74,7 +82,7 @@ class Previews:
                 )
             self._running += 1
         try:
-            future = self._pool.submit(self._preview, request)
+            future = self._pool.submit(self._with_previewer, work)
         except BaseException:
             self._release(None)
             raise
@@ -85,13 +93,13 @@ class Previews:
         with self._lock:
             self._running -= 1
 
-    def _preview(self, request: PreviewRequest) -> dict[str, Any]:
+    def _with_previewer(self, work: Callable[[Previewer], T]) -> T:
         with self._redis_lock:
             if self._redis is None:
                 self._redis = wiring.redis_client()
             client = self._redis
         with wiring.previewer(redis=client) as previewer:
-            return previewer.preview(request).to_dict()
+            return work(previewer)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -223,6 +223,17 @@ class SegmentBody(Body):
     comment: StrictStr | None = Field(default=None, max_length=1000, description="why: kept with the revision")
 
 
+class SegmentDefinition(SegmentBody):
+    """A segment's whole new definition (``PUT``): its id may be left out (the path names it)."""
+
+    usage: ClassVar[str] = (
+        'send the whole definition, e.g. {"name": "...", "kind": "dynamic", "query": "SELECT user_id FROM ..."}'
+    )
+    noun: ClassVar[str] = "segment definition"
+
+    segment_id: _documented({"anyOf": [SEGMENT_ID_SCHEMA, {"type": "null"}]}) = None  # type: ignore[valid-type]
+
+
 class CommentBody(Body):
     """Why, kept with the revision (optional)."""
 

@@ -1,24 +1,28 @@
 """Segment definitions through the one write path (``funnel.services.segment_admin``): add a
-segment, change, retire and restore it, and read its revisions and dependents. Writes need the write scope; each
-is checked as the catalog checks a row (the same message, naming the field and the fix) and
-recorded as a revision; a refused one writes nothing."""
+segment, change (PATCH), replace (PUT), retire and restore it, and read its revisions and
+dependents. Writes need the write scope; each is checked as the catalog checks a row (the same
+message, naming the field and the fix), previewed unless ``?preview=false``, and recorded as a
+revision; a refused one writes nothing."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import WithJsonSchema
 
-from funnel.api.answers import Dependents, RevisionList, SegmentRevision
-from funnel.api.bodies import CommentBody, SegmentBody, SegmentPatch
+from funnel.api.answers import Dependents, RevisionList, SavedRevision, SegmentRevision
+from funnel.api.bodies import CommentBody, SegmentBody, SegmentDefinition, SegmentPatch
 from funnel.api.error_answers import JSON
 from funnel.api.json_requests import JsonRoute
 from funnel.api.request_inputs import SegmentIdPath
 from funnel.api.route_statuses import error_statuses, linked
+from funnel.api.service import Service
 from funnel.api.service_access import WriteActor, WriteService, request_service
 from funnel.core.errors import BadInput
+from funnel.core.segment_revisions import DEFINITION_FIELDS, Revision
+from funnel.services.preview_values import Preview
 
 router = APIRouter(tags=["definitions"], route_class=JsonRoute)
 
@@ -41,45 +45,111 @@ def _revision_of(if_match: str | None) -> int | None:
     return int(raw)
 
 
-def _fields(body: SegmentBody | SegmentPatch) -> dict[str, Any]:
+def _fields(body: SegmentBody | SegmentPatch | SegmentDefinition) -> dict[str, Any]:
     """The body's definition fields that were sent."""
     return body.model_dump(exclude={"comment"}, exclude_unset=True)
+
+
+PreviewFirst = Annotated[
+    bool,
+    Query(
+        description="preview the definition first (its query on Hive): a failing query, or an "
+        "everyone-segment (max_share_of_users), is refused and nothing is saved; false: save without it"
+    ),
+]
+Force = Annotated[bool, Query(description="save even a segment over max_share_of_users of the users with tags")]
+
+
+def _saved(revision: Revision, preview: Preview | None, status_code: int = 200) -> Response:
+    answer = revision.public()
+    if preview is not None:
+        answer["preview"] = preview.to_dict()
+    return JSON(answer, status_code=status_code)
 
 
 @router.post(
     "/v1/segments",
     status_code=201,
-    summary="Add a segment, checked as the catalog checks it; the answer is its first revision (write scope)",
-    response_model=SegmentRevision,
+    summary="Add a segment, checked as the catalog checks it and previewed; the answer is its first revision and "
+    "the preview (write scope)",
+    response_model=SavedRevision,
     responses={
-        **error_statuses(401, 403, 409, 422, 503),
+        **error_statuses(401, 403, 409, 422, 429, 503, 504),
         **linked(201, "segment_id", "$response.body#/segment_id", "edit_segment", "list_revisions", "list_dependents"),
     },
 )
-async def add_segment(body: SegmentBody, service: WriteService, actor: WriteActor) -> Response:
+async def add_segment(
+    body: SegmentBody, service: WriteService, actor: WriteActor, preview: PreviewFirst = True, force: Force = False
+) -> Response:
     fields = {"enabled": body.enabled, **_fields(body)}
-    revision = await service.add_segment(fields, actor, body.comment)
-    return JSON(revision.public(), status_code=201)
+    revision, previewed = await service.add_segment(fields, actor, body.comment, preview, force)
+    return _saved(revision, previewed, status_code=201)
 
 
 @router.patch(
     "/v1/segments/{segment_id}",
-    summary="Change some fields of a segment (not its id or kind); enabled: false is refused while a composite "
-    "or webhook uses it (write scope)",
-    response_model=SegmentRevision,
-    responses=error_statuses(401, 403, 404, 409, 410, 422, 503),
+    summary="Change some fields of a segment (not its id or kind), previewed when its query, rule, run_at or "
+    "enabling changes; enabled: false is refused while a composite or webhook uses it (write scope)",
+    response_model=SavedRevision,
+    responses=error_statuses(401, 403, 404, 409, 410, 422, 429, 503, 504),
 )
 async def edit_segment(
-    segment_id: SegmentIdPath, body: SegmentPatch, service: WriteService, actor: WriteActor, if_match: IfMatch = None
+    segment_id: SegmentIdPath,
+    body: SegmentPatch,
+    service: WriteService,
+    actor: WriteActor,
+    if_match: IfMatch = None,
+    preview: PreviewFirst = True,
+    force: Force = False,
 ) -> Response:
     changes = _fields(body)
     if not changes:
         raise BadInput(SegmentPatch.usage)
+    return await _edited(service, segment_id, changes, actor, if_match, body.comment, preview, force)
+
+
+@router.put(
+    "/v1/segments/{segment_id}",
+    summary="Replace a segment's definition (a field not sent is emptied; enabled defaults to true; its id and "
+    "kind stay), previewed as an edit is (write scope)",
+    response_model=SavedRevision,
+    responses=error_statuses(401, 403, 404, 409, 410, 422, 429, 503, 504),
+)
+async def replace_segment(
+    segment_id: SegmentIdPath,
+    body: SegmentDefinition,
+    service: WriteService,
+    actor: WriteActor,
+    if_match: IfMatch = None,
+    preview: PreviewFirst = True,
+    force: Force = False,
+) -> Response:
+    if body.segment_id is not None and body.segment_id != segment_id:
+        raise BadInput(
+            f"segment_id {body.segment_id[:80]!r} is not the path's {segment_id!r}. Fix: a segment's id never "
+            "changes: send the path's id or none"
+        )
+    emptied = {name: None for name in DEFINITION_FIELDS if name != "segment_id"}
+    changes = {**emptied, "enabled": True, **_fields(body)}
+    changes.pop("segment_id", None)
+    return await _edited(service, segment_id, changes, actor, if_match, body.comment, preview, force)
+
+
+async def _edited(
+    service: Service,
+    segment_id: str,
+    changes: dict[str, Any],
+    actor: str,
+    if_match: str | None,
+    comment: str | None,
+    preview: bool,
+    force: bool,
+) -> Response:
     expected = _revision_of(if_match)
-    revision = await service.edit_segment(segment_id, changes, actor, expected, body.comment)
+    revision, previewed = await service.edit_segment(segment_id, changes, actor, expected, comment, preview, force)
     if revision is None:
         raise BadInput(f"nothing to change: segment {segment_id!r} already has these values (and no revision yet)")
-    return JSON(revision.public())
+    return _saved(revision, previewed)
 
 
 @router.post(

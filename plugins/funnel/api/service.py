@@ -10,10 +10,11 @@ Redis once, in the background. Blocking work (MySQL, restores, previews) runs in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from funnel import settings, wiring
 from funnel.api.background_work import Previews, Restorer
@@ -37,7 +38,11 @@ from funnel.storage.mysql.segment_version_reader import LiveVersion
 from funnel.storage.mysql.webhook_store import VersionDeliveries, Webhook
 
 if TYPE_CHECKING:
-    from funnel.services.preview_values import PreviewRequest
+    from funnel.services.preview_values import Preview, PreviewRequest
+    from funnel.services.previewer import Previewer
+    from funnel.services.segment_admin import Previewing, SegmentAdmin
+
+T = TypeVar("T")
 
 
 class Service:
@@ -250,25 +255,52 @@ class Service:
 
     # ------------------------------------------------------------------ definitions
 
-    async def add_segment(self, fields: dict[str, Any], actor: str, comment: str | None) -> Revision:
-        """A new segment through the one write path (``funnel.services.segment_admin``)."""
-        revision = await self._mysql.run(lambda conn: wiring.segment_admin(conn).add(fields, actor, comment))
+    async def add_segment(
+        self, fields: dict[str, Any], actor: str, comment: str | None, preview: bool, force: bool
+    ) -> tuple[Revision, Preview | None]:
+        """A new segment through the one write path (``funnel.services.segment_admin``), previewed
+        first unless ``preview`` is False; its revision and the preview it ran."""
+        saved = await self._definitions(
+            lambda admin, previewing: admin.add(fields, actor, comment, preview=previewing, force=force), preview
+        )
         self._catalog.expire()  # this worker answers with it at once; the others within their TTL
-        return revision
+        return saved
 
     async def edit_segment(
-        self, segment_id: str, changes: dict[str, Any], actor: str, expect_revision: int | None, comment: str | None
-    ) -> Revision | None:
-        """The edit's revision; when nothing changed, the latest one (None: there is none)."""
+        self,
+        segment_id: str,
+        changes: dict[str, Any],
+        actor: str,
+        expect_revision: int | None,
+        comment: str | None,
+        preview: bool = False,
+        force: bool = False,
+    ) -> tuple[Revision | None, Preview | None]:
+        """The edit's revision (when nothing changed, the latest one; None: there is none) and the
+        preview it ran (a change of the query, rule, run_at or enabling, unless ``preview`` is False)."""
 
-        def write(conn: Any) -> Revision | None:
-            admin = wiring.segment_admin(conn)
-            revision = admin.edit(segment_id, changes, actor, expect_revision, comment)
+        def write(admin: SegmentAdmin, previewing: Previewing | None) -> Revision | None:
+            revision = admin.edit(segment_id, changes, actor, expect_revision, comment, preview=previewing, force=force)
             return revision if revision is not None else admin.show(segment_id)[1]
 
-        revision = await self._mysql.run(write)
+        saved = await self._definitions(write, preview)
         self._catalog.expire()
-        return revision
+        return saved
+
+    async def _definitions(
+        self, write: Callable[[SegmentAdmin, Previewing | None], T], preview: bool
+    ) -> tuple[T, Preview | None]:
+        """``write(admin, previewing)``: with a preview, in a preview slot on a MySQL connection of
+        its own (the pool's are not held while Hive computes); else on the pool."""
+        if not preview:
+            return await self._mysql.run(lambda conn: write(wiring.segment_admin(conn), None)), None
+
+        def previewed(previewer: Previewer) -> tuple[T, Preview | None]:
+            with contextlib.closing(wiring.mysql_connection()) as conn:
+                admin = wiring.segment_admin(conn)
+                return write(admin, previewer.preview), admin.last_preview
+
+        return await self._previews.call(previewed)
 
     async def retire_segment(self, segment_id: str, retire: bool, actor: str, comment: str | None) -> Revision:
         """Retire (``retire``) or restore the segment through the one write path."""

@@ -14,6 +14,7 @@ import contextlib
 import getpass
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,13 @@ def _field_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--disabled", action="store_true", help="add it disabled")
     parser.add_argument("--comment", help="why: kept with the revision")
+    parser.add_argument(
+        "--no-preview",
+        dest="preview",
+        action="store_false",
+        help="save without previewing the query or rule first (the preview runs it on Hive)",
+    )
+    parser.add_argument("--force", action="store_true", help="save even a segment over max_share_of_users")
 
 
 def _read(path: str) -> str:
@@ -105,7 +113,21 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def _said(revision: Any, what: str) -> None:
+@contextlib.contextmanager
+def _previewing(preview: bool) -> Iterator[Any]:
+    """The preview an add or edit runs first (``Previewer.preview``), or None (``--no-preview``)."""
+    if not preview:
+        yield None
+        return
+    with wiring.previewer() as previewer:
+        yield previewer.preview
+
+
+def _said(revision: Any, what: str, preview: Any = None) -> None:
+    if preview is not None:
+        capped = " or more (capped)" if preview.capped else ""
+        sample = ", ".join(preview.sample[:5]) or "-"
+        print(f"preview: {preview.size:,} users{capped} in {preview.query_seconds:g}s; sample: {sample}")
     if revision is None:
         print(f"segment: {what}: nothing changed (no new revision)")
         return
@@ -133,10 +155,22 @@ def segments_command(args: argparse.Namespace) -> int:
                 using = admin.dependents(args.segment_id)
                 print(json.dumps(using) if args.json else ("\n".join(using) or "nothing depends on it"))
             elif args.action == "add":
-                _said(admin.add(_fields(args), actor, args.comment), "add")
+                with _previewing(args.preview) as preview:
+                    added = admin.add(_fields(args), actor, args.comment, preview=preview, force=args.force)
+                _said(added, "add", admin.last_preview)
             elif args.action == "edit":
                 changes = {k: v for k, v in _fields(args).items() if k != "segment_id" or v != args.segment_id}
-                _said(admin.edit(args.segment_id, changes, actor, args.expect_revision, args.comment), "edit")
+                with _previewing(args.preview) as preview:
+                    edited = admin.edit(
+                        args.segment_id,
+                        changes,
+                        actor,
+                        args.expect_revision,
+                        args.comment,
+                        preview=preview,
+                        force=args.force,
+                    )
+                _said(edited, "edit", admin.last_preview)
             elif args.action in ("enable", "disable"):
                 _said(admin.set_enabled(args.segment_id, args.action == "enable", actor, args.comment), args.action)
             elif args.action == "retire":

@@ -107,7 +107,8 @@ class PreviewError(FunnelError, ValueError):
 
 
 class PreviewNotAvailable(PreviewError):
-    """Previews of this kind of segment are not built yet."""
+    """Nothing to preview yet: previews of this kind of segment are not built, or a composite's
+    operands have no live version. A definition is saved without its preview then."""
 
 
 class NotReconstructable(FunnelError, ValueError):

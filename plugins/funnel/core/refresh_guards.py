@@ -7,6 +7,8 @@
 - Static segments are frozen once they have a version.
 - A result that is empty, or shrinks by more than ``max_shrink_pct`` against the live
   version, is refused.
+- A result holding more than ``max_share_of_users`` of all users with tags (an everyone-segment:
+  a lost WHERE, a join gone wrong) is refused, at a refresh and when a definition is saved.
 ``force`` (trigger conf ``{"force": true}``) overrides all of them.
 """
 
@@ -74,3 +76,15 @@ def guard_violation(
             'trigger with conf {"force": true} to accept it'
         )
     return None
+
+
+def share_violation(size: int, users_with_tags: int | None, max_share: float, force: bool) -> str | None:
+    """Why a result of ``size`` users is too big, in words that follow "it" (``holds ...``):
+    more than ``max_share`` (0..1) of the ``users_with_tags`` (None or 0: no tags loaded,
+    nothing to compare with); None when it is not."""
+    if force or not users_with_tags or max_share >= 1 or size <= users_with_tags * max_share:
+        return None
+    return (
+        f"holds {size:,} users, {100 * size / users_with_tags:.1f}% of the {users_with_tags:,} users with tags, "
+        f"over the max_share_of_users limit of {100 * max_share:g}%"
+    )

@@ -211,7 +211,7 @@ class MemberReader:
             lives = source.live_versions(operands(expr))
             missing = sorted(name for name, live in lives.items() if live is None)
             if missing:
-                raise PreviewError(
+                raise PreviewNotAvailable(
                     f"segment {segment.segment_id!r}: operand(s) {', '.join(map(repr, missing))} have no live version "
                     "yet, so there is nothing to combine. Fix: preview again once they are computed"
                 )

@@ -40,7 +40,7 @@ from funnel.core.errors import (
     UserIdRefused,
 )
 from funnel.core.ids import USER_ID_MAX_LENGTH, user_id_from_hive
-from funnel.core.refresh_guards import guard_violation, skip_reason
+from funnel.core.refresh_guards import guard_violation, share_violation, skip_reason
 from funnel.core.run_info import RunInfo
 from funnel.core.segment import Kind
 from funnel.core.states import RunStatus
@@ -56,6 +56,10 @@ from funnel.storage.redis.segment_lock import SegmentLock, holder_in_words
 from funnel.storage.redis.segment_sets import RedisSegmentStore, segment_meta
 
 log = logging.getLogger(__name__)
+_SHARE_FIX = (
+    "nothing was swapped. Fix: check the query (a lost WHERE?), raise max_share_of_users, or trigger with "
+    'conf {"force": true} to accept it'
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class RefreshRequest:
     max_shrink_pct: float = 50.0
     #: the digest of the definition the task was built from (``segment_revisions.digest``)
     definition_digest: str | None = None
+    #: refuse a result holding more than this share of all users with tags (1: no limit)
+    max_share_of_users: float = 1.0
 
     @property
     def slot_time(self) -> dt.datetime:
@@ -133,6 +139,8 @@ class Refresher(Stoppable):
     mysql_load_rows: int = 50_000
     #: versions beyond ``keep_versions`` promoted within this many days keep their history (archived)
     change_history_days: float = 0
+    #: how many users have tags (None: none loaded): the ``max_share_of_users`` guard's whole
+    users_with_tags: Callable[[], int | None] = lambda: None
 
     def __post_init__(self) -> None:
         self._init_stoppable()
@@ -244,6 +252,9 @@ class Refresher(Stoppable):
         violation = guard_violation(
             segment_id, size, live.size if live else None, request.max_shrink_pct, request.force, request.kind
         )
+        if violation is None and request.max_share_of_users < 1:
+            too_big = share_violation(size, self.users_with_tags(), request.max_share_of_users, request.force)
+            violation = f"segment {segment_id!r}: the new result {too_big}; {_SHARE_FIX}" if too_big else None
         if violation:
             raise RefreshRejected(violation, version, size)
         self._check_cancelled(segment_id)

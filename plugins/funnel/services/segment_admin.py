@@ -3,7 +3,11 @@ exactly as the catalog checks it (the same ``SegmentError``, naming the field an
 recorded as a revision; and who depends on a segment.
 
 Every write is one MySQL transaction over the catalog row and its revision: refused, nothing is
-written. The catalog row stays what the DAG factory reads, so a change shows at the next parse;
+written. ``add`` and a change of what decides membership (query, rule, run_at, enabling) first
+preview the new definition when given a ``preview`` (``funnel.services.previewer``: the doors
+pass one unless told not to): an error of the query on Hive refuses the change, and so does a
+result holding more than ``max_share_of_users`` of all users with tags, unless forced. The
+catalog row stays what the DAG factory reads, so a change shows at the next parse;
 the row and the Airflow Variable can still be written by hand (the catalog reads them as before).
 """
 
@@ -18,6 +22,7 @@ from funnel import settings
 from funnel.core.composite_graph import composite_operands
 from funnel.core.errors import (
     FunnelError,
+    PreviewNotAvailable,
     RevisionConflict,
     SegmentError,
     SegmentExists,
@@ -26,17 +31,23 @@ from funnel.core.errors import (
     UnknownSegment,
 )
 from funnel.core.query_check import rules_fingerprint
+from funnel.core.refresh_guards import share_violation
 from funnel.core.segment import Kind, Segment
 from funnel.core.segment_revisions import DEFINITION_FIELDS, Revision, changed_fields, definition
 from funnel.core.states import RevisionChange
 from funnel.core.utc_time import utc_now
 from funnel.services.catalog import merge_rows, validate_rows
+from funnel.services.preview_values import Preview, PreviewRequest
 from funnel.storage import catalog_snapshot, layout
 from funnel.storage.mysql.segment_definitions import DefinitionStore
 from funnel.storage.mysql.segment_purge import purge_segment_rows
 from funnel.storage.mysql.webhook_store import WebhookStore
 
 _FIELDS = ", ".join(DEFINITION_FIELDS)
+#: The fields whose change can change who is a member: a change of one is previewed.
+_MEMBERSHIP_FIELDS = frozenset({"kind", "query", "run_at", "rule", "enabled"})
+#: Runs a preview (``Previewer.preview``), however the door runs it.
+Previewing = Callable[[PreviewRequest], Preview]
 log = logging.getLogger(__name__)
 
 
@@ -50,15 +61,34 @@ class SegmentAdmin:
         webhooks: WebhookStore,
         variable_rows: Callable[[], list[dict[str, Any]]],
         now: Callable[[], dt.datetime] = utc_now,
+        users_with_tags: Callable[[], int | None] = lambda: None,
+        max_share_of_users: float = 1.0,
     ) -> None:
         self.store, self.webhooks, self.variable_rows, self.now = store, webhooks, variable_rows, now
+        self.users_with_tags, self.max_share_of_users = users_with_tags, max_share_of_users
+        #: the preview the latest ``add`` or ``edit`` ran (None: none)
+        self.last_preview: Preview | None = None
 
     # ------------------------------------------------------------------ writes
 
-    def add(self, fields: Mapping[str, Any], actor: str, comment: str | None = None) -> Revision:
-        """A new segment (enabled unless ``enabled`` says otherwise), as revision 1."""
+    def add(
+        self,
+        fields: Mapping[str, Any],
+        actor: str,
+        comment: str | None = None,
+        *,
+        preview: Previewing | None = None,
+        force: bool = False,
+    ) -> Revision:
+        """A new segment (enabled unless ``enabled`` says otherwise), as revision 1; previewed
+        first with ``preview`` (``force``: past the share guard)."""
         segment_id = _id_of(fields)
         _known_fields(segment_id, fields)
+        self.last_preview = None
+        if preview is not None:
+            if self.store.row(segment_id) is None:  # no Hive query for an id that is taken (said below)
+                self._previewed(self._checked(segment_id, {"enabled": True, **fields}), preview, force)
+            self.store.commit()
         try:
             if self.store.row(segment_id, lock=True) is not None:
                 raise SegmentExists(
@@ -87,11 +117,24 @@ class SegmentAdmin:
         actor: str,
         expect_revision: int | None = None,
         comment: str | None = None,
+        *,
+        preview: Previewing | None = None,
+        force: bool = False,
     ) -> Revision | None:
         """Change some fields; None when they were already so (no revision). ``expect_revision``:
         the revision the edit started from (``RevisionConflict`` when it is not the latest). A
-        segment an enabled composite or webhook depends on stays enabled (``SegmentInUse``)."""
+        segment an enabled composite or webhook depends on stays enabled (``SegmentInUse``). A
+        change of what decides membership is previewed first with ``preview``."""
         _known_fields(segment_id, changes)
+        self.last_preview = None
+        if preview is not None and any(name in _MEMBERSHIP_FIELDS for name in changes):
+            current = self.store.row(segment_id)
+            self.store.commit()
+            if current is not None and changes.get("kind", current["kind"]) == current["kind"]:
+                candidate = self._checked(segment_id, {**current, **changes})
+                moved = changed_fields(definition(current), definition({**current, **changes}))
+                if _MEMBERSHIP_FIELDS & set(moved) and candidate.enabled:
+                    self._previewed(candidate, preview, force)
         if changes.get("enabled") is False:
             using = self.dependents(segment_id)
             if using:
@@ -233,6 +276,31 @@ class SegmentAdmin:
         return using
 
     # ------------------------------------------------------------------ inside
+
+    def _previewed(self, segment: Segment, preview: Previewing, force: bool) -> None:
+        """Preview the segment (its query on Hive, its rule over the tags or the operands); refuse
+        it when the preview fails or finds an everyone-segment (``share_violation``)."""
+        self.store.commit()  # no transaction stays open while Hive computes
+        request = PreviewRequest(
+            segment_id=segment.segment_id,
+            query=segment.query,
+            rule=segment.rule if segment.query is None else None,
+            kind=segment.kind.value,
+        )
+        try:
+            found = self.last_preview = preview(request)
+        except PreviewNotAvailable as exc:  # nothing to preview yet: nothing to refuse either
+            log.info("funnel: %s; saved without a preview", exc)
+            return
+        too_big = share_violation(found.size, self.users_with_tags(), self.max_share_of_users, force)
+        if too_big:
+            raise SegmentError(
+                segment.segment_id,
+                "query" if segment.query else "rule",
+                f"gives a segment that {too_big}; nothing was saved",
+                "check it (a lost WHERE?), or save it with force (--force, ?force=true) if it really holds nearly "
+                "everyone",
+            )
 
     def _missing(self, segment_id: str, latest: Revision | None) -> FunnelError:
         """Why a segment has no catalog row: retired (410), in the Airflow Variable (which this

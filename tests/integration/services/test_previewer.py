@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import insert_segments, mysql_fingerprint, redis_dump
+from helpers import insert_segments, load_tags, mysql_fingerprint, redis_dump
 
 from funnel import settings, wiring
 from funnel.cli.main import main
@@ -34,7 +34,6 @@ from funnel.services.catalog import validate_rows
 from funnel.services.preview_values import Preview, PreviewRequest
 from funnel.services.refresh import RefreshRequest
 from funnel.storage import layout
-from funnel.storage.redis.segment_lock import SegmentLock
 
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
@@ -52,14 +51,6 @@ def refresh(redis_client: Any, segment_id: str, members: list[str]) -> None:
     with wiring.refresher(redis_client=redis_client) as refresher:
         lock = wiring.segment_lock(redis_client, segment_id, {"run_id": run.run_id})
         refresher.refresh(RefreshRequest(segment_id, Kind.DYNAMIC, run), lambda: iter([members]), lock)
-
-
-def load_tags(redis_client: Any, rows: list[tuple[str, dt.datetime | None, int]]) -> None:
-    """Load users' tags (user, first_seen, order_count) into both stores, as funnel_user_tags would."""
-    run = RunInfo("funnel_user_tags", "scheduled__tags", NOW - dt.timedelta(hours=1))
-    lock = SegmentLock(redis_client, layout.TAGS_ID, {"run_id": "test"}, ttl_seconds=30, wait_seconds=1)
-    with wiring.tag_loader(redis_client=redis_client) as loader:
-        loader.load(run, NOW - dt.timedelta(hours=1), lambda: iter([rows]), lock)
 
 
 def dynamic(segment_id: str, query: str = "SELECT id FROM range(10)") -> dict[str, Any]:
@@ -92,7 +83,7 @@ def world(mysql_conn: Any, redis_client: Any, hive_conn: Any) -> Any:
     refresh(redis_client, "low", [str(i) for i in range(10)])
     refresh(redis_client, "big", [str(i) for i in range(200)])
     signed_up = {True: NOW - dt.timedelta(days=1), False: NOW - dt.timedelta(days=365)}
-    load_tags(redis_client, [(str(i), signed_up[i % 2 == 1], i) for i in range(10)])
+    load_tags(redis_client, [(str(i), signed_up[i % 2 == 1], i) for i in range(10)], NOW - dt.timedelta(hours=1))
     return redis_client
 
 

@@ -255,6 +255,25 @@ def test_shrink_over_the_limit_is_rejected_with_both_sizes_and_force_overrides(r
     assert live(refresher) == (set(), set())
 
 
+def test_an_everyone_segment_is_rejected_over_max_share_of_users_and_force_overrides(refresher: Refresher) -> None:
+    refresher.users_with_tags = lambda: 10  # the live tag version's size
+    ten = RefreshRequest("s", Kind.DYNAMIC, run_at(20), max_share_of_users=0.9)
+    with pytest.raises(
+        RefreshRejected,
+        match=r"segment 's': the new result holds 10 users, 100.0% of the 10 users with tags, over the "
+        r"max_share_of_users limit of 90%; nothing was swapped",
+    ):
+        refresher.refresh(ten, source(range(10)), lock_for(refresher))
+    assert live(refresher) == (set(), set())
+    nine = RefreshRequest("s", Kind.DYNAMIC, run_at(20), max_share_of_users=0.9)
+    assert refresher.refresh(nine, source(range(9)), lock_for(refresher)).size == 9  # at the limit: fine
+    forced = RefreshRequest("s", Kind.DYNAMIC, run_at(21), force=True, max_share_of_users=0.9)
+    assert refresher.refresh(forced, source(range(10)), lock_for(refresher)).size == 10
+    refresher.users_with_tags = lambda: None  # no tags loaded: nothing to compare with
+    unknown = RefreshRequest("s", Kind.DYNAMIC, run_at(22), max_share_of_users=0.9)
+    assert refresher.refresh(unknown, source(range(50)), lock_for(refresher)).size == 50
+
+
 # ---------------------------------------------------------------- schedule rules
 
 

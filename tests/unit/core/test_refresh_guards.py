@@ -47,3 +47,15 @@ def test_a_composite_refused_by_a_guard_is_told_to_check_its_operands() -> None:
     assert "operands" in empty
     shrunk = guard_violation("c", 1, 10, 50.0, force=False, kind=Kind.COMPOSITE) or ""
     assert "Fix: check the operands, raise max_shrink_pct" in shrunk
+
+
+def test_share_violation_names_both_numbers_and_the_limit() -> None:
+    from funnel.core.refresh_guards import share_violation
+
+    assert share_violation(95, 100, 0.9, force=False) == (
+        "holds 95 users, 95.0% of the 100 users with tags, over the max_share_of_users limit of 90%"
+    )
+    assert share_violation(90, 100, 0.9, force=False) is None
+    assert share_violation(95, 100, 0.9, force=True) is None
+    assert share_violation(95, None, 0.9, force=False) is None  # no tags loaded
+    assert share_violation(95, 100, 1.0, force=False) is None  # no limit

@@ -65,6 +65,11 @@ class MySqlTagStore:
             raise StoreError("the user tags' live row is missing. Fix: run python -m funnel.cli migrate")
         return _tag_version(row)
 
+    def users_with_tags(self) -> int | None:
+        """How many users the live tag version holds (None: no tags loaded yet)."""
+        live = self.live()
+        return live.size if live.version else None
+
     def tags_of(self, user_ids: Sequence[str], version: int | None = None) -> dict[str, TagRow]:
         """The tags of these users in ``version`` (default: live); users without tags are absent."""
         if not user_ids:

@@ -1,6 +1,6 @@
 // The Segments page: reads funnel's API (relative URLs: ../v1/...), draws everything itself.
-// Read-only: it only sends GET requests. Every value from the API goes into the page as
-// text (textContent, SVG text nodes), never as HTML.
+// This file only reads (GET); segment_form.js adds and edits definitions for who may. Every
+// value from the API goes into the page as text (textContent, SVG text nodes), never as HTML.
 "use strict";
 
 const API = new URL("../", window.location.href); // /funnel/ui/ -> /funnel/, /ui/ -> /
@@ -20,13 +20,21 @@ class ApiError extends Error {
   }
 }
 
-async function api(path) {
-  const headers = { Accept: "application/json" };
+// A request to the API: GET by default; ``options``: method, a JSON body, extra headers. The
+// X-Funnel-Page header says the page sent it: inside Airflow, a write with the login cookie
+// counts only with it (another site cannot send it without the API's consent).
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", "X-Funnel-Page": "1", ...(options.headers || {}) };
   const token = window.sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
+  const init = { method: options.method || "GET", headers, credentials: "same-origin", cache: "no-store" };
+  if (options.body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(options.body);
+  }
   let response;
   try {
-    response = await fetch(new URL(path, API), { headers, credentials: "same-origin", cache: "no-store" });
+    response = await fetch(new URL(path, API), init);
   } catch (err) {
     throw new ApiError(0, `the API did not answer (${err.message})`);
   }
@@ -158,6 +166,7 @@ async function loadList() {
     $("token-form").hidden = true;
     showProblem("");
     renderList();
+    window.dispatchEvent(new CustomEvent("funnel:list-loaded"));
     document.body.dataset.state = "ready";
     await showPicked();
   } catch (err) {
@@ -232,6 +241,7 @@ async function showPicked() {
       : await Promise.all([api(segmentPath(segmentId, "/versions")), api(segmentPath(segmentId, `/runs?limit=${RUNS_SHOWN}`))]);
     if (pickedId() !== segmentId) return; // another segment was picked meanwhile
     renderDetail(segment, versions, runs);
+    window.dispatchEvent(new CustomEvent("funnel:segment-shown", { detail: segment }));
     $("detail").dataset.state = "ready";
   } catch (err) {
     $("detail").dataset.state = "error";
