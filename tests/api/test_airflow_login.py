@@ -1,5 +1,6 @@
 """Inside Airflow's API server: the plugin mounts the API under ``/funnel`` and puts the
-Segments page in Airflow's navigation; an Airflow login reads, and never writes.
+Segments page in Airflow's navigation; an Airflow login reads, a user who may edit DAGs also
+changes segment definitions (from the page), and no login writes anything else.
 
 Airflow's own app (``airflow.api_fastapi.app.create_app``) with its plugins, auth manager
 (the simple one, with a passwords file) and metadata database, in process.
@@ -21,17 +22,18 @@ from hypothesis import settings
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 USER, PASSWORD = "segment-viewer", "pw-8c1e53b0"
+EDITOR, EDITOR_PASSWORD = "segment-editor", "pw-41d7a9c2"
 
 
 @pytest.fixture
 def airflow_api(airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """Airflow's API server app, a viewer in the simple auth manager, and funnel's test stores."""
     passwords = tmp_path / "passwords.json"
-    passwords.write_text(json.dumps({USER: PASSWORD}))
+    passwords.write_text(json.dumps({USER: PASSWORD, EDITOR: EDITOR_PASSWORD}))
     monkeypatch.setenv(
         "AIRFLOW__CORE__AUTH_MANAGER", "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
     )
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{USER}:viewer")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{USER}:viewer,{EDITOR}:user")
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "funnel-test-jwt-secret-" + "0d4b" * 12)
     monkeypatch.setenv("AIRFLOW__FUNNEL__API_TOKENS", API_TOKENS)  # funnel's own tokens work under /funnel too
@@ -43,9 +45,9 @@ def airflow_api(airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     purge_cached_app()
 
 
-def login(client: TestClient) -> str:
-    """A JWT for the viewer, as the login page gets it (``POST /auth/token``)."""
-    response = client.post("/auth/token", json={"username": USER, "password": PASSWORD})
+def login(client: TestClient, user: str = USER, password: str = PASSWORD) -> str:
+    """A JWT for the viewer (or ``user``), as the login page gets it (``POST /auth/token``)."""
+    response = client.post("/auth/token", json={"username": user, "password": password})
     assert response.status_code == 201, response.text
     return str(response.json()["access_token"])
 
@@ -87,6 +89,36 @@ def test_a_logged_in_browser_reads_with_its_cookie_and_cannot_write(
     # The cookie counts on GET only: another site can never make a logged-in browser post.
     assert posted.status_code == 401
     assert checked.status_code == 401
+
+
+def test_a_user_who_may_edit_dags_changes_definitions_from_the_page_and_nothing_else(
+    airflow_api: TestClient, mysql_conn: Any, redis_client: Any
+) -> None:
+    editor = {"Cookie": f"_token={login(airflow_api, EDITOR, EDITOR_PASSWORD)}"}
+    viewer = {"Cookie": f"_token={login(airflow_api)}"}
+    page = {"X-Funnel-Page": "1"}  # what the Segments page sends with every request
+    definition = {"segment_id": "nl", "name": "NL", "kind": "proxy", "rule": {"tag": "new_user"}}
+
+    access = airflow_api.get("/funnel/v1/access", headers=editor).json()
+    forged = airflow_api.post("/funnel/v1/segments", json=definition, headers=editor)  # another site's form
+    viewed = airflow_api.post("/funnel/v1/segments", json=definition, headers={**viewer, **page})
+    added = airflow_api.post("/funnel/v1/segments", json=definition, headers={**editor, **page})
+    events = airflow_api.post("/funnel/v1/events", json={"events": []}, headers={**editor, **page})
+
+    assert access == {"scope": "define", "actor": f"airflow:{EDITOR}"}
+    assert airflow_api.get("/funnel/v1/access", headers=viewer).json() == {"scope": "read", "actor": f"airflow:{USER}"}
+    assert forged.status_code == 401  # without the page's header the cookie counts on GET only
+    assert (viewed.status_code, viewed.json()["error"]) == (
+        403,
+        "this endpoint needs a token with the write scope, or inside Airflow a login that may edit DAGs; "
+        "this one can only read",
+    )
+    assert (added.status_code, added.json()["actor"]) == (201, f"airflow:{EDITOR}")
+    assert (events.status_code, events.json()["error"]) == (
+        403,
+        "this endpoint needs a token with the write scope; an Airflow login can only read, preview and change "
+        "segment definitions",
+    )
 
 
 def test_an_airflow_token_reads_as_a_bearer_token_but_never_writes(
@@ -140,4 +172,4 @@ def test_the_mounted_api_meets_its_document(
     document = airflow_api.get("/funnel/openapi.json").json()
     assert document["servers"] == [{"url": "/funnel"}]
     schema = load_schema(airflow_api.app, "/funnel/openapi.json")
-    assert fuzz_every_operation(schema, write_auth, settings(BUDGET, max_examples=8)) == 25
+    assert fuzz_every_operation(schema, write_auth, settings(BUDGET, max_examples=8)) == 26

@@ -21,7 +21,10 @@ pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests
 
 #: Keeps HiveServer2 busy for minutes before its first row (tests/integration/storage/test_hive_query.py).
 SLOW_QUERY = "SELECT a.id FROM range(100000) a CROSS JOIN range(100000) b WHERE a.id + b.id < 0"
-FORBIDDEN = {"error": "this endpoint needs a token with the write scope; this token can only read"}
+FORBIDDEN = {
+    "error": "this endpoint needs a token with the write scope, or inside Airflow a login that may edit DAGs; "
+    "this one can only read"
+}
 
 
 @pytest.fixture

@@ -67,6 +67,15 @@ class Readiness(Answer):
     warnings: list[str] | None = None
 
 
+class Access(Answer):
+    """What the caller's credential may do, and who its changes are recorded as."""
+
+    scope: Literal["read", "define", "write"] = Field(
+        description="read; define: also previews and segment definitions; write: also events and webhooks"
+    )
+    actor: str = Field(examples=["api:crm-sync", "airflow:alice"])
+
+
 # ----------------------------------------------------------------------------------- segments
 
 

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from funnel import settings
 from funnel.api import (
+    access_routes,
     definition_routes,
     event_routes,
     health_routes,
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 #: In the order their routes are matched (and listed on the OpenAPI page).
 _ROUTERS = (
     health_routes,
+    access_routes,
     segment_routes,
     definition_routes,
     member_routes,

@@ -1,9 +1,11 @@
 """Bearer tokens with a scope: ``read`` (every GET and ``members:check``) or ``write`` (also
-``POST /v1/events`` and the definitions), and a name. Tokens come from the settings
-(``api_tokens``, ``api_tokens_file``), so from Airflow's configuration or a mounted secret;
-they are compared in constant time. Inside Airflow's API server, an Airflow login also grants
-``read`` (``granted_scope``). A ``Grant`` says what a request may do and who it is (``actor``:
-``api:<token name>`` or ``airflow:<user>``, what a definition's revision records).
+``POST /v1/events``, webhooks, previews and definitions), and a name. Tokens come from the
+settings (``api_tokens``, ``api_tokens_file``), so from Airflow's configuration or a mounted
+secret; they are compared in constant time. Inside Airflow's API server, an Airflow login also
+grants ``read``, and ``define`` (previews and definitions, not events or webhooks) to a user
+whom Airflow's auth manager lets edit DAGs (``granted_scope``). A ``Grant`` says what a request
+may do and who it is (``actor``: ``api:<token name>`` or ``airflow:<user>``, what a
+definition's revision records).
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from dataclasses import dataclass
 
 from funnel.core.errors import Forbidden, Unauthorized
 
-SCOPES = ("read", "write")
+#: The scopes, each covering those before it.
+SCOPES = ("read", "define", "write")
+#: The header the Segments page sends with each request. A write with Airflow's login cookie
+#: counts only with it: another site's page cannot send it (the API allows no cross-origin
+#: request), so the cookie cannot be used against a logged-in user (CSRF).
+PAGE_HEADER = "x-funnel-page"
 
 
 @dataclass(frozen=True)
@@ -49,9 +56,20 @@ def scope_of(header: str | None, tokens: Mapping[str, tuple[str, str]]) -> Grant
 
 
 def require(scope: str, granted: Grant) -> None:
-    """``Forbidden`` unless ``granted`` covers ``scope`` (write covers read)."""
-    if scope == "write" and granted.scope != "write":
-        raise Forbidden("this endpoint needs a token with the write scope; this token can only read")
+    """``Forbidden`` unless ``granted`` covers ``scope`` (each scope covers those before it)."""
+    if SCOPES.index(granted.scope) >= SCOPES.index(scope):
+        return
+    if scope == "define":
+        raise Forbidden(
+            "this endpoint needs a token with the write scope, or inside Airflow a login that may edit DAGs; "
+            "this one can only read"
+        )
+    if granted.scope == "define":
+        raise Forbidden(
+            "this endpoint needs a token with the write scope; an Airflow login can only read, preview and "
+            "change segment definitions"
+        )
+    raise Forbidden("this endpoint needs a token with the write scope; this token can only read")
 
 
 #: The cookie Airflow's UI keeps its login in (``COOKIE_NAME_JWT_TOKEN``; httpOnly, same origin).
@@ -65,15 +83,17 @@ async def granted_scope(
     airflow_login: bool = False,
     login_cookie: str | None = None,
     safe_method: bool = True,
+    from_page: bool = False,
 ) -> Grant:
     """The scope a request is granted: funnel's own bearer tokens, or, inside Airflow, a login.
 
     With ``airflow_login`` (the API mounted in Airflow's API server by the plugin), an Airflow
     JWT grants ``read`` and never more: sent as the bearer token (``POST /auth/token``), or as
     the login cookie of Airflow's UI, which a browser sends along with the Segments page's
-    requests. The cookie counts only on GET and HEAD, so another site can never make a
-    logged-in browser do more than read (and, the cookie being ``SameSite=Lax``, not even
-    that). As in Airflow, a credential in the header wins over the cookie.
+    requests. The cookie counts on GET and HEAD, and on other methods only ``from_page`` (the
+    ``PAGE_HEADER`` is there), so another site can never make a logged-in browser do more than
+    read (and, the cookie being ``SameSite=Lax``, not even that). As in Airflow, a credential
+    in the header wins over the cookie.
     """
     if header or not airflow_login:
         try:
@@ -83,7 +103,7 @@ async def granted_scope(
             if not airflow_login or scheme.lower() != "bearer" or not presented.strip():
                 raise
             return await airflow_login_scope(presented.strip())
-    if login_cookie and safe_method:
+    if login_cookie and (safe_method or from_page):
         return await airflow_login_scope(login_cookie)
     raise Unauthorized(
         "this endpoint needs a token: log in to Airflow, or send the header 'Authorization: Bearer <token>'"
@@ -91,7 +111,8 @@ async def granted_scope(
 
 
 async def airflow_login_scope(token: str) -> Grant:
-    """``read`` when Airflow's auth manager takes ``token`` as a user who may read DAGs.
+    """``read`` when Airflow's auth manager takes ``token`` as a user who may read DAGs;
+    ``define`` when that user may also edit them.
 
     Only inside Airflow's API server, where the auth manager is set up: the same check
     (signature, expiry, audience, revocation) as Airflow's own API makes.
@@ -108,4 +129,5 @@ async def airflow_login_scope(token: str) -> Grant:
         raise Unauthorized("the token is not valid for this service") from None
     if not await asyncio.to_thread(lambda: manager.is_authorized_dag(method="GET", user=user)):
         raise Forbidden("this Airflow user may not read DAGs, so not the segments they refresh either")
-    return Grant("read", f"airflow:{user.get_name()}")
+    edits = await asyncio.to_thread(lambda: manager.is_authorized_dag(method="PUT", user=user))
+    return Grant("define" if edits else "read", f"airflow:{user.get_name()}")

@@ -19,7 +19,7 @@ from funnel.api.json_requests import JsonRoute
 from funnel.api.request_inputs import SegmentIdPath
 from funnel.api.route_statuses import error_statuses, linked
 from funnel.api.service import Service
-from funnel.api.service_access import WriteActor, WriteService, request_service
+from funnel.api.service_access import DefineActor, DefineService, request_service
 from funnel.core.errors import BadInput
 from funnel.core.segment_revisions import DEFINITION_FIELDS, Revision
 from funnel.services.preview_values import Preview
@@ -79,7 +79,7 @@ def _saved(revision: Revision, preview: Preview | None, status_code: int = 200) 
     },
 )
 async def add_segment(
-    body: SegmentBody, service: WriteService, actor: WriteActor, preview: PreviewFirst = True, force: Force = False
+    body: SegmentBody, service: DefineService, actor: DefineActor, preview: PreviewFirst = True, force: Force = False
 ) -> Response:
     fields = {"enabled": body.enabled, **_fields(body)}
     revision, previewed = await service.add_segment(fields, actor, body.comment, preview, force)
@@ -96,8 +96,8 @@ async def add_segment(
 async def edit_segment(
     segment_id: SegmentIdPath,
     body: SegmentPatch,
-    service: WriteService,
-    actor: WriteActor,
+    service: DefineService,
+    actor: DefineActor,
     if_match: IfMatch = None,
     preview: PreviewFirst = True,
     force: Force = False,
@@ -118,8 +118,8 @@ async def edit_segment(
 async def replace_segment(
     segment_id: SegmentIdPath,
     body: SegmentDefinition,
-    service: WriteService,
-    actor: WriteActor,
+    service: DefineService,
+    actor: DefineActor,
     if_match: IfMatch = None,
     preview: PreviewFirst = True,
     force: Force = False,
@@ -160,7 +160,7 @@ async def _edited(
     responses=error_statuses(401, 403, 404, 409, 410, 422, 503),
 )
 async def retire_segment(
-    segment_id: SegmentIdPath, service: WriteService, actor: WriteActor, body: CommentBody | None = None
+    segment_id: SegmentIdPath, service: DefineService, actor: DefineActor, body: CommentBody | None = None
 ) -> Response:
     revision = await service.retire_segment(segment_id, True, actor, body.comment if body else None)
     return JSON(revision.public())
@@ -173,7 +173,7 @@ async def retire_segment(
     responses=error_statuses(401, 403, 404, 409, 422, 503),
 )
 async def restore_segment(
-    segment_id: SegmentIdPath, service: WriteService, actor: WriteActor, body: CommentBody | None = None
+    segment_id: SegmentIdPath, service: DefineService, actor: DefineActor, body: CommentBody | None = None
 ) -> Response:
     revision = await service.retire_segment(segment_id, False, actor, body.comment if body else None)
     return JSON(revision.public())

@@ -11,7 +11,7 @@ from funnel.api.bodies import PreviewBody
 from funnel.api.error_answers import JSON
 from funnel.api.json_requests import JsonRoute
 from funnel.api.route_statuses import error_statuses
-from funnel.api.service_access import WriteService
+from funnel.api.service_access import DefineService
 from funnel.core.errors import BadInput
 
 router = APIRouter(tags=["preview"], route_class=JsonRoute)
@@ -23,7 +23,7 @@ router = APIRouter(tags=["preview"], route_class=JsonRoute)
     response_model=PreviewAnswer,
     responses=error_statuses(401, 403, 404, 422, 429, 503, 504),
 )
-async def preview(body: PreviewBody, service: WriteService) -> Response:
+async def preview(body: PreviewBody, service: DefineService) -> Response:
     from funnel.services.preview_values import PreviewRequest  # Hive's client: loaded at the first preview
 
     fields = body.model_dump(exclude_none=True)

@@ -8,22 +8,22 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, Grant, granted_scope, require
+from funnel.api.auth import AIRFLOW_LOGIN_COOKIE, PAGE_HEADER, Grant, granted_scope, require
 from funnel.api.service import Service
 
 
 async def request_service(request: Request, scope: str | None) -> Service:
-    """Check the token (``scope`` None: no auth), then the app's ``Service``, made once. Who
-    asked is ``request.state.actor`` from then on (``WriteActor``)."""
+    """Check the token (``scope`` None: no auth), then the app's ``Service``, made once. What
+    was granted is ``request.state.grant`` from then on (``DefineActor``, ``GET /v1/access``)."""
     if scope is not None:
-        grant = await _granted(
+        request.state.grant = await _granted(
             request.app,
             request.headers.get("authorization"),
             scope,
             request.cookies.get(AIRFLOW_LOGIN_COOKIE),
             request.method in ("GET", "HEAD"),
+            request.headers.get(PAGE_HEADER) == "1",
         )
-        request.state.actor = grant.actor
     return await _service(request.app)
 
 
@@ -41,7 +41,12 @@ async def service_for(
 
 
 async def _granted(
-    app: FastAPI, authorization: str | None, scope: str, login_cookie: str | None, safe_method: bool
+    app: FastAPI,
+    authorization: str | None,
+    scope: str,
+    login_cookie: str | None,
+    safe_method: bool,
+    from_page: bool = False,
 ) -> Grant:
     granted = await granted_scope(
         authorization,
@@ -49,6 +54,7 @@ async def _granted(
         airflow_login=app.state.airflow_login,
         login_cookie=login_cookie,
         safe_method=safe_method,
+        from_page=from_page,
     )
     require(scope, granted)
     return granted
@@ -68,6 +74,10 @@ async def _reader(request: Request) -> Service:
     return await request_service(request, "read")
 
 
+async def _definer(request: Request) -> Service:
+    return await request_service(request, "define")
+
+
 async def _writer(request: Request) -> Service:
     return await request_service(request, "write")
 
@@ -76,12 +86,14 @@ async def _writer(request: Request) -> Service:
 #: dependencies before it reads the body, so a request without the scope gets 401 or 403 before
 #: its body is looked at.
 ReadService = Annotated[Service, Depends(_reader)]
+#: Previews and definitions: a write token, or inside Airflow a user who may edit DAGs.
+DefineService = Annotated[Service, Depends(_definer)]
 WriteService = Annotated[Service, Depends(_writer)]
 
 
-async def _write_actor(request: Request, _service: WriteService) -> str:
-    return str(request.state.actor)
+async def _define_actor(request: Request, _service: DefineService) -> str:
+    return str(request.state.grant.actor)
 
 
-#: Who a write is recorded as: ``api:<token name>`` or ``airflow:<user>`` (``auth.Grant``).
-WriteActor = Annotated[str, Depends(_write_actor)]
+#: Who a change of a definition is recorded as: ``api:<token name>`` or ``airflow:<user>``.
+DefineActor = Annotated[str, Depends(_define_actor)]

@@ -2,10 +2,12 @@
 
 Inside Airflow it is ``/funnel/ui/``, registered in Airflow's navigation by the plugin
 (``plugins/funnel_plugin.py``, an ``external_views`` entry), so Airflow's UI shows it in an
-iframe of the same origin. The page only reads, through the API's own endpoints (relative
-URLs, so it works at either place); it holds no data itself, so it is served without a
-token. Its requests carry Airflow's login cookie inside Airflow, or a read token pasted
-into the page (kept in the tab's ``sessionStorage``) when served on its own.
+iframe of the same origin. The page reads through the API's own endpoints (relative URLs,
+so it works at either place), and its form (``segment_form.js``) changes definitions for who
+may (``GET /v1/access``); it holds no data itself, so it is served without a token. Its
+requests carry Airflow's login cookie inside Airflow (with the ``X-Funnel-Page`` header that
+lets the cookie count on a write), or a token pasted into the page (kept in the tab's
+``sessionStorage``) when served on its own.
 
 Everything is local: no build step, no CDN, no external library; the chart is SVG drawn
 by the page's own script. A strict Content-Security-Policy allows nothing but the page's
@@ -20,7 +22,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-#: The page's files: index.html, segments.js, segments.css, icon.svg.
+#: The page's files: index.html, segments.js, segment_form.js, segments.css, icon.svg.
 STATIC_DIR = Path(__file__).with_name("static")
 #: Where the API serves the page (under the API's own root: ``/funnel/ui/`` inside Airflow).
 UI_PATH = "/ui"

@@ -141,7 +141,7 @@ async function loadWarnings() {
 }
 
 function askForToken(reason) {
-  $("token-why").textContent = `${reason}. Log in to Airflow (inside Airflow this page uses your login), or paste a funnel read token.`;
+  $("token-why").textContent = `${reason}. Log in to Airflow (inside Airflow this page uses your login), or paste a funnel token (read; write also changes definitions).`;
   $("token-form").hidden = false;
 }
 
