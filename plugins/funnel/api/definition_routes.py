@@ -71,7 +71,7 @@ def _saved(revision: Revision, preview: Preview | None, status_code: int = 200) 
     "/v1/segments",
     status_code=201,
     summary="Add a segment, checked as the catalog checks it and previewed; the answer is its first revision and "
-    "the preview (write scope)",
+    "the preview (write scope, or an Airflow login that may edit DAGs)",
     response_model=SavedRevision,
     responses={
         **error_statuses(401, 403, 409, 422, 429, 503, 504),
@@ -89,7 +89,7 @@ async def add_segment(
 @router.patch(
     "/v1/segments/{segment_id}",
     summary="Change some fields of a segment (not its id or kind), previewed when its query, rule, run_at or "
-    "enabling changes; enabled: false is refused while a composite or webhook uses it (write scope)",
+    "enabling changes; enabled: false is refused while a composite or webhook uses it (write scope, or an Airflow login that may edit DAGs)",
     response_model=SavedRevision,
     responses=error_statuses(401, 403, 404, 409, 410, 422, 429, 503, 504),
 )
@@ -111,7 +111,7 @@ async def edit_segment(
 @router.put(
     "/v1/segments/{segment_id}",
     summary="Replace a segment's definition (a field not sent is emptied; enabled defaults to true; its id and "
-    "kind stay), previewed as an edit is (write scope)",
+    "kind stay), previewed as an edit is (write scope, or an Airflow login that may edit DAGs)",
     response_model=SavedRevision,
     responses=error_statuses(401, 403, 404, 409, 410, 422, 429, 503, 504),
 )
@@ -155,7 +155,7 @@ async def _edited(
 @router.post(
     "/v1/segments/{segment_id}:retire",
     summary="Retire a segment: no task, its answers 410, its data kept change_history_days; refused (409) "
-    "while a composite or webhook uses it (write scope)",
+    "while a composite or webhook uses it (write scope, or an Airflow login that may edit DAGs)",
     response_model=SegmentRevision,
     responses=error_statuses(401, 403, 404, 409, 410, 422, 503),
 )
@@ -168,7 +168,7 @@ async def retire_segment(
 
 @router.post(
     "/v1/segments/{segment_id}:restore",
-    summary="Bring a retired segment back as it was (write scope)",
+    summary="Bring a retired segment back as it was (write scope, or an Airflow login that may edit DAGs)",
     response_model=SegmentRevision,
     responses=error_statuses(401, 403, 404, 409, 422, 503),
 )

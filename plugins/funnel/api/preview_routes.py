@@ -1,5 +1,6 @@
-"""``POST /v1/preview``: what a segment, a query or a rule would hold and change (write scope).
-The query runs on Hive in a thread of the preview pool; nothing is written."""
+"""``POST /v1/preview``: what a segment, a query or a rule would hold and change (write scope,
+or an Airflow login that may edit DAGs). The query runs on Hive in a thread of the preview
+pool; nothing is written."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ router = APIRouter(tags=["preview"], route_class=JsonRoute)
 
 @router.post(
     "/v1/preview",
-    summary="What a segment, a query or a rule would hold and change, without writing anything (write scope)",
+    summary="What a segment, a query or a rule would hold and change, without writing anything (write scope, "
+    "or an Airflow login that may edit DAGs)",
     response_model=PreviewAnswer,
     responses=error_statuses(401, 403, 404, 422, 429, 503, 504),
 )
