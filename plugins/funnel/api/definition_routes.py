@@ -89,7 +89,8 @@ async def add_segment(
 @router.patch(
     "/v1/segments/{segment_id}",
     summary="Change some fields of a segment (not its id or kind), previewed when its query, rule, run_at or "
-    "enabling changes; enabled: false is refused while a composite or webhook uses it (write scope, or an Airflow login that may edit DAGs)",
+    "enabling changes; enabled: false is refused while a composite or webhook uses it (write scope, or an "
+    "Airflow login that may edit DAGs)",
     response_model=SavedRevision,
     responses=error_statuses(401, 403, 404, 409, 410, 422, 429, 503, 504),
 )
