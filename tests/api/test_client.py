@@ -68,6 +68,17 @@ def test_the_client_reads_and_writes_through_the_api(
         assert stale.value.http_status == 409
         assert [r.change.value for r in funnel.revisions("dutch").revisions] == ["created", "edited"]
         assert funnel.dependents("dutch").dependents == []
+        assert (admin.access().scope, funnel.access().scope) == ("write", "read")
+        new_rule = {"name": "NL", "kind": "proxy", "rule": {"tag": "order_count", "op": ">=", "value": 1}}
+        replaced = admin.replace_segment("dutch", new_rule, expect_revision=2)
+        assert (replaced.revision, replaced.preview is not None) == (3, True)  # a new rule: previewed over the tags
+        assert admin.edit_segment("dutch", {"owner": "growth"}, preview=False).preview is None
+        assert [s.segment_id for s in funnel.segments(owner="growth").segments] == ["dutch"]
+        assert admin.retire_segment("dutch", comment="done").change.value == "retired"
+        with pytest.raises(ApiError) as gone:
+            funnel.segment("dutch")
+        assert gone.value.http_status == 410
+        assert admin.restore_segment("dutch").change.value == "restored"
 
 
 def test_the_async_client_answers_the_same(

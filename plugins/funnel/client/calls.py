@@ -75,6 +75,11 @@ def _segment(segment_id: str) -> str:
     return f"/v1/segments/{quote(segment_id, safe='')}"
 
 
+def _saving(preview: bool, force: bool) -> dict[str, str | None]:
+    """The query of a definition's save: previewed unless ``preview`` is False; ``force``."""
+    return {"preview": None if preview else "false", "force": "true" if force else None}
+
+
 def _time(value: dt.datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, dt.datetime) else value
 
@@ -87,26 +92,49 @@ class Operations:
         return Call("GET", "/readyz", answers.Readiness, retry_unavailable=False)
 
     @staticmethod
-    def segments(stale: bool | None = None) -> Call:
+    def access() -> Call:
+        return Call("GET", "/v1/access", answers.Access)
+
+    @staticmethod
+    def segments(stale: bool | None = None, owner: str | None = None, labels: Sequence[str] = ()) -> Call:
         flag = None if stale is None else ("true" if stale else "false")
-        return Call("GET", "/v1/segments", answers.SegmentList, {"stale": flag})
+        params = {"stale": flag, "owner": owner, "label": list(labels) or None}
+        return Call("GET", "/v1/segments", answers.SegmentList, params)
 
     @staticmethod
     def segment(segment_id: str) -> Call:
         return Call("GET", _segment(segment_id), answers.SegmentDetail)
 
     @staticmethod
-    def add_segment(definition: Mapping[str, Any], comment: str | None = None) -> Call:
+    def add_segment(
+        definition: Mapping[str, Any], comment: str | None = None, preview: bool = True, force: bool = False
+    ) -> Call:
         body = {**definition, **({"comment": comment} if comment else {})}
-        return Call("POST", "/v1/segments", answers.SegmentRevision, body=body, retry_unavailable=False)
+        return Call(
+            "POST", "/v1/segments", answers.SavedRevision, _saving(preview, force), body=body, retry_unavailable=False
+        )
 
     @staticmethod
     def edit_segment(
-        segment_id: str, changes: Mapping[str, Any], expect_revision: int | None = None, comment: str | None = None
+        segment_id: str,
+        changes: Mapping[str, Any],
+        expect_revision: int | None = None,
+        comment: str | None = None,
+        preview: bool = True,
+        force: bool = False,
+        replace: bool = False,
     ) -> Call:
         body = {**changes, **({"comment": comment} if comment else {})}
         headers = {} if expect_revision is None else {"If-Match": f'"{int(expect_revision)}"'}
-        return Call("PATCH", _segment(segment_id), answers.SegmentRevision, body=body, headers=headers)
+        method = "PUT" if replace else "PATCH"
+        params = _saving(preview, force)
+        return Call(method, _segment(segment_id), answers.SavedRevision, params, body=body, headers=headers)
+
+    @staticmethod
+    def retire_segment(segment_id: str, retire: bool = True, comment: str | None = None) -> Call:
+        action = "retire" if retire else "restore"
+        body = {"comment": comment} if comment else None
+        return Call("POST", f"{_segment(segment_id)}:{action}", answers.SegmentRevision, body=body)
 
     @staticmethod
     def revisions(segment_id: str) -> Call:
@@ -204,8 +232,14 @@ class ApiMethods:
         """``GET /readyz`` (503 raises ``ApiError``: not tried again)."""
         return self._send(Operations.ready())  # type: ignore[no-any-return]
 
-    def segments(self, stale: bool | None = None) -> answers.SegmentList:
-        return self._send(Operations.segments(stale))  # type: ignore[no-any-return]
+    def access(self) -> answers.Access:
+        """What this client's token may do (``scope``) and who its changes are recorded as."""
+        return self._send(Operations.access())  # type: ignore[no-any-return]
+
+    def segments(
+        self, stale: bool | None = None, owner: str | None = None, labels: Sequence[str] = ()
+    ) -> answers.SegmentList:
+        return self._send(Operations.segments(stale, owner, labels))  # type: ignore[no-any-return]
 
     def segment(self, segment_id: str) -> answers.SegmentDetail:
         return self._send(Operations.segment(segment_id))  # type: ignore[no-any-return]
@@ -213,9 +247,12 @@ class ApiMethods:
     def versions(self, segment_id: str) -> answers.VersionList:
         return self._send(Operations.versions(segment_id))  # type: ignore[no-any-return]
 
-    def add_segment(self, definition: Mapping[str, Any], comment: str | None = None) -> answers.SegmentRevision:
-        """A new segment (``segment_id``, ``name``, ``kind``, ``query`` / ``rule`` / ``run_at``...)."""
-        return self._send(Operations.add_segment(definition, comment))  # type: ignore[no-any-return]
+    def add_segment(
+        self, definition: Mapping[str, Any], comment: str | None = None, preview: bool = True, force: bool = False
+    ) -> answers.SavedRevision:
+        """A new segment (``segment_id``, ``name``, ``kind``, ``query`` / ``rule`` / ``run_at``...),
+        previewed first unless ``preview`` is False (``force``: past ``max_share_of_users``)."""
+        return self._send(Operations.add_segment(definition, comment, preview, force))  # type: ignore[no-any-return]
 
     def edit_segment(
         self,
@@ -223,9 +260,33 @@ class ApiMethods:
         changes: Mapping[str, Any],
         expect_revision: int | None = None,
         comment: str | None = None,
-    ) -> answers.SegmentRevision:
+        preview: bool = True,
+        force: bool = False,
+    ) -> answers.SavedRevision:
         """Change some fields; ``expect_revision``: refused (409) when someone changed it since."""
-        return self._send(Operations.edit_segment(segment_id, changes, expect_revision, comment))  # type: ignore[no-any-return]
+        call = Operations.edit_segment(segment_id, changes, expect_revision, comment, preview, force)
+        return self._send(call)  # type: ignore[no-any-return]
+
+    def replace_segment(
+        self,
+        segment_id: str,
+        definition: Mapping[str, Any],
+        expect_revision: int | None = None,
+        comment: str | None = None,
+        preview: bool = True,
+        force: bool = False,
+    ) -> answers.SavedRevision:
+        """Replace the whole definition (``PUT``: a field not given is emptied)."""
+        call = Operations.edit_segment(segment_id, definition, expect_revision, comment, preview, force, replace=True)
+        return self._send(call)  # type: ignore[no-any-return]
+
+    def retire_segment(self, segment_id: str, comment: str | None = None) -> answers.SegmentRevision:
+        """Retire it: no task, its answers 410, its data kept ``change_history_days``."""
+        return self._send(Operations.retire_segment(segment_id, True, comment))  # type: ignore[no-any-return]
+
+    def restore_segment(self, segment_id: str, comment: str | None = None) -> answers.SegmentRevision:
+        """Bring a retired segment back as it was."""
+        return self._send(Operations.retire_segment(segment_id, False, comment))  # type: ignore[no-any-return]
 
     def revisions(self, segment_id: str) -> answers.RevisionList:
         return self._send(Operations.revisions(segment_id))  # type: ignore[no-any-return]
