@@ -467,6 +467,25 @@ def eventually(probe: Callable[[], T], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
+def clear_of_the_next_slot(
+    airflow: AirflowClient, dag_id: str, margin: dt.timedelta, parse_timeout: float, run_timeout: float
+) -> None:
+    """Let every scheduled run of ``dag_id`` that is due now or within ``margin`` be created and
+    finish, so that a real 09:00 / 18:00 slot never crosses a test's expectations (a manual run
+    right after it would skip its segments: the overshoot rule). Right after an unpause, the due
+    one is the latest past slot: catchup is off, so Airflow runs it."""
+    while True:
+        due = parse_time((airflow.dag(dag_id) or {}).get("next_dagrun_run_after"))
+        if due is None or due - dt.datetime.now(dt.UTC) > margin:
+            return
+        eventually(
+            lambda due=due: any(parse_time(r["logical_date"]) == due for r in airflow.runs(dag_id)),
+            margin.total_seconds() + parse_timeout,
+            f"the scheduled run of {due}",
+        )
+        airflow.wait_until_idle(dag_id, run_timeout)
+
+
 def parse_time(value: str | None) -> dt.datetime | None:
     """An API timestamp (``2026-11-29T17:02:54Z``) as an aware datetime."""
     return None if value is None else dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -506,7 +525,11 @@ class AirflowClient:
         return response.json()
 
     def task_ids(self, dag_id: str) -> list[str]:
-        return [task["task_id"] for task in self.request("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"]]
+        return list(self.tasks(dag_id))
+
+    def tasks(self, dag_id: str) -> dict[str, dict[str, Any]]:
+        """The DAG's tasks as Airflow serves them (owner, doc_md, ...), by task id."""
+        return {task["task_id"]: task for task in self.request("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"]}
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused})

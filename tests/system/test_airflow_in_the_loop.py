@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import pytest
-from airflow_stack import AirflowClient, AirflowStack, eventually, parse_time
+from airflow_stack import AirflowClient, AirflowStack, clear_of_the_next_slot, eventually, parse_time
 from helpers import hive_execute, hive_first_column, insert_segments, mysql_live_members, redis_live_members
 
 from funnel.core.dag_plan import DYNAMIC_DAG_ID, static_dag_id
@@ -69,22 +69,6 @@ def members_in_both_stores(conn: Any, redis: Any, segment_id: str) -> set[str]:
     in_mysql, in_redis = mysql_live_members(conn, segment_id), redis_live_members(redis, segment_id)
     assert in_mysql == in_redis, f"{segment_id}: MySQL and Redis disagree"
     return in_mysql
-
-
-def clear_of_the_next_slot(airflow: AirflowClient, margin: dt.timedelta) -> None:
-    """Let every scheduled run of the dynamic DAG that is due now or within ``margin`` be created
-    and finish, so that a real 09:00 / 18:00 slot never crosses a test's expectations. (Right
-    after an unpause, the due one is the latest past slot: catchup is off, so Airflow runs it.)"""
-    while True:
-        due = parse_time((airflow.dag(DYNAMIC_DAG_ID) or {}).get("next_dagrun_run_after"))
-        if due is None or due - dt.datetime.now(dt.UTC) > margin:
-            return
-        eventually(
-            lambda due=due: any(parse_time(r["logical_date"]) == due for r in airflow.runs(DYNAMIC_DAG_ID)),
-            margin.total_seconds() + PARSE_TIMEOUT,
-            f"the scheduled run of {due}",
-        )
-        airflow.wait_until_idle(DYNAMIC_DAG_ID, RUN_TIMEOUT)
 
 
 def backfill(
@@ -166,7 +150,7 @@ def test_rest_triggers_with_and_without_force_succeed_and_are_recorded(
     airflow: AirflowClient, system_mysql: Any, system_redis: Any, events: Any
 ) -> None:
     airflow.set_paused(DYNAMIC_DAG_ID, False)
-    clear_of_the_next_slot(airflow, dt.timedelta(minutes=2))
+    clear_of_the_next_slot(airflow, DYNAMIC_DAG_ID, dt.timedelta(minutes=2), PARSE_TIMEOUT, RUN_TIMEOUT)
     for conf in (None, {"force": True}):
         triggered = airflow.trigger(DYNAMIC_DAG_ID, conf)
         assert triggered["conf"] == (conf or {})

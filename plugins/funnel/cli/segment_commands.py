@@ -128,6 +128,8 @@ def _said(revision: Any, what: str, preview: Any = None) -> None:
         capped = " or more (capped)" if preview.capped else ""
         sample = ", ".join(preview.sample[:5]) or "-"
         print(f"preview: {preview.size:,} users{capped} in {preview.query_seconds:g}s; sample: {sample}")
+        if preview.against_live is not None and preview.against_live.guard:
+            print(f"warning: its next refresh would be refused: {preview.against_live.guard}")
     if revision is None:
         print(f"segment: {what}: nothing changed (no new revision)")
         return

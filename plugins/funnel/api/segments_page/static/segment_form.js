@@ -63,7 +63,8 @@ function previewInWords(preview) {
   const live = preview.against_live;
   const change =
     live && live.version !== null && live.entered !== null ? `; against v${live.version}: +${num(live.entered)} −${num(live.exited)}` : "";
-  return `Preview: ${size}${sample}${change}.`;
+  const refused = live && live.guard ? ` Its next refresh would be refused: ${live.guard}` : "";
+  return `Preview: ${size}${sample}${change}.${refused}`;
 }
 
 function openEditor(segment) {
