@@ -121,6 +121,8 @@ def query_check_budget_seconds() -> float:
 #: run's dates work as in segment queries), loaded by the DAG ``funnel_user_tags`` on
 #: ``tag_schedule``; the last ``tag_keep_versions`` loads are kept in MySQL.
 TAG_SCHEDULE: str = conf.get(SECTION, "tag_schedule", fallback="0 6 * * *")
+#: When ``funnel_purge_retired`` deletes the data of segments retired over ``change_history_days`` ago.
+PURGE_SCHEDULE: str = conf.get(SECTION, "purge_schedule", fallback="30 3 * * *")
 
 
 def tag_query() -> str:
@@ -141,6 +143,9 @@ API_PORT: int = conf.getint(SECTION, "api_port", fallback=8081)
 API_WORKERS: int = conf.getint(SECTION, "api_workers", fallback=2)
 #: Most user ids one ``members:check`` takes, and the page sizes of the listings.
 MAX_CHECK_IDS: int = conf.getint(SECTION, "max_check_ids", fallback=10_000)
+#: The largest request body the API reads (bytes; more is a 413 before it is parsed): room for
+#: ``max_check_ids`` ids of the longest kind, or ``max_events_per_request`` events.
+MAX_BODY_BYTES: int = conf.getint(SECTION, "max_body_bytes", fallback=4 * 1024 * 1024)
 PAGE_LIMIT_DEFAULT: int = conf.getint(SECTION, "page_limit_default", fallback=1000)
 PAGE_LIMIT_MAX: int = conf.getint(SECTION, "page_limit_max", fallback=10_000)
 #: Refresh attempts ``GET /v1/segments/{id}/runs`` lists when the request gives no ``limit``.

@@ -294,3 +294,15 @@ def test_put_replaces_the_whole_definition(writer: TestClient) -> None:
     kind = writer.put("/v1/segments/dutch", json={"name": "x", "kind": "proxy", "rule": {"tag": "new_user"}})
     assert (kind.status_code, "cannot change from dynamic to proxy" in kind.json()["error"]) == (422, True)
     assert writer.put("/v1/segments/nosuch", json={"name": "x", "kind": "dynamic", "query": QUERY}).status_code == 404
+
+
+def test_a_body_over_the_size_limit_is_413_before_it_is_read(writer: TestClient, mysql_conn: Any) -> None:
+    from funnel import settings
+
+    before = mysql_fingerprint(mysql_conn)
+    huge = {**DUTCH, "comment": "x" * (settings.MAX_BODY_BYTES + 1)}
+    answer = writer.post("/v1/segments", json=huge)
+    assert (answer.status_code, answer.json()["error"].endswith("Fix: send fewer items per request")) == (413, True)
+    long_query = writer.post("/v1/segments?preview=false", json={**DUTCH, "query": QUERY + " " * 70_000 + "-- x"})
+    assert (long_query.status_code, "field 'query' is 70," in long_query.json()["error"]) == (422, True)
+    assert mysql_fingerprint(mysql_conn) == before

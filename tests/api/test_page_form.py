@@ -19,6 +19,7 @@ from funnel.core.dag_plan import DYNAMIC_DAG_ID
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 READY = "document.body.dataset.state === 'ready'"
+ROWS = "[...document.querySelectorAll('#segments tbody tr')].map(r => r.dataset.segment)"
 EDITOR_STATE = "document.getElementById('editor').dataset.state"
 TYPO_QUERY = "SELEC id AS user_id FROM range(0, 5)"
 QUERY = "SELECT id AS user_id FROM range(0, 5)"
@@ -89,6 +90,21 @@ def test_the_form_adds_a_segment_after_a_typo_and_a_preview_and_its_task_appears
         browser.wait_for(f"{EDITOR_STATE} === 'saved'", what="the edit")
         changed = client.get("/v1/segments/dutch_users/revisions", headers=writer).json()["revisions"][-1]
         assert (changed["revision"], changed["changed"]) == (2, {"name": ["Users in the Netherlands", "Dutch users"]})
+
+        # The list filters by label (and owner): GET /v1/segments?label=...
+        client.post(
+            "/v1/segments?preview=false",
+            json={"segment_id": "other", "name": "Other", "kind": "dynamic", "query": QUERY},
+            headers=writer,
+        )
+        browser.click("#reload")
+        browser.wait_for(f"{READY} && document.querySelectorAll('#segments tbody tr').length === 2")
+        browser.click("#filter-label")
+        browser.type_text("nl")
+        browser.press_enter()
+        browser.evaluate("document.getElementById('filter-label').dispatchEvent(new Event('change'))")
+        browser.wait_for(f"{READY} && document.querySelectorAll('#segments tbody tr').length === 1", what="the filter")
+        assert browser.evaluate(ROWS) == ["dutch_users"]
         assert browser.problems == []
 
     # The task appears at the next parse.

@@ -74,6 +74,7 @@ def test_invalid_segment_gets_a_marker_dag_and_the_rest_build(mysql_conn: Any) -
         DYNAMIC_DAG_ID,
         EXAMPLE_DAG_ID,
         "funnel_invalid_broken",
+        "funnel_purge_retired",
         "funnel_restore_redis",
         "funnel_static_launch",
         "funnel_user_tags",

@@ -92,6 +92,7 @@ def test_dag_folder_imports_without_errors(catalog: Any) -> None:
     assert sorted(bag.dag_ids) == [
         DYNAMIC_DAG_ID,
         "funnel_example_big_spenders_consumer",
+        "funnel_purge_retired",
         "funnel_restore_redis",
         "funnel_static_launch_week",
         TAGS_DAG_ID,
@@ -112,6 +113,7 @@ def test_every_dag_survives_serialization_round_trip(catalog: Any) -> None:
         "funnel_static_launch_week": "once at 2026-11-20T09:00:00+00:00",
         TAGS_DAG_ID: "0 6 * * *",
         "funnel_restore_redis": "None",
+        "funnel_purge_retired": "30 3 * * *",
         "funnel_webhooks": "None",  # no subscription yet (tests/dags/test_webhooks_dag.py schedules it)
     }
 
@@ -286,3 +288,27 @@ def test_the_restore_dag_brings_back_every_segment_and_the_tags_after_redis_lost
     assert task_states(run) == {"restore_redis": "success"}
     assert {s: redis_live_members(redis_client, s) for s in before} == before
     assert wiring.redis_tag_store(redis_client).serving() == (1, 3000)
+
+
+def test_the_purge_dag_deletes_what_was_retired_over_the_horizon_ago(
+    catalog: Any, events: Any, redis_client: Any, mysql_conn: Any, airflow_db: None
+) -> None:
+    from funnel import wiring
+
+    bag = load_dagbag()
+    assert task_states(bag.dags[DYNAMIC_DAG_ID].test(logical_date=MORNING)) == {
+        "group_one": "success",
+        "group_zero": "success",
+    }
+    admin = wiring.segment_admin(mysql_conn)
+    admin.retire("group_one", "cli:ann")
+    admin.retire("group_zero", "cli:ann")
+    cur = mysql_conn.cursor()  # group_one was retired 100 days ago, group_zero just now
+    cur.execute("UPDATE funnel_segment_revisions SET at = at - INTERVAL 100 DAY WHERE segment_id = 'group_one'")
+    mysql_conn.commit()
+    assert task_states(load_dagbag().dags["funnel_purge_retired"].test(logical_date=MORNING)) == {
+        "purge_retired": "success"
+    }
+    assert (mysql_live_members(mysql_conn, "group_one"), redis_live_members(redis_client, "group_one")) == (set(), set())
+    assert len(redis_live_members(redis_client, "group_zero")) == 1000  # within change_history_days: kept
+    assert admin.history("group_one")[-1].change.value == "retired"  # its history stays

@@ -433,6 +433,7 @@ def test_a_catalog_outage_at_parse_builds_the_last_good_dags(
     assert during == healthy
     assert sorted(healthy) == [
         "funnel_dynamic_segments",
+        "funnel_purge_retired",
         "funnel_restore_redis",
         "funnel_static_b",
         "funnel_user_tags",

@@ -21,13 +21,22 @@ from airflow.timetables.events import EventsTimetable
 from funnel import settings, wiring
 from funnel.airflow.deadline_callback import DeadlineDag, slot_deadline
 from funnel.airflow.invalid_segment_operator import InvalidSegmentOperator
+from funnel.airflow.purge_operator import PurgeRetiredOperator
 from funnel.airflow.refresh_operators import CompositeRefreshOperator, SegmentRefreshOperator
 from funnel.airflow.restore_operator import RestoreRedisOperator
 from funnel.airflow.tag_load_operator import UserTagsLoadOperator
 from funnel.airflow.webhook_delivery_operator import WebhookDeliveryOperator
 from funnel.core.composite_expr import expression_in_words, parse_expression
 from funnel.core.composite_graph import composite_operands
-from funnel.core.dag_plan import DYNAMIC_START_DATE, RESTORE_DAG_ID, TAGS_DAG_ID, WEBHOOKS_DAG_ID, DagPlan, plan_dags
+from funnel.core.dag_plan import (
+    DYNAMIC_START_DATE,
+    PURGE_DAG_ID,
+    RESTORE_DAG_ID,
+    TAGS_DAG_ID,
+    WEBHOOKS_DAG_ID,
+    DagPlan,
+    plan_dags,
+)
 from funnel.core.errors import CatalogError, SegmentError
 from funnel.core.query_check import check_query
 from funnel.core.segment import Kind, Segment
@@ -196,6 +205,26 @@ def build_restore_dag() -> DAG:
     return dag
 
 
+def build_purge_dag(schedule: str = settings.PURGE_SCHEDULE) -> DAG:
+    """A DAG that deletes the data of segments retired over ``change_history_days`` ago, daily."""
+    dag = DAG(
+        dag_id=PURGE_DAG_ID,
+        schedule=schedule,
+        start_date=pendulum.instance(DYNAMIC_START_DATE, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=False,  # housekeeping nobody has to remember to switch on
+        tags=["funnel"],
+        description=f"Deletes the data of segments retired over change_history_days "
+        f"({settings.CHANGE_HISTORY_DAYS}) ago, at {schedule}",
+        doc_md="A retired segment (`segments retire`, `POST /v1/segments/{id}:retire`; `:restore` brings it back) "
+        "keeps its data for `change_history_days`; then this DAG deletes its MySQL rows and Redis keys. Its "
+        "revisions stay. By hand: `python -m funnel.cli segments purge`.",
+    )
+    PurgeRetiredOperator(task_id="purge_retired", dag=dag)
+    return dag
+
+
 WEBHOOKS_HOWTO = (
     "No enabled webhook subscription yet, so this DAG has no schedule. Add one with "
     "`python -m funnel.cli webhooks add SEGMENT URL` or `POST /v1/webhooks` (write scope); the next parse "
@@ -279,6 +308,8 @@ def build_dags(catalog: Catalog, only_dag_id: str | None = None) -> dict[str, DA
         dags[TAGS_DAG_ID] = build_tags_dag(settings.tag_query(), settings.TAG_SCHEDULE)
     if only_dag_id in (None, RESTORE_DAG_ID):
         dags[RESTORE_DAG_ID] = build_restore_dag()
+    if only_dag_id in (None, PURGE_DAG_ID):
+        dags[PURGE_DAG_ID] = build_purge_dag()
     for plan in plan_dags(catalog.segments, settings.DYNAMIC_SCHEDULE):
         if only_dag_id in (None, plan.dag_id):
             dags[plan.dag_id] = build_dag(plan)

@@ -74,7 +74,7 @@ def _saved(revision: Revision, preview: Preview | None, status_code: int = 200) 
     "the preview (write scope, or an Airflow login that may edit DAGs)",
     response_model=SavedRevision,
     responses={
-        **error_statuses(401, 403, 409, 422, 429, 503, 504),
+        **error_statuses(401, 403, 409, 413, 422, 429, 503, 504),
         **linked(201, "segment_id", "$response.body#/segment_id", "edit_segment", "list_revisions", "list_dependents"),
     },
 )
@@ -92,7 +92,7 @@ async def add_segment(
     "enabling changes; enabled: false is refused while a composite or webhook uses it (write scope, or an "
     "Airflow login that may edit DAGs)",
     response_model=SavedRevision,
-    responses=error_statuses(401, 403, 404, 409, 410, 422, 429, 503, 504),
+    responses=error_statuses(401, 403, 404, 409, 410, 413, 422, 429, 503, 504),
 )
 async def edit_segment(
     segment_id: SegmentIdPath,
@@ -114,7 +114,7 @@ async def edit_segment(
     summary="Replace a segment's definition (a field not sent is emptied; enabled defaults to true; its id and "
     "kind stay), previewed as an edit is (write scope, or an Airflow login that may edit DAGs)",
     response_model=SavedRevision,
-    responses=error_statuses(401, 403, 404, 409, 410, 422, 429, 503, 504),
+    responses=error_statuses(401, 403, 404, 409, 410, 413, 422, 429, 503, 504),
 )
 async def replace_segment(
     segment_id: SegmentIdPath,
@@ -158,7 +158,7 @@ async def _edited(
     summary="Retire a segment: no task, its answers 410, its data kept change_history_days; refused (409) "
     "while a composite or webhook uses it (write scope, or an Airflow login that may edit DAGs)",
     response_model=SegmentRevision,
-    responses=error_statuses(401, 403, 404, 409, 410, 422, 503),
+    responses=error_statuses(401, 403, 404, 409, 410, 413, 422, 503),
 )
 async def retire_segment(
     segment_id: SegmentIdPath, service: DefineService, actor: DefineActor, body: CommentBody | None = None
@@ -171,7 +171,7 @@ async def retire_segment(
     "/v1/segments/{segment_id}:restore",
     summary="Bring a retired segment back as it was (write scope, or an Airflow login that may edit DAGs)",
     response_model=SegmentRevision,
-    responses=error_statuses(401, 403, 404, 409, 422, 503),
+    responses=error_statuses(401, 403, 404, 409, 413, 422, 503),
 )
 async def restore_segment(
     segment_id: SegmentIdPath, service: DefineService, actor: DefineActor, body: CommentBody | None = None

@@ -23,7 +23,7 @@ router = APIRouter(tags=["preview"], route_class=JsonRoute)
     summary="What a segment, a query or a rule would hold and change, without writing anything (write scope, "
     "or an Airflow login that may edit DAGs)",
     response_model=PreviewAnswer,
-    responses=error_statuses(401, 403, 404, 422, 429, 503, 504),
+    responses=error_statuses(401, 403, 404, 413, 422, 429, 503, 504),
 )
 async def preview(body: PreviewBody, service: DefineService) -> Response:
     from funnel.services.preview_values import PreviewRequest  # Hive's client: loaded at the first preview

@@ -15,7 +15,7 @@ _MEANING = {
     404: "no such segment, webhook or path",
     409: "the segment has no such thing (a proxy segment has no versions; not computed yet)",
     410: "gone: a retired segment (retired_at says when), a cursor's version, or a time older than the history keeps",
-    413: "too many items in one request",
+    413: "too many items in one request, or a body over max_body_bytes",
     422: "the request is not valid: the answer names the field and the fix",
     429: "busy: try again after Retry-After seconds",
     503: "a store does not answer: try again after Retry-After seconds",

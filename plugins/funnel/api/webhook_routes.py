@@ -24,7 +24,7 @@ router = APIRouter(tags=["webhooks"], route_class=JsonRoute)
     summary="Subscribe a URL to a segment's changes; answers the signing secret this once (write scope)",
     response_model=NewWebhook,
     responses={
-        **error_statuses(401, 403, 422, 503),
+        **error_statuses(401, 403, 413, 422, 503),
         **linked(201, "webhook_id", "$response.body#/id", "list_deliveries", "patch_webhook", "delete_webhook"),
     },
 )
@@ -48,7 +48,7 @@ async def list_webhooks(request: Request) -> Response:
     "/v1/webhooks/{webhook_id}",
     summary='Pause or resume a subscription: {"enabled": true|false} (write scope)',
     response_model=Webhook,
-    responses=error_statuses(401, 403, 404, 422, 503),
+    responses=error_statuses(401, 403, 404, 413, 422, 503),
 )
 async def patch_webhook(webhook_id: WebhookIdPath, body: WebhookPatch, service: WriteService) -> Response:
     number = parse_webhook_id(webhook_id)

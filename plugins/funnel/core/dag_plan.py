@@ -16,6 +16,7 @@ DYNAMIC_DAG_ID = "funnel_dynamic_segments"
 TAGS_DAG_ID = "funnel_user_tags"
 RESTORE_DAG_ID = "funnel_restore_redis"
 WEBHOOKS_DAG_ID = "funnel_webhooks"
+PURGE_DAG_ID = "funnel_purge_retired"
 STATIC_DAG_PREFIX = "funnel_static_"
 #: A fixed start date for the dynamic DAG: constructor arguments never depend on the clock.
 DYNAMIC_START_DATE = dt.datetime(2024, 1, 1)

@@ -19,6 +19,8 @@ from funnel.core.templating import check_template
 from funnel.core.utc_time import as_utc, parse_utc
 
 NAME_MAX_LENGTH = 255
+#: A query's longest text in bytes (UTF-8): what the catalog's TEXT column holds.
+QUERY_MAX_BYTES = 65_535
 OWNER_MAX_LENGTH = 255
 #: A label: a lower-case slug ('-' and '.' allowed after the first character).
 LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -150,6 +152,14 @@ def _query(segment_id: str, raw: object) -> str:
     query = raw.strip().rstrip(";").strip()
     if not query:
         raise SegmentError(segment_id, "query", "is empty", _FIX_MISSING["query"])
+    size = len(query.encode("utf-8", "surrogatepass"))
+    if size > QUERY_MAX_BYTES:
+        raise SegmentError(
+            segment_id,
+            "query",
+            f"is {size:,} bytes long",
+            f"shorten it to {QUERY_MAX_BYTES:,} bytes (what funnel_segments.query holds): move lists into a table",
+        )
     check_template(segment_id, query)  # only the run's dates; no conn, var, ti or attribute walks
     return query
 

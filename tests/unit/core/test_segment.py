@@ -102,3 +102,11 @@ def test_owner_and_labels() -> None:
     assert segment.labels == ("growth", "nl")  # sorted, each once
     assert segment_from_row({**DYNAMIC, "owner": "", "labels": None}).labels == ()
     assert segment_from_row({**DYNAMIC, "owner": "  "}).owner is None
+
+
+def test_a_query_longer_than_the_catalog_column_is_refused_before_any_store() -> None:
+    long_list = ", ".join(str(i) for i in range(20_000))
+    with pytest.raises(SegmentError) as caught:
+        segment_from_row({**DYNAMIC, "query": f"SELECT user_id FROM t WHERE id IN ({long_list})"})
+    assert (caught.value.field, "bytes long" in str(caught.value)) == ("query", True)
+    assert "shorten it to 65,535 bytes" in str(caught.value)

@@ -159,9 +159,12 @@ function handle(err) {
 async function loadList() {
   document.body.dataset.state = "loading";
   loadWarnings();
-  const onlyStale = $("only-stale").checked;
+  const query = new URLSearchParams();
+  if ($("only-stale").checked) query.set("stale", "true");
+  if ($("filter-owner").value.trim()) query.set("owner", $("filter-owner").value.trim());
+  if ($("filter-label").value.trim()) query.set("label", $("filter-label").value.trim());
   try {
-    const body = await api(onlyStale ? "v1/segments?stale=true" : "v1/segments");
+    const body = await api(query.toString() ? `v1/segments?${query}` : "v1/segments");
     segments = body.segments || [];
     $("token-form").hidden = true;
     showProblem("");
@@ -425,6 +428,8 @@ async function checkMember(event) {
 function start() {
   $("reload").addEventListener("click", loadList);
   $("only-stale").addEventListener("change", loadList);
+  $("filter-owner").addEventListener("change", loadList);
+  $("filter-label").addEventListener("change", loadList);
   $("member-form").addEventListener("submit", checkMember);
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
