@@ -13,6 +13,7 @@ the row and the Airflow Variable can still be written by hand (the catalog reads
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ from funnel.core.errors import (
 )
 from funnel.core.query_check import rules_fingerprint
 from funnel.core.refresh_guards import share_violation
-from funnel.core.segment import Kind, Segment
+from funnel.core.segment import Kind, Segment, segment_from_row
 from funnel.core.segment_revisions import DEFINITION_FIELDS, Revision, changed_fields, definition
 from funnel.core.states import RevisionChange
 from funnel.core.utc_time import utc_now
@@ -135,10 +136,6 @@ class SegmentAdmin:
                 moved = changed_fields(definition(current), definition({**current, **changes}))
                 if _MEMBERSHIP_FIELDS & set(moved) and candidate.enabled:
                     self._previewed(candidate, preview, force)
-        if changes.get("enabled") is False:
-            using = self.dependents(segment_id)
-            if using:
-                raise SegmentInUse(segment_id, "disabled", using)
         if changes.get("segment_id", segment_id) != segment_id:
             raise SegmentError(
                 segment_id, "segment_id", "cannot change", "a segment's id is its identity: add a new segment instead"
@@ -151,6 +148,8 @@ class SegmentAdmin:
             number = latest.revision if latest is not None else 0
             if expect_revision is not None and expect_revision != number:
                 raise RevisionConflict(segment_id, expect_revision, number, latest.changed if latest else {})
+            if changes.get("enabled") is False:
+                self._refuse_in_use(segment_id, "disabled")
             kind = changes.get("kind", current["kind"])
             if kind != current["kind"]:
                 raise SegmentError(
@@ -181,14 +180,12 @@ class SegmentAdmin:
         """Retire the segment: its catalog row goes (no task; the API answers 410), its definition
         stays in the revision, its data is kept for ``change_history_days`` (``purge``).
         Refused while an enabled composite or webhook depends on it (``SegmentInUse``)."""
-        using = self.dependents(segment_id)
-        if using:
-            raise SegmentInUse(segment_id, "retired", using)
         try:
             current = self.store.row(segment_id, lock=True)
             latest = self.store.latest_revision(segment_id)
             if current is None:
                 raise self._missing(segment_id, latest)
+            self._refuse_in_use(segment_id, "retired")
             self.store.delete(segment_id)
             kept = definition(current)
             return self._record(segment_id, latest, RevisionChange.RETIRED, actor, kept, kept, comment)
@@ -259,23 +256,32 @@ class SegmentAdmin:
     def dependents(self, segment_id: str) -> list[str]:
         """What stops working without this segment: the enabled composites that use it, and the
         enabled webhook subscriptions on it."""
-        rows = self.store.rows()
-        if not any(row["segment_id"] == segment_id for row in rows):
-            latest = self.store.latest_revision(segment_id)
+        try:
+            rows = self.store.rows()
+            if not any(row["segment_id"] == segment_id for row in rows):
+                raise self._missing(segment_id, self.store.latest_revision(segment_id))
+            return self._using(segment_id, rows)
+        finally:
             self.store.commit()
-            raise self._missing(segment_id, latest)
-        self.store.commit()
+
+    # ------------------------------------------------------------------ inside
+
+    def _using(self, segment_id: str, rows: list[dict[str, Any]]) -> list[str]:
+        """``dependents`` in the caller's transaction (no commit)."""
         catalog = validate_rows(merge_rows(rows, self.variable_rows(), settings.CATALOG_VARIABLE), check_queries=False)
         using = [
             f"composite {segment.segment_id}"
             for segment in catalog.segments
             if segment.kind is Kind.COMPOSITE and segment.enabled and segment_id in composite_operands(segment)
         ]
-        hooks = self.webhooks.list(enabled_only=True)
-        using += [f"webhook {hook.id}" for hook in hooks if hook.segment_id == segment_id]
-        return using
+        return using + [f"webhook {number}" for number in self.webhooks.enabled_ids_on(segment_id)]
 
-    # ------------------------------------------------------------------ inside
+    def _refuse_in_use(self, segment_id: str, action: str) -> None:
+        """``SegmentInUse`` when something depends on the segment, read after its row's lock: a
+        composite added meanwhile locked its operands' rows first (``_checked``), so it is seen."""
+        using = self._using(segment_id, self.store.rows())
+        if using:
+            raise SegmentInUse(segment_id, action, using)
 
     def _previewed(self, segment: Segment, preview: Previewing, force: bool) -> None:
         """Preview the segment (its query on Hive, its rule over the tags or the operands); refuse
@@ -319,8 +325,11 @@ class SegmentAdmin:
     def _checked(self, segment_id: str, row: Mapping[str, Any]) -> Segment:
         """``row`` as a segment, checked with the whole catalog as the DAG factory checks it (its
         query parsed; the others' queries as they are). Raises its ``SegmentError``."""
-        others = [r for r in self.store.rows() if r["segment_id"] != segment_id]
         candidate = {name: row.get(name) for name in DEFINITION_FIELDS}
+        if candidate.get("kind") == Kind.COMPOSITE.value:  # its operands stay as read until commit
+            with contextlib.suppress(SegmentError):  # a bad rule: said below, as the catalog says it
+                self.store.lock_shared(composite_operands(segment_from_row(candidate)))
+        others = [r for r in self.store.rows() if r["segment_id"] != segment_id]
         rules = rules_fingerprint(settings.ALLOWED_FUNCTIONS)
         checked = {catalog_snapshot.query_digest(r["query"], rules) for r in others if r.get("query")}
         rows = merge_rows([*others, candidate], self.variable_rows(), settings.CATALOG_VARIABLE)

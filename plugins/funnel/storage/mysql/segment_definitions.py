@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from funnel.core.segment import Segment
@@ -100,6 +101,18 @@ class DefinitionStore:
         columns = ", ".join(f"{name} = %s" for name in DEFINITION_FIELDS[1:])
         values = _stored(segment)
         cur.execute(f"UPDATE {layout.SEGMENTS_TABLE} SET {columns} WHERE segment_id = %s", (*values[1:], values[0]))
+
+    def lock_shared(self, segment_ids: Iterable[str]) -> None:
+        """Hold a shared lock on these rows until commit or rollback (a composite's operands: a
+        disable or retire of one waits, then sees the composite)."""
+        ids = sorted(set(segment_ids))
+        if ids:
+            cur = self.conn.cursor()
+            cur.execute(
+                f"SELECT segment_id FROM {layout.SEGMENTS_TABLE} WHERE segment_id IN ({', '.join(['%s'] * len(ids))})"
+                " LOCK IN SHARE MODE",
+                tuple(ids),
+            )
 
     def delete(self, segment_id: str) -> None:
         """Remove the segment's row (a retire: its definition stays in its revisions)."""

@@ -118,6 +118,14 @@ class WebhookStore:
         self.conn.commit()
         return found
 
+    def enabled_ids_on(self, segment_id: str) -> list[int]:
+        """The enabled subscriptions on the segment, in the caller's transaction (no commit)."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT id FROM {layout.WEBHOOKS_TABLE} WHERE enabled AND segment_id = %s ORDER BY id", (segment_id,)
+        )
+        return [int(row[0]) for row in cur.fetchall()]
+
     def set_enabled(self, webhook_id: int, enabled: bool) -> Webhook:
         self.get(webhook_id)
         cur = self.conn.cursor()
