@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_stack import AirflowClient, AirflowStack, StackSettings, eventually, parse_time
+from airflow_stack import AirflowClient, AirflowStack, StackSettings, clear_of_the_next_slot, eventually, parse_time
 from helpers import hive_execute, hive_first_column, insert_segments, mysql_live_members, redis_live_members
 
 from funnel.core.dag_plan import DYNAMIC_DAG_ID
@@ -203,21 +203,6 @@ def task_log(stack: AirflowStack, run_id: str, task_id: str) -> str:
     return "".join(path.read_text(errors="replace") for path in sorted(folder.glob("attempt=*.log")))
 
 
-def clear_of_the_next_slot(airflow: AirflowClient, margin: dt.timedelta) -> None:
-    """Let every scheduled run due now or within ``margin`` be created and finish (right after
-    the unpause, the latest past slot's), so a real 09:00 / 18:00 slot crosses no expectation."""
-    while True:
-        due = parse_time((airflow.dag(DYNAMIC_DAG_ID) or {}).get("next_dagrun_run_after"))
-        if due is None or due - dt.datetime.now(dt.UTC) > margin:
-            return
-        eventually(
-            lambda due=due: any(parse_time(r["logical_date"]) == due for r in airflow.runs(DYNAMIC_DAG_ID)),
-            margin.total_seconds() + PARSE_TIMEOUT,
-            f"the scheduled run of {due}",
-        )
-        airflow.wait_until_idle(DYNAMIC_DAG_ID, RUN_TIMEOUT)
-
-
 # ---------------------------------------------------------------- the tests
 
 
@@ -240,7 +225,7 @@ def test_segment_tasks_spread_over_the_workers_within_the_pool(
     pool = airflow.request("GET", "/api/v2/pools/funnel_hive")
     assert pool["slots"] == POOL_SLOTS
     airflow.set_paused(DYNAMIC_DAG_ID, False)
-    clear_of_the_next_slot(airflow, dt.timedelta(minutes=3))
+    clear_of_the_next_slot(airflow, DYNAMIC_DAG_ID, dt.timedelta(minutes=3), PARSE_TIMEOUT, RUN_TIMEOUT)
 
     run = airflow.trigger(DYNAMIC_DAG_ID)
     run = airflow.wait_for_run(DYNAMIC_DAG_ID, run["dag_run_id"], RUN_TIMEOUT)
@@ -273,7 +258,7 @@ def test_a_second_refresh_of_a_segment_on_another_worker_waits_for_the_lock_then
     mysql.cursor().execute(f"UPDATE {layout.SEGMENTS_TABLE} SET enabled = FALSE WHERE segment_id LIKE 'cel\\_%'")
     insert_segments(mysql, {"segment_id": SLOW_ID, "name": SLOW_ID, "kind": "dynamic", "query": SLOW_QUERY})
     eventually(lambda: airflow.task_ids(DYNAMIC_DAG_ID) == [SLOW_ID], PARSE_TIMEOUT, "the slow segment alone")
-    clear_of_the_next_slot(airflow, dt.timedelta(minutes=3))
+    clear_of_the_next_slot(airflow, DYNAMIC_DAG_ID, dt.timedelta(minutes=3), PARSE_TIMEOUT, RUN_TIMEOUT)
 
     # Run 1 (now) refreshes the segment; once it holds the lock (its attempt is recorded), a
     # backfill of a past slot refreshes the same segment: another run, so another worker's task.
