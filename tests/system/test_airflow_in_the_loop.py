@@ -183,7 +183,7 @@ def test_a_disabled_row_loses_its_task_and_keeps_its_members(
 def test_backfill_runs_four_slots_in_order_and_never_rolls_a_segment_back(
     airflow: AirflowClient, airflow_stack: AirflowStack, system_mysql: Any, system_redis: Any, events: Any
 ) -> None:
-    clear_of_the_next_slot(airflow, dt.timedelta(minutes=3))
+    clear_of_the_next_slot(airflow, DYNAMIC_DAG_ID, dt.timedelta(minutes=3), PARSE_TIMEOUT, RUN_TIMEOUT)
     # The warehouse moves on: recomputing sys_zero now would give other members.
     hive_execute(
         events,
