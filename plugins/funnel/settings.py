@@ -7,9 +7,10 @@ Each is read from the ``[funnel]`` section of Airflow's configuration, so the us
 from __future__ import annotations
 
 import os
-import re
 
 from airflow.sdk import conf
+
+from funnel.core.ids import NAME_SLUG_PATTERN
 
 SECTION = "funnel"
 
@@ -202,7 +203,7 @@ def api_tokens() -> dict[str, tuple[str, str]]:
                 "[funnel] api_tokens: each entry must be '[name=]read:<token>' or '[name=]write:<token>', "
                 "comma-separated (e.g. 'crm-sync=write:<token>')"
             )
-        if name and (not _TOKEN_NAME.fullmatch(name) or name in named):
+        if name and (not NAME_SLUG_PATTERN.fullmatch(name) or name in named):
             raise ValueError(
                 f"[funnel] api_tokens: the token name {name[:70]!r} is {'taken' if name in named else 'not a slug'}. "
                 "Fix: give each token its own name of lower-case letters, digits, '-', '_' or '.'"
@@ -210,9 +211,6 @@ def api_tokens() -> dict[str, tuple[str, str]]:
         named.add(name)
         tokens[token] = (scope, name or f"{scope}-token")
     return tokens
-
-
-_TOKEN_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 #: Webhooks (``funnel.services.webhook_delivery``): ids per delivered batch; attempts per batch within one run of

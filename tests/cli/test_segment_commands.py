@@ -203,6 +203,10 @@ def test_retire_restore_and_purge_after_the_horizon(
     code, out, _ = run(capsys, "purge", "--days", "0")
     assert (code, out.strip()) == (0, "purged 1 segments retired over 0 days ago: old")
     assert (rows("old"), rows("kept")) == (0, 2)
+    cur = mysql_conn.cursor()  # its version numbers stay taken: a restore never hands them out again
+    cur.execute("SELECT DISTINCT state FROM funnel_segment_versions WHERE segment_id = 'old'")
+    assert cur.fetchall() == (("dropped",),)
+    mysql_conn.commit()
     assert redis_client.exists(layout.members_key("old"), layout.meta_key("old")) == 0
     assert redis_client.exists(layout.members_key("kept")) == 1
     assert [r["change"] for r in history(capsys, "old")] == ["created", "retired", "restored", "retired"]

@@ -55,7 +55,7 @@ def add_parsers(sub: Any) -> None:
         toggling.add_argument("segment_id")
         toggling.add_argument("--comment")
     purging = actions.add_parser("purge", help="delete the data of segments retired over change_history_days ago")
-    purging.add_argument("--days", type=float, help="the horizon in days (default: change_history_days)")
+    purging.add_argument("--days", type=_days, help="the horizon in days (default: change_history_days)")
 
 
 def _field_flags(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +80,13 @@ def _field_flags(parser: argparse.ArgumentParser) -> None:
         help="save without previewing the query or rule first (the preview runs it on Hive)",
     )
     parser.add_argument("--force", action="store_true", help="save even a segment over max_share_of_users")
+
+
+def _days(text: str) -> float:
+    days = float(text)
+    if not days >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 or more)")
+    return days
 
 
 def _read(path: str) -> str:

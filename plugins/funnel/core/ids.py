@@ -13,6 +13,8 @@ from funnel.core.errors import UserIdRefused
 #: A segment id: a lower-case slug. The whole id must match (``fullmatch``: ``$`` alone would let a
 #: trailing newline through).
 SEGMENT_ID_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+#: A name of up to 64 lower-case letters, digits, '_', '-' and '.': a segment's label, a token's name.
+NAME_SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 SEGMENT_ID_MAX_LENGTH = 64
 
 #: Longest user id the MySQL store accepts (column width).

@@ -8,13 +8,12 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from funnel.core.errors import SegmentError, TimeRefused
-from funnel.core.ids import SEGMENT_ID_MAX_LENGTH, SEGMENT_ID_PATTERN
+from funnel.core.ids import NAME_SLUG_PATTERN, SEGMENT_ID_MAX_LENGTH, SEGMENT_ID_PATTERN
 from funnel.core.templating import check_template
 from funnel.core.utc_time import as_utc, parse_utc
 
@@ -23,7 +22,7 @@ NAME_MAX_LENGTH = 255
 QUERY_MAX_BYTES = 65_535
 OWNER_MAX_LENGTH = 255
 #: A label: a lower-case slug ('-' and '.' allowed after the first character).
-LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+LABEL_PATTERN = NAME_SLUG_PATTERN
 LABELS_MAX = 20
 
 

@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from funnel.core.errors import TimeRefused
 from funnel.core.segment import Segment
 from funnel.core.states import RevisionChange
-from funnel.core.utc_time import as_utc
+from funnel.core.utc_time import as_utc, parse_utc
 
 #: The columns of a catalog row (``funnel_segments``, the Airflow Variable's objects).
 DEFINITION_FIELDS = (
@@ -57,6 +58,11 @@ def digest(definition: Mapping[str, Any]) -> str:
 def _json_value(name: str, value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return as_utc(value).isoformat()  # MySQL's DATETIME is naive UTC
+    if name == "run_at" and isinstance(value, str):
+        try:
+            return parse_utc(value).isoformat()  # one spelling of a time, whoever wrote it
+        except TimeRefused:
+            return value  # not a time: kept as written (the catalog refuses it, naming the field)
     if name == "labels":
         if isinstance(value, str):
             try:
@@ -133,7 +139,8 @@ def catalog_revisions(
     for segment_id, now_definition in sorted(current.items()):
         last = latest.get(segment_id)
         retired = last is not None and last.change is RevisionChange.RETIRED
-        if last is not None and not retired and digest(last.definition) == digest(now_definition):
+        # definition(): a revision written by an older funnel lacks newer fields or spelled a time otherwise
+        if last is not None and not retired and digest(definition(last.definition)) == digest(now_definition):
             continue
         before = {} if last is None or retired else last.definition
         number = 1 if last is None else last.revision + 1

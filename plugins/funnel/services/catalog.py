@@ -217,7 +217,8 @@ def load_catalog(hook: FunnelMySqlHook, snapshot_path: str | None = None) -> Cat
     if not from_snapshot and not variable_errors:  # an unreadable Variable would look like deletions
         sources = catalog_snapshot.sources_digest(mysql_rows, variable_rows)
         present = {row.get("segment_id") for row in [*mysql_rows, *variable_rows]}
-        if sources != recorded and _record_changes(hook, catalog, present):
+        from_mysql = {row["segment_id"] for row in mysql_rows if isinstance(row.get("segment_id"), str)}
+        if sources != recorded and _record_changes(hook, catalog, present, from_mysql):
             recorded = sources
     fresh = catalog_snapshot.Snapshot(mysql_rows, frozenset(catalog.checked_queries), recorded)
     if not from_snapshot and fresh != last_good:  # an unchanged catalog costs no write
@@ -225,7 +226,7 @@ def load_catalog(hook: FunnelMySqlHook, snapshot_path: str | None = None) -> Cat
     return catalog
 
 
-def _record_changes(hook: FunnelMySqlHook, catalog: Catalog, present: set[Any]) -> bool:
+def _record_changes(hook: FunnelMySqlHook, catalog: Catalog, present: set[Any], from_mysql: set[str]) -> bool:
     """Record the catalog's changes made outside the write path as revisions by ``catalog``
     (``segment_definitions.record_catalog_changes``): run by a parse only when the sources moved.
     Never fails the parse: False (tried again at the next parse) when MySQL refuses."""
@@ -234,7 +235,7 @@ def _record_changes(hook: FunnelMySqlHook, catalog: Catalog, present: set[Any]) 
     try:
         conn = hook.get_conn()
         try:
-            added = record_catalog_changes(conn, valid, unreadable, utc_now())
+            added = record_catalog_changes(conn, valid, unreadable, from_mysql, utc_now())
         finally:
             conn.close()
     except Exception as exc:

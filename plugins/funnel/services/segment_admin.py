@@ -46,7 +46,7 @@ from funnel.storage.mysql.webhook_store import WebhookStore
 
 _FIELDS = ", ".join(DEFINITION_FIELDS)
 #: The fields whose change can change who is a member: a change of one is previewed.
-_MEMBERSHIP_FIELDS = frozenset({"kind", "query", "run_at", "rule", "enabled"})
+MEMBERSHIP_FIELDS = frozenset({"kind", "query", "run_at", "rule", "enabled"})
 #: Runs a preview (``Previewer.preview``), however the door runs it.
 Previewing = Callable[[PreviewRequest], Preview]
 log = logging.getLogger(__name__)
@@ -128,13 +128,13 @@ class SegmentAdmin:
         change of what decides membership is previewed first with ``preview``."""
         _known_fields(segment_id, changes)
         self.last_preview = None
-        if preview is not None and any(name in _MEMBERSHIP_FIELDS for name in changes):
+        if preview is not None and any(name in MEMBERSHIP_FIELDS for name in changes):
             current = self.store.row(segment_id)
             self.store.commit()
             if current is not None and changes.get("kind", current["kind"]) == current["kind"]:
                 candidate = self._checked(segment_id, {**current, **changes})
                 moved = changed_fields(definition(current), definition({**current, **changes}))
-                if _MEMBERSHIP_FIELDS & set(moved) and candidate.enabled:
+                if MEMBERSHIP_FIELDS & set(moved) and candidate.enabled:
                     self._previewed(candidate, preview, force)
         if changes.get("segment_id", segment_id) != segment_id:
             raise SegmentError(
@@ -185,6 +185,13 @@ class SegmentAdmin:
             latest = self.store.latest_revision(segment_id)
             if current is None:
                 raise self._missing(segment_id, latest)
+            if any(row.get("segment_id") == segment_id for row in self.variable_rows()):
+                raise SegmentError(
+                    segment_id,
+                    "segment_id",
+                    f"is also defined in the Airflow Variable {settings.CATALOG_VARIABLE}, which would take its place",
+                    "delete it from the Variable first, then retire it",
+                )
             self._refuse_in_use(segment_id, "retired")
             self.store.delete(segment_id)
             kept = definition(current)
@@ -214,7 +221,12 @@ class SegmentAdmin:
         """Delete the data of every segment retired more than ``horizon_days`` ago (MySQL's rows,
         then its Redis keys through ``forget_keys``); its revisions stay. Returns their ids."""
         purged = []
-        for segment_id in sorted(self.retired(self.now() - dt.timedelta(days=horizon_days))):
+        horizon = self.now() - dt.timedelta(days=horizon_days)
+        for segment_id in sorted(self.retired(horizon)):
+            latest, row = self.store.latest_revision(segment_id), self.store.row(segment_id)
+            self.store.commit()
+            if row is not None or latest is None or latest.change is not RevisionChange.RETIRED:
+                continue  # restored (or added again) since the list was read
             rows = purge_segment_rows(self.store.conn, segment_id)
             forget_keys(segment_id)
             log.info("funnel: purged retired segment %r (%d MySQL rows and its Redis keys)", segment_id, rows)
@@ -326,10 +338,17 @@ class SegmentAdmin:
         """``row`` as a segment, checked with the whole catalog as the DAG factory checks it (its
         query parsed; the others' queries as they are). Raises its ``SegmentError``."""
         candidate = {name: row.get(name) for name in DEFINITION_FIELDS}
-        if candidate.get("kind") == Kind.COMPOSITE.value:  # its operands stay as read until commit
+        operands: tuple[str, ...] = ()
+        if candidate.get("kind") == Kind.COMPOSITE.value:
             with contextlib.suppress(SegmentError):  # a bad rule: said below, as the catalog says it
-                self.store.lock_shared(composite_operands(segment_from_row(candidate)))
-        others = [r for r in self.store.rows() if r["segment_id"] != segment_id]
+                operands = composite_operands(segment_from_row(candidate))
+        locked = {r["segment_id"]: r for r in self.store.lock_shared(operands)}  # held, and as committed now
+        others = [
+            locked.get(r["segment_id"], r)
+            for r in self.store.rows()
+            if r["segment_id"] != segment_id and (r["segment_id"] not in operands or r["segment_id"] in locked)
+        ]
+        others += [r for sid, r in locked.items() if sid not in {o["segment_id"] for o in others}]
         rules = rules_fingerprint(settings.ALLOWED_FUNCTIONS)
         checked = {catalog_snapshot.query_digest(r["query"], rules) for r in others if r.get("query")}
         rows = merge_rows([*others, candidate], self.variable_rows(), settings.CATALOG_VARIABLE)

@@ -14,8 +14,15 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from funnel.core.segment import Segment
-from funnel.core.segment_revisions import DEFINITION_FIELDS, Revision, catalog_revisions, digest
+from funnel.core.errors import SegmentError
+from funnel.core.segment import Segment, segment_from_row
+from funnel.core.segment_revisions import (
+    DEFINITION_FIELDS,
+    Revision,
+    catalog_revisions,
+    digest,
+    segment_definition,
+)
 from funnel.core.states import RevisionChange
 from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout
@@ -32,19 +39,46 @@ def catalog_rows(conn: Any) -> list[dict[str, Any]]:
 
 
 def record_catalog_changes(
-    conn: Any, current: dict[str, dict[str, Any]], unreadable: set[str], now: dt.datetime
+    conn: Any, current: dict[str, dict[str, Any]], unreadable: set[str], mysql_ids: set[str], now: dt.datetime
 ) -> list[Revision]:
     """Record what changed in the catalog outside the write path (``catalog_revisions``), in one
-    transaction; a revision another parse recorded first is skipped. Returns those added."""
+    transaction; a revision another parse recorded first is skipped. Returns those added.
+
+    ``current``: the parse's valid definitions; ``mysql_ids``: the ids it read from MySQL. A row
+    the write path changed since the parse read it (added, edited, retired) is left to the next
+    parse: the revisions and the rows are read here in one snapshot, so what is recorded is what
+    the table holds beside its revisions, never the parse's older copy."""
     store = DefinitionStore(conn)
     try:
-        found = catalog_revisions(current, store.latest_revisions(), unreadable, now)
+        latest = store.latest_revisions()
+        rows_now = {row["segment_id"]: row for row in store.rows()}
+        moved = {
+            segment_id
+            for segment_id in mysql_ids | set(rows_now)
+            if _digest_or_none(current.get(segment_id)) != _digest_or_none(_valid_definition(rows_now.get(segment_id)))
+        }
+        kept = {segment_id: found for segment_id, found in current.items() if segment_id not in moved}
+        found = catalog_revisions(kept, latest, unreadable | moved, now)
         added = [revision for revision in found if store.add_revision(revision, unless_taken=True)]
         store.commit()
     except BaseException:
         store.rollback()
         raise
     return added
+
+
+def _valid_definition(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row's definition as a valid segment's (``segment_definition``); None: gone or invalid."""
+    if row is None:
+        return None
+    try:
+        return segment_definition(segment_from_row(row))
+    except SegmentError:
+        return None
+
+
+def _digest_or_none(found: dict[str, Any] | None) -> str | None:
+    return None if found is None else digest(found)
 
 
 def _stored(segment: Segment) -> tuple[Any, ...]:
@@ -102,17 +136,21 @@ class DefinitionStore:
         values = _stored(segment)
         cur.execute(f"UPDATE {layout.SEGMENTS_TABLE} SET {columns} WHERE segment_id = %s", (*values[1:], values[0]))
 
-    def lock_shared(self, segment_ids: Iterable[str]) -> None:
-        """Hold a shared lock on these rows until commit or rollback (a composite's operands: a
-        disable or retire of one waits, then sees the composite)."""
+    def lock_shared(self, segment_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Hold a shared lock on these rows until commit or rollback, and return them as they are
+        now (a locking read sees the latest commit, whatever this transaction's snapshot): a
+        composite's operands, so that a disable or retire of one waits for the composite, and
+        the composite sees one committed before."""
         ids = sorted(set(segment_ids))
-        if ids:
-            cur = self.conn.cursor()
-            cur.execute(
-                f"SELECT segment_id FROM {layout.SEGMENTS_TABLE} WHERE segment_id IN ({', '.join(['%s'] * len(ids))})"
-                " LOCK IN SHARE MODE",
-                tuple(ids),
-            )
+        if not ids:
+            return []
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM {layout.SEGMENTS_TABLE} WHERE segment_id IN ({', '.join(['%s'] * len(ids))})"
+            " LOCK IN SHARE MODE",
+            tuple(ids),
+        )
+        return [dict(zip(DEFINITION_FIELDS, row, strict=True)) for row in cur.fetchall()]
 
     def delete(self, segment_id: str) -> None:
         """Remove the segment's row (a retire: its definition stays in its revisions)."""

@@ -67,10 +67,26 @@ function previewInWords(preview) {
   return `Preview: ${size}${sample}${change}.${refused}`;
 }
 
-function openEditor(segment) {
+// Open the form: empty (add), or on a segment (edit) as its latest revision defines it (what
+// MySQL holds now, and the revision its If-Match names); Save waits until that is read.
+async function openEditor(segment) {
   editing.segmentId = segment ? segment.segment_id : null;
-  editing.original = segment ? formValues(segment) : null;
   editing.revision = null;
+  editing.original = segment ? formValues(segment) : null;
+  $("f-save").disabled = Boolean(segment);
+  $("editor").dataset.state = "loading";
+  if (segment) {
+    try {
+      const revisions = (await api(segmentPath(segment.segment_id, "/revisions"))).revisions || [];
+      const latest = revisions[revisions.length - 1];
+      if (latest) {
+        editing.revision = latest.revision;
+        editing.original = formValues(latest.definition);
+      }
+    } catch (err) {
+      editing.revision = null; // no history readable: saved without If-Match, from the served copy
+    }
+  }
   $("f-title").textContent = segment ? `Edit ${segment.segment_id}` : "Add a segment";
   for (const name of FORM_FIELDS) formField(name).value = segment ? editing.original[name] : "";
   if (!segment) formField("kind").value = "dynamic";
@@ -80,21 +96,12 @@ function openEditor(segment) {
   showFormMessage("");
   showPreview("");
   $("editor").hidden = false;
+  $("f-save").disabled = false;
   $("editor").dataset.state = "open";
-  if (segment) {
-    api(segmentPath(segment.segment_id, "/revisions"))
-      .then((body) => {
-        const revisions = body.revisions || [];
-        editing.revision = revisions.length ? revisions[revisions.length - 1].revision : null;
-      })
-      .catch(() => {
-        editing.revision = null;
-      });
-  }
   formField(segment ? "name" : "segment_id").focus();
 }
 
-// A segment as GET /v1/segments/{id} shows it, as the form's text fields.
+// A definition (GET /v1/segments/{id}, or a revision's), as the form's text fields.
 function formValues(segment) {
   return {
     segment_id: segment.segment_id,
