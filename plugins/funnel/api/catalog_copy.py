@@ -1,9 +1,11 @@
 """The catalog copy the API serves from: every served segment as an ``Entry``, read from MySQL
 (``read_catalog``) and kept in memory by ``CatalogCopy``, which re-reads it in the background.
 
-The first request reads the catalog; later, once ``api_catalog_ttl_seconds`` have passed, a
-re-read runs in the background while requests go on with the copy they have, so a slow or
-unreachable MySQL never holds up an answer Redis can give. A failed re-read keeps the last copy.
+The first request reads the catalog and starts this worker's keeper: a task that re-reads it
+every ``api_catalog_ttl_seconds`` whatever the traffic (in a worker thread: the event loop never
+waits for MySQL), so the copy is never older than that plus one read, even after a quiet
+spell. Requests go on with the copy they have, so a slow or unreachable MySQL never holds up an
+answer Redis can give. A failed re-read keeps the last copy.
 What the hot paths look up per request (whether a segment has a live version, is past its
 freshness objective, which segments are enabled) is worked out once per copy, when it is read.
 """
@@ -29,6 +31,8 @@ from funnel.services.catalog import serving_catalog
 from funnel.storage import layout
 
 log = logging.getLogger(__name__)
+#: The keeper never re-reads more often than this, whatever the TTL (0 would spin).
+_KEEPER_MIN_PAUSE = 0.1
 
 
 @dataclass(frozen=True)
@@ -126,33 +130,50 @@ class CatalogCopy:
     def __init__(self) -> None:
         self._view = CatalogView()
         self._read_at = -1.0
-        self._rereading: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._expired = 0  # how many times ``expire`` was called: a re-read begun before one is dropped
 
     async def view(self) -> CatalogView:
-        """The copy in hand; the first call waits for the first read."""
+        """The copy in hand; the first call (and the first after ``expire``) waits for a read."""
         if self._read_at < 0:
             async with self._lock:
                 if self._read_at < 0:
                     self._view = await asyncio.to_thread(read_catalog)
                     self._read_at = time.monotonic()
-        elif time.monotonic() - self._read_at >= settings.API_CATALOG_TTL_SECONDS and self._rereading is None:
-            self._rereading = asyncio.create_task(self._reread())
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep_fresh(), name="funnel-catalog-keeper")
         return self._view
 
     def expire(self) -> None:
         """Read the catalog again at the next request (after this worker changed a definition)."""
-        if self._rereading is None:
-            self._read_at = -1.0
+        self._read_at = -1.0
+        self._expired += 1
+
+    def close(self) -> None:
+        """Stop the keeper (the app is shutting down)."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+
+    async def _keep_fresh(self) -> None:
+        """Re-read every ``api_catalog_ttl_seconds``, requests or not."""
+        while True:
+            ttl = max(settings.API_CATALOG_TTL_SECONDS, _KEEPER_MIN_PAUSE)
+            due = self._read_at + ttl - time.monotonic()
+            await asyncio.sleep(ttl if self._read_at < 0 else max(due, _KEEPER_MIN_PAUSE))
+            if self._read_at >= 0 and time.monotonic() - self._read_at >= settings.API_CATALOG_TTL_SECONDS:
+                await self._reread()
 
     async def _reread(self) -> None:
+        began = self._expired
         try:
-            self._view = await asyncio.to_thread(read_catalog)
+            view = await asyncio.to_thread(read_catalog)
         except Exception as exc:
             log.warning("funnel API: cannot re-read the catalog (%s); serving the last copy", exc)
-        finally:
-            self._read_at = time.monotonic()  # the next try waits a TTL too
-            self._rereading = None
+            view = self._view
+        if began == self._expired:  # else it may predate a change this worker made: the next request reads
+            self._view, self._read_at = view, time.monotonic()  # the next try waits a TTL too
 
     async def entry(self, segment_id: str) -> Entry:
         """The served segment, or ``SegmentRetired`` (410), or ``UnknownSegment`` (saying so when

@@ -63,6 +63,7 @@ class Service:
         self._pool_checked: tuple[float, str | None] | None = None  # (when, the missing pool in words)
 
     async def close(self) -> None:
+        self._catalog.close()
         self.restorer.close()
         self._previews.close()
         self._mysql.close()
