@@ -28,7 +28,7 @@ from funnel.core.segment_revisions import Revision
 from funnel.core.user_events import Event
 from funnel.core.utc_time import utc_now
 from funnel.services.event_ingest import ingest
-from funnel.services.segment_admin import MEMBERSHIP_FIELDS
+from funnel.services.segment_admin import moves_membership
 from funnel.services.webhook_admin import subscribe
 from funnel.storage import layout
 from funnel.storage.mysql import membership_history, segment_timeline
@@ -285,7 +285,7 @@ class Service:
             revision = admin.edit(segment_id, changes, actor, expect_revision, comment, preview=previewing, force=force)
             return revision if revision is not None else admin.show(segment_id)[1]
 
-        previews = preview and bool(MEMBERSHIP_FIELDS & set(changes))  # a rename holds no preview slot
+        previews = preview and moves_membership(changes)  # a rename holds no preview slot
         saved = await self._definitions(write, previews)
         self._catalog.expire()
         return saved

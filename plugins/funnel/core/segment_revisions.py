@@ -51,7 +51,12 @@ def segment_definition(segment: Segment) -> dict[str, Any]:
 
 def digest(definition: Mapping[str, Any]) -> str:
     """The definition's SHA-256 (hex): equal definitions, equal digests, whatever the key order."""
-    text = json.dumps(dict(definition), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json_digest(dict(definition))
+
+
+def json_digest(value: Any) -> str:
+    """SHA-256 (hex) of ``value`` as canonical JSON (keys sorted, no spaces; other values as text)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -47,6 +47,13 @@ from funnel.storage.mysql.webhook_store import WebhookStore
 _FIELDS = ", ".join(DEFINITION_FIELDS)
 #: The fields whose change can change who is a member: a change of one is previewed.
 MEMBERSHIP_FIELDS = frozenset({"kind", "query", "run_at", "rule", "enabled"})
+
+
+def moves_membership(changes: Mapping[str, Any]) -> bool:
+    """Whether ``changes`` name a field that decides membership (so an edit is previewed)."""
+    return not MEMBERSHIP_FIELDS.isdisjoint(changes)
+
+
 #: Runs a preview (``Previewer.preview``), however the door runs it.
 Previewing = Callable[[PreviewRequest], Preview]
 log = logging.getLogger(__name__)
@@ -128,7 +135,7 @@ class SegmentAdmin:
         change of what decides membership is previewed first with ``preview``."""
         _known_fields(segment_id, changes)
         self.last_preview = None
-        if preview is not None and any(name in MEMBERSHIP_FIELDS for name in changes):
+        if preview is not None and moves_membership(changes):
             current = self.store.row(segment_id)
             self.store.commit()
             if current is not None and changes.get("kind", current["kind"]) == current["kind"]:

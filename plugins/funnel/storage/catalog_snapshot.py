@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from funnel.core.segment_revisions import json_digest
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -36,8 +38,7 @@ class Snapshot:
 
 def sources_digest(mysql_rows: list[dict[str, Any]], variable_rows: list[dict[str, Any]]) -> str:
     """The catalog's sources' identity: both lists of rows as JSON values."""
-    text = json.dumps([mysql_rows, variable_rows], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_digest([mysql_rows, variable_rows])
 
 
 def query_digest(query: str, rules: str = "") -> str:

@@ -29,6 +29,11 @@ from funnel.storage import layout
 
 _COLUMNS = ", ".join(DEFINITION_FIELDS)
 _FAR_FUTURE = dt.datetime(9999, 1, 1)
+#: Joined to the revisions as ``r``: keeps each segment's latest revision only.
+_LATEST_ONLY = (
+    f"JOIN (SELECT segment_id AS id, MAX(revision) AS latest FROM {layout.REVISIONS_TABLE} GROUP BY segment_id) l"
+    " ON l.id = r.segment_id AND l.latest = r.revision"
+)
 
 
 def catalog_rows(conn: Any) -> list[dict[str, Any]]:
@@ -162,9 +167,7 @@ class DefinitionStore:
         retired; ``before``: only those retired before then."""
         cur = self.conn.cursor()
         cur.execute(
-            f"SELECT r.segment_id, r.at FROM {layout.REVISIONS_TABLE} r"
-            f" JOIN (SELECT segment_id, MAX(revision) AS latest FROM {layout.REVISIONS_TABLE}"
-            "  GROUP BY segment_id) l ON l.segment_id = r.segment_id AND l.latest = r.revision"
+            f"SELECT r.segment_id, r.at FROM {layout.REVISIONS_TABLE} r {_LATEST_ONLY}"
             f" LEFT JOIN {layout.SEGMENTS_TABLE} s ON s.segment_id = r.segment_id"
             " WHERE r.change_type = %s AND s.segment_id IS NULL AND r.at < %s",
             (RevisionChange.RETIRED.value, to_naive_utc(before) if before else _FAR_FUTURE),
@@ -188,12 +191,7 @@ class DefinitionStore:
 
     def latest_revisions(self) -> dict[str, Revision]:
         """Every segment's latest revision (a parse compares the catalog with them)."""
-        found = self._revisions(
-            "",
-            (),
-            join=f"JOIN (SELECT segment_id AS id, MAX(revision) AS latest FROM {layout.REVISIONS_TABLE}"
-            " GROUP BY segment_id) l ON l.id = r.segment_id AND l.latest = r.revision",
-        )
+        found = self._revisions("", (), join=_LATEST_ONLY)
         return {revision.segment_id: revision for revision in found}
 
     def add_revision(self, revision: Revision, *, unless_taken: bool = False) -> bool:
