@@ -62,6 +62,8 @@ HERE = Path(__file__).resolve().parent
 HEALTH_KEYS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 STATE_FILE = "stack.json"
 LOG_DIR = "stack-logs"
+# Airflow answers 503 "Database is locked" while SQLite is busy with another writer; try again this long.
+SQLITE_LOCKED_PATIENCE_SECONDS = 60
 #: Variables that name the stack's data; taken from the caller's environment they would point the
 #: stack at someone else's database (the test suite sets some of them for its own use).
 _NOT_INHERITED_PREFIXES = ("AIRFLOW", "FUNNEL_TEST_", "FUNNEL_SYSTEM_")
@@ -510,7 +512,17 @@ class AirflowClient:
         self.http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the API; a write SQLite could not lock (Airflow answers 503) is tried again for a while.
+
+        The stacks keep Airflow's metadata in SQLite, one writer at a time: while the scheduler
+        writes, ``POST /api/v2/backfills`` can answer 503 "Database is locked" (Airflow rolls the
+        attempt back, so it is safe to repeat).
+        """
+        deadline = time.monotonic() + SQLITE_LOCKED_PATIENCE_SECONDS
         response = self.http.request(method, path, **kwargs)
+        while response.status_code == 503 and "locked" in response.text and time.monotonic() < deadline:
+            time.sleep(1)
+            response = self.http.request(method, path, **kwargs)
         if response.is_error:
             raise AssertionError(f"{method} {path}: {response.status_code} {response.text[:500]}")
         return response.json()
