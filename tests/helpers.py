@@ -315,3 +315,15 @@ def load_tags(redis_client: Any, rows: list[tuple[str, Any, int]], as_of: Any) -
     lock = SegmentLock(redis_client, layout.TAGS_ID, {"run_id": "test"}, ttl_seconds=30, wait_seconds=1)
     with wiring.tag_loader(redis_client=redis_client) as loader:
         loader.load(run, as_of, lambda: iter([rows]), lock)
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The header that sends ``token`` to the API."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -161,6 +161,13 @@ RETRY_AFTER_SECONDS: int = conf.getint(SECTION, "retry_after_seconds", fallback=
 API_CATALOG_TTL_SECONDS: float = conf.getfloat(SECTION, "api_catalog_ttl_seconds", fallback=5.0)
 #: How long the size of a proxy segment whose rule combines tags is cached (one tag: exact).
 PROXY_SIZE_CACHE_SECONDS: float = conf.getfloat(SECTION, "proxy_size_cache_seconds", fallback=60.0)
+#: ``GET /metrics`` (Prometheus): a read-scope token, or this token of its own for the scraper
+#: (empty: none); with ``metrics_open_on_loopback``, a scrape from 127.0.0.1 or ::1 needs none.
+METRICS_TOKEN: str = conf.get(SECTION, "metrics_token", fallback="")
+METRICS_OPEN_ON_LOOPBACK: bool = conf.getboolean(SECTION, "metrics_open_on_loopback", fallback=False)
+#: Where ``serve`` keeps its workers' metrics (prometheus_client's multiprocess directory, emptied
+#: at start; empty: a new temporary directory each start).
+API_METRICS_DIR: str = conf.get(SECTION, "api_metrics_dir", fallback="")
 
 
 #: Previews (``python -m funnel.cli preview``, ``POST /v1/preview``): a query runs on Hive at

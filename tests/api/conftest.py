@@ -12,7 +12,6 @@ import itertools
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 from answer_contract import check_answer
 from fastapi.testclient import TestClient
 from helpers import API_TOKENS as TOKENS
-from helpers import READ_TOKEN, WRITE_TOKEN, insert_segments
+from helpers import READ_TOKEN, WRITE_TOKEN, bearer, free_port, insert_segments
 
 from funnel import wiring
 from funnel.core.composite_expr import parse_expression
@@ -40,25 +39,26 @@ from funnel.storage.redis.tag_sets import RedisTagStore
 NEVER_IN_A_BODY = ("Traceback", 'File "', READ_TOKEN, WRITE_TOKEN, "mysql://", "redis://")
 
 T = TypeVar("T")
+#: How long ``serve`` may take to answer: each worker imports Airflow (tens of seconds on a busy 2-core machine).
+SERVER_START_SECONDS = 120
 
 
 def check_response(response: httpx.Response, app: Any = None) -> None:
-    """Every response of the suite: a JSON answer (but a 304), no 500, no stack trace, no secret;
+    """Every response of the suite: a JSON answer (but a 304, and the metrics), no 500, no stack trace, no secret;
     with the ``app``, the answer its route declares (``answer_contract.check_answer``)."""
     response.read()
     body = response.text
     assert response.status_code != 500, body
     for text in NEVER_IN_A_BODY:
         assert text not in body, f"{response.request.method} {response.request.url}: {body[:500]}"
+    if response.status_code == 200 and response.request.url.path.endswith("/metrics"):
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4"), response.headers
+        return  # Prometheus's text format
     if response.status_code != 304:  # Not Modified carries no body, so no type
         assert response.headers["content-type"].startswith("application/json"), response.headers
     if app is not None and not response.request.url.path.startswith("/ui"):
         request = response.request
         check_answer(app, request.method, request.url.path, response.status_code, response.content)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -222,41 +222,56 @@ def post_events(api: TestClient) -> Callable[..., httpx.Response]:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@pytest.fixture
+def server(start_server: Callable[..., Any]) -> tuple[httpx.Client, Path]:
+    """The API as deployed, one worker (``start_server``)."""
+    return start_server()
 
 
 @pytest.fixture
-def server(mysql_conn: Any, redis_client: Any, api_tokens: str, tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
-    """The API as deployed: ``python -m funnel.cli serve`` (uvicorn) on a free loopback port,
-    with the tests' connections and tokens, asked over HTTP; stopped at the end."""
-    port = free_port()
-    env = {
-        **os.environ,  # AIRFLOW_HOME and AIRFLOW_CONN_FUNNEL_* of the test databases (tests/conftest.py)
-        "AIRFLOW__FUNNEL__API_TOKENS": api_tokens,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    }
-    log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "funnel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen([*command, "--workers", "1"], cwd=ROOT, env=env, stdout=out, stderr=out)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=10, event_hooks={"response": [check_response]}) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"no /healthz within 30 s: {log.read_text()[-3000:]}"
-                time.sleep(0.1)
-            yield client, log
-    finally:
+def start_server(
+    mysql_conn: Any, redis_client: Any, api_tokens: str, tmp_path: Path
+) -> Iterator[Callable[..., tuple[httpx.Client, Path]]]:
+    """``start_server(workers=1, **settings)``: the API as deployed, ``python -m funnel.cli serve``
+    (uvicorn) on a free loopback port, with the tests' connections and tokens and the given
+    ``[funnel]`` settings, asked over HTTP; stopped at the end."""
+    processes: list[subprocess.Popen[bytes]] = []
+    clients: list[httpx.Client] = []
+
+    def start(workers: int = 1, **funnel_settings: str) -> tuple[httpx.Client, Path]:
+        port = free_port()
+        env = {
+            **os.environ,  # AIRFLOW_HOME and AIRFLOW_CONN_FUNNEL_* of the test databases (tests/conftest.py)
+            "AIRFLOW__FUNNEL__API_TOKENS": api_tokens,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            **{f"AIRFLOW__FUNNEL__{name.upper()}": value for name, value in funnel_settings.items()},
+        }
+        log = tmp_path / f"server-{port}.log"
+        command = [sys.executable, "-m", "funnel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        with log.open("wb") as out:
+            process = subprocess.Popen([*command, "--workers", str(workers)], cwd=ROOT, env=env, stdout=out, stderr=out)
+        processes.append(process)
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=10, event_hooks={"response": [check_response]}
+        )
+        clients.append(client)
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
+            try:
+                if client.get("/healthz").status_code == 200:
+                    return client, log
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (
+                f"no /healthz within {SERVER_START_SECONDS} s: {log.read_text()[-3000:]}"
+            )
+            time.sleep(0.1)
+
+    yield start
+    for client in clients:
+        client.close()
+    for process in processes:
         process.terminate()
         try:
             process.wait(timeout=10)

@@ -28,6 +28,7 @@ from funnel.api import (
     event_routes,
     health_routes,
     member_routes,
+    metrics_routes,
     preview_routes,
     segment_routes,
     user_routes,
@@ -37,12 +38,14 @@ from funnel.api.error_answers import JSON, add_error_handlers
 from funnel.api.fast_paths import FastPaths
 from funnel.api.http_semantics import HeadAsGet
 from funnel.api.segments_page import mount_ui
+from funnel.api.serving_metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
 
 #: In the order their routes are matched (and listed on the OpenAPI page).
 _ROUTERS = (
     health_routes,
+    metrics_routes,
     access_routes,
     segment_routes,
     definition_routes,
@@ -82,6 +85,7 @@ def create_app(airflow_login: bool = False) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,  # operationId: the route function's name
     )
     app.add_middleware(FastPaths, api=app)
+    app.add_middleware(RequestMetrics)  # every request counted, by route template (the hot paths' too)
     app.add_middleware(HeadAsGet)  # outermost: a HEAD takes every path its GET takes, the hot ones too
     app.state.tokens = tokens
     app.state.airflow_login = airflow_login

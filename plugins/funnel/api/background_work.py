@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from funnel import wiring
+from funnel.api.serving_metrics import RESTORES
 from funnel.core.errors import Busy
 from funnel.services.restore import restore_into_redis
 
@@ -38,12 +39,15 @@ class Restorer:
             if segment_id in self._pending:
                 return
             self._pending.add(segment_id)
+        RESTORES.labels("started").inc()
         self._pool.submit(self._restore, segment_id)
 
     def _restore(self, segment_id: str) -> None:
         try:
             restore_into_redis(segment_id, wiring, wait_seconds=0, by="funnel.api")
+            RESTORES.labels("done").inc()
         except Exception as exc:
+            RESTORES.labels("failed").inc()
             log.warning(
                 "funnel API: restoring %s into Redis failed (%s); the next request tries again", segment_id, exc
             )

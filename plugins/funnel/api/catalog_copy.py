@@ -21,14 +21,17 @@ import time
 from dataclasses import dataclass, field
 
 from funnel import settings, wiring
+from funnel.api.serving_metrics import CATALOG_READ
 from funnel.core.composite_graph import composite_operands
 from funnel.core.errors import NotComputed, SegmentRetired, UnknownSegment
-from funnel.core.freshness import past_objective
+from funnel.core.freshness import RunSummary, past_objective
 from funnel.core.proxy_rule import Rule, parse_rule
 from funnel.core.segment import Kind, Segment
 from funnel.core.utc_time import utc_now
 from funnel.services.catalog import serving_catalog
 from funnel.storage import layout
+from funnel.storage.mysql.segment_version_reader import LiveVersion
+from funnel.storage.mysql.tag_versions import TagVersion
 
 log = logging.getLogger(__name__)
 #: The keeper never re-reads more often than this, whatever the TTL (0 would spin).
@@ -85,6 +88,11 @@ class CatalogView:
     stale_ids: list[str] = field(default_factory=list)  # the enabled segments past their objective, sorted
     #: retired segments (no catalog row) and when (None: the row was deleted by hand, not recorded yet)
     retired: dict[str, dt.datetime | None] = field(default_factory=dict)
+    # What the metrics show at a scrape (``funnel.api.serving_metrics``), read in the same pass:
+    live: dict[str, LiveVersion] = field(default_factory=dict)  # segment id -> its live version
+    summaries: dict[str, RunSummary] = field(default_factory=dict)  # segment id -> its latest attempts
+    tags: TagVersion | None = None  # the tags' live version
+    read_at: dt.datetime | None = None  # when this view was read (None: never)
 
 
 def read_catalog() -> CatalogView:
@@ -94,9 +102,10 @@ def read_catalog() -> CatalogView:
     hook = wiring.catalog_hook()  # the catalog's own short timeouts: a hung MySQL never holds a worker thread long
     catalog = serving_catalog(hook)
     with contextlib.closing(hook.get_conn()) as conn:
-        computed = wiring.mysql_store(conn).segments_with_live_versions()
+        live = wiring.mysql_store(conn).live_versions()
         summaries = wiring.history_on(conn).summaries()
         retired: dict[str, dt.datetime | None] = dict(wiring.segment_admin(conn).retired())
+        tags = wiring.mysql_tag_store(conn).live()
     now, objectives = utc_now(), wiring.freshness_objectives()
     entries = {}
     for segment in catalog.segments:
@@ -106,10 +115,10 @@ def read_catalog() -> CatalogView:
         operands = composite_operands(segment) if segment.kind is Kind.COMPOSITE else ()
         stale = past_objective(segment, summaries.get(segment.segment_id), now, objectives)
         entries[segment.segment_id] = Entry(
-            segment, rule, computed=segment.segment_id in computed, operands=operands, stale=stale
+            segment, rule, computed=segment.segment_id in live, operands=operands, stale=stale
         )
     invalid = {error.segment_id: f"field {error.field!r} {error.problem}" for error in catalog.errors}
-    for segment_id in computed:  # data without a row: deleted by hand, a retire the next parse records
+    for segment_id in live:  # data without a row: deleted by hand, a retire the next parse records
         if segment_id not in entries and segment_id not in invalid:
             retired.setdefault(segment_id, None)
     enabled = [entry for entry in entries.values() if entry.segment.enabled]
@@ -120,6 +129,10 @@ def read_catalog() -> CatalogView:
         enabled_proxies=tuple(entry for entry in enabled if entry.is_proxy),
         stale_ids=sorted(entry.segment_id for entry in enabled if entry.stale),
         retired=retired,
+        live=live,
+        summaries=summaries,
+        tags=tags,
+        read_at=now,
     )
 
 
@@ -141,6 +154,7 @@ class CatalogCopy:
                 if self._read_at < 0:
                     self._view = await asyncio.to_thread(read_catalog)
                     self._read_at = time.monotonic()
+                    CATALOG_READ.set_to_current_time()
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._keep_fresh(), name="funnel-catalog-keeper")
         return self._view
@@ -174,6 +188,8 @@ class CatalogCopy:
             view = self._view
         if began == self._expired:  # else it may predate a change this worker made: the next request reads
             self._view, self._read_at = view, time.monotonic()  # the next try waits a TTL too
+            if view.read_at is not None:
+                CATALOG_READ.set(view.read_at.timestamp())
 
     async def entry(self, segment_id: str) -> Entry:
         """The served segment, or ``SegmentRetired`` (410), or ``UnknownSegment`` (saying so when

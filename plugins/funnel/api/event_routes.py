@@ -13,7 +13,8 @@ from funnel.api.error_answers import JSON
 from funnel.api.json_requests import JsonRoute
 from funnel.api.route_statuses import error_statuses
 from funnel.api.service_access import WriteService
-from funnel.core.errors import TooLarge
+from funnel.api.serving_metrics import EVENTS
+from funnel.core.errors import FunnelError, TooLarge
 from funnel.core.user_events import parse_events
 from funnel.core.utc_time import utc_now
 
@@ -28,9 +29,13 @@ router = APIRouter(tags=["events"], route_class=JsonRoute)
 )
 async def post_events(body: EventsBody, service: WriteService) -> Response:
     items = body.events
-    if len(items) > settings.MAX_EVENTS_PER_REQUEST:
-        raise TooLarge(f"at most {settings.MAX_EVENTS_PER_REQUEST} events per request; got {len(items)}")
-    events = parse_events(items, utc_now())  # EventError: 422 naming the event, the field and the fix
+    try:
+        if len(items) > settings.MAX_EVENTS_PER_REQUEST:
+            raise TooLarge(f"at most {settings.MAX_EVENTS_PER_REQUEST} events per request; got {len(items)}")
+        events = parse_events(items, utc_now())  # EventError: 422 naming the event, the field and the fix
+    except FunnelError:
+        EVENTS.labels("refused").inc(len(items))
+        raise
     outcome = await service.ingest(events)  # PartialWrite: 503 naming what MySQL took
     return JSON(
         {

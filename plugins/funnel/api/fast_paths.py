@@ -19,7 +19,12 @@ from funnel.api.auth import AIRFLOW_LOGIN_COOKIE
 from funnel.api.error_answers import error_answer
 from funnel.api.member_routes import member_answer
 from funnel.api.service_access import service_for
+from funnel.api.serving_metrics import ROUTE_KEY
 from funnel.api.user_routes import user_segments_answer
+
+#: The route templates of the two reads (their routes' paths), as the metrics label them.
+MEMBER_ROUTE = "/v1/segments/{segment_id}/members/{user_id}"
+USER_SEGMENTS_ROUTE = "/v1/users/{user_id}/segments"
 
 
 class FastPaths:
@@ -37,10 +42,12 @@ class FastPaths:
             if path.startswith("/v1/segments/"):
                 segment_id, found, user_id = path[13:].partition("/members/")
                 if found and segment_id and "/" not in segment_id and not scope["query_string"]:
+                    scope[ROUTE_KEY] = MEMBER_ROUTE
                     await self._answer(scope, send, lambda service: member_answer(service, segment_id, user_id))
                     return
             elif path.startswith("/v1/users/") and path.endswith("/segments") and len(path) >= 19:
                 user_id = path[10:-9]
+                scope[ROUTE_KEY] = USER_SEGMENTS_ROUTE
                 await self._answer(scope, send, lambda service: user_segments_answer(service, user_id))
                 return
         await self.app(scope, receive, send)

@@ -12,6 +12,8 @@ import orjson
 from fastapi import Request, Response
 from starlette.routing import Match
 
+from funnel.api.serving_metrics import SENT_METHOD_KEY
+
 
 class HeadAsGet:
     """ASGI middleware: a ``HEAD`` request is answered as its ``GET`` would be (status, headers,
@@ -32,7 +34,7 @@ class HeadAsGet:
                 return
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
+        await self.app({**scope, "method": "GET", SENT_METHOD_KEY: "HEAD"}, receive, headers_only)
 
 
 def allowed_methods(app: Any, scope: Any) -> list[str]:

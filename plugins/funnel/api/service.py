@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from funnel import settings, wiring
 from funnel.api.background_work import Previews, Restorer
-from funnel.api.catalog_copy import CatalogCopy, Entry
+from funnel.api.catalog_copy import CatalogCopy, CatalogView, Entry
 from funnel.api.membership_reads import Answer, MembershipReads
 from funnel.api.mysql_pool import MySqlPool
 from funnel.api.segment_descriptions import SegmentDescriptions
-from funnel.core.errors import NotComputed
+from funnel.api.serving_metrics import EVENT_BATCH_SECONDS, EVENTS, ScrapeFigures, SegmentFigures
+from funnel.core.errors import EventConflict, NotComputed
 from funnel.core.proxy_matching import Tags
 from funnel.core.segment_revisions import Revision
 from funnel.core.user_events import Event
@@ -190,7 +191,20 @@ class Service:
         def run(conn: Any) -> tuple[EventsOutcome, bool]:
             return ingest(events, wiring.event_ledger(conn), self.sync_tags, utc_now(), rules, self.sync_feed)
 
-        outcome, in_redis = await self._mysql.run(run)  # PartialWrite: 503 naming what MySQL took
+        began = time.perf_counter()
+        try:
+            outcome, in_redis = await self._mysql.run(run)  # PartialWrite: 503 naming what MySQL took
+        except EventConflict:
+            EVENTS.labels("conflicting").inc(len(events))
+            raise
+        EVENT_BATCH_SECONDS.observe(time.perf_counter() - began)
+        for label, count in (
+            ("accepted", outcome.accepted),
+            ("duplicate", outcome.duplicates),
+            ("before_baseline", outcome.before_baseline),
+        ):
+            if count:
+                EVENTS.labels(label).inc(count)
         if not in_redis:
             self.restorer.schedule(layout.TAGS_ID)
         return outcome
@@ -335,6 +349,43 @@ class Service:
         except Exception as exc:
             problems["mysql"] = f"{type(exc).__name__}"
         return problems
+
+    async def scrape_figures(self) -> ScrapeFigures:
+        """What a metrics scrape reads besides the counters (``funnel.api.serving_metrics``): the
+        catalog copy's figures, whether Redis and MySQL answer now, and the parked webhook batches."""
+        problems = await self.ready()
+        parked: dict[int, int] = {}
+        view = CatalogView()  # a store that does not answer: the scrape still says so
+        with contextlib.suppress(Exception):
+            parked = await self._mysql.run(lambda conn: wiring.webhook_store(conn).parked_counts())
+            view = await self._catalog.view()
+        now = utc_now()
+        segments = []
+        for entry in view.entries.values():
+            live, summary = view.live.get(entry.segment_id), view.summaries.get(entry.segment_id)
+            last = summary.last if summary is not None else None
+            segments.append(
+                SegmentFigures(
+                    entry.segment_id,
+                    entry.segment.kind.value,
+                    entry.segment.enabled,
+                    entry.stale,
+                    size=live.size if live is not None else None,
+                    live_version=live.version if live is not None else None,
+                    seconds_since_refresh=(now - live.refreshed_at).total_seconds() if live is not None else None,
+                    last_run_status=last.status.value if last is not None else None,
+                )
+            )
+        tags = view.tags
+        return ScrapeFigures(
+            tuple(segments),
+            tags_version=tags.version if tags is not None else None,
+            tags_users=tags.size if tags is not None else None,
+            tags_seconds_since_refresh=(now - tags.refreshed_at).total_seconds() if tags and tags.version else None,
+            parked_batches=parked,
+            stores_up={store: store not in problems for store in ("redis", "mysql")},
+            catalog_invalid_rows=len(view.invalid),
+        )
 
     async def warnings(self) -> list[str]:
         """What keeps segments from being refreshed though the API itself is ready: a missing

@@ -10,32 +10,42 @@ def serve(host: str, port: int, workers: int) -> None:
     (``SO_REUSEPORT``): the kernel spreads connections evenly, where one shared socket
     lets the busiest worker take most of them. Stopping the parent (SIGTERM, Ctrl-C)
     stops every worker; if a worker dies, the others are stopped and the exit code says so.
+    The workers count their metrics in one directory (``api_metrics_dir``, emptied at start), so
+    any worker's ``/metrics`` answers for them all.
     """
     import multiprocessing
     import multiprocessing.connection
+    import shutil
     import signal
+
+    from funnel import settings
+    from funnel.api.serving_metrics import fresh_multiprocess_dir, worker_gone
 
     if workers <= 1:
         _serve_one(host, port)
         return
+    metrics_dir = fresh_multiprocess_dir(settings.API_METRICS_DIR)  # before the workers start: they inherit it
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_serve_one, args=(host, port), daemon=True) for _ in range(workers)]
-    for child in children:
-        child.start()
 
     def stop(*_: object) -> None:
         for child in children:
-            if child.is_alive():
+            if child.pid is not None and child.is_alive():
                 child.terminate()
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)  # before the workers start: a stop while they start stops them
     signal.signal(signal.SIGINT, stop)
+    for child in children:
+        child.start()
     try:
         multiprocessing.connection.wait([child.sentinel for child in children])
     finally:
         stop()
         for child in children:
             child.join(10)
+            worker_gone(child.pid)
+        if not settings.API_METRICS_DIR:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     codes = [child.exitcode for child in children]
     if any(code not in (0, -signal.SIGTERM) for code in codes):
         raise SystemExit(f"funnel API: a worker stopped with exit code {codes}")

@@ -249,6 +249,17 @@ class WebhookStore:
         self.conn.commit()
         return found
 
+    def parked_counts(self) -> dict[int, int]:
+        """Every subscription's parked batches: webhook id -> how many (none parked: absent)."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT webhook_id, COUNT(*) FROM {layout.WEBHOOK_DELIVERIES_TABLE} WHERE status = %s GROUP BY webhook_id",
+            (DeliveryStatus.PARKED.value,),
+        )
+        found = {int(webhook_id): int(count) for webhook_id, count in cur.fetchall()}
+        self.conn.commit()
+        return found
+
     def unpark(self, webhook_id: int, now: dt.datetime) -> int:
         """Make a subscription's parked batches pending again (the next run sends them); return how many."""
         self.get(webhook_id)
