@@ -9,13 +9,14 @@ thread, from INFO cpu, and the time inside each command, from INFO commandstats)
 funnel's own command sizes and exit-walk script, and sets it beside the fetch floor of the
 last ``bench/refresh`` run.
 
-Usage: bench/redis_floor [--members 600000] [--db 13]
+Usage: bench/redis_floor [--members 600000] [--db 14]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,10 @@ SEGMENT = "bench_redis_floor"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=600_000, help="live members (default 600,000: 1M rows at 60%%)")
-    parser.add_argument("--db", type=int, default=13, help="Redis database for the scratch keys (default 13)")
+    default_db = int(os.environ.get("BENCH_REDIS_FLOOR_DB", "14"))
+    parser.add_argument(
+        "--db", type=int, default=default_db, help=f"Redis database for the scratch keys ({default_db})"
+    )
     args = parser.parse_args()
     client = redis.Redis(host="127.0.0.1", port=6379, db=args.db)
     store = RedisSegmentStore(client, staging_ttl_seconds=3600)

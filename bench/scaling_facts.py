@@ -20,6 +20,7 @@ It writes only the one key ``funnel:{_scaling_facts}:members`` in ``--redis-db``
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import time
 import uuid
@@ -116,7 +117,7 @@ def hive_bytes(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", type=int, default=1_000_000)
-    parser.add_argument("--redis-db", type=int, default=3)
+    parser.add_argument("--redis-db", type=int, default=int(os.environ.get("BENCH_SCALING_REDIS_DB", "3")))
     args = parser.parse_args()
     client = redis.Redis(host="127.0.0.1", port=6379, db=args.redis_db)
     try:

@@ -3,7 +3,7 @@
 Run it through ``bench/serve`` (see bench/README.md). One run:
 
 1. setup (a child process, ``--setup``): the MySQL database ``funnel_bench_serve`` is dropped,
-   created and migrated by funnel's own migration; Redis database 12 is emptied (only when it
+   created and migrated by funnel's own migration; Redis database 4 (BENCH_SERVE_REDIS_DB) is emptied (only when it
    is empty or holds this bench's marker key). One dynamic segment ``big`` with 1,000,000
    members (the even ids 0..1,999,998), 99 small dynamic segments ``s001``..``s099`` and a
    proxy segment ``prx`` (``order_count >= 2``) are written to the catalog with SQL; the
@@ -69,7 +69,7 @@ STATE = WORK / "serve"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 
 BENCH_DB = os.environ.get("BENCH_SERVE_MYSQL_DB", "funnel_bench_serve")
-REDIS_DB = int(os.environ.get("BENCH_SERVE_REDIS_DB", "12"))
+REDIS_DB = int(os.environ.get("BENCH_SERVE_REDIS_DB", "4"))
 MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 MYSQL_URI = f"mysql://root@{MYSQL_HOST}:{MYSQL_PORT}/{BENCH_DB}"

@@ -17,7 +17,7 @@ while IFS= read -r _funnel_line || [ -n "$_funnel_line" ]; do
   _funnel_key=${_funnel_line%%=*}
   [ -n "${!_funnel_key:-}" ] || export "$_funnel_key=${_funnel_line#*=}"
   export "$_funnel_key"
-done <"$FUNNEL_ROOT/scripts/stack.env"
+done < <(cat "$FUNNEL_ROOT/scripts/stack.env" "$FUNNEL_ROOT/scripts/redis-databases.env")
 unset _funnel_line _funnel_key
 
 # The services' hosts, as seen from this machine (the compose services see each other by name).
