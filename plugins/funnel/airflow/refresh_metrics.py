@@ -8,7 +8,7 @@ metrics is pure (``*_metrics`` return ``Metric`` values); only ``send`` talks to
 
 Tags: ``dag_id``, ``outcome`` (as the run history records it), ``kind`` and ``segment_id``. A
 segment id is a tag on purpose: it is what an operator asks about ("which segment is slow, which
-shrank"), the catalog bounds it (one series per segment and outcome, as Airflow's own task metrics
+one fails"), the catalog bounds it (one series per segment and outcome, as Airflow's own task metrics
 carry one ``task_id`` tag per task, which for a dynamic segment is its id), and it is never a user
 id. A deployment that pays per series drops it with ``[metrics] statsd_disabled_tags = segment_id``.
 """
@@ -20,6 +20,8 @@ import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+
+from airflow.sdk.observability import stats
 
 from funnel.core.segment import Kind
 from funnel.services.attempt import AttemptReport
@@ -137,8 +139,6 @@ def send(metrics: Iterable[Metric]) -> None:
     """Send ``metrics`` through Airflow's stats API (``airflow.sdk.observability.stats``), as the
     task runner set it up from ``[metrics]``. A metric that cannot be sent is logged; it never
     fails the task."""
-    from airflow.sdk.observability import stats
-
     for metric in metrics:
         tags = dict(metric.tags)
         try:
