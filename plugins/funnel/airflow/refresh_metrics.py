@@ -18,13 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from airflow.sdk.observability import stats
 
 from funnel.core.segment import Kind
-from funnel.services.attempt import AttemptReport
+from funnel.services.attempt import AttemptReport, Reporter
 from funnel.services.refresh import RefreshResult
 from funnel.services.tag_load import TagLoadResult
 from funnel.services.webhook_delivery import Report
@@ -125,12 +125,12 @@ def webhook_metrics(reports: Iterable[Report], *, dag_id: str) -> list[Metric]:
     return metrics
 
 
-def refresh_reporter(*, dag_id: str, segment_id: str, kind: Kind) -> Callable[[AttemptReport[RefreshResult]], None]:
+def refresh_reporter(*, dag_id: str, segment_id: str, kind: Kind) -> Reporter[RefreshResult]:
     """Where a refresh sends its report (``Refresher.refresh``'s ``report``): its metrics, to Airflow's."""
     return lambda report: send(refresh_metrics(report, dag_id=dag_id, segment_id=segment_id, kind=kind))
 
 
-def tag_load_reporter(*, dag_id: str) -> Callable[[AttemptReport[TagLoadResult]], None]:
+def tag_load_reporter(*, dag_id: str) -> Reporter[TagLoadResult]:
     """Where a tag load sends its report (``TagLoader.load``'s ``report``): its metrics, to Airflow's."""
     return lambda report: send(tag_load_metrics(report, dag_id=dag_id))
 

@@ -42,7 +42,7 @@ class AttemptReport(Generic[R]):
 
 
 #: Where an attempt sends its report; a report that fails is logged and never changes the outcome.
-Report = Callable[[AttemptReport[R]], None]
+Reporter = Callable[[AttemptReport[R]], None]
 
 
 def outcome_of(exc: BaseException) -> RunStatus:
@@ -62,9 +62,9 @@ class Reporting(Generic[R]):
 
 
 @contextlib.contextmanager
-def reported(lock: SegmentLock, report: Report[R] | None) -> Iterator[Reporting[R]]:
-    """Time the attempt inside (from asking for ``lock``) and hand ``report`` its outcome: success
-    when the body ends with ``result`` set, else the outcome of what it raised."""
+def reported(lock: SegmentLock, report: Reporter[R] | None) -> Iterator[Reporting[R]]:
+    """Time the attempt inside (from asking for ``lock``) and hand ``report`` how it ended: success
+    with the ``result`` the body set when the body returns, else the outcome of what it raised."""
     began = time.monotonic()
     reporting: Reporting[R] = Reporting()
     outcome = RunStatus.FAILED

@@ -45,7 +45,7 @@ from funnel.core.run_info import RunInfo
 from funnel.core.segment import Kind
 from funnel.core.states import RunStatus
 from funnel.core.utc_time import utc_now
-from funnel.services.attempt import Report, Stoppable, describe_failure, reported
+from funnel.services.attempt import Reporter, Stoppable, describe_failure, reported
 from funnel.services.overlapped_pipeline import Staged, stage_in_parallel
 from funnel.services.restore import publish_feed, sync_redis_from_mysql
 from funnel.storage.mysql.run_history import Outcome, RunHistory
@@ -156,7 +156,7 @@ class Refresher(Stoppable):
         request: RefreshRequest,
         batches: Callable[[], Iterable[Sequence[object]]],
         lock: SegmentLock,
-        report: Report[RefreshResult] | None = None,
+        report: Reporter[RefreshResult] | None = None,
     ) -> RefreshResult:
         """Refresh one segment. ``batches`` is called only once the refresh is sure to run.
 
