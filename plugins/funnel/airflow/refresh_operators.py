@@ -2,8 +2,9 @@
 (``SegmentRefreshOperator``) or from its operands' live versions (``CompositeRefreshOperator``).
 
 Both run the one refresh (``funnel.services.refresh``) the same way, in ``BaseRefreshOperator``:
-the request from the run, the segment's lock, the refresher, a skip as Airflow's skip, and the
-result announced on the segment's Asset. They differ only in what the refresh streams.
+the request from the run, the segment's lock, the refresher, a skip as Airflow's skip, the
+attempt's metrics sent through Airflow's (``funnel.airflow.refresh_metrics``), and the result
+announced on the segment's Asset. They differ only in what the refresh streams.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from airflow.sdk import Asset, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from funnel import settings, wiring
+from funnel.airflow import refresh_metrics
 from funnel.airflow.operator_base import (
     BaseAttemptOperator,
     BaseHiveQueryOperator,
@@ -51,7 +53,8 @@ class BaseRefreshOperator(BaseAttemptOperator):
 
     def _refresh(self, context: Context, kind: Kind, open_batches: OpenBatches) -> dict[str, Any]:
         """Refresh the segment under its lock from what ``open_batches`` streams; a skip
-        (overshoot, freeze, a newer version live) becomes Airflow's skip."""
+        (overshoot, freeze, a newer version live) becomes Airflow's skip. Whatever the outcome,
+        the attempt's metrics go to Airflow's metrics."""
         run = run_info(context)
         request = RefreshRequest(
             segment_id=self.segment_id,
@@ -70,8 +73,9 @@ class BaseRefreshOperator(BaseAttemptOperator):
             ) as refresher,
             open_batches(refresher, run) as batches,
         ):
+            report = refresh_metrics.refresh_reporter(dag_id=run.dag_id, segment_id=self.segment_id, kind=kind)
             try:
-                result = refresher.refresh(request, batches, lock)
+                result = refresher.refresh(request, batches, lock, report=report)
             except RefreshSkipped as skipped:
                 self.log.info("segment %s: skipped: %s", self.segment_id, skipped)
                 raise AirflowSkipException(str(skipped)) from skipped

@@ -8,6 +8,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from funnel import settings, wiring
+from funnel.airflow import refresh_metrics
 from funnel.airflow.operator_base import BaseHiveQueryOperator, forced, lock_holder, run_info
 from funnel.core.errors import RefreshSkipped
 from funnel.storage import layout
@@ -24,7 +25,8 @@ class UserTagsLoadOperator(BaseHiveQueryOperator):
     :param batch_size: rows per fetch from Hive and per write to each store.
 
     Trigger conf ``{"force": true}`` accepts a result the guards refuse (empty, or shrunk
-    beyond ``max_shrink_pct``).
+    beyond ``max_shrink_pct``). Whatever the outcome, the load's metrics go to Airflow's metrics
+    (``funnel.airflow.refresh_metrics``).
     """
 
     ui_color = "#e8eef8"
@@ -62,7 +64,13 @@ class UserTagsLoadOperator(BaseHiveQueryOperator):
         ):
             try:
                 result = loader.load(
-                    run, as_of, batches, lock, force=forced(context), max_shrink_pct=settings.MAX_SHRINK_PCT
+                    run,
+                    as_of,
+                    batches,
+                    lock,
+                    force=forced(context),
+                    max_shrink_pct=settings.MAX_SHRINK_PCT,
+                    report=refresh_metrics.tag_load_reporter(dag_id=run.dag_id),
                 )
             except RefreshSkipped as skipped:  # a newer load is live
                 self.log.info("user tags: skipped: %s", skipped)

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from funnel import wiring
+from funnel.airflow import refresh_metrics
 from funnel.airflow.operator_base import KILLED
 from funnel.core.errors import FunnelError
 
@@ -19,7 +20,8 @@ class WebhookDeliveryOperator(BaseOperator):
     Settings are parameters (the DAG passes the ``webhook_*`` settings). A manual run (or conf
     ``{"retry_parked": true}``) first retries what earlier runs parked. The task fails when a
     delivery is parked, after delivering everything else it could; the log says, per
-    subscription, what was delivered and what was parked. ``on_kill`` stops between attempts.
+    subscription, what was delivered and what was parked; the counts go to Airflow's metrics
+    (``funnel.airflow.refresh_metrics``). ``on_kill`` stops between attempts.
     """
 
     ui_color = "#eaf4e4"
@@ -56,6 +58,7 @@ class WebhookDeliveryOperator(BaseOperator):
             reports = wiring.webhook_deliverer(conn, config, self._stop).run(retry_parked)
         for report in reports:
             self.log.info("%s", report.summary())
+        refresh_metrics.send(refresh_metrics.webhook_metrics(reports, dag_id=dag_run.dag_id))
         parked = [report for report in reports if report.parked or report.error]
         summary = {
             "subscriptions": len(reports),

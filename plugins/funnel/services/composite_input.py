@@ -49,6 +49,11 @@ class CompositeInputs:
     def is_this_run(self, live: LiveVersion) -> bool:
         return (live.dag_id, live.run_id) == (self.run.dag_id, self.run.run_id)
 
+    @property
+    def kept(self) -> int:
+        """How many operands are used at a version an earlier run made (``this_run`` false)."""
+        return sum(not self.is_this_run(live) for live in self.lives.values())
+
     def to_json(self) -> str:
         """The history's ``inputs``: ``[{"segment_id", "version", "run_id", "this_run"}, ...]``."""
         return json.dumps(
@@ -78,17 +83,17 @@ def composite_batches(
     expr: Expr,
     source: CompositeSource,
     run: RunInfo,
-    note_inputs: Callable[[str], None],
+    note_inputs: Callable[[str, int], None],
     batch_size: int,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> Callable[[], Iterator[list[str]]]:
     """``batches()`` for ``Refresher.refresh``: when called (under the lock, once the refresh is
-    sure to run), pins each operand's live version, records them with ``note_inputs``, and
-    streams the members."""
+    sure to run), pins each operand's live version, records them with ``note_inputs`` (as JSON,
+    and how many were kept from an earlier run), and streams the members."""
 
     def batches() -> Iterator[list[str]]:
         inputs = CompositeInputs.read(segment_id, source, operands(expr), run)
-        note_inputs(inputs.to_json())
+        note_inputs(inputs.to_json(), inputs.kept)
         log.info("segment %s = %s, from %s", segment_id, expression_in_words(expr), inputs.summary())
         return source.stream(expr, inputs.versions, batch_size)
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from funnel.core.errors import (
     RefreshCancelled,
@@ -45,7 +45,7 @@ from funnel.core.run_info import RunInfo
 from funnel.core.segment import Kind
 from funnel.core.states import RunStatus
 from funnel.core.utc_time import utc_now
-from funnel.services.attempt import Stoppable, describe_failure
+from funnel.services.attempt import Reporter, Stoppable, describe_failure, reported
 from funnel.services.overlapped_pipeline import Staged, stage_in_parallel
 from funnel.services.restore import publish_feed, sync_redis_from_mysql
 from funnel.storage.mysql.run_history import Outcome, RunHistory
@@ -94,6 +94,11 @@ class RefreshResult:
     entered: int
     exited: int
     seconds: float
+    #: seconds of each step: ``stage`` (streaming into both stores; ``fetch``, ``redis`` and
+    #: ``mysql`` are its three overlapping parts), ``exited``, ``swap``, ``prune``, ``feed``
+    steps: Mapping[str, float] = field(default_factory=dict)
+    #: a composite's operands whose live version an earlier run made (None: not a composite)
+    inputs_kept: int | None = None
 
 
 def normalize_user_ids(segment_id: str, values: Sequence[object]) -> tuple[list[str], int]:
@@ -144,12 +149,14 @@ class Refresher(Stoppable):
 
     def __post_init__(self) -> None:
         self._init_stoppable()
+        self._inputs_kept: int | None = None
 
     def refresh(
         self,
         request: RefreshRequest,
         batches: Callable[[], Iterable[Sequence[object]]],
         lock: SegmentLock,
+        report: Reporter[RefreshResult] | None = None,
     ) -> RefreshResult:
         """Refresh one segment. ``batches`` is called only once the refresh is sure to run.
 
@@ -157,8 +164,16 @@ class Refresher(Stoppable):
         ``RefreshRejected`` when a guard refuses the result, ``SegmentBusy`` when another
         refresh held the lock too long and the segment is not yet refreshed for this slot;
         any other error fails the attempt. In every case but success, the live members
-        are as they were.
+        are as they were. Whatever the outcome, ``report`` gets how the attempt ended.
         """
+        with reported(lock, report) as reporting:
+            reporting.result = self._locked(request, batches, lock)
+            return reporting.result
+
+    def _locked(
+        self, request: RefreshRequest, batches: Callable[[], Iterable[Sequence[object]]], lock: SegmentLock
+    ) -> RefreshResult:
+        """The refresh under the segment's lock, recorded in the run history."""
         segment_id, run = request.segment_id, request.run
         try:
             lock.acquire()
@@ -195,8 +210,10 @@ class Refresher(Stoppable):
             self._attempt = self._lock = None
             lock.release()
 
-    def note_inputs(self, inputs: str) -> None:
-        """Record, on the running attempt's history row, what it computes from."""
+    def note_inputs(self, inputs: str, kept: int) -> None:
+        """Record, on the running attempt's history row, what it computes from (JSON), of which
+        ``kept`` inputs were made by an earlier run (the result says so too)."""
+        self._inputs_kept = kept
         if self._attempt is not None:
             self.history.set_inputs(self._attempt, inputs)
 
@@ -232,6 +249,7 @@ class Refresher(Stoppable):
         if reason:
             raise RefreshSkipped(reason)
         started = time.monotonic()
+        self._inputs_kept = None
         sync_redis_from_mysql(segment_id, self.mysql, self.redis, self.batch_size, lock, self.feed)
         self.mysql.clear_staged(segment_id)
         self.redis.clear_staged(segment_id)
@@ -275,21 +293,33 @@ class Refresher(Stoppable):
         self._publish(segment_id)
         published = time.monotonic()
         t = staged.timings
+        steps = {
+            "stage": t.wall,
+            "fetch": t.fetch,
+            "redis": t.redis,
+            "mysql": t.mysql,
+            "exited": exited_seconds,
+            "swap": prune_began - swap_began,
+            "prune": done - prune_began,
+            "feed": published - done,
+        }
         log.info(
             "segment %s: timings: stage %.2fs (fetch %.2fs, redis %.2fs, mysql %.2fs), exited %.2fs, "
             "swap %.2fs, prune %.2fs, feed %.2fs",
             segment_id,
-            t.wall,
-            t.fetch,
-            t.redis,
-            t.mysql,
-            exited_seconds,
-            prune_began - swap_began,
-            done - prune_began,
-            published - done,
+            *steps.values(),
         )
         return RefreshResult(
-            segment_id, version, size, staged.rows_read, staged.skipped, entered, exited, done - started
+            segment_id,
+            version,
+            size,
+            staged.rows_read,
+            staged.skipped,
+            entered,
+            exited,
+            done - started,
+            steps,
+            self._inputs_kept,
         )
 
     def _stage(self, segment_id: str, version: int, batches: Iterable[Sequence[object]], logged: bool) -> Staged:

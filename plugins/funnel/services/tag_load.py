@@ -28,7 +28,7 @@ from funnel.core.run_info import RunInfo
 from funnel.core.states import RunStatus
 from funnel.core.user_tags import TagRow, normalize_tag_rows
 from funnel.core.utc_time import utc_now
-from funnel.services.attempt import Stoppable, describe_failure
+from funnel.services.attempt import Reporter, Stoppable, describe_failure, reported
 from funnel.storage import layout
 from funnel.storage.mysql.proxy_change_log import ProxyChangeLog
 from funnel.storage.mysql.run_history import Outcome, RunHistory
@@ -75,6 +75,21 @@ class TagLoader(Stoppable):
         *,
         force: bool = False,
         max_shrink_pct: float = 50.0,
+        report: Reporter[TagLoadResult] | None = None,
+    ) -> TagLoadResult:
+        """Load the tags as of ``as_of`` and swap them in; ``report`` gets how the attempt ended."""
+        with reported(lock, report) as reporting:
+            reporting.result = self._locked(run, as_of, batches, lock, force, max_shrink_pct)
+            return reporting.result
+
+    def _locked(
+        self,
+        run: RunInfo,
+        as_of: dt.datetime,
+        batches: Callable[[], Iterable[Sequence[Sequence[object]]]],
+        lock: SegmentLock,
+        force: bool,
+        max_shrink_pct: float,
     ) -> TagLoadResult:
         lock.acquire()
         self._lock = lock

@@ -50,6 +50,8 @@ class Report:
     versions: list[int] = field(default_factory=list)  # versions delivered in full
     parked: str | None = None  # "<delivery id>: <reason>" when this subscription is parked
     retried: int = 0  # parked batches this run unparked first
+    parked_batches: int = 0  # batches this run parked (0 for a subscription parked by an earlier run)
+    failed_attempts: int = 0  # sends that failed (each retried with backoff until max_attempts, then parked)
     stopped: bool = False  # the task was killed mid-way
     error: str | None = None  # an unexpected failure (a store, say): this subscription stopped, the others went on
 
@@ -139,6 +141,7 @@ class Deliverer:
                     f"{webhook.segment_id}/members, then subscribe again (webhooks remove + add)",
                     utc_now(),
                 )
+                report.parked_batches += 1
                 report.parked = f"{delivery_id(webhook.segment_id, version, batch)}: version {version} pruned"
                 return report
             entered, exited = self.changes.count_changes(webhook.segment_id, version)
@@ -149,7 +152,7 @@ class Deliverer:
                 if self.stop.is_set():
                     report.stopped = True
                     return report
-                failure = self._send(webhook, plan, batch, body(plan, batch, entered_ids, exited_ids))
+                failure = self._send(webhook, plan, batch, body(plan, batch, entered_ids, exited_ids), report)
                 if failure is _STOPPED:
                     report.stopped = True
                     return report
@@ -170,8 +173,9 @@ class Deliverer:
         if batch == 0:
             yield 1, [], []
 
-    def _send(self, webhook: Webhook, plan: VersionPlan, batch: int, payload: bytes) -> str | None:
-        """Send one batch with retries; None when delivered, else the reason it was parked."""
+    def _send(self, webhook: Webhook, plan: VersionPlan, batch: int, payload: bytes, report: Report) -> str | None:
+        """Send one batch with retries; None when delivered, else the reason it was parked
+        (``report`` counts the failed sends and the parked batch)."""
         reason = ""
         for attempt in range(1, self.config.max_attempts + 1):
             self.webhooks.attempt(webhook, plan.version, batch, plan.batches, utc_now())
@@ -184,6 +188,7 @@ class Deliverer:
                 self.webhooks.delivered(webhook, plan.version, batch, plan.batches, plan.batch_size, utc_now())
                 return None
             reason = outcome.reason
+            report.failed_attempts += 1
             self.webhooks.failed(webhook, plan.version, batch, f"attempt {attempt}: {reason}", utc_now())
             log.warning(
                 "funnel webhooks: webhook %d, %s, attempt %d of %d failed: %s",
@@ -199,4 +204,5 @@ class Deliverer:
                     return _STOPPED  # killed: the batch stays pending, the next run sends it
         parked = f"{self.config.max_attempts} attempts failed, the last: {reason}"
         self.webhooks.park(webhook, plan.version, batch, plan.batches, parked, utc_now())
+        report.parked_batches += 1
         return parked

@@ -77,6 +77,7 @@ def test_a_composite_stopped_mid_stream_changes_nothing_live_and_frees_its_lock(
     refresh(redis_client, "b", [str(i) for i in range(5, 20)])
     first = refresh_composite(redis_client)
     assert (first.version, first.size) == (1, 20)
+    assert first.inputs_kept == 2  # both operands made by other runs than the composite's
     refresh(redis_client, "b", [str(i) for i in range(5, 30)])
 
     def stop_after_first_batch(refresher: Any, batches: Iterator[list[str]]) -> Iterator[list[str]]:

@@ -16,7 +16,9 @@ from helpers import feed_entries, feed_versions, mysql_live_members, redis_live_
 from funnel.core.errors import RefreshRejected, RefreshSkipped, RefreshSuperseded, SegmentBusy, UserIdError
 from funnel.core.run_info import RunInfo
 from funnel.core.segment import Kind
-from funnel.services.refresh import Refresher, RefreshRequest
+from funnel.core.states import RunStatus
+from funnel.services.attempt import AttemptReport
+from funnel.services.refresh import Refresher, RefreshRequest, RefreshResult
 from funnel.services.restore import sync_redis_from_mysql
 from funnel.storage import layout
 from funnel.storage.mysql.run_history import RunHistory
@@ -342,6 +344,30 @@ def test_a_refresh_that_waited_while_another_run_refreshed_the_slot_skips(refres
         with pytest.raises(RefreshSkipped, match="already refreshed by a run"):
             refresher.refresh(request, source([2]), lock_for(refresher, wait=0.2))
     assert query(refresher, f"SELECT status FROM {layout.RUNS_TABLE} ORDER BY id") == (("success",), ("skipped",))
+
+
+def test_every_attempt_reports_its_outcome_duration_and_lock_wait(refresher: Refresher) -> None:
+    reports: list[AttemptReport[RefreshResult]] = []
+    request = RefreshRequest("s", Kind.DYNAMIC, run_at(20), max_shrink_pct=10)
+    made = refresher.refresh(request, source([1, 2, 3, 4]), lock_for(refresher), report=reports.append)
+    [done] = reports
+    assert (done.outcome, done.result) == (RunStatus.SUCCESS, made)
+    assert done.seconds >= made.seconds > 0
+    assert done.lock_wait_seconds < 1
+    assert set(made.steps) == {"stage", "fetch", "redis", "mysql", "exited", "swap", "prune", "feed"}
+    assert (made.rows_read, made.entered, made.exited, made.inputs_kept) == (4, 4, 0, None)
+
+    request = RefreshRequest("s", Kind.DYNAMIC, run_at(21), max_shrink_pct=10)
+    with pytest.raises(RefreshRejected):
+        refresher.refresh(request, source([1]), lock_for(refresher), report=reports.append)
+    assert (reports[-1].outcome, reports[-1].result) == (RunStatus.REJECTED, None)
+
+    holder = SegmentLock(refresher.redis.client, "s", {"dag_id": "d", "run_id": "other"}, 60, wait_seconds=0)
+    with holder, pytest.raises(SegmentBusy):
+        refresher.refresh(request, source([1]), lock_for(refresher, wait=0.5), report=reports.append)
+    busy = reports[-1]
+    assert (busy.outcome, busy.result) == (RunStatus.FAILED, None)
+    assert busy.seconds >= busy.lock_wait_seconds >= 0.5
 
 
 # ---------------------------------------------------------------- nothing half-done

@@ -66,6 +66,7 @@ def test_every_change_arrives_in_order_signed_across_failures_an_outage_and_a_ma
     [report] = deliverer(mysql_conn).run(retry_parked=False)
     assert report.parked is None
     assert report.versions == [v1, v2]
+    assert (report.failed_attempts, report.parked_batches) == (2, 0)
     first = receiver.requests[:3]
     assert [status for _, _, status in first] == [500, 500, 200]
     assert len({headers["x-funnel-delivery"] for headers, _, _ in first}) == 1  # repeats carry the same id
@@ -86,6 +87,7 @@ def test_every_change_arrives_in_order_signed_across_failures_an_outage_and_a_ma
     [report] = deliverer(mysql_conn).run(retry_parked=False)
     assert report.delivered == []
     assert report.parked is not None
+    assert (report.failed_attempts, report.parked_batches) == (3, 1)
     store = WebhookStore(mysql_conn)
     [(version, batch, reason)] = store.parked(webhook.id)
     assert (version, batch) == (v3, 1)
@@ -101,6 +103,7 @@ def test_every_change_arrives_in_order_signed_across_failures_an_outage_and_a_ma
     [report] = deliverer(mysql_conn).run(retry_parked=False)
     assert report.parked is not None
     assert "still parked" in report.parked
+    assert report.parked_batches == 0  # parked by the earlier run, not this one
     assert len(receiver.accepted()) == accepted_before
     [report] = deliverer(mysql_conn).run(retry_parked=True)
     assert report.retried == 1

@@ -104,6 +104,8 @@ class SegmentLock:
         self._renew = client.register_script(_RENEW_LUA)
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        #: How long the last ``acquire`` waited for another holder (seconds; 0 when the lock was free).
+        self.waited_seconds = 0.0
 
     def acquire(self) -> None:
         """Take the lock, waiting up to ``wait_seconds`` (and saying so) while another refresh holds it."""
@@ -117,6 +119,7 @@ class SegmentLock:
         ]
         while True:
             outcome = self._acquire(keys=[self.key], args=args)
+            self.waited_seconds = time.monotonic() - started
             if isinstance(outcome, bytes | str):
                 log.warning(
                     "segment %s: took the refresh lock over from %s, an earlier try of this task "
