@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -390,3 +391,33 @@ def schema_hook(conn_id: str = settings.MYSQL_CONN_ID) -> FunnelMySqlHook:
     """The hook ``migrate`` runs on: the run-time connect timeout, no read timeout (an ALTER TABLE of
     a large table may run longer than any read timeout, and must not be cut off half-way)."""
     return FunnelMySqlHook(mysql_conn_id=conn_id, connect_timeout=settings.MYSQL_CONNECT_TIMEOUT_SECONDS)
+
+
+# ---------------------------------------------------------------------- the API's workers' metrics
+
+#: prometheus_client's multiprocess directory, read from the environment when it is imported.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def fresh_metrics_dir(path: str | None) -> str:
+    """Make the API workers' metrics directory empty (``path``, else a new temporary one), export
+    it to the workers about to start (``PROMETHEUS_MULTIPROC_DIR``), and return it."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        Path(path).mkdir(parents=True)
+    else:
+        path = tempfile.mkdtemp(prefix="funnel-api-metrics-")
+    os.environ[METRICS_DIR_ENV] = path
+    return path
+
+
+def metrics_worker_gone(pid: int | None) -> None:
+    """An API worker process ended: its live gauges leave the scrape (its counters stay counted)."""
+    if pid is not None and os.environ.get(METRICS_DIR_ENV):
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(pid)

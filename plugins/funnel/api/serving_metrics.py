@@ -9,7 +9,8 @@ Two kinds of numbers:
 - counted where they happen (requests, answers by source, restores, events): prometheus_client
   counters and histograms. With several uvicorn workers (``python -m funnel.cli serve --workers
   N``) they are kept in prometheus_client's multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``,
-  made fresh by ``serve`` at start, a dead worker's files marked) and a scrape adds them up;
+  made fresh by ``serve`` at start, a dead worker's files marked: ``funnel.wiring``) and a scrape
+  adds them up;
 - read at scrape time from the scraping worker's catalog copy (``funnel.api.catalog_copy``, at most
   ``api_catalog_ttl_seconds`` old): one series per segment and metric (size, live version, seconds
   since refreshed, stale, last run status), the tags' version and age, parked webhook batches, and
@@ -20,11 +21,9 @@ Two kinds of numbers:
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -37,10 +36,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector
 
-#: prometheus_client's multiprocess directory, read from the environment when it is imported.
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from funnel.wiring import METRICS_DIR_ENV
+
 #: The exposition's content type (text format 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "<unmatched>"
@@ -230,7 +229,7 @@ def _segment_families(segments: Iterable[SegmentFigures]) -> Iterator[GaugeMetri
 def exposition(figures: ScrapeFigures) -> bytes:
     """The text a scrape answers: the counters (every worker's, added up, in multiprocess mode)
     and this scrape's figures."""
-    if os.environ.get(MULTIPROC_ENV):
+    if os.environ.get(METRICS_DIR_ENV):
         counted = CollectorRegistry()
         MultiProcessCollector(counted)
     else:
@@ -238,26 +237,3 @@ def exposition(figures: ScrapeFigures) -> bytes:
     scraped = CollectorRegistry(auto_describe=False)
     scraped.register(_Figures(figures))
     return generate_latest(counted) + generate_latest(scraped)
-
-
-# ---------------------------------------------------------------------- workers
-
-
-def fresh_multiprocess_dir(path: str | None) -> str:
-    """Make the workers' metrics directory empty (``path``, else a new temporary one), export it
-    to the workers (``PROMETHEUS_MULTIPROC_DIR``), and return it."""
-    if path:
-        shutil.rmtree(path, ignore_errors=True)
-        Path(path).mkdir(parents=True)
-    else:
-        import tempfile
-
-        path = tempfile.mkdtemp(prefix="funnel-api-metrics-")
-    os.environ[MULTIPROC_ENV] = path
-    return path
-
-
-def worker_gone(pid: int | None) -> None:
-    """A worker process ended: its live gauges leave the scrape (its counters stay counted)."""
-    if pid is not None and os.environ.get(MULTIPROC_ENV):
-        mark_process_dead(pid)

@@ -18,13 +18,12 @@ def serve(host: str, port: int, workers: int) -> None:
     import shutil
     import signal
 
-    from funnel import settings
-    from funnel.api.serving_metrics import fresh_multiprocess_dir, worker_gone
+    from funnel import settings, wiring
 
     if workers <= 1:
         _serve_one(host, port)
         return
-    metrics_dir = fresh_multiprocess_dir(settings.API_METRICS_DIR)  # before the workers start: they inherit it
+    metrics_dir = wiring.fresh_metrics_dir(settings.API_METRICS_DIR)  # before the workers start: they inherit it
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_serve_one, args=(host, port), daemon=True) for _ in range(workers)]
 
@@ -43,7 +42,7 @@ def serve(host: str, port: int, workers: int) -> None:
         stop()
         for child in children:
             child.join(10)
-            worker_gone(child.pid)
+            wiring.metrics_worker_gone(child.pid)
         if not settings.API_METRICS_DIR:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     codes = [child.exitcode for child in children]
