@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from funnel import settings
 from funnel.api.route_statuses import error_statuses
 from funnel.api.service_access import request_service
-from funnel.api.serving_metrics import CONTENT_TYPE, exposition
+from funnel.api.serving_metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
@@ -31,7 +31,7 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 )
 async def get_metrics(request: Request) -> Response:
     service = await request_service(request, None if _scraper(request) else "read")
-    return Response(exposition(await service.scrape_figures()), media_type=CONTENT_TYPE)
+    return Response(await service.metrics_text(), media_type=CONTENT_TYPE)
 
 
 def _scraper(request: Request) -> bool:
