@@ -110,9 +110,11 @@ def test_metrics_count_requests_by_route_template_and_show_each_segment(
     assert value(text, "funnel_api_catalog_read_timestamp_seconds") > time.time() - 600
 
 
-def test_metrics_need_read_scope_or_the_metrics_token(
+def test_metrics_need_read_scope_or_the_metrics_token_or_loopback_when_configured(
     start_api: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from funnel.api.app import create_app
+
     anonymous = start_api(token=None)
     assert anonymous.get("/metrics").status_code == 401
     assert anonymous.get("/metrics", headers=bearer("not-a-token")).status_code == 401
@@ -123,18 +125,12 @@ def test_metrics_need_read_scope_or_the_metrics_token(
     assert anonymous.get("/metrics", headers=bearer(METRICS_TOKEN)).status_code == 200
     assert anonymous.get(f"/v1/users/{SECRET_USER}/segments", headers=bearer(METRICS_TOKEN)).status_code == 401
 
-    assert anonymous.get("/metrics").status_code == 401  # TestClient's peer is not loopback
-    monkeypatch.setattr(settings, "METRICS_OPEN_ON_LOOPBACK", True)
-    assert anonymous.get("/metrics").status_code == 401
-
-
-def test_metrics_are_open_on_loopback_only_when_configured(start_server: Callable[..., Any]) -> None:
-    closed, _ = start_server()
-    open_, _ = start_server(metrics_open_on_loopback="True")
-
-    assert closed.get("/metrics").status_code == 401
-    assert open_.get("/metrics").status_code == 200
-    assert open_.get("/v1/segments").status_code == 401  # the rest of the API is not opened
+    with TestClient(create_app(), client=("127.0.0.1", 50000)) as loopback:
+        assert loopback.get("/metrics").status_code == 401  # loopback alone is not enough by default
+        monkeypatch.setattr(settings, "METRICS_OPEN_ON_LOOPBACK", True)
+        assert loopback.get("/metrics").status_code == 200
+        assert loopback.get("/v1/segments").status_code == 401  # the rest of the API is not opened
+    assert anonymous.get("/metrics").status_code == 401  # a peer not on loopback still needs a token
 
 
 def test_every_worker_counts_and_a_real_prometheus_scrapes_the_sum(
