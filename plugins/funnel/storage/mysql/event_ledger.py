@@ -123,14 +123,24 @@ class EventLedger:
             new = [e for e in unique if e.event_id in new_ids]
             applied = [e for e in new if e.at > as_of]
             changes: list[ProxyChange] = []
-            locked = bool(rules and applied)
-            if locked:
-                before = self._lock_tags(int(version), sorted({e.user_id for e in applied}))
-                tags = {row.user_id: Tags(row.first_seen, row.order_count) for row in before}
+            after: dict[str, TagRow] = {}
+            if rules and applied:
+                before = {
+                    row.user_id: row for row in self._lock_tags(int(version), sorted({e.user_id for e in applied}))
+                }
+                tags = {row.user_id: Tags(row.first_seen, row.order_count) for row in before.values()}
                 changes = crossings(rules, tags, applied)
-            self._apply(int(version), applied, rows_exist=locked)
+                # The rows are locked: what the upsert makes of them is known without reading them again.
+                after = {
+                    user: change.applied_to(user, before.get(user)) for user, change in net_changes(applied).items()
+                }
+            self._apply(int(version), applied, rows_exist=bool(after))
             self.proxy_changes.record(changes, now)
-            rows = self._tags_of(int(version), sorted({e.user_id for e in events}))
+            users = sorted({e.user_id for e in events})
+            after.update(
+                (row.user_id, row) for row in self._tags_of(int(version), [u for u in users if u not in after])
+            )
+            rows = [after[user] for user in users if user in after]
             self.conn.commit()
         except BaseException:
             self.conn.rollback()
@@ -263,6 +273,6 @@ class EventLedger:
             (version, *user_ids),
         )
 
-    def _tags_of(self, version: int, user_ids: Sequence[str], for_update: bool = False) -> list[TagRow]:
-        """Inside the caller's transaction: these users' tags in ``version`` (``for_update``: locked)."""
-        return read_tag_rows(self.conn, version, user_ids, for_update)
+    def _tags_of(self, version: int, user_ids: Sequence[str]) -> list[TagRow]:
+        """Inside the caller's transaction: these users' tags in ``version``."""
+        return read_tag_rows(self.conn, version, user_ids)
