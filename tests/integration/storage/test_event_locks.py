@@ -26,7 +26,8 @@ pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests
 NOW = dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC)
 CANCEL_USERS = [f"c{n}" for n in range(10)]
 PRELOADED = 30  # each c user's orders before the race: at most this many cancellations of it follow
-BATCHES = 500
+BATCHES = 800
+SIDES = 4  # connections posting at once: two in ascending, two in descending user id order
 
 Expected = dict[str, tuple[dt.datetime | None, int]]
 
@@ -43,19 +44,20 @@ def second_conn(mysql_conn: Any) -> Iterator[Any]:
     conn.close()
 
 
-def race(seed: int) -> tuple[list[list[Event]], list[list[Event]], Expected]:
-    """Two sides' batches of 20 events over the same users, A's in ascending and B's in descending
-    user id order: orders, sign-ups (of users new to MySQL, racing their orders) and cancellations
+def race(seed: int) -> tuple[list[list[list[Event]]], Expected]:
+    """``SIDES`` sides' batches of 20 events over the same users, in ascending (even sides) or
+    descending (odd sides) user id order: orders, sign-ups (of users new to MySQL, racing their
+    orders) and cancellations
     (only of the ``c`` users, never more than their ``PRELOADED`` orders, so no count reaches the
     floor and the expected counts hold in any interleaving). A quarter of each side's batches is
-    sent again by the other side, reversed. Returns both sides and each user's expected tags."""
+    sent again by the next side, reversed. Returns the sides and each user's expected tags."""
     rnd = random.Random(seed)
-    users = [f"r{n:02}" for n in range(30)] + CANCEL_USERS
+    users = [f"r{n:02}" for n in range(20)] + CANCEL_USERS
     cancels_left = dict.fromkeys(CANCEL_USERS, PRELOADED)
     expected: Expected = dict.fromkeys(CANCEL_USERS, (None, PRELOADED))
-    sides: list[list[list[Event]]] = [[], []]
+    sides: list[list[list[Event]]] = [[] for _ in range(SIDES)]
     for b in range(BATCHES):
-        side = b % 2
+        side = b % SIDES
         batch = []
         for k in range(20):
             user = rnd.choice(users)
@@ -73,17 +75,17 @@ def race(seed: int) -> tuple[list[list[Event]], list[list[Event]], Expected]:
                 cancels_left[user] -= 1
             expected[user] = (first_seen, orders)
             batch.append(Event(f"e{b}-{k}", kind, user, when))
-        batch.sort(key=lambda e: e.user_id, reverse=bool(side))
+        batch.sort(key=lambda e: e.user_id, reverse=bool(side % 2))
         sides[side].append(batch)
         if rnd.random() < 0.25:
-            sides[1 - side].append(list(reversed(batch)))
-    return sides[0], sides[1], expected
+            sides[(side + 1) % SIDES].append(list(reversed(batch)))
+    return sides, expected
 
 
 def test_batches_over_the_same_users_in_opposite_orders_never_deadlock(
-    mysql_conn: Any, second_conn: Any, monkeypatch: pytest.MonkeyPatch
+    mysql_conn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No retries: a deadlock between the two sides would escape, so only the lock order keeps them apart.
+    # No retries: a deadlock between the sides would escape, so only the lock order keeps them apart.
     monkeypatch.setattr(settings, "MYSQL_LOCK_RETRIES", 0, raising=False)
     rules = {"three": parse_rule("three", '{"tag": "order_count", "op": ">=", "value": 3}', 30)}
     wiring.event_ledger(mysql_conn).record_events(
@@ -91,7 +93,8 @@ def test_batches_over_the_same_users_in_opposite_orders_never_deadlock(
         "p" * 32,
         NOW,
     )
-    a, b, expected = race(seed=19)
+    sides, expected = race(seed=19)
+    conns = [FunnelMySqlHook().get_conn() for _ in sides]
     failures: list[str] = []
 
     def post(conn: Any, name: str, batches: list[list[Event]]) -> None:
@@ -102,11 +105,13 @@ def test_batches_over_the_same_users_in_opposite_orders_never_deadlock(
             except Exception as exc:  # counted; the batch is not sent again
                 failures.append(f"{type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=post, args=side) for side in ((mysql_conn, "a", a), (second_conn, "b", b))]
+    threads = [threading.Thread(target=post, args=(conns[n], "abcd"[n], side)) for n, side in enumerate(sides)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    for conn in conns:
+        conn.close()
     assert failures == []
     in_mysql = MySqlTagStore(mysql_conn).tags_of(sorted(expected))
     assert {u: (row.first_seen, row.order_count) for u, row in in_mysql.items()} == expected
