@@ -101,6 +101,10 @@ HIVE_LOG_EVERY_SECONDS: float = conf.getfloat(SECTION, "hive_log_every_seconds",
 #: MySQL at run time (a refresh, the CLI): connect and read timeouts.
 MYSQL_CONNECT_TIMEOUT_SECONDS: int = conf.getint(SECTION, "mysql_connect_timeout_seconds", fallback=10)
 MYSQL_READ_TIMEOUT_SECONDS: int = conf.getint(SECTION, "mysql_read_timeout_seconds", fallback=600)
+#: How many times a transaction MySQL rolled back on a lock conflict (deadlock 1213, lock wait
+#: timeout 1205) is tried again at once, each with one warning line, before it fails (an event
+#: batch: 503).
+MYSQL_LOCK_RETRIES: int = max(conf.getint(SECTION, "mysql_lock_retries", fallback=3), 0)
 
 #: Functions a segment query may call on top of the built-in allowlist (site UDFs an
 #: administrator vetted), comma-separated, lower-case.

@@ -247,7 +247,7 @@ def redis_tag_store(client: Any) -> RedisTagStore:
 
 
 def event_ledger(conn: Any) -> EventLedger:
-    return EventLedger(conn)
+    return EventLedger(conn, lock_retries=settings.MYSQL_LOCK_RETRIES)
 
 
 def proxy_change_log(conn: Any) -> ProxyChangeLog:

@@ -165,7 +165,7 @@ def test_history_prints_a_users_stays_and_proxy_changes_as_a_table(mysql_conn: A
         store.promote("buyers", version, run, 1, now - dt.timedelta(hours=hours_ago))
     loyal = {"loyal": parse_rule("loyal", '{"tag": "order_count", "op": ">=", "value": 1}', 30)}
     order = Event("o-1", EventType.ORDER, "1", now - dt.timedelta(minutes=30))
-    EventLedger(mysql_conn).record_events([order], "r" * 32, now, loyal)
+    EventLedger(mysql_conn, lock_retries=0).record_events([order], "r" * 32, now, loyal)
 
     assert main(["history", "1"]) == 0
     shown = capsys.readouterr().out.splitlines()

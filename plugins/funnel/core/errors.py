@@ -260,6 +260,11 @@ class PartialWrite(StoreError):
     client_message = None
 
 
+class LockConflict(StoreError):
+    """MySQL rolled a transaction back on a lock conflict (a deadlock or a lock wait timeout) more
+    times in a row than ``mysql_lock_retries`` allows; nothing of it was written."""
+
+
 class RespError(StoreError):
     """Redis answered a command of the API's lean client (``funnel.storage.redis.resp_client``) with an error."""
 

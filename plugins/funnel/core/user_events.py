@@ -19,6 +19,7 @@ from typing import Any
 
 from funnel.core import ids
 from funnel.core.errors import EventError, TimeRefused
+from funnel.core.user_tags import TagRow
 from funnel.core.utc_time import ISO_EXAMPLE, Naive, parse_utc
 
 
@@ -122,6 +123,17 @@ class TagChange:
     first_seen: dt.datetime | None = None
     order_delta: int = 0
     events: int = 0
+
+    def applied_to(self, user_id: str, before: TagRow | None) -> TagRow:
+        """The user's tags after this change (``before``: none yet), as MySQL's upsert makes them
+        (``funnel.storage.mysql.event_ledger``): the earlier first_seen, the count + delta floored
+        at 0, ``seq`` + events."""
+        if before is None:
+            return TagRow(user_id, self.first_seen, max(self.order_delta, 0), self.events)
+        first_seen = before.first_seen if self.first_seen is None else self.first_seen
+        if before.first_seen is not None and self.first_seen is not None:
+            first_seen = min(before.first_seen, self.first_seen)
+        return TagRow(user_id, first_seen, max(before.order_count + self.order_delta, 0), before.seq + self.events)
 
 
 def net_changes(events: Iterable[Event]) -> dict[str, TagChange]:

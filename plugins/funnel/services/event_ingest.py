@@ -89,4 +89,6 @@ def publish_proxy_changes(changes: ProxyChangeLog, feed: SegmentFeed) -> int:
             feed.publish(segment_id, FeedChange(change.value), [c.user_id for c in group], event=event_id)
         changes.mark_published([row_id for row_id, _ in rows])
         published += len(rows)
+        if len(rows) < SWEEP_ROWS:  # the log is swept (what commits meanwhile, the next sweep takes)
+            break
     return published

@@ -35,7 +35,7 @@ def stores(mysql_conn: Any, redis_client: Any) -> tuple[EventLedger, RedisTagSto
     redis = RedisTagStore(redis_client, staging_ttl_seconds=600)
     live = MySqlTagStore(mysql_conn).live()
     redis.swap(live)  # Redis serves version 0, as a restore would set it up
-    return EventLedger(mysql_conn), redis
+    return EventLedger(mysql_conn, lock_retries=0), redis
 
 
 def both(stores: tuple[EventLedger, RedisTagStore], *user_ids: str) -> tuple[list[Any], list[Any]]:

@@ -8,7 +8,8 @@ import datetime as dt
 import pytest
 
 from funnel.core.errors import EventError
-from funnel.core.user_events import Event, EventType, net_changes, parse_events
+from funnel.core.user_events import Event, EventType, TagChange, net_changes, parse_events
+from funnel.core.user_tags import TagRow
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 
@@ -62,3 +63,15 @@ def test_a_batch_folds_into_one_change_per_user() -> None:
     assert sorted(changes) == ["u1", "u2"]
     assert (changes["u1"].first_seen, changes["u1"].order_delta, changes["u1"].events) == (at, 1, 5)
     assert (changes["u2"].first_seen, changes["u2"].order_delta, changes["u2"].events) == (None, -1, 1)
+
+
+def test_a_change_applied_to_tags_gives_what_mysql_stores() -> None:
+    at = dt.datetime(2026, 11, 29, 9, tzinfo=dt.UTC)
+    earlier, later = at - dt.timedelta(days=1), at + dt.timedelta(days=1)
+    change = TagChange(first_seen=at, order_delta=-2, events=3)
+    assert change.applied_to("u1", None) == TagRow("u1", at, 0, 3)  # new: the count floored at 0
+    assert change.applied_to("u1", TagRow("u1", later, 5, 4)) == TagRow("u1", at, 3, 7)
+    assert change.applied_to("u1", TagRow("u1", earlier, 1, 4)) == TagRow("u1", earlier, 0, 7)
+    assert TagChange(order_delta=1, events=1).applied_to("u1", TagRow("u1", earlier, 1, 0)) == TagRow(
+        "u1", earlier, 2, 1
+    )

@@ -7,6 +7,15 @@ they cause (``funnel.storage.mysql.proxy_change_log``). A load's swap holds the 
 UPDATE`` while it replays the events after its own ``as_of`` (``funnel.storage.mysql.tag_versions``),
 so no event falls between the two. Each user's ``seq`` counts the events applied since the load,
 so Redis can drop a write older than the one it holds.
+
+Every batch takes its locks in one order, so two batches never wait on each other in a circle:
+the live pointer (shared), then its events' ``event_id`` index entries in event id order, then its
+users' tag rows in user id order, in one pass (with proxy rules, a user new to the version gets
+a placeholder row in the same statement that locks the others, so the batch never comes back to
+insert into a gap), then the change log's new rows. The batch runs READ COMMITTED and never
+reads with locks: a locking read may scan, and a range holds other batches' users out of order
+(as the old floor of ``order_count`` over its index did). What conflicts remain (a load's swap,
+a long transaction elsewhere) are tried again (``funnel.storage.mysql.lock_conflicts``).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from funnel.core.user_events import Event, net_changes
 from funnel.core.user_tags import TagRow
 from funnel.core.utc_time import from_naive_utc, to_naive_utc
 from funnel.storage import layout
+from funnel.storage.mysql.lock_conflicts import retried
 from funnel.storage.mysql.proxy_change_log import ProxyChangeLog
 from funnel.storage.mysql.sql_params import marks
 from funnel.storage.mysql.tag_versions import EARLIEST, read_tag_rows, tag_row
@@ -42,15 +52,22 @@ class EventsOutcome:
     proxy_changes: tuple[ProxyChange, ...] = ()
 
 
+#: ``order_count`` of a placeholder row (``EventLedger._lock_tags``): never committed, as a committed
+#: count is never below 0.
+_PLACEHOLDER = -1
+
+
 class EventLedger:
     """Events recorded and applied to the live tags in MySQL, over one DB-API (mysqlclient) connection.
 
     ``proxy_changes``: the proxy segments' change log on the same connection (a batch records
-    its crossings in its own transaction).
+    its crossings in its own transaction). ``lock_retries``: how many times a batch MySQL rolled
+    back on a lock conflict is tried again before ``LockConflict``.
     """
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, lock_retries: int) -> None:
         self.conn = conn
+        self.lock_retries = lock_retries
         self.proxy_changes = ProxyChangeLog(conn)
 
     def record_events(
@@ -69,13 +86,30 @@ class EventLedger:
         one is recorded in ``funnel_proxy_changes`` in the same transaction
         (``funnel.core.proxy_changes``). Returns the batch's users' tags afterwards (duplicates'
         users too), for Redis, and the changes recorded.
+
+        A lock conflict rolls the batch back and it is tried again, up to ``lock_retries`` times
+        with one warning line each; then ``LockConflict`` (nothing recorded).
         """
+        return retried(
+            self.conn,
+            lambda: self._record(events, request_id, now, rules),
+            self.lock_retries,
+            f"event batch of {len(events)} event(s)",
+        )
+
+    def _record(
+        self, events: Sequence[Event], request_id: str, now: dt.datetime, rules: Mapping[str, Rule] | None
+    ) -> EventsOutcome:
         cur = self.conn.cursor()
+        # Each read sees what is committed when it runs (and takes no gap locks): the tags read after
+        # this batch locked its users' rows are their latest.
+        cur.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
         try:
             cur.execute(f"SELECT version, as_of FROM {layout.TAG_LIVE_TABLE} WHERE id = 1 LOCK IN SHARE MODE")
             version, as_of_naive = cur.fetchone()
             as_of = from_naive_utc(as_of_naive)
-            unique = list({event.event_id: event for event in events}.values())
+            # One lock order for every batch: event ids, then user ids, sorted (no two batches wait on each other).
+            unique = sorted({event.event_id: event for event in events}.values(), key=lambda e: e.event_id)
             cur.executemany(
                 f"INSERT IGNORE INTO {layout.EVENTS_TABLE} (event_id, type, user_id, at, received_at, request_id)"
                 " VALUES (%s, %s, %s, %s, %s, %s)",
@@ -84,18 +118,29 @@ class EventLedger:
                     for e in unique
                 ],
             )
-            new_ids = self._inserted_by(request_id, [e.event_id for e in unique])
+            new_ids = self._inserted_by(request_id, unique, inserted=int(cur.rowcount))
             self._check_repeats(events, [e for e in unique if e.event_id not in new_ids])
             new = [e for e in unique if e.event_id in new_ids]
             applied = [e for e in new if e.at > as_of]
             changes: list[ProxyChange] = []
+            after: dict[str, TagRow] = {}
             if rules and applied:
-                before = self._tags_of(int(version), sorted({e.user_id for e in applied}), for_update=True)
-                tags = {row.user_id: Tags(row.first_seen, row.order_count) for row in before}
+                before = {
+                    row.user_id: row for row in self._lock_tags(int(version), sorted({e.user_id for e in applied}))
+                }
+                tags = {row.user_id: Tags(row.first_seen, row.order_count) for row in before.values()}
                 changes = crossings(rules, tags, applied)
-            self._apply(int(version), applied)
+                # The rows are locked: what the upsert makes of them is known without reading them again.
+                after = {
+                    user: change.applied_to(user, before.get(user)) for user, change in net_changes(applied).items()
+                }
+            self._apply(int(version), applied, rows_exist=bool(after))
             self.proxy_changes.record(changes, now)
-            rows = self._tags_of(int(version), sorted({e.user_id for e in events}))
+            users = sorted({e.user_id for e in events})
+            after.update(
+                (row.user_id, row) for row in self._tags_of(int(version), [u for u in users if u not in after])
+            )
+            rows = [after[user] for user in users if user in after]
             self.conn.commit()
         except BaseException:
             self.conn.rollback()
@@ -155,8 +200,13 @@ class EventLedger:
                     "send the same event; give a new event a new id"
                 )
 
-    def _inserted_by(self, request_id: str, event_ids: Sequence[str]) -> set[str]:
-        if not event_ids:
+    def _inserted_by(self, request_id: str, unique: Sequence[Event], inserted: int) -> set[str]:
+        """The ids of ``unique`` this batch's INSERT IGNORE recorded (``inserted`` of them): all or none
+        without asking MySQL, which ones otherwise."""
+        event_ids = [e.event_id for e in unique]
+        if inserted == len(event_ids):
+            return set(event_ids)
+        if not inserted:
             return set()
         cur = self.conn.cursor()
         cur.execute(
@@ -165,7 +215,26 @@ class EventLedger:
         )
         return {row[0] for row in cur.fetchall()}
 
-    def _apply(self, version: int, events: Sequence[Event]) -> None:
+    def _lock_tags(self, version: int, user_ids: Sequence[str]) -> list[TagRow]:
+        """Lock these users' tag rows in ``version`` (sorted ids), in one pass, and read them.
+
+        A user new to the version gets a placeholder row in the same statement (no tags yet:
+        ``_PLACEHOLDER``, left out of the answer), so ``_apply`` only updates rows already locked.
+        """
+        cur = self.conn.cursor()
+        cur.executemany(  # one multi-row statement: the rows are locked in this order
+            f"INSERT INTO {layout.USER_TAGS_TABLE} (version, user_id, order_count) VALUES (%s, %s, %s)"
+            " ON DUPLICATE KEY UPDATE seq = seq",
+            [(version, user_id, _PLACEHOLDER) for user_id in user_ids],
+        )
+        # A plain read (READ COMMITTED: the latest committed, and this batch's placeholders): a locking
+        # read may scan and lock rows of other batches' users, out of order.
+        return [row for row in read_tag_rows(self.conn, version, user_ids) if row.order_count >= 0]
+
+    def _apply(self, version: int, events: Sequence[Event], rows_exist: bool) -> None:
+        """Add the events' net changes to their users' tags, in user id order. ``rows_exist``: every
+        user's row is there and locked (``_lock_tags``); otherwise a new user whose events cancel
+        more orders than they place is floored to 0 after the insert."""
         changes = net_changes(events)
         if not changes:
             return
@@ -174,7 +243,7 @@ class EventLedger:
             f"INSERT INTO {layout.USER_TAGS_TABLE} (version, user_id, first_seen, order_count, seq)"
             " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
             f" first_seen = {EARLIEST.format(old='first_seen', new='VALUES(first_seen)')},"
-            " order_count = order_count + VALUES(order_count), seq = seq + VALUES(seq)",
+            " order_count = GREATEST(GREATEST(order_count, 0) + VALUES(order_count), 0), seq = seq + VALUES(seq)",
             [
                 (
                     version,
@@ -186,16 +255,24 @@ class EventLedger:
                 for user_id, change in sorted(changes.items())
             ],
         )
-        self._floor_order_counts(version, list(changes))
+        if not rows_exist:
+            self._floor_new_users(
+                version, [user_id for user_id, change in sorted(changes.items()) if change.order_delta < 0]
+            )
 
-    def _floor_order_counts(self, version: int, user_ids: Sequence[str]) -> None:
+    def _floor_new_users(self, version: int, user_ids: Sequence[str]) -> None:
+        """A user new to ``version`` whose first events cancel more orders than they place starts at 0
+        (a user already there is floored by the upsert). By the primary key only, on rows this batch
+        holds: a range of the ``order_count`` index would lock other batches' users (deadlocks)."""
+        if not user_ids:
+            return
         cur = self.conn.cursor()
         cur.execute(
-            f"UPDATE {layout.USER_TAGS_TABLE} SET order_count = 0"
-            f" WHERE version = %s AND order_count < 0 AND user_id IN ({marks(user_ids)})",
+            f"UPDATE {layout.USER_TAGS_TABLE} FORCE INDEX (PRIMARY) SET order_count = 0"
+            f" WHERE version = %s AND user_id IN ({marks(user_ids)}) AND order_count < 0",
             (version, *user_ids),
         )
 
-    def _tags_of(self, version: int, user_ids: Sequence[str], for_update: bool = False) -> list[TagRow]:
-        """Inside the caller's transaction: these users' tags in ``version`` (``for_update``: locked)."""
-        return read_tag_rows(self.conn, version, user_ids, for_update)
+    def _tags_of(self, version: int, user_ids: Sequence[str]) -> list[TagRow]:
+        """Inside the caller's transaction: these users' tags in ``version``."""
+        return read_tag_rows(self.conn, version, user_ids)
