@@ -22,7 +22,14 @@ from funnel.api.catalog_copy import CatalogCopy, CatalogView, Entry
 from funnel.api.membership_reads import Answer, MembershipReads
 from funnel.api.mysql_pool import MySqlPool
 from funnel.api.segment_descriptions import SegmentDescriptions
-from funnel.api.serving_metrics import EVENT_BATCH_SECONDS, EVENTS, ScrapeFigures, SegmentFigures, exposition
+from funnel.api.serving_metrics import (
+    DEADLOCK_RETRIES,
+    EVENT_BATCH_SECONDS,
+    EVENTS,
+    ScrapeFigures,
+    SegmentFigures,
+    exposition,
+)
 from funnel.core.errors import EventConflict, NotComputed
 from funnel.core.proxy_matching import Tags
 from funnel.core.segment_revisions import Revision
@@ -198,6 +205,8 @@ class Service:
             EVENTS.labels("conflicting").inc(len(events))
             raise
         EVENT_BATCH_SECONDS.observe(time.perf_counter() - began)
+        if outcome.retries:
+            DEADLOCK_RETRIES.inc(outcome.retries)
         for label, count in (
             ("accepted", outcome.accepted),
             ("duplicate", outcome.duplicates),

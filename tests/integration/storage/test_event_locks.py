@@ -185,7 +185,7 @@ def test_a_deadlocked_batch_is_tried_again_with_one_warning_line(
     batch = [Event("o2", EventType.ORDER, "u2", at(1)), Event("o1", EventType.ORDER, "u1", at(1))]
     with caplog.at_level(logging.WARNING):
         outcome = _deadlock_one_batch(mysql_conn, second_conn, lambda: ledger.record_events(batch, "q" * 32, NOW))
-    assert (outcome.accepted, outcome.duplicates) == (2, 0)
+    assert (outcome.accepted, outcome.duplicates, outcome.retries) == (2, 0, 1)
     assert {u: row.order_count for u, row in MySqlTagStore(mysql_conn).tags_of(["u1", "u2"]).items()} == {
         "u1": 2,
         "u2": 2,

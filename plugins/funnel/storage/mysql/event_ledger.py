@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from funnel.core.errors import EventConflict
@@ -50,6 +50,7 @@ class EventsOutcome:
     rows: tuple[TagRow, ...]  # the batch's users' tags after it, for Redis
     #: the proxy segments' rule crossings the batch caused, as recorded in ``funnel_proxy_changes``
     proxy_changes: tuple[ProxyChange, ...] = ()
+    retries: int = 0  # times MySQL rolled the batch back on a lock conflict before it went through
 
 
 #: ``order_count`` of a placeholder row (``EventLedger._lock_tags``): never committed, as a committed
@@ -90,12 +91,15 @@ class EventLedger:
         A lock conflict rolls the batch back and it is tried again, up to ``lock_retries`` times
         with one warning line each; then ``LockConflict`` (nothing recorded).
         """
-        return retried(
-            self.conn,
-            lambda: self._record(events, request_id, now, rules),
-            self.lock_retries,
-            f"event batch of {len(events)} event(s)",
-        )
+        tries = 0
+
+        def attempt() -> EventsOutcome:
+            nonlocal tries
+            tries += 1
+            return self._record(events, request_id, now, rules)
+
+        outcome = retried(self.conn, attempt, self.lock_retries, f"event batch of {len(events)} event(s)")
+        return replace(outcome, retries=tries - 1)
 
     def _record(
         self, events: Sequence[Event], request_id: str, now: dt.datetime, rules: Mapping[str, Rule] | None
