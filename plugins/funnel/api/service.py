@@ -35,7 +35,7 @@ from funnel.core.proxy_matching import Tags
 from funnel.core.segment_revisions import Revision
 from funnel.core.user_events import Event
 from funnel.core.utc_time import utc_now
-from funnel.services.event_ingest import ingest
+from funnel.services.event_ingest import FeedSweeps, ingest
 from funnel.services.segment_admin import moves_membership
 from funnel.services.webhook_admin import subscribe
 from funnel.storage import layout
@@ -64,6 +64,7 @@ class Service:
         self.restorer = Restorer()
         self._previews = Previews(settings.PREVIEW_CONCURRENCY)
         self._catalog = CatalogCopy()
+        self._sweeps = FeedSweeps()  # one proxy change log sweep at a time in this worker
         self._membership = MembershipReads(self._resp, self._mysql, self.restorer, self._catalog)
         self._descriptions = SegmentDescriptions(self._redis, self._mysql, self.restorer)
         self._sync_tags: Any = None
@@ -196,7 +197,9 @@ class Service:
         rules = {entry.segment_id: entry.proxy_rule for entry in (await self._catalog.view()).enabled_proxies}
 
         def run(conn: Any) -> tuple[EventsOutcome, bool]:
-            return ingest(events, wiring.event_ledger(conn), self.sync_tags, utc_now(), rules, self.sync_feed)
+            return ingest(
+                events, wiring.event_ledger(conn), self.sync_tags, utc_now(), rules, self.sync_feed, self._sweeps
+            )
 
         began = time.perf_counter()
         try:
