@@ -229,15 +229,29 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(mysql_conn: Any, redis_client: Any, api_tokens: str, tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
+def server_env() -> dict[str, str | None]:
+    """Changes to the served API's environment (None: the variable is removed, so the setting takes
+    its default); a test overrides this with ``@pytest.mark.parametrize("server_env", [{...}])``."""
+    return {}
+
+
+@pytest.fixture
+def server(
+    mysql_conn: Any, redis_client: Any, api_tokens: str, tmp_path: Path, server_env: dict[str, str | None]
+) -> Iterator[tuple[httpx.Client, Path]]:
     """The API as deployed: ``python -m funnel.cli serve`` (uvicorn) on a free loopback port,
-    with the tests' connections and tokens, asked over HTTP; stopped at the end."""
+    with the tests' connections and tokens (and ``server_env``), asked over HTTP; stopped at the end."""
     port = free_port()
     env = {
         **os.environ,  # AIRFLOW_HOME and AIRFLOW_CONN_FUNNEL_* of the test databases (tests/conftest.py)
         "AIRFLOW__FUNNEL__API_TOKENS": api_tokens,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     }
+    for name, value in server_env.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     log = tmp_path / "server.log"
     command = [sys.executable, "-m", "funnel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
