@@ -255,6 +255,21 @@ def test_report_names_a_proxy_row_whose_rule_does_not_parse_and_goes_on(
     assert "tags" in lines["ok"]
 
 
+def test_report_prints_its_table_alone_on_stdout_and_its_log_lines_on_stderr(mysql_conn: Any) -> None:
+    from helpers import insert_segments
+
+    insert_segments(mysql_conn, {"segment_id": "buyers", "name": "Buyers", "kind": "dynamic", "query": "SELECT 1"})
+    done = run_cli("report")
+    assert done.returncode == 2, done.stderr  # never computed: stale
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["segment", "kind", "version", "redis", "mysql", "agree"]
+    assert lines[1].split() == ["buyers", "dynamic", "-", "0", "0", "yes"]
+    assert lines[-1] == "stale or failing: buyers"
+    for line in lines:  # the table and the freshness lines only: no log record among them
+        assert not any(mark in line for mark in ("[info", "[warning", "funnel: read", "loc=")), line
+    assert "funnel: read 1 catalog rows from MySQL" in done.stderr  # the freshness report's catalog read
+
+
 def test_webhooks_add_refuses_a_loopback_receiver_by_default(mysql_conn: Any) -> None:
     from helpers import insert_segments
 
