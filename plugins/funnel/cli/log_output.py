@@ -16,14 +16,16 @@ def logs_to_stderr() -> None:
 
     Airflow's logging config, set up when Airflow is imported, writes to stdout twice over: the
     stdlib root handler (funnel's loggers, and Airflow's that use ``logging``) and the structlog
-    loggers (Airflow's task SDK), whose factory writes to stdout when given no stream.
+    loggers (Airflow's task SDK), whose factory writes to stdout when given no stream. They get
+    the process's own stderr (``sys.__stderr__``, never swapped or closed: a test's capture of
+    ``sys.stderr`` comes and goes, and a log line must not write into a closed one).
     """
     loggers = [logging.root, *(x for x in logging.root.manager.loggerDict.values() if isinstance(x, logging.Logger))]
     for logger in loggers:
         for handler in logger.handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
-                handler.setStream(sys.stderr)
+                handler.setStream(sys.__stderr__)
     factory = structlog.get_config().get("logger_factory")
     if getattr(factory, "io", False) is None:  # Airflow's LoggerFactory: None is stdout
-        binary = issubclass(getattr(factory, "cls", object), structlog.BytesLogger)  # json_logs
-        factory.io = sys.stderr.buffer if binary else sys.stderr  # type: ignore[union-attr]
+        binary = issubclass(getattr(factory, "cls", object), structlog.BytesLogger)  # [logging] json_logs
+        factory.io = sys.__stderr__.buffer if binary else sys.__stderr__  # type: ignore[union-attr]
