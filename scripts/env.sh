@@ -37,6 +37,10 @@ export AIRFLOW_CONN_FUNNEL_HIVE=${AIRFLOW_CONN_FUNNEL_HIVE:-"hiveserver2://funne
 export AIRFLOW_CONN_FUNNEL_MYSQL=${AIRFLOW_CONN_FUNNEL_MYSQL:-"mysql://root@$FUNNEL_MYSQL_HOST:$FUNNEL_MYSQL_PORT/$FUNNEL_MYSQL_DB"}
 export AIRFLOW_CONN_FUNNEL_REDIS=${AIRFLOW_CONN_FUNNEL_REDIS:-"redis://$FUNNEL_REDIS_HOST:$FUNNEL_REDIS_PORT?db=$FUNNEL_REDIS_DB"}
 
+# The local stack's webhook receivers listen on loopback (README, Webhooks), which funnel refuses
+# by default (webhook_refuse_private): allowed here, on this loopback-only stack.
+export AIRFLOW__FUNNEL__WEBHOOK_REFUSE_PRIVATE=${AIRFLOW__FUNNEL__WEBHOOK_REFUSE_PRIVATE:-False}
+
 # The local stack's user tags: the demo warehouse's tag query. (The serving API's tokens
 # come from scripts/stack.env.)
 export AIRFLOW__FUNNEL__TAG_QUERY=${AIRFLOW__FUNNEL__TAG_QUERY:-$(cat "$FUNNEL_ROOT/demo/tag_query.hql")}

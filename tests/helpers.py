@@ -297,10 +297,12 @@ def feed_versions(client: Any, segment_id: str) -> dict[int, dict[str, Any]]:
 
 
 def subscribe_on(conn: Any, segments: Any, segment_id: str, url: str, *args: Any, **kwargs: Any) -> Any:
-    """``funnel.services.webhook_admin.subscribe`` with its stores on ``conn``, as the CLI wires them."""
-    from funnel import wiring
+    """``funnel.services.webhook_admin.subscribe`` with its stores on ``conn`` and ``webhook_refuse_private``
+    (off in the tests: their receivers are on loopback), as the CLI wires them."""
+    from funnel import settings, wiring
     from funnel.services.webhook_admin import subscribe
 
+    kwargs.setdefault("refuse_private", settings.WEBHOOK_REFUSE_PRIVATE)
     return subscribe(wiring.webhook_store(conn), wiring.mysql_store(conn), segments, segment_id, url, *args, **kwargs)
 
 

@@ -232,9 +232,12 @@ WEBHOOK_MAX_ATTEMPTS: int = conf.getint(SECTION, "webhook_max_attempts", fallbac
 WEBHOOK_BACKOFF_SECONDS: float = conf.getfloat(SECTION, "webhook_backoff_seconds", fallback=1.0)
 WEBHOOK_BACKOFF_MAX_SECONDS: float = conf.getfloat(SECTION, "webhook_backoff_max_seconds", fallback=60.0)
 WEBHOOK_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "webhook_timeout_seconds", fallback=10.0)
-#: Refuse webhook URLs whose host is a loopback, private or link-local address (off: funnel
-#: runs inside a trusted network, and receivers are often internal services).
-WEBHOOK_REFUSE_PRIVATE: bool = conf.getboolean(SECTION, "webhook_refuse_private", fallback=False)
+#: Refuse webhook receivers whose host is (or resolves to) a loopback, private or link-local
+#: address: when a subscription is made, and again at every delivery attempt, which connects to
+#: the address it checked. On by default, so a write-scope token cannot make funnel POST into the
+#: private network (a metadata endpoint, an internal admin port); turn it off only where receivers
+#: are trusted internal services (the local stack and the tests do, for their loopback receivers).
+WEBHOOK_REFUSE_PRIVATE: bool = conf.getboolean(SECTION, "webhook_refuse_private", fallback=True)
 
 #: The API's Redis client: connect and per-command timeouts.
 REDIS_TIMEOUT_SECONDS: float = conf.getfloat(SECTION, "redis_timeout_seconds", fallback=5.0)

@@ -314,6 +314,7 @@ def webhook_settings() -> DeliverySettings:
         backoff_seconds=settings.WEBHOOK_BACKOFF_SECONDS,
         backoff_max_seconds=settings.WEBHOOK_BACKOFF_MAX_SECONDS,
         timeout_seconds=settings.WEBHOOK_TIMEOUT_SECONDS,
+        refuse_private=settings.WEBHOOK_REFUSE_PRIVATE,
     )
 
 

@@ -223,6 +223,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
+def server_env() -> dict[str, str | None]:
+    """Changes to the served API's environment (None: the variable is removed, so the setting takes
+    its default); a test overrides this with ``@pytest.mark.parametrize("server_env", [{...}])``."""
+    return {}
+
+
+@pytest.fixture
 def server(start_server: Callable[..., Any]) -> tuple[httpx.Client, Path]:
     """The API as deployed, one worker (``start_server``)."""
     return start_server()
@@ -230,11 +237,11 @@ def server(start_server: Callable[..., Any]) -> tuple[httpx.Client, Path]:
 
 @pytest.fixture
 def start_server(
-    mysql_conn: Any, redis_client: Any, api_tokens: str, tmp_path: Path
+    mysql_conn: Any, redis_client: Any, api_tokens: str, tmp_path: Path, server_env: dict[str, str | None]
 ) -> Iterator[Callable[..., tuple[httpx.Client, Path]]]:
     """``start_server(workers=1, **settings)``: the API as deployed, ``python -m funnel.cli serve``
-    (uvicorn) on a free loopback port, with the tests' connections and tokens and the given
-    ``[funnel]`` settings, asked over HTTP; stopped at the end."""
+    (uvicorn) on a free loopback port, with the tests' connections and tokens, ``server_env`` and
+    the given ``[funnel]`` settings, asked over HTTP; stopped at the end."""
     processes: list[subprocess.Popen[bytes]] = []
     clients: list[httpx.Client] = []
 
@@ -246,6 +253,11 @@ def start_server(
             "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
             **{f"AIRFLOW__FUNNEL__{name.upper()}": value for name, value in funnel_settings.items()},
         }
+        for name, value in server_env.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         log = tmp_path / f"server-{port}.log"
         command = [sys.executable, "-m", "funnel.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         with log.open("wb") as out:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -130,3 +132,33 @@ def test_bad_subscriptions_are_422_naming_the_field_and_the_fix(
     assert bad_patch.json()["error"].startswith("enabled must be true or false. Fix: ")
     assert api.patch("/v1/webhooks/abc", json={"enabled": True}, headers=write_auth).status_code == 422
     assert api.delete("/v1/webhooks/999", headers=write_auth).status_code == 404
+
+
+@pytest.mark.parametrize("server_env", [{"AIRFLOW__FUNNEL__WEBHOOK_REFUSE_PRIVATE": None}])  # the default
+def test_by_default_a_loopback_private_or_link_local_receiver_is_422_naming_the_field_and_the_fix(
+    server: tuple[httpx.Client, Path], add_segment: Callable[..., None], write_auth: dict[str, str], mysql_conn: Any
+) -> None:
+    client, _ = server
+    add_segment("buyers")
+    refused = (
+        "a loopback, private or link-local address, which [funnel] webhook_refuse_private forbids. Fix: use a "
+        "public receiver, or, where receivers are trusted internal services, set [funnel] webhook_refuse_private "
+        "= False (AIRFLOW__FUNNEL__WEBHOOK_REFUSE_PRIVATE=False)"
+    )
+    for url, where in (
+        ("http://169.254.169.254/latest/meta-data/", "'169.254.169.254'"),  # a cloud metadata endpoint
+        ("http://127.0.0.1:8081/v1/segments", "'127.0.0.1'"),  # an internal admin port
+        ("http://10.0.0.7/hook", "'10.0.0.7'"),
+        ("https://[::1]:8443/hook", "'::1'"),
+    ):
+        answer = client.post("/v1/webhooks", json={"segment_id": "buyers", "url": url}, headers=write_auth)
+        assert (answer.status_code, answer.json()) == (422, {"error": f"url: points at {where}, {refused}"})
+    named = client.post(
+        "/v1/webhooks", json={"segment_id": "buyers", "url": "http://localhost:9/hook"}, headers=write_auth
+    )
+    assert named.status_code == 422
+    assert named.json()["error"].startswith("url: points at 'localhost', which resolves to ")
+    assert named.json()["error"].endswith(refused)
+    assert WebhookStore(mysql_conn).list() == []
+    public = {"segment_id": "buyers", "url": "https://93.184.216.34/funnel"}  # an IP literal: no DNS in the test
+    assert client.post("/v1/webhooks", json=public, headers=write_auth).status_code == 201

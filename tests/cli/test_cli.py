@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,18 @@ from funnel.cli.main import main
 from funnel.cli.script_commands import split_statements
 
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``python -m funnel.cli ARGS`` in its own process, on the test databases (tests/conftest.py's
+    environment, less ``unset``: those settings take their defaults)."""
+    env = {key: value for key, value in os.environ.items() if key not in unset}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run(
+        [sys.executable, "-m", "funnel.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_split_statements_keeps_semicolons_inside_lines() -> None:
@@ -238,3 +253,36 @@ def test_report_names_a_proxy_row_whose_rule_does_not_parse_and_goes_on(
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert "invalid" in lines["broken"]
     assert "tags" in lines["ok"]
+
+
+def test_report_prints_its_table_alone_on_stdout_and_its_log_lines_on_stderr(mysql_conn: Any) -> None:
+    from helpers import insert_segments
+
+    insert_segments(mysql_conn, {"segment_id": "buyers", "name": "Buyers", "kind": "dynamic", "query": "SELECT 1"})
+    done = run_cli("report")
+    assert done.returncode == 2, done.stderr  # never computed: stale
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["segment", "kind", "version", "redis", "mysql", "agree"]
+    assert lines[1].split() == ["buyers", "dynamic", "-", "0", "0", "yes"]
+    assert lines[-1] == "stale or failing: buyers"
+    for line in lines:  # the table and the freshness lines only: no log record among them
+        assert not any(mark in line for mark in ("[info", "[warning", "funnel: read", "loc=")), line
+    assert "funnel: read 1 catalog rows from MySQL" in done.stderr  # the freshness report's catalog read
+
+
+def test_webhooks_add_refuses_a_loopback_receiver_by_default(mysql_conn: Any) -> None:
+    from helpers import insert_segments
+
+    from funnel.storage.mysql.webhook_store import WebhookStore
+
+    insert_segments(mysql_conn, {"segment_id": "buyers", "name": "Buyers", "kind": "dynamic", "query": "SELECT 1"})
+    done = run_cli(
+        "webhooks", "add", "buyers", "http://127.0.0.1:8080/admin", unset=("AIRFLOW__FUNNEL__WEBHOOK_REFUSE_PRIVATE",)
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == (
+        "error: url: points at '127.0.0.1', a loopback, private or link-local address, which [funnel] "
+        "webhook_refuse_private forbids. Fix: use a public receiver, or, where receivers are trusted internal "
+        "services, set [funnel] webhook_refuse_private = False (AIRFLOW__FUNNEL__WEBHOOK_REFUSE_PRIVATE=False)"
+    )
+    assert WebhookStore(mysql_conn).list() == []

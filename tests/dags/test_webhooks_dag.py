@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -110,5 +113,47 @@ def test_a_dag_run_delivers_parks_when_the_receiver_is_down_and_a_manual_run_del
             (f"buyers:{v2}:2", [], ["a"]),
         ]
         assert WebhookStore(mysql_conn).parked(webhook.id) == []
+    finally:
+        receiver.down()
+
+
+def test_by_default_the_deliver_task_refuses_private_receivers(mysql_conn: Any) -> None:
+    insert_segments(mysql_conn, *ROWS)
+    code = (
+        "import os; from airflow.dag_processing.dagbag import DagBag;"
+        "bag = DagBag(dag_folder=os.environ['AIRFLOW__CORE__DAGS_FOLDER']);"
+        f"print('refuse_private:', bag.dags[{WEBHOOKS_DAG_ID!r}].get_task('deliver').refuse_private)"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "AIRFLOW__FUNNEL__WEBHOOK_REFUSE_PRIVATE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[-1] == "refuse_private: True"
+
+
+def test_with_refuse_private_a_dag_run_sends_nothing_to_a_loopback_receiver_and_fails_saying_why(
+    mysql_conn: Any,
+    redis_client: Any,
+    airflow_db: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "WEBHOOK_REFUSE_PRIVATE", True)  # the default (the tests turn it off)
+    monkeypatch.setattr(settings, "WEBHOOK_MAX_ATTEMPTS", 1)
+    insert_segments(mysql_conn, *ROWS)
+    receiver = WebhookReceiver()
+    try:
+        v1 = refresh_segment(redis_client, "buyers", ["a", "b"], 0).version
+        # subscribed while allowed (or under a name that resolved elsewhere then)
+        webhook, _ = subscribe_on(
+            mysql_conn, CATALOG, "buyers", receiver.url, SECRET, from_version=v1, refuse_private=False
+        )
+        run = load_dagbag().dags[WEBHOOKS_DAG_ID].test()
+        assert run.state == "failed"
+        assert receiver.requests == []
+        [(version, batch, reason)] = WebhookStore(mysql_conn).parked(webhook.id)
+        assert (version, batch) == (v1, 1)
+        assert reason.startswith(
+            "1 attempts failed, the last: refused, nothing was sent: the URL points at '127.0.0.1', a loopback, "
+            "private or link-local address, which [funnel] webhook_refuse_private forbids. Fix: "
+        )
     finally:
         receiver.down()

@@ -266,6 +266,7 @@ def build_webhooks_dag(segment_ids: list[str]) -> DAG:
         backoff_seconds=config.backoff_seconds,
         backoff_max_seconds=config.backoff_max_seconds,
         timeout_seconds=config.timeout_seconds,
+        refuse_private=config.refuse_private,
         retries=0,
         dag=dag,
     )

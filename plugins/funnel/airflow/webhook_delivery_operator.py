@@ -17,7 +17,9 @@ from funnel.core.errors import FunnelError
 class WebhookDeliveryOperator(BaseOperator):
     """Deliver every enabled webhook subscription's new versions, in order, signed, in batches.
 
-    Settings are parameters (the DAG passes the ``webhook_*`` settings). A manual run (or conf
+    Settings are parameters (the DAG passes the ``webhook_*`` settings; ``refuse_private``:
+    each attempt refuses a receiver that resolves to a loopback, private or link-local address
+    and connects to the address it checked). A manual run (or conf
     ``{"retry_parked": true}``) first retries what earlier runs parked. The task fails when a
     delivery is parked, after delivering everything else it could; the log says, per
     subscription, what was delivered and what was parked; the counts go to Airflow's metrics
@@ -34,6 +36,7 @@ class WebhookDeliveryOperator(BaseOperator):
         backoff_seconds: float,
         backoff_max_seconds: float,
         timeout_seconds: float,
+        refuse_private: bool,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -42,6 +45,7 @@ class WebhookDeliveryOperator(BaseOperator):
         self.backoff_seconds = backoff_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self.timeout_seconds = timeout_seconds
+        self.refuse_private = refuse_private
         self._stop = threading.Event()
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -52,7 +56,12 @@ class WebhookDeliveryOperator(BaseOperator):
         run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
         retry_parked = run_type == "manual" or (dag_run.conf or {}).get("retry_parked") is True
         config = DeliverySettings(
-            self.batch_size, self.max_attempts, self.backoff_seconds, self.backoff_max_seconds, self.timeout_seconds
+            self.batch_size,
+            self.max_attempts,
+            self.backoff_seconds,
+            self.backoff_max_seconds,
+            self.timeout_seconds,
+            self.refuse_private,
         )
         with contextlib.closing(wiring.mysql_connection()) as conn:
             reports = wiring.webhook_deliverer(conn, config, self._stop).run(retry_parked)

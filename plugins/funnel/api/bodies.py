@@ -120,8 +120,8 @@ class WebhookBody(Body):
             "format": "uri",
             "pattern": "^https?://[^/?#@\\s]+",
             "maxLength": URL_MAX_LENGTH,
-            "description": "the receiver: http or https, no credentials; with [funnel] webhook_refuse_private "
-            "its host must resolve to public addresses",
+            "description": "the receiver: http or https, no credentials; its host must resolve to public "
+            "addresses (not loopback, private or link-local) unless [funnel] webhook_refuse_private is off",
         }
     )
     secret: _documented(  # type: ignore[valid-type]

@@ -24,6 +24,7 @@ from pathlib import Path
 from funnel import settings
 from funnel.cli.airflow_commands import ensure_pool, static_runs
 from funnel.cli.history_command import history
+from funnel.cli.log_output import logs_to_stderr
 from funnel.cli.migrate_command import migrate_schema
 from funnel.cli.preview_command import preview
 from funnel.cli.redis_commands import rebuild_all, rebuild_redis
@@ -46,7 +47,8 @@ def _time_argument(raw: str) -> dt.datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # to stderr, where Airflow set up none
+    logs_to_stderr()  # every command: stdout holds its answer alone (the report's table, --json)
     parser = argparse.ArgumentParser(prog="python -m funnel.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create or upgrade funnel's MySQL tables")

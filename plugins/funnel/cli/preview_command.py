@@ -3,7 +3,6 @@ hold, without writing anything (``funnel.services.previewer``)."""
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ def preview(
     from funnel.core.errors import FunnelError
     from funnel.services.preview_values import PreviewRequest
 
-    _logs_to_stderr()  # stdout holds the answer alone (``--json | jq`` works)
     if query_file is not None:
         request = PreviewRequest(segment_id, query=_read_text(query_file), kind=kind)
     elif rule_file is not None:
@@ -46,13 +44,6 @@ def preview(
     else:
         print_preview(answer)
     return 0
-
-
-def _logs_to_stderr() -> None:
-    """Point the log handlers that write to stdout (Airflow's logging config does) at stderr."""
-    for handler in logging.root.handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
-            handler.setStream(sys.stderr)
 
 
 def _read_text(path: str) -> str:

@@ -55,6 +55,9 @@ def _serve_one(host: str, port: int) -> None:
 
     import uvicorn
 
+    from funnel.cli.log_output import logs_to_stderr
+
+    logs_to_stderr()  # a spawned worker set up Airflow's logging anew
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

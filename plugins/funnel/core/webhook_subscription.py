@@ -47,12 +47,11 @@ def literal_addresses(host: str) -> list[str]:
         return []
 
 
-def check_url(
-    url: object, refuse_private: bool = False, resolve: Callable[[str], Iterable[str]] = literal_addresses
-) -> str:
+def check_url(url: object, *, refuse_private: bool, resolve: Callable[[str], Iterable[str]] = literal_addresses) -> str:
     """An http(s) URL with a host and no credentials in it; returned as given. With
-    ``refuse_private``, a host any of whose addresses (``resolve``: the caller's resolver, an IP
-    literal's own address by default) is loopback, private or link-local is refused."""
+    ``refuse_private`` (``[funnel] webhook_refuse_private``), a host any of whose addresses
+    (``resolve``: the caller's resolver, an IP literal's own address by default) is loopback,
+    private or link-local is refused (``private_receiver``; deliveries check again)."""
     if not isinstance(url, str) or not url:
         raise WebhookError("url", "is missing", "give the receiver's URL, e.g. https://hooks.example.com/funnel")
     if len(url) > URL_MAX_LENGTH:
@@ -77,21 +76,37 @@ def check_url(
         )
     if any(ord(ch) < 33 or ord(ch) > 126 for ch in url):
         raise WebhookError("url", "holds spaces, control or non-ASCII characters", "percent-encode them")
-    if refuse_private and _is_private(resolve(host)):
-        raise WebhookError(
-            "url",
-            f"points at {host!r}, a loopback, private or link-local address, which [funnel] "
-            "webhook_refuse_private forbids",
-            "give a public receiver, or turn webhook_refuse_private off",
-        )
+    if refuse_private and (refused := private_receiver(host, resolve(host))):
+        raise WebhookError("url", refused, PRIVATE_RECEIVER_FIX)
     return url
 
 
-def _is_private(addresses: Iterable[str]) -> bool:
-    return any(
-        (ip := ipaddress.ip_address(a.split("%")[0])).is_private or ip.is_loopback or ip.is_link_local
-        for a in addresses
-    )
+#: What to do about a receiver ``webhook_refuse_private`` refuses (subscribing and delivering alike).
+PRIVATE_RECEIVER_FIX = (
+    "use a public receiver, or, where receivers are trusted internal services, set [funnel] "
+    "webhook_refuse_private = False (AIRFLOW__FUNNEL__WEBHOOK_REFUSE_PRIVATE=False)"
+)
+
+
+def is_private_address(address: str) -> bool:
+    """Whether an IP address is loopback, private or link-local (or unspecified): one funnel must not
+    POST to when ``webhook_refuse_private`` is on. An IPv4-mapped IPv6 address counts as its IPv4 one."""
+    ip = ipaddress.ip_address(address.split("%")[0])  # a scoped IPv6 address: fe80::1%eth0
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_unspecified
+
+
+def private_receiver(host: str, addresses: Iterable[str]) -> str | None:
+    """Why ``webhook_refuse_private`` refuses a receiver at ``host`` that resolves to ``addresses``,
+    in words; None when every address is public (or there is none: the connection will say so)."""
+    private = sorted({address for address in addresses if is_private_address(address)})
+    if not private:
+        return None
+    where = f"points at {host!r}"
+    if not literal_addresses(host):  # a name: say what it resolved to
+        where += f", which resolves to {', '.join(private)}"
+    return f"{where}, a loopback, private or link-local address, which [funnel] webhook_refuse_private forbids"
 
 
 def check_secret(secret: object) -> str:

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 #: What ``_send`` answers when the task was stopped while it waited to retry.
 _STOPPED = "stopped"
 
-Post = Callable[[str, bytes, dict[str, str], float], webhook_sender.Outcome]
+#: ``webhook_sender.post``: url, body, headers, timeout, refuse_private.
+Post = Callable[[str, bytes, dict[str, str], float, bool], webhook_sender.Outcome]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class DeliverySettings:
     backoff_seconds: float
     backoff_max_seconds: float
     timeout_seconds: float
+    #: ``webhook_refuse_private``: each attempt resolves the receiver's host and refuses (a failed
+    #: attempt, nothing sent) a loopback, private or link-local address; it connects to the address checked.
+    refuse_private: bool
 
 
 @dataclass
@@ -183,7 +187,9 @@ class Deliverer:
             header_map = webhook_sender.headers(
                 webhook.segment_id, plan.version, batch, webhook.secret, timestamp, payload
             )
-            outcome = self.post(webhook.url, payload, header_map, self.config.timeout_seconds)
+            outcome = self.post(
+                webhook.url, payload, header_map, self.config.timeout_seconds, self.config.refuse_private
+            )
             if outcome.ok:
                 self.webhooks.delivered(webhook, plan.version, batch, plan.batches, plan.batch_size, utc_now())
                 return None

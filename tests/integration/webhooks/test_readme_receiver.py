@@ -62,7 +62,9 @@ def test_the_readme_receiver_applies_each_batch_once_and_refuses_forgeries(
     catalog = {"buyers": Segment("buyers", "Buyers", Kind.DYNAMIC, query="q")}
     subscribe_on(mysql_conn, catalog, "buyers", url, SECRET, from_version=v1)
     v2 = refresh("buyers", ["b", "c", "d"]).version
-    config = DeliverySettings(batch_size=2, max_attempts=1, backoff_seconds=0, backoff_max_seconds=0, timeout_seconds=2)
+    config = DeliverySettings(
+        batch_size=2, max_attempts=1, backoff_seconds=0, backoff_max_seconds=0, timeout_seconds=2, refuse_private=False
+    )
     [report] = Deliverer(WebhookStore(mysql_conn), MySqlSegmentStore(mysql_conn), config).run(retry_parked=False)
     assert report.parked is None
     assert [(b["delivery_id"], b["entered"], b["exited"]) for b in namespace["applied"]] == [
@@ -75,11 +77,11 @@ def test_the_readme_receiver_applies_each_batch_once_and_refuses_forgeries(
     body = b'{"segment_id":"buyers","version":9,"batch":1,"batches":1,"entered":["x"],"exited":[],"delivery_id":"d"}'
     now = int(time.time())
     genuine = webhook_sender.headers("buyers", v2, 2, SECRET, now, body)  # a repeat of a delivered id
-    assert webhook_sender.post(url, body, genuine, 2).ok
+    assert webhook_sender.post(url, body, genuine, 2, False).ok
     forged = webhook_sender.headers("buyers", 9, 1, "not-the-secret-at-all", now, body)
     replayed = webhook_sender.headers("buyers", 9, 1, SECRET, now - 301, body)
     for headers in (forged, replayed):
-        outcome = webhook_sender.post(url, body, headers, 2)
+        outcome = webhook_sender.post(url, body, headers, 2, False)
         assert outcome.reason.startswith("HTTP 401"), outcome
     assert len(namespace["applied"]) == 4  # the repeat and the refused ones changed nothing
     with pytest.raises(urllib.error.HTTPError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import threading
@@ -24,7 +25,15 @@ from funnel.storage.mysql.webhook_store import WebhookStore
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
 SECRET = "test-secret-0123456789abcdef"
-FAST = DeliverySettings(batch_size=2, max_attempts=3, backoff_seconds=0.01, backoff_max_seconds=0.05, timeout_seconds=2)
+# The receivers are on loopback, which webhook_refuse_private (on by default) refuses: off here, on where tested.
+FAST = DeliverySettings(
+    batch_size=2,
+    max_attempts=3,
+    backoff_seconds=0.01,
+    backoff_max_seconds=0.05,
+    timeout_seconds=2,
+    refuse_private=False,
+)
 CATALOG = {"buyers": Segment("buyers", "Buyers", Kind.DYNAMIC, query="SELECT 1")}
 
 
@@ -199,9 +208,7 @@ def test_a_changed_batch_size_restarts_the_version_it_was_in(
     with mysql_conn.cursor() as cur:
         cur.execute(f"UPDATE {layout.WEBHOOKS_TABLE} SET delivered_version = 0, delivered_batches = 1, batch_size = 2")
     mysql_conn.commit()
-    bigger = DeliverySettings(
-        batch_size=10, max_attempts=1, backoff_seconds=0, backoff_max_seconds=0, timeout_seconds=2
-    )
+    bigger = dataclasses.replace(FAST, batch_size=10, max_attempts=1)
     deliverer(mysql_conn, bigger).run(retry_parked=False)  # 10 a batch: v1 again from its start, whole
     assert [(b["batch"], b["batches"], len(b["entered"])) for b in received(receiver)] == [(1, 1, 5)]
 

@@ -6,7 +6,15 @@ import pytest
 
 from funnel.core.errors import WebhookError
 from funnel.core.segment import Kind, Segment
-from funnel.core.webhook_subscription import check_from_version, check_secret, check_segment, check_url, new_secret
+from funnel.core.webhook_subscription import (
+    check_from_version,
+    check_secret,
+    check_segment,
+    check_url,
+    is_private_address,
+    new_secret,
+    private_receiver,
+)
 
 
 @pytest.mark.parametrize(
@@ -32,14 +40,53 @@ from funnel.core.webhook_subscription import check_from_version, check_secret, c
 )
 def test_bad_urls_are_refused_with_the_fix(url: str, message: str) -> None:
     with pytest.raises(WebhookError) as caught:
-        check_url(url)
+        check_url(url, refuse_private=True)
     assert str(caught.value) == message
 
 
-def test_loopback_is_allowed_unless_the_setting_refuses_private_addresses() -> None:
-    assert check_url("http://127.0.0.1:8000/hook") == "http://127.0.0.1:8000/hook"
-    with pytest.raises(WebhookError, match="a loopback, private or link-local address"):
-        check_url("http://127.0.0.1:8000/hook", refuse_private=True)
+FIX = (
+    "Fix: use a public receiver, or, where receivers are trusted internal services, set [funnel] "
+    "webhook_refuse_private = False (AIRFLOW__FUNNEL__WEBHOOK_REFUSE_PRIVATE=False)"
+)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254", "0.0.0.0", "[::1]", "[fe80::1]",
+     "[fc00::5]", "[::ffff:127.0.0.1]", "[::ffff:169.254.169.254]"],
+)  # fmt: skip
+def test_loopback_private_and_link_local_receivers_are_refused_naming_the_setting(host: str) -> None:
+    url = f"http://{host}:8000/hook"
+    with pytest.raises(WebhookError) as caught:
+        check_url(url, refuse_private=True)
+    assert str(caught.value) == (
+        f"url: points at {host.strip('[]')!r}, a loopback, private or link-local address, which [funnel] "
+        f"webhook_refuse_private forbids. {FIX}"
+    )
+    assert check_url(url, refuse_private=False) == url  # turned off: trusted internal receivers
+
+
+def test_a_name_is_refused_when_any_of_its_addresses_is_private_and_says_which() -> None:
+    def resolve(host: str) -> list[str]:  # a resolver's answer: one public address, one metadata address
+        return {"hooks.example.com": ["93.184.216.34"], "rebound.example.com": ["93.184.216.34", "169.254.169.254"]}[
+            host
+        ]
+
+    assert (
+        check_url("https://hooks.example.com/f", refuse_private=True, resolve=resolve) == "https://hooks.example.com/f"
+    )
+    with pytest.raises(WebhookError) as caught:
+        check_url("https://rebound.example.com/f", refuse_private=True, resolve=resolve)
+    assert str(caught.value) == (
+        "url: points at 'rebound.example.com', which resolves to 169.254.169.254, a loopback, private or "
+        f"link-local address, which [funnel] webhook_refuse_private forbids. {FIX}"
+    )
+
+
+def test_the_one_classification_of_addresses() -> None:
+    assert [is_private_address(a) for a in ("8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8")] == [False] * 3
+    assert all(is_private_address(a) for a in ("127.0.0.2", "fe80::1%eth0", "::", "10.0.0.1"))
+    assert private_receiver("hooks.example.com", []) is None  # does not resolve: the connection says so
 
 
 def test_proxy_and_unknown_segments_are_refused_saying_why() -> None:
