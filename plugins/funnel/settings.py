@@ -146,6 +146,9 @@ MAX_EVENTS_PER_REQUEST: int = conf.getint(SECTION, "max_events_per_request", fal
 API_HOST: str = conf.get(SECTION, "api_host", fallback="127.0.0.1")
 API_PORT: int = conf.getint(SECTION, "api_port", fallback=8081)
 API_WORKERS: int = conf.getint(SECTION, "api_workers", fallback=2)
+#: MySQL connections (and the threads that use them) per API worker: event batches, listings,
+#: fallbacks and history run at most this many at once in a worker.
+API_MYSQL_CONNECTIONS: int = max(conf.getint(SECTION, "api_mysql_connections", fallback=8), 1)
 #: Most user ids one ``members:check`` takes, and the page sizes of the listings.
 MAX_CHECK_IDS: int = conf.getint(SECTION, "max_check_ids", fallback=10_000)
 #: The largest request body the API reads (bytes; more is a 413 before it is parsed): room for

@@ -60,7 +60,7 @@ class Service:
     def __init__(self) -> None:
         self._redis = wiring.async_redis_client()
         self._resp = wiring.resp_pool()  # the hot paths: membership, tags, a user's segments
-        self._mysql = MySqlPool()
+        self._mysql = MySqlPool(settings.API_MYSQL_CONNECTIONS)
         self.restorer = Restorer()
         self._previews = Previews(settings.PREVIEW_CONCURRENCY)
         self._catalog = CatalogCopy()
