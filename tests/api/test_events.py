@@ -46,6 +46,17 @@ def test_a_second_order_moves_the_user_into_a_proxy_segment_at_once(
     assert api.get("/v1/segments/vips/members/u1").json()["member"] is False
 
 
+def test_an_empty_batch_is_answered_with_nothing_done(
+    add_segment: Callable[..., None], tags_in_redis: None, post_events: Callable[..., Any]
+) -> None:
+    add_segment("vips", rule=VIPS_RULE)
+
+    posted = post_events()
+
+    assert posted.status_code == 200
+    assert posted.json() == {"accepted": 0, "duplicates": 0, "before_baseline": 0, "tags_version": 0}
+
+
 def test_the_same_batch_twice_counts_once(
     api: TestClient,
     add_segment: Callable[..., None],

@@ -208,10 +208,10 @@ class EventLedger:
         """The ids of ``unique`` this batch's INSERT IGNORE recorded (``inserted`` of them): all or none
         without asking MySQL, which ones otherwise."""
         event_ids = [e.event_id for e in unique]
+        if not event_ids or inserted <= 0:  # an empty batch (executemany of nothing: rowcount -1), or all repeats
+            return set()
         if inserted == len(event_ids):
             return set(event_ids)
-        if not inserted:
-            return set()
         cur = self.conn.cursor()
         cur.execute(
             f"SELECT event_id FROM {layout.EVENTS_TABLE} WHERE request_id = %s AND event_id IN ({marks(event_ids)})",
