@@ -200,11 +200,19 @@ def _layout_problem(item: pytest.Item) -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     problems = [f"{item.nodeid}: {problem}" for item in items if (problem := _layout_problem(item))]
     if problems:
         raise pytest.UsageError("tests in the wrong place or unmarked:\n" + "\n".join(problems))
+    single_only = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("redis_mode") == "cluster":
             item.add_marker(pytest.mark.cluster)
+            if item.get_closest_marker("single_redis") is not None:
+                single_only.append(item)
+    # A slow test whose Redis work is the same code the cluster tests already cover runs once, on
+    # the single Redis (``single_redis``), so the suite stays well within CI's time on 2 cores.
+    if single_only:
+        config.hook.pytest_deselected(items=single_only)
+        items[:] = [item for item in items if item not in set(single_only)]

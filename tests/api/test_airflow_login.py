@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from helpers import API_TOKENS
 from hypothesis import settings
 
-pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+pytestmark = [pytest.mark.services, pytest.mark.single_redis]  # real services; the single Redis (tests/conftest.py)
 
 USER, PASSWORD = "segment-viewer", "pw-8c1e53b0"
 EDITOR, EDITOR_PASSWORD = "segment-editor", "pw-41d7a9c2"

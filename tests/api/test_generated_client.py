@@ -16,7 +16,7 @@ import httpx
 import pytest
 from helpers import READ_TOKEN, WRITE_TOKEN
 
-pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+pytestmark = [pytest.mark.services, pytest.mark.single_redis]  # real services; the single Redis (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "generated_funnel"

@@ -133,6 +133,7 @@ def test_metrics_need_read_scope_or_the_metrics_token_or_loopback_when_configure
     assert anonymous.get("/metrics").status_code == 401  # a peer not on loopback still needs a token
 
 
+@pytest.mark.single_redis  # the workers' counts and the scrape: no Redis code of their own
 def test_every_worker_counts_and_a_real_prometheus_scrapes_the_sum(
     start_server: Callable[..., Any],
     add_segment: Callable[..., None],

@@ -16,7 +16,7 @@ from helpers import READ_TOKEN, WRITE_TOKEN
 
 from funnel.core.dag_plan import DYNAMIC_DAG_ID
 
-pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+pytestmark = [pytest.mark.services, pytest.mark.single_redis]  # real services; the single Redis (tests/conftest.py)
 
 READY = "document.body.dataset.state === 'ready'"
 ROWS = "[...document.querySelectorAll('#segments tbody tr')].map(r => r.dataset.segment)"

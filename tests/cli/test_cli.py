@@ -13,7 +13,7 @@ import pytest
 from funnel.cli.main import main
 from funnel.cli.script_commands import split_statements
 
-pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+pytestmark = [pytest.mark.services, pytest.mark.single_redis]  # real services; the single Redis (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from helpers import hive_execute, hive_first_column, insert_segments, mysql_live
 
 from funnel.core.dag_plan import DYNAMIC_DAG_ID, TAGS_DAG_ID
 
-pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+pytestmark = [pytest.mark.services, pytest.mark.single_redis]  # real services; the single Redis (tests/conftest.py)
 
 #: The suite's Hive database (tests/conftest.py creates it; FUNNEL_TEST_HIVE_DB keeps runs apart).
 HIVE_DB = os.environ.get("FUNNEL_TEST_HIVE_DB", "funnel_test")

@@ -25,7 +25,7 @@ from funnel.airflow.refresh_operators import SegmentRefreshOperator
 from funnel.core.dag_plan import DYNAMIC_DAG_ID
 from funnel.core.errors import FunnelError
 
-pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+pytestmark = [pytest.mark.services, pytest.mark.single_redis]  # real services; the single Redis (tests/conftest.py)
 
 Q = "SELECT user_id FROM funnel_test.victim"
 

@@ -21,7 +21,7 @@ from funnel.core.webhook_signing import verify
 from funnel.storage import layout
 from funnel.storage.mysql.webhook_store import WebhookStore
 
-pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+pytestmark = [pytest.mark.services, pytest.mark.single_redis]  # real services; the single Redis (tests/conftest.py)
 
 
 def load_dagbag() -> Any:

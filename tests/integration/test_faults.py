@@ -246,7 +246,17 @@ FAULTS = [
 ]
 
 
-@pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
+#: Faults of MySQL or Hive go through no Redis code of their own: the single Redis is enough.
+_NOT_REDIS = ("mysql-", "hive-", "guard-")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(f, id=f.name, marks=[pytest.mark.single_redis] if f.name.startswith(_NOT_REDIS) else [])
+        for f in FAULTS
+    ],
+)
 def test_a_fault_loses_nothing_and_the_next_attempt_succeeds(
     fault: Fault, mysql_conn: Any, redis_client: Any, hive_conn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -346,6 +356,7 @@ def running_in_thread(op: SegmentRefreshOperator, ctx: dict[str, Any]) -> Iterat
         assert not thread.is_alive(), "the refresh did not stop"
 
 
+@pytest.mark.single_redis  # Hive or MySQL: the same on either Redis
 def test_on_kill_cancels_the_query_records_the_attempt_and_frees_the_lock(
     mysql_conn: Any, redis_client: Any, hive_conn: Any
 ) -> None:
@@ -368,6 +379,7 @@ def test_on_kill_cancels_the_query_records_the_attempt_and_frees_the_lock(
 KILLED_TAIL = "the task was stopped (marked failed or success, cleared, or past its execution_timeout)"
 
 
+@pytest.mark.single_redis  # Hive or MySQL: the same on either Redis
 def test_execution_timeout_records_the_timeout_and_stops_the_query(
     mysql_conn: Any, redis_client: Any, hive_conn: Any
 ) -> None:
@@ -402,6 +414,7 @@ def mysql_silent() -> Iterator[str]:
         yield f"mysql://root@127.0.0.1:{port}/funnel_test"
 
 
+@pytest.mark.single_redis  # Hive or MySQL: the same on either Redis
 @pytest.mark.parametrize("outage", [mysql_down, mysql_silent], ids=["mysql-unreachable", "mysql-hanging"])
 def test_a_catalog_outage_at_parse_builds_the_last_good_dags(
     outage: Callable[[], Any], mysql_conn: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
