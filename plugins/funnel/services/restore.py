@@ -85,7 +85,7 @@ def restore_into_redis(
 def restore_all(stores: Stores, by: str) -> tuple[list[str], list[str]]:
     """Check every segment with a live version, and the tags; return (checked, rebuilt)."""
     with contextlib.closing(stores.mysql_connection()) as conn:
-        checked = [*sorted(stores.mysql_store(conn).segments_with_live_versions()), layout.TAGS_ID]
+        checked = [*sorted(stores.mysql_store(conn).live_versions()), layout.TAGS_ID]
     rebuilt = [s for s in checked if restore_into_redis(s, stores, wait_seconds=settings.LOCK_WAIT_SECONDS, by=by)]
     with contextlib.closing(stores.mysql_connection()) as conn:  # proxy changes an event batch left unpublished
         publish_proxy_changes(stores.proxy_change_log(conn), stores.segment_feed(stores.redis_client()))

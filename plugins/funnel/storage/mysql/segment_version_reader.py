@@ -68,13 +68,6 @@ class SegmentVersionReader:
         self.conn.commit()
         return found
 
-    def segments_with_live_versions(self) -> set[str]:
-        cur = self.conn.cursor()
-        cur.execute(f"SELECT segment_id FROM {layout.LIVE_TABLE}")
-        found = {row[0] for row in cur.fetchall()}
-        self.conn.commit()
-        return found
-
     def has_version(self, segment_id: str, version: int) -> bool:
         """Whether ``version`` is still kept (live or retired): a pinned cursor may read it."""
         cur = self.conn.cursor()
