@@ -24,7 +24,7 @@ import pytest
 from answer_contract import check_answer
 from fastapi.testclient import TestClient
 from helpers import API_TOKENS as TOKENS
-from helpers import READ_TOKEN, WRITE_TOKEN, bearer, free_port, insert_segments
+from helpers import READ_TOKEN, WRITE_TOKEN, bearer, free_port, insert_segments, stop_process
 
 from funnel import wiring
 from funnel.core.composite_expr import parse_expression
@@ -284,9 +284,4 @@ def start_server(
     for client in clients:
         client.close()
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from helpers import READ_TOKEN, WRITE_TOKEN, bearer, free_port
+from helpers import READ_TOKEN, WRITE_TOKEN, bearer, free_port, stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 from funnel import settings
@@ -214,9 +214,4 @@ def prometheus(tmp_path: Path, target: str, token: str) -> Iterator[Callable[[st
         yield query
     finally:
         http.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
