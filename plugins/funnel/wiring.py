@@ -38,6 +38,7 @@ from funnel.storage.redis.change_feed import SegmentFeed
 from funnel.storage.redis.segment_lock import SegmentLock
 from funnel.storage.redis.segment_sets import RedisSegmentStore
 from funnel.storage.redis.tag_sets import RedisTagStore
+from funnel.storage.redis.user_index import RedisUserIndex
 
 if TYPE_CHECKING:
     from funnel.services.previewer import Previewer
@@ -153,6 +154,11 @@ def hive_pool_problem() -> str | None:
 
 def redis_store(client: Any) -> RedisSegmentStore:
     return RedisSegmentStore(client, settings.STAGING_TTL_SECONDS, settings.CHANGE_TTL_SECONDS)
+
+
+def user_index(client: Any) -> RedisUserIndex:
+    """The user index alone (the API's catalog copy reads it; every swap keeps it)."""
+    return RedisUserIndex(client)
 
 
 def segment_feed(client: Any) -> SegmentFeed:

@@ -32,6 +32,7 @@ from funnel.services.catalog import serving_catalog
 from funnel.storage import layout
 from funnel.storage.mysql.segment_version_reader import LiveVersion
 from funnel.storage.mysql.tag_versions import TagVersion
+from funnel.storage.redis.user_index import IndexSnapshot, RedisUserIndex
 
 log = logging.getLogger(__name__)
 #: The keeper never re-reads more often than this, whatever the TTL (0 would spin).
@@ -93,12 +94,19 @@ class CatalogView:
     summaries: dict[str, RunSummary] = field(default_factory=dict)  # segment id -> its latest attempts
     tags: TagVersion | None = None  # the tags' live version
     read_at: dt.datetime | None = None  # when this view was read (None: never)
+    # The user index (``funnel.storage.redis.user_index``) as this pass found it:
+    index_epoch: bytes | None = None  # None: no index; every enabled stored segment is read from its own keys
+    index_gen: int = 0
+    indexed: dict[bytes, tuple[str, dict[str, object]]] = field(default_factory=dict)  # number -> id, its answer
+    indexed_ids: frozenset[str] = frozenset()  # the segment ids of ``indexed``
+    unindexed: tuple[Entry, ...] = ()  # the enabled stored segments the index does not hold in full
 
 
-def read_catalog() -> CatalogView:
+def read_catalog(index: RedisUserIndex | None = None) -> CatalogView:
     """The served segments (with whether each has a live version and is past its freshness
-    objective, from the run history), and the invalid rows' errors. Read in the background
-    every ``api_catalog_ttl_seconds``, so the hot paths only look the flags up."""
+    objective, from the run history), the invalid rows' errors and, with ``index``, which
+    segments the user index holds in full. Read in the background every
+    ``api_catalog_ttl_seconds``, so the hot paths only look the flags up."""
     hook = wiring.catalog_hook()  # the catalog's own short timeouts: a hung MySQL never holds a worker thread long
     catalog = serving_catalog(hook)
     with contextlib.closing(hook.get_conn()) as conn:
@@ -122,10 +130,19 @@ def read_catalog() -> CatalogView:
         if segment_id not in entries and segment_id not in invalid:
             retired.setdefault(segment_id, None)
     enabled = [entry for entry in entries.values() if entry.segment.enabled]
+    stored = tuple(entry for entry in enabled if not entry.is_proxy)
+    snapshot = _index_snapshot(index, stored)
+    indexed = {
+        held.number: (
+            segment_id,
+            {"version": held.version, "refreshed_at": held.refreshed_at, "stale": entries[segment_id].stale},
+        )
+        for segment_id, held in snapshot.segments.items()
+    }
     return CatalogView(
         entries,
         invalid,
-        enabled_stored=tuple(entry for entry in enabled if not entry.is_proxy),
+        enabled_stored=stored,
         enabled_proxies=tuple(entry for entry in enabled if entry.is_proxy),
         stale_ids=sorted(entry.segment_id for entry in enabled if entry.stale),
         retired=retired,
@@ -133,7 +150,24 @@ def read_catalog() -> CatalogView:
         summaries=summaries,
         tags=tags,
         read_at=now,
+        index_epoch=snapshot.epoch,
+        index_gen=snapshot.gen,
+        indexed=indexed,
+        indexed_ids=frozenset(snapshot.segments),
+        unindexed=tuple(entry for entry in stored if entry.segment_id not in snapshot.segments),
     )
+
+
+def _index_snapshot(index: RedisUserIndex | None, stored: tuple[Entry, ...]) -> IndexSnapshot:
+    """What the user index holds of the enabled stored segments; nothing when Redis cannot say
+    (every segment is then read from its own keys)."""
+    if index is None or not stored:
+        return IndexSnapshot()
+    try:
+        return index.snapshot(entry.segment_id for entry in stored)
+    except Exception as exc:
+        log.warning("funnel API: cannot read the user index (%s); reading each segment's own keys", exc)
+        return IndexSnapshot()
 
 
 class CatalogCopy:
@@ -145,6 +179,7 @@ class CatalogCopy:
         self._read_at = -1.0
         self._keeper: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._index: RedisUserIndex | None = None  # made in the first read's thread
         self._expired = 0  # how many times ``expire`` was called: a re-read begun before one is dropped
 
     async def view(self) -> CatalogView:
@@ -152,7 +187,7 @@ class CatalogCopy:
         if self._read_at < 0:
             async with self._lock:
                 if self._read_at < 0:
-                    self._view = await asyncio.to_thread(read_catalog)
+                    self._view = await asyncio.to_thread(self._read)
                     self._read_at = time.monotonic()
                     CATALOG_READ.set_to_current_time()
         if self._keeper is None:
@@ -182,7 +217,7 @@ class CatalogCopy:
     async def _reread(self) -> None:
         began = self._expired
         try:
-            view = await asyncio.to_thread(read_catalog)
+            view = await asyncio.to_thread(self._read)
         except Exception as exc:
             log.warning("funnel API: cannot re-read the catalog (%s); serving the last copy", exc)
             view = self._view
@@ -190,6 +225,14 @@ class CatalogCopy:
             self._view, self._read_at = view, time.monotonic()  # the next try waits a TTL too
             if view.read_at is not None:
                 CATALOG_READ.set(view.read_at.timestamp())
+
+    def _read(self) -> CatalogView:
+        if self._index is None:
+            try:
+                self._index = wiring.user_index(wiring.redis_client())
+            except Exception as exc:
+                log.warning("funnel API: no Redis client for the user index (%s); reading each segment's keys", exc)
+        return read_catalog(self._index)
 
     async def entry(self, segment_id: str) -> Entry:
         """The served segment, or ``SegmentRetired`` (410), or ``UnknownSegment`` (saying so when

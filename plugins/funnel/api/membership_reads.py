@@ -25,6 +25,7 @@ from funnel.storage import layout
 from funnel.storage.layout import MetaField
 from funnel.storage.mysql.segment_version_reader import LiveVersion
 from funnel.storage.redis.replies import text
+from funnel.storage.redis.user_index import request_commands
 
 #: The meta fields a user's segments read with each membership (plain text: the hot path encodes them per request).
 _VERSION_AND_SIZE = (MetaField.VERSION.value, MetaField.SIZE.value)
@@ -120,43 +121,58 @@ class MembershipReads:
         members = {u: matches(entry.proxy_rule, t, now) for u, t in zip(user_ids, tags, strict=True)}
         return Answer(members, version, refreshed_at, source, entry.stale)
 
-    async def segments_of(self, user_id: str, again: bool = True) -> dict[str, Any]:
+    async def segments_of(self, user_id: str, again: bool = True, use_index: bool = True) -> dict[str, Any]:
         """Every enabled segment the user is in, read in one pipelined round trip: ``segments``
         (sorted ids), ``versions`` (each of those: version, refreshed_at, stale), ``stale`` (every
         enabled segment past its freshness objective, member or not) and ``not_computed`` (the
-        stored segments with no live version yet: nobody is a member of them *yet*)."""
+        stored segments with no live version yet: nobody is a member of them *yet*).
+
+        The segments the user index holds in full (the catalog copy says which) cost one read in
+        all, the user's key; the others three commands each. A segment that began or finished a
+        swap since the copy was read is read from its own keys, in a second round trip, and so is
+        every segment when Redis lost the index (``funnel.storage.redis.user_index``)."""
         catalog = await self._catalog.view()
-        stored, proxies = catalog.enabled_stored, catalog.enabled_proxies
-        commands: list[tuple[Any, ...]] = []
-        for entry in stored:
-            members_key, meta_key = entry.keys
-            commands += [
-                ("SISMEMBER", members_key, user_id),
-                ("HMGET", meta_key, *_VERSION_AND_SIZE),
-                ("SCARD", members_key),
-            ]
-        commands += tags_commands([user_id])
-        replies = await self._resp.pipeline(commands)
+        indexed = use_index and catalog.index_epoch is not None and bool(catalog.indexed)
+        exact = list(catalog.unindexed if indexed else catalog.enabled_stored)
+        head = request_commands(user_id, catalog.index_gen) if indexed else []
+        replies = await self._resp.pipeline([*head, *_member_commands(exact, user_id), *tags_commands([user_id])])
+        member_replies = replies[len(head) : len(head) + 3 * len(exact)]
+        versions: dict[str, dict[str, Any]] = {}
+        if indexed:
+            numbers, (epoch, gen), updating, done = replies[:4]
+            if epoch != catalog.index_epoch or gen is None or int(gen) < catalog.index_gen:
+                return await self.segments_of(user_id, again, use_index=False)  # Redis lost the index
+            changed = {text(s) for s in (*updating, *done)} & catalog.indexed_ids
+            for number in numbers:
+                hit = catalog.indexed.get(number)
+                if hit is not None and hit[0] not in changed:
+                    versions[hit[0]] = hit[1]
+            if changed:  # swapped since the copy: each from its own keys
+                more = [catalog.entries[segment_id] for segment_id in sorted(changed)]
+                member_replies = [*member_replies, *await self._resp.pipeline(_member_commands(more, user_id))]
+                exact += more
         found: list[tuple[Entry, bytes]] = []
         not_whole: list[str] = []
         not_computed: list[str] = []
-        for index, entry in enumerate(stored):
-            member, (version, size), card = replies[3 * index : 3 * index + 3]
+        for index, entry in enumerate(exact):
+            member, (version, size), card = member_replies[3 * index : 3 * index + 3]
             if version is None and not entry.computed:
                 not_computed.append(entry.segment_id)  # never refreshed: nobody is a member yet
             elif version is None or size is None or int(size) != card:
                 not_whole.append(entry.segment_id)
             elif member:
                 found.append((entry, version))
-        versions = self._versions(found)
-        if versions is None:  # a version not seen yet: its refreshed_at, in a second round trip
+        read = self._versions(found)
+        if read is None:  # a version not seen yet: its refreshed_at, in a second round trip
             await self._learn_versions(found)
-            versions = self._versions(found)
-            if versions is None:  # a swap came between the two reads: answer from the new version
+            read = self._versions(found)
+            if read is None:  # a swap came between the two reads: answer from the new version
                 if again:
-                    return await self.segments_of(user_id, again=False)
-                versions = {e.segment_id: {"version": int(v), "refreshed_at": None, "stale": e.stale} for e, v in found}
+                    return await self.segments_of(user_id, again=False, use_index=use_index)
+                read = {e.segment_id: {"version": int(v), "refreshed_at": None, "stale": e.stale} for e, v in found}
+        versions.update(read)
         (first_seen,), (count,), meta, orders_card, dated_card = replies[-5:]
+        proxies = catalog.enabled_proxies
         sources = {"redis"}
         if not_whole:
             for segment_id, live in (await self._members_in_mysql(user_id, not_whole)).items():
@@ -230,3 +246,16 @@ class MembershipReads:
         for segment_id in segment_ids:
             self._restorer.schedule(segment_id)
         return found
+
+
+def _member_commands(entries: Sequence[Entry], user_id: str) -> list[tuple[Any, ...]]:
+    """A user's membership of each segment read from its own keys: three commands a segment."""
+    commands: list[tuple[Any, ...]] = []
+    for entry in entries:
+        members_key, meta_key = entry.keys
+        commands += [
+            ("SISMEMBER", members_key, user_id),
+            ("HMGET", meta_key, *_VERSION_AND_SIZE),
+            ("SCARD", members_key),
+        ]
+    return commands

@@ -11,7 +11,8 @@ hash tag ``{<segment_id>}``, so all of them share one cluster slot and the atomi
 - ``funnel:{<segment_id>}:meta`` HASH (fields: ``MetaField``): ``size``, ``version``,
   ``refreshed_at`` (ISO-8601 UTC), ``logical_date`` (ISO-8601 UTC), ``logical_ts_us``, ``run_id``,
   ``dag_id``, ``entered`` and ``exited`` (the live version's counts; empty for a first version's
-  exited and for a version rebuilt without its change log), ``feed_version``.
+  exited and for a version rebuilt without its change log), ``feed_version``, ``indexed`` (the
+  live version, once the user index below holds it in full; a swap drops it).
 - ``funnel:{<segment_id>}:staging`` SET: the version being written; never read by clients.
 - ``funnel:{<segment_id>}:entered`` / ``:exited`` SETs: who entered / left in the latest
   refresh; they expire after ``change_ttl_seconds``.
@@ -22,6 +23,19 @@ hash tag ``{<segment_id>}``, so all of them share one cluster slot and the atomi
   ``exited``), capped near ``feed_max_len`` entries. ``meta``'s ``feed_version`` is the last
   version published in full. A proxy segment's feed has each event's rule crossings (``event``
   instead of ``version``; no closing entry).
+
+The user index (``funnel.storage.redis.user_index``): which segments each user is in, so a
+user's segments are one read whatever the catalog's size. Its shared keys have the hash tag
+``{_index}``; each user's key lies in the slot of its own name:
+
+- ``funnel:user:<user_id>`` SET of segment numbers (small integers, stored as an intset: 2 bytes
+  a membership): the segments whose live members hold the user, as of each one's ``indexed``.
+- ``funnel:{_index}:numbers`` HASH segment id -> its number. A segment whose index is rebuilt
+  whole gets a new number, so the entries of its old one are never read again.
+- ``funnel:{_index}:state`` HASH: ``epoch`` (random, set once: a Redis that lost the index has a
+  new one), ``gen`` (counts finished updates), ``next`` (the last number given).
+- ``funnel:{_index}:updating`` SET: segments between a swap's start and their index update's end.
+- ``funnel:{_index}:done`` ZSET segment id -> the ``gen`` its last update finished at.
 
 User tags (the input of proxy segments) share one hash tag, ``{_tags}`` (no segment id
 starts with ``_``), so a tag load swaps all of them in one script:
@@ -110,6 +124,7 @@ class MetaField(enum.StrEnum):
     ENTERED = "entered"
     EXITED = "exited"
     FEED_VERSION = "feed_version"
+    INDEXED = "indexed"
 
 
 class TagsMetaField(enum.StrEnum):
@@ -187,6 +202,37 @@ def tag_keys(stage: str = "live") -> TagKeys:
 def tags_meta_key() -> str:
     """The HASH describing the live tag version."""
     return _segment_key(TAGS_ID, "meta")
+
+
+#: The pseudo segment id of the user index's shared keys (their hash tag).
+INDEX_ID = "_index"
+
+
+class IndexField(enum.StrEnum):
+    """The fields of the user index's ``state`` HASH (``index_keys().state``)."""
+
+    EPOCH = "epoch"
+    GEN = "gen"
+    NEXT = "next"
+
+
+class IndexKeys(NamedTuple):
+    """The user index's shared keys (one hash slot)."""
+
+    numbers: str
+    state: str
+    updating: str
+    done: str
+
+
+def index_keys() -> IndexKeys:
+    """The user index's shared keys."""
+    return IndexKeys(*(_segment_key(INDEX_ID, name) for name in IndexKeys._fields))
+
+
+def user_segments_key(user_id: str) -> str:
+    """The SET of the numbers of the segments a user is in (the user index)."""
+    return f"{KEY_PREFIX}:user:{user_id}"
 
 
 def asset_uri(segment_id: str) -> str:

@@ -33,7 +33,13 @@ def test_promote_replaces_members_and_meta(store: RedisSegmentStore, redis_clien
     assert redis_live_members(redis_client, "s") == {"old", "kept"}
     assert promote(store, 100, 2, 2, run_id="r")
     assert redis_live_members(redis_client, "s") == {"kept", "new"}
-    assert store.live_meta("s") == {"size": "2", "run_id": "r", "logical_ts_us": "100", "version": "2"}
+    assert store.live_meta("s") == {
+        "size": "2",
+        "run_id": "r",
+        "logical_ts_us": "100",
+        "version": "2",
+        "indexed": "2",  # the user index holds it in full
+    }
     assert not redis_client.exists(layout.staging_key("s"))
     assert redis_client.ttl(layout.members_key("s")) == -1
     assert store.serving("s") == (2, 2)

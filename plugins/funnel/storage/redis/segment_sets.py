@@ -18,7 +18,9 @@ from funnel.core.errors import LockLost, StoreError
 from funnel.core.run_info import RunInfo
 from funnel.storage import layout
 from funnel.storage.layout import MetaField
+from funnel.storage.redis.packed_commands import send_to_slot
 from funnel.storage.redis.replies import text
+from funnel.storage.redis.user_index import RedisUserIndex
 
 # KEYS: staging, members, meta, staging:entered, entered, staging:exited, exited, lock.
 # ARGV: logical_ts_us, version, change_ttl_ms, lock value, expected size, entered, exited
@@ -91,6 +93,7 @@ class RedisSegmentStore:
         self.staging_ttl_seconds = staging_ttl_seconds
         self.change_ttl_seconds = change_ttl_seconds
         self._promote = client.register_script(_PROMOTE_LUA)
+        self.user_index = RedisUserIndex(client)  # part of the layout: every swap keeps it
         self._exit_step = client.register_script(_EXIT_STEP_LUA)
 
     def live_meta(self, segment_id: str) -> dict[str, str]:
@@ -119,6 +122,7 @@ class RedisSegmentStore:
             layout.feed_key(segment_id),
         )
         self.clear_staged(segment_id)
+        self.user_index.forget(segment_id)
 
     def add_members(self, segment_id: str, user_ids: Sequence[str]) -> None:
         """Stage a batch in one round trip; the key expires if the refresh is abandoned."""
@@ -182,47 +186,9 @@ class RedisSegmentStore:
                 return
 
     def _raw(self, commands: Sequence[tuple[object, ...]]) -> list[Any]:
-        """Send commands in one buffer packed by hiredis (arguments: str or bytes); their replies.
-
-        Every command's key (its first argument) carries the segment's ``{segment_id}`` tag, so
-        on a Redis Cluster they all go to the master of that one slot, on a connection of its pool.
-        """
-        import redis
-
-        try:
-            replies = self._send(self._pool_for(commands[0][1]), commands)
-        except redis.exceptions.ResponseError as error:
-            if not (self._cluster and _moved(error)):
-                raise
-            self.client.nodes_manager.initialize()  # the slot moved (a resharding): ask the cluster, once more
-            replies = self._send(self._pool_for(commands[0][1]), commands)
-        for reply in replies:
-            if isinstance(reply, redis.exceptions.ResponseError):
-                raise reply
-        return replies
-
-    @property
-    def _cluster(self) -> bool:
-        return hasattr(self.client, "get_node_from_key")
-
-    def _pool_for(self, key: object) -> Any:
-        if self._cluster:
-            return self.client.get_node_from_key(key).redis_connection.connection_pool
-        return self.client.connection_pool
-
-    @staticmethod
-    def _send(pool: Any, commands: Sequence[tuple[object, ...]]) -> list[Any]:
-        import hiredis
-
-        conn = pool.get_connection()
-        try:
-            conn.send_packed_command([b"".join(hiredis.pack_command(command) for command in commands)])
-            return [conn.read_response() for _ in commands]
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
+        """Send commands in one buffer packed by hiredis; their replies. Every command's key (its
+        first argument) carries the segment's ``{segment_id}`` tag: one slot, one master."""
+        return send_to_slot(self.client, commands)
 
     def staged_counts(self, segment_id: str) -> tuple[int, int, int]:
         """How many ids are staged: members, entered, exited."""
@@ -278,7 +244,8 @@ class RedisSegmentStore:
         lock_value: str,
         expected: tuple[int, int | None, int | None],
     ) -> bool:
-        """Swap the staged sets in, unless Redis already serves a later version.
+        """Swap the staged sets in, unless Redis already serves a later version, and bring the
+        user index level with it (``funnel.storage.redis.user_index``: begin, swap, follow, finish).
 
         ``expected`` is (size, entered, exited) as MySQL counted them (None: unchecked); the
         swap happens only while ``lock_value`` still holds the segment's lock and every
@@ -299,7 +266,14 @@ class RedisSegmentStore:
         ]
         counts = [-1 if count is None else count for count in expected]
         args = [logical_ts_us, version, self.change_ttl_seconds * 1000, lock_value, *counts, *fields]
-        outcome = int(self._promote(keys=keys, args=args))
+        held_in_full = self.user_index.begin(segment_id)
+        try:
+            outcome = int(self._promote(keys=keys, args=args))
+            if outcome == 1:
+                logged = expected[1] is not None and expected[2] is not None
+                self.user_index.follow(segment_id, version, by_changes=held_in_full and logged)
+        finally:
+            self.user_index.finish(segment_id)
         if outcome == -1:
             raise LockLost(
                 f"segment {segment_id!r}: the refresh lock was lost before the Redis swap; Redis still serves "
@@ -312,10 +286,6 @@ class RedisSegmentStore:
                 "from MySQL"
             )
         return outcome == 1
-
-
-def _moved(error: Exception) -> bool:
-    return str(error).startswith(("MOVED", "ASK")) or type(error).__name__ in ("MovedError", "AskError")
 
 
 def segment_meta(

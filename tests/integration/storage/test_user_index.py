@@ -1,0 +1,95 @@
+"""The user index against a real Redis: every swap brings it level, by the change log when it held
+the version before in full, else whole under a new number; a purge drops the segment's number."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from funnel.storage import layout
+from funnel.storage.layout import MetaField
+from funnel.storage.redis.segment_sets import RedisSegmentStore
+
+pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
+
+LOCK = "holder-token"
+
+
+@pytest.fixture
+def store(redis_client: Any) -> RedisSegmentStore:
+    redis_client.set(layout.lock_key("s"), LOCK)
+    return RedisSegmentStore(redis_client, staging_ttl_seconds=60)
+
+
+def swap(store: RedisSegmentStore, version: int, members: list[str], logged: bool = True) -> None:
+    """A refresh of ``s`` to ``members``, its entered and exited staged as a refresh stages them."""
+    entered = store.stage_diff("s", members, against_live=version > 1)
+    exited = [user for batch in store.staged_exited("s", 100) for user in batch] if version > 1 else []
+    counts = (len(members), len(entered) if logged and version > 1 else None, len(exited))
+    meta = {MetaField.SIZE: len(members), MetaField.REFRESHED_AT: f"2030-01-0{version}T09:00:00+00:00"}
+    assert store.promote("s", version, version, meta, LOCK, counts)
+
+
+def users_in(redis_client: Any, number: bytes, users: list[str]) -> set[str]:
+    assert users
+    return {u for u in users if redis_client.sismember(layout.user_segments_key(u), number)}
+
+
+def number_of(redis_client: Any, segment_id: str) -> bytes:
+    return redis_client.hget(layout.index_keys().numbers, segment_id)
+
+
+def test_each_swap_follows_the_change_log_under_the_same_number(store: RedisSegmentStore, redis_client: Any) -> None:
+    everyone = ["a", "b", "c", "d"]
+    swap(store, 1, ["a", "b", "c"])
+    first = number_of(redis_client, "s")
+    assert users_in(redis_client, first, everyone) == {"a", "b", "c"}
+
+    swap(store, 2, ["b", "c", "d"])
+
+    assert number_of(redis_client, "s") == first
+    assert users_in(redis_client, first, everyone) == {"b", "c", "d"}
+    assert store.live_meta("s")[MetaField.INDEXED] == "2"
+    assert not redis_client.exists(layout.user_segments_key("a"))  # its last segment gone: no key
+    assert redis_client.object("encoding", layout.user_segments_key("b")) == b"intset"
+    snapshot = store.user_index.snapshot(["s"])
+    assert (snapshot.segments["s"].number, snapshot.segments["s"].version) == (first, 2)
+    assert not redis_client.smembers(layout.index_keys().updating)
+
+
+def test_a_version_without_its_change_log_is_indexed_whole_under_a_new_number(
+    store: RedisSegmentStore, redis_client: Any
+) -> None:
+    swap(store, 1, ["a", "b"])
+    first = number_of(redis_client, "s")
+
+    swap(store, 2, ["b", "c"], logged=False)  # a restore: no change log
+
+    second = number_of(redis_client, "s")
+    assert second != first
+    assert users_in(redis_client, second, ["a", "b", "c"]) == {"b", "c"}
+    assert store.user_index.snapshot(["s"]).segments["s"].number == second
+
+
+def test_an_update_that_never_finished_is_rebuilt_whole_by_the_next_swap(
+    store: RedisSegmentStore, redis_client: Any
+) -> None:
+    swap(store, 1, ["a", "b"])
+    first = number_of(redis_client, "s")
+    store.user_index.begin("s")  # died before its end: the segment stays "updating"
+    redis_client.hdel(layout.meta_key("s"), MetaField.INDEXED)
+    assert "s" not in store.user_index.snapshot(["s"]).segments
+
+    swap(store, 2, ["b", "c"])
+
+    assert number_of(redis_client, "s") != first
+    assert users_in(redis_client, number_of(redis_client, "s"), ["a", "b", "c"]) == {"b", "c"}
+    assert "s" in store.user_index.snapshot(["s"]).segments
+
+
+def test_a_purged_segment_loses_its_number(store: RedisSegmentStore, redis_client: Any) -> None:
+    swap(store, 1, ["a"])
+    store.forget("s")
+    assert number_of(redis_client, "s") is None
+    assert store.user_index.snapshot(["s"]).segments == {}
