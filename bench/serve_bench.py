@@ -81,7 +81,9 @@ TOKEN = "bench-serve-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:24]
 
 BIG = "big"
 BIG_SIZE = 1_000_000  # members: the even ids 0 .. 2 * BIG_SIZE - 2
-SMALL = [f"s{k:03d}" for k in range(1, 100)]  # s{k}: ids below SMALL_SPAN divisible by k + 1
+#: The stored segments besides ``big`` (``bench/scale`` sets BENCH_SERVE_SEGMENTS, the stored segments in all).
+SMALL_COUNT = int(os.environ.get("BENCH_SERVE_SEGMENTS", "100")) - 1
+SMALL = [f"s{k:03d}" for k in range(1, SMALL_COUNT + 1)]  # s{k}: ids below SMALL_SPAN divisible by k + 1
 SMALL_SPAN = 20_000
 PROXY = "prx"
 PROXY_RULE = {"tag": "order_count", "op": ">=", "value": 2}
@@ -189,7 +191,7 @@ def setup_child(result_path: str) -> None:
             "to an unused database"
         )
     client.flushdb()
-    client.set(REDIS_MARKER, "bench/serve")
+    client.set(REDIS_MARKER, f"bench/serve {SMALL_COUNT}")  # how many small segments (``reusable``)
 
     conn = wiring.mysql_connection()
     cur = conn.cursor()
@@ -218,7 +220,7 @@ def setup_child(result_path: str) -> None:
         step("refresh big")
         for k, sid in enumerate(SMALL, start=1):
             refresh(refresher, sid, range(0, SMALL_SPAN, k + 1))
-        step("refresh 99 small")
+        step(f"refresh {SMALL_COUNT} small")
 
     as_of = dt.datetime(2026, 11, 29, 6, tzinfo=dt.UTC)
     base = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -270,7 +272,7 @@ def run_setup() -> dict[str, Any]:
             env=child_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=300,
+            timeout=300 + SMALL_COUNT // 10,  # about 20 ms a small segment's refresh
         )
     if proc.returncode != 0 or not result.exists():
         tail = (STATE / "setup.log").read_text().splitlines()[-20:]
@@ -1894,10 +1896,15 @@ def run(args: argparse.Namespace) -> int:
         log("setup: reusing the data already in place (--reuse)")
         results["setup"] = {"seconds": 0, "reused": True}
     else:
-        log(f"setup: MySQL {BENCH_DB}, Redis db {REDIS_DB}: 1,000,000-member segment, 99 small, a proxy, tags")
+        what = f"1,000,000-member segment, {SMALL_COUNT} small, a proxy, tags"
+        log(f"setup: MySQL {BENCH_DB}, Redis db {REDIS_DB}: {what}")
         results["setup"] = run_setup()
         log(f"setup: {results['setup']['seconds']} s {results['setup']['steps']}")
     redis_pid = redis_pid_of()
+    if args.users_only:  # bench/scale: a user's segments alone, at this catalog size
+        results["funnel2"] = measure_api("funnel 2w", start_funnel, 2, ["users_fixed", "users_sat"], redis_pid, args)
+        (STATE / "results.json").write_text(json.dumps(results, default=lambda o: o.__dict__, indent=1))
+        return 0
     log(f"bare limits, {args.bare_seconds:g} s each")
     results["bare"] = bare_limits(args.bare_seconds, redis_pid)
     bare = results["bare"]
@@ -1949,7 +1956,8 @@ def reusable() -> bool:
 
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
     try:
-        return bool(client.exists(REDIS_MARKER)) and client.scard(f"funnel:{{{BIG}}}:members") == BIG_SIZE
+        marker = client.get(REDIS_MARKER)
+        return marker == f"bench/serve {SMALL_COUNT}".encode() and client.scard(f"funnel:{{{BIG}}}:members") == BIG_SIZE
     finally:
         client.close()
 
@@ -1971,6 +1979,7 @@ def main() -> int:
         help="also measure the API of git commit REV (e.g. HEAD~1) on the same data, side by side",
     )
     parser.add_argument("--reuse", action="store_true", help="keep the data of the last run instead of rebuilding it")
+    parser.add_argument("--users-only", action="store_true", help=argparse.SUPPRESS)  # bench/scale's runs
     parser.add_argument(
         "--profile",
         choices=["single", "proxy", "batch", "users"],
