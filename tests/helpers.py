@@ -340,3 +340,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=5)
+
+
+#: The holder's value of segment ``s``'s lock in the storage tests (``segment_store``).
+SEGMENT_LOCK = "holder-token"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -70,6 +71,7 @@ def create_app(airflow_login: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.freeze()  # what start-up made lives forever: collections need not walk it again
+        sys.setswitchinterval(settings.API_SWITCH_INTERVAL_SECONDS)  # a standalone server's process only
         yield
         service = getattr(app.state, "service", None)
         app.state.service = None  # a mounted app outlives its host's lifespan: the next request makes a new one

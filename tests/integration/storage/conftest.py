@@ -1,4 +1,4 @@
-"""Fixtures of the storage tests (on the real MySQL)."""
+"""Fixtures of the storage tests (on the real MySQL and Redis)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import SEGMENT_LOCK
 
+from funnel.storage import layout
 from funnel.storage.hooks import FunnelMySqlHook
+from funnel.storage.redis.segment_sets import RedisSegmentStore
 
 
 @pytest.fixture
@@ -16,3 +19,10 @@ def bulk_conn(mysql_conn: Any) -> Iterator[Any]:
     conn = FunnelMySqlHook(local_infile=True).get_conn()
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def segment_store(redis_client: Any) -> RedisSegmentStore:
+    """The Redis store of segment ``s``, its refresh lock held by ``SEGMENT_LOCK``."""
+    redis_client.set(layout.lock_key("s"), SEGMENT_LOCK)
+    return RedisSegmentStore(redis_client, staging_ttl_seconds=60)

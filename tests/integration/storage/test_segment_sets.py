@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import redis_live_members
+from helpers import SEGMENT_LOCK, redis_live_members
 
 from funnel.core.errors import LockLost, StoreError
 from funnel.storage import layout
@@ -14,13 +14,12 @@ from funnel.storage.redis.segment_sets import RedisSegmentStore
 
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
-LOCK = "holder-token"
+LOCK = SEGMENT_LOCK
 
 
 @pytest.fixture
-def store(redis_client: Any) -> RedisSegmentStore:
-    redis_client.set(layout.lock_key("s"), LOCK)
-    return RedisSegmentStore(redis_client, staging_ttl_seconds=60)
+def store(segment_store: RedisSegmentStore) -> RedisSegmentStore:
+    return segment_store
 
 
 def promote(store: RedisSegmentStore, ts: int, version: int, size: int, lock: str = LOCK, **meta: Any) -> bool:

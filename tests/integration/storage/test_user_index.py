@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import SEGMENT_LOCK
 
 from funnel.storage import layout
 from funnel.storage.layout import MetaField
@@ -13,13 +14,12 @@ from funnel.storage.redis.segment_sets import RedisSegmentStore
 
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
 
-LOCK = "holder-token"
+LOCK = SEGMENT_LOCK
 
 
 @pytest.fixture
-def store(redis_client: Any) -> RedisSegmentStore:
-    redis_client.set(layout.lock_key("s"), LOCK)
-    return RedisSegmentStore(redis_client, staging_ttl_seconds=60)
+def store(segment_store: RedisSegmentStore) -> RedisSegmentStore:
+    return segment_store
 
 
 def swap(store: RedisSegmentStore, version: int, members: list[str], logged: bool = True) -> None:
