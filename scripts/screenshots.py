@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import subprocess
 import sys
 import time
@@ -28,13 +29,13 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "tests" / "system")]
+sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "tests" / "system"), str(ROOT / "tests")]
 
 from airflow_stack import AirflowStack, StackSettings, env_sh_environment  # noqa: E402
 from browser_driver import Chromium  # noqa: E402
 
 MYSQL_DB = "funnel_screenshots"
-REDIS_DB = 13
+REDIS_DB = int(os.environ.get("FUNNEL_SCREENSHOTS_REDIS_DB", "10"))  # emptied: its own (scripts/redis-databases.env)
 DYNAMIC_DAG = "funnel_dynamic_segments"
 TAGS_DAG = "funnel_user_tags"
 SHOWN_SEGMENT = "recent_signups"
