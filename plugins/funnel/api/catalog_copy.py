@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -95,6 +96,7 @@ class CatalogView:
     tags: TagVersion | None = None  # the tags' live version
     read_at: dt.datetime | None = None  # when this view was read (None: never)
     # The user index (``funnel.storage.redis.user_index``) as this pass found it:
+    index: IndexSnapshot | None = None  # the snapshot these four come from (the next pass starts from it)
     index_epoch: bytes | None = None  # None: no index; every enabled stored segment is read from its own keys
     index_gen: int = 0
     indexed: dict[bytes, tuple[str, dict[str, object]]] = field(default_factory=dict)  # number -> id, its answer
@@ -102,13 +104,18 @@ class CatalogView:
     unindexed: tuple[Entry, ...] = ()  # the enabled stored segments the index does not hold in full
 
 
-def read_catalog(index: RedisUserIndex | None = None) -> CatalogView:
+def read_catalog(
+    index: RedisUserIndex | None = None,
+    previous: CatalogView | None = None,
+    memo: dict[tuple[str, str], Segment] | None = None,
+) -> CatalogView:
     """The served segments (with whether each has a live version and is past its freshness
     objective, from the run history), the invalid rows' errors and, with ``index``, which
     segments the user index holds in full. Read in the background every
-    ``api_catalog_ttl_seconds``, so the hot paths only look the flags up."""
+    ``api_catalog_ttl_seconds``, so the hot paths only look the flags up. ``previous`` and
+    ``memo`` (this worker's last view and rows) spare re-building what did not change."""
     hook = wiring.catalog_hook()  # the catalog's own short timeouts: a hung MySQL never holds a worker thread long
-    catalog = serving_catalog(hook)
+    catalog = serving_catalog(hook, memo)
     with contextlib.closing(hook.get_conn()) as conn:
         live = wiring.mysql_store(conn).live_versions()
         summaries = wiring.history_on(conn).summaries()
@@ -131,7 +138,7 @@ def read_catalog(index: RedisUserIndex | None = None) -> CatalogView:
             retired.setdefault(segment_id, None)
     enabled = [entry for entry in entries.values() if entry.segment.enabled]
     stored = tuple(entry for entry in enabled if not entry.is_proxy)
-    snapshot = _index_snapshot(index, stored)
+    snapshot = _index_snapshot(index, stored, previous.index if previous is not None else None)
     indexed = {
         held.number: (
             segment_id,
@@ -150,6 +157,7 @@ def read_catalog(index: RedisUserIndex | None = None) -> CatalogView:
         summaries=summaries,
         tags=tags,
         read_at=now,
+        index=snapshot,
         index_epoch=snapshot.epoch,
         index_gen=snapshot.gen,
         indexed=indexed,
@@ -158,13 +166,15 @@ def read_catalog(index: RedisUserIndex | None = None) -> CatalogView:
     )
 
 
-def _index_snapshot(index: RedisUserIndex | None, stored: tuple[Entry, ...]) -> IndexSnapshot:
+def _index_snapshot(
+    index: RedisUserIndex | None, stored: tuple[Entry, ...], previous: IndexSnapshot | None
+) -> IndexSnapshot:
     """What the user index holds of the enabled stored segments; nothing when Redis cannot say
     (every segment is then read from its own keys)."""
     if index is None or not stored:
         return IndexSnapshot()
     try:
-        return index.snapshot(entry.segment_id for entry in stored)
+        return index.snapshot((entry.segment_id for entry in stored), previous)
     except Exception as exc:
         log.warning("funnel API: cannot read the user index (%s); reading each segment's own keys", exc)
         return IndexSnapshot()
@@ -180,6 +190,7 @@ class CatalogCopy:
         self._keeper: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._index: RedisUserIndex | None = None  # made in the first read's thread
+        self._rows: dict[tuple[str, str], Segment] = {}  # the last read's rows (``serving_catalog``'s memo)
         self._expired = 0  # how many times ``expire`` was called: a re-read begun before one is dropped
 
     async def view(self) -> CatalogView:
@@ -188,7 +199,8 @@ class CatalogCopy:
             async with self._lock:
                 if self._read_at < 0:
                     self._view = await asyncio.to_thread(self._read)
-                    self._read_at = time.monotonic()
+                    # a random phase: the workers, started together, re-read at different times
+                    self._read_at = max(0.0, time.monotonic() - random.uniform(0, settings.API_CATALOG_TTL_SECONDS / 2))
                     CATALOG_READ.set_to_current_time()
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._keep_fresh(), name="funnel-catalog-keeper")
@@ -232,7 +244,7 @@ class CatalogCopy:
                 self._index = wiring.user_index(wiring.redis_client())
             except Exception as exc:
                 log.warning("funnel API: no Redis client for the user index (%s); reading each segment's keys", exc)
-        return read_catalog(self._index)
+        return read_catalog(self._index, self._view, self._rows)
 
     async def entry(self, segment_id: str) -> Entry:
         """The served segment, or ``SegmentRetired`` (410), or ``UnknownSegment`` (saying so when

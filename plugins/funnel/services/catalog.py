@@ -103,8 +103,12 @@ def validate_rows(
     check_budget_seconds: float | None = None,
     *,
     check_queries: bool = True,
+    memo: dict[tuple[str, str], Segment] | None = None,
 ) -> Catalog:
     """Validate each row alone.
+
+    ``memo`` (without query checks only): the segments of the last call, by source and row; a
+    row unchanged since is not built again, and the memo then holds this call's rows.
 
     Queries whose digest is in ``checked_queries`` skip the SQL parse. New queries are
     parsed until ``check_budget_seconds`` is spent (None: no limit); the rest build as usual,
@@ -115,9 +119,15 @@ def validate_rows(
     catalog = Catalog()
     deadline: float | None = None
     rules = rules_fingerprint(settings.ALLOWED_FUNCTIONS)
+    remembered: dict[tuple[str, str], Segment] = {}
     for row, source in rows:
         try:
-            segment = segment_from_row(row, source)
+            key = (source, repr(tuple(row.items()))) if memo is not None and not check_queries else None
+            segment = memo.get(key) if key is not None and memo is not None else None
+            if segment is None:
+                segment = segment_from_row(row, source)
+            if key is not None:
+                remembered[key] = segment
             if segment.query is not None and check_queries:
                 digest = catalog_snapshot.query_digest(segment.query, rules)
                 if digest not in known:
@@ -135,6 +145,9 @@ def validate_rows(
             catalog.errors.append(exc)
             continue
         catalog.segments.append(segment)
+    if memo is not None:
+        memo.clear()
+        memo.update(remembered)
     # Composites need the whole catalog: operands known, valid, not proxy, enabled; no cycles.
     invalid_ids = [error.segment_id for error in catalog.errors]
     catalog.segments, refused = check_composites(catalog.segments, invalid_ids)
@@ -143,11 +156,11 @@ def validate_rows(
     return catalog
 
 
-def serving_catalog(hook: FunnelMySqlHook) -> Catalog:
+def serving_catalog(hook: FunnelMySqlHook, memo: dict[tuple[str, str], Segment] | None = None) -> Catalog:
     """The catalog as the API needs it: both sources merged and validated, queries not parsed
     (the API runs none; each task checks its own before Hive sees it). The Airflow Variable
     is read when Airflow's metadata is reachable; a standalone API without it serves the
-    MySQL rows and says so once."""
+    MySQL rows and says so once. ``memo``: the rows of the last read (``validate_rows``)."""
     try:
         variable_rows, variable_errors = read_variable_rows(settings.CATALOG_VARIABLE)
     except Exception as exc:
@@ -156,7 +169,8 @@ def serving_catalog(hook: FunnelMySqlHook) -> Catalog:
         )
         variable_rows, variable_errors = [], []
     mysql_rows = read_mysql_rows(hook)
-    catalog = validate_rows(merge_rows(mysql_rows, variable_rows, settings.CATALOG_VARIABLE), check_queries=False)
+    rows = merge_rows(mysql_rows, variable_rows, settings.CATALOG_VARIABLE)
+    catalog = validate_rows(rows, check_queries=False, memo=memo)
     catalog.errors[:0] = variable_errors
     return catalog
 

@@ -93,3 +93,18 @@ def test_a_purged_segment_loses_its_number(store: RedisSegmentStore, redis_clien
     store.forget("s")
     assert number_of(redis_client, "s") is None
     assert store.user_index.snapshot(["s"]).segments == {}
+
+
+def test_a_readers_next_snapshot_reads_only_the_segments_that_swapped(
+    store: RedisSegmentStore, redis_client: Any
+) -> None:
+    swap(store, 1, ["a"])
+    first = store.user_index.snapshot(["s"])
+    redis_client.hset(layout.meta_key("s"), MetaField.REFRESHED_AT, "not read again")  # no swap: not looked at
+
+    assert store.user_index.snapshot(["s"], first).segments == first.segments
+
+    swap(store, 2, ["a", "b"])  # a swap: read again
+    after = store.user_index.snapshot(["s"], first).segments["s"]
+    assert (after.version, after.refreshed_at) == (2, "2030-01-02T09:00:00+00:00")
+    assert store.user_index.snapshot([], first).segments == {}  # only the segments asked for

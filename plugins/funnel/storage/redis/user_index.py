@@ -71,10 +71,12 @@ redis.call('HSET', KEYS[1], 'indexed', ARGV[1])
 return 1
 """
 
-# KEYS: state, updating, numbers. What a reader's copy starts from, read at once.
+# KEYS: state, updating, numbers, done. ARGV: a gen. What a reader's copy starts from, read at
+# once: epoch, gen, the segments updating, the numbers, the segments done after the gen.
 _SNAPSHOT_LUA = """
 return {redis.call('HGET', KEYS[1], 'epoch') or false, redis.call('HGET', KEYS[1], 'gen') or '0',
-        redis.call('SMEMBERS', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+        redis.call('SMEMBERS', KEYS[2]), redis.call('HGETALL', KEYS[3]),
+        redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[1], '+inf')}
 """
 
 
@@ -146,14 +148,29 @@ class RedisUserIndex:
 
     # ------------------------------------------------------------------ readers
 
-    def snapshot(self, segment_ids: Iterable[str]) -> IndexSnapshot:
-        """Which of ``segment_ids`` the index holds in full, with the state a reader checks per request."""
-        epoch, gen, updating, pairs = self._snapshot(keys=[self.keys.state, self.keys.updating, self.keys.numbers])
+    def snapshot(self, segment_ids: Iterable[str], previous: IndexSnapshot | None = None) -> IndexSnapshot:
+        """Which of ``segment_ids`` the index holds in full, with the state a reader checks per request.
+
+        With ``previous`` (this reader's last snapshot, same epoch), a segment it held whose number
+        is the same and that neither updated nor finished an update since is taken from it
+        without reading its meta: every swap goes through ``begin`` and ``finish``."""
+        ids = list(segment_ids)
+        keys = [self.keys.state, self.keys.updating, self.keys.numbers, self.keys.done]
+        since = previous.gen if previous is not None else 0
+        epoch, gen, updating, pairs, done = self._snapshot(keys=keys, args=[since])
         if not epoch:
             return IndexSnapshot()
         busy = {text(s) for s in updating}
-        numbers = {text(pairs[i]): pairs[i + 1] for i in range(0, len(pairs), 2)}
-        wanted = [s for s in segment_ids if s not in busy and s in numbers]
+        numbers = {text(pairs[i]): _as_bytes(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        kept: dict[str, IndexedSegment] = {}
+        if previous is not None and previous.epoch == _as_bytes(epoch):
+            changed = busy | {text(s) for s in done}
+            kept = {
+                segment_id: held
+                for segment_id, held in previous.segments.items()
+                if segment_id not in changed and numbers.get(segment_id) == held.number
+            }
+        wanted = [s for s in ids if s not in busy and s in numbers and s not in kept]
         commands: list[tuple[object, ...]] = []
         for segment_id in wanted:
             commands.append(("HMGET", layout.meta_key(segment_id), *_SNAPSHOT_FIELDS))
@@ -163,7 +180,10 @@ class RedisUserIndex:
         for index, segment_id in enumerate(wanted):
             (version, size, indexed, refreshed_at), card = replies[2 * index : 2 * index + 2]
             if version is not None and indexed == version and size is not None and int(size) == card and refreshed_at:
-                segments[segment_id] = IndexedSegment(_as_bytes(numbers[segment_id]), int(version), text(refreshed_at))
+                segments[segment_id] = IndexedSegment(numbers[segment_id], int(version), text(refreshed_at))
+        if kept:
+            listed = set(ids)
+            segments.update((s, held) for s, held in kept.items() if s in listed)
         return IndexSnapshot(_as_bytes(epoch), int(gen), segments)
 
     def segments_of(self, user_id: str) -> set[str]:
