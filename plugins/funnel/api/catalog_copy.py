@@ -104,10 +104,18 @@ class CatalogView:
     unindexed: tuple[Entry, ...] = ()  # the enabled stored segments the index does not hold in full
 
 
+@dataclass
+class CatalogMemo:
+    """What one worker's last read built, kept so the next builds only what changed."""
+
+    rows: dict[tuple[str, str], Segment] = field(default_factory=dict)  # ``serving_catalog``'s
+    summaries: dict[str, tuple[tuple[object, ...], RunSummary]] = field(default_factory=dict)  # ``summaries``'
+
+
 def read_catalog(
     index: RedisUserIndex | None = None,
     previous: CatalogView | None = None,
-    memo: dict[tuple[str, str], Segment] | None = None,
+    memo: CatalogMemo | None = None,
 ) -> CatalogView:
     """The served segments (with whether each has a live version and is past its freshness
     objective, from the run history), the invalid rows' errors and, with ``index``, which
@@ -115,10 +123,10 @@ def read_catalog(
     ``api_catalog_ttl_seconds``, so the hot paths only look the flags up. ``previous`` and
     ``memo`` (this worker's last view and rows) spare re-building what did not change."""
     hook = wiring.catalog_hook()  # the catalog's own short timeouts: a hung MySQL never holds a worker thread long
-    catalog = serving_catalog(hook, memo)
+    catalog = serving_catalog(hook, memo.rows if memo is not None else None)
     with contextlib.closing(hook.get_conn()) as conn:
         live = wiring.mysql_store(conn).live_versions()
-        summaries = wiring.history_on(conn).summaries()
+        summaries = wiring.history_on(conn).summaries(memo=memo.summaries if memo is not None else None)
         retired: dict[str, dt.datetime | None] = dict(wiring.segment_admin(conn).retired())
         tags = wiring.mysql_tag_store(conn).live()
     now, objectives = utc_now(), wiring.freshness_objectives()
@@ -190,7 +198,7 @@ class CatalogCopy:
         self._keeper: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._index: RedisUserIndex | None = None  # made in the first read's thread
-        self._rows: dict[tuple[str, str], Segment] = {}  # the last read's rows (``serving_catalog``'s memo)
+        self._memo = CatalogMemo()  # what the last read built
         self._expired = 0  # how many times ``expire`` was called: a re-read begun before one is dropped
 
     async def view(self) -> CatalogView:
@@ -244,7 +252,7 @@ class CatalogCopy:
                 self._index = wiring.user_index(wiring.redis_client())
             except Exception as exc:
                 log.warning("funnel API: no Redis client for the user index (%s); reading each segment's keys", exc)
-        return read_catalog(self._index, self._view, self._rows)
+        return read_catalog(self._index, self._view, self._memo)
 
     async def entry(self, segment_id: str) -> Entry:
         """The served segment, or ``SegmentRetired`` (410), or ``UnknownSegment`` (saying so when

@@ -150,12 +150,16 @@ class RunHistory:
         self.conn.commit()
         return from_naive_utc(value) if value is not None else None
 
-    def summaries(self, segment_id: str | None = None) -> dict[str, RunSummary]:
+    def summaries(
+        self, segment_id: str | None = None, memo: dict[str, tuple[tuple[Any, ...], RunSummary]] | None = None
+    ) -> dict[str, RunSummary]:
         """What decides each segment's freshness (``funnel.core.freshness``), in one query.
 
         The latest attempt of each (segment, status) is read with a loose scan of the
         ``(segment_id, status)`` index (the primary key rides in it), so the cost grows with the
         number of segments, not with the history's length. ``segment_id``: that segment only.
+        ``memo``: the last call's rows and summary per segment; a segment whose rows are the same
+        is not summarized again, and the memo then holds this call's.
         """
         where = "WHERE segment_id = %s " if segment_id is not None else ""
         cur = self.conn.cursor()
@@ -167,6 +171,35 @@ class RunHistory:
         )
         rows = cur.fetchall()
         self.conn.commit()
+        if memo is not None:
+            return self._summaries_memoized(rows, memo)
+        return self._summarized(rows)
+
+    def _summaries_memoized(
+        self, rows: Sequence[tuple[Any, ...]], memo: dict[str, tuple[tuple[Any, ...], RunSummary]]
+    ) -> dict[str, RunSummary]:
+        by_segment: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            by_segment.setdefault(row[1], []).append(row)
+        found: dict[str, RunSummary] = {}
+        fresh: dict[str, tuple[tuple[Any, ...], RunSummary]] = {}
+        changed: list[tuple[Any, ...]] = []
+        for sid, own in by_segment.items():
+            key = tuple(sorted(own))
+            last = memo.get(sid)
+            if last is not None and last[0] == key:
+                found[sid], fresh[sid] = last[1], last
+            else:
+                changed.extend(own)
+        for sid, summary in self._summarized(changed).items():
+            found[sid] = summary
+            fresh[sid] = (tuple(sorted(by_segment[sid])), summary)
+        memo.clear()
+        memo.update(fresh)
+        return found
+
+    @staticmethod
+    def _summarized(rows: Sequence[tuple[Any, ...]]) -> dict[str, RunSummary]:
         attempts: dict[str, list[Attempt]] = {}
         for attempt_id, sid, status, started, finished, error, dag_id, run_id, try_number in rows:
             attempts.setdefault(sid, []).append(
