@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 
 from funnel.core.dag_plan import DYNAMIC_DAG_ID, SHARD_BUCKETS, DagPlan, plan_dags, shard_dag_id
@@ -75,10 +74,14 @@ def test_above_the_cap_shards_hold_at_most_the_cap_each_by_a_stable_hash() -> No
     assert all(p.schedule == "0 9,18 * * *" and p.tags == ("funnel", "dynamic") for p in dynamic)
     assert sorted(shards_of(plans)) == [s.segment_id for s in segments]
     assert plans[-1].dag_id == "funnel_static_a_static"
-    # sha256, not hash(): the same in every process and on every machine
-    assert shard_dag_id("s000") == "funnel_dynamic_segments_%02d" % (
-        int.from_bytes(hashlib.sha256(b"s000").digest()[:8], "big") % SHARD_BUCKETS
+    # sha256, not hash(): the same in every process, on every machine, in every Python version
+    assert (shard_dag_id("apples"), shard_dag_id("bananas")) == (
+        "funnel_dynamic_segments_03",
+        "funnel_dynamic_segments_02",
     )
+    assert {shard_dag_id(f"x{n}") for n in range(2000)} == {
+        f"funnel_dynamic_segments_{n:02d}" for n in range(SHARD_BUCKETS)
+    }
 
 
 def test_adding_or_removing_segments_moves_no_other_segment() -> None:
@@ -104,6 +107,7 @@ def test_a_component_over_the_cap_is_one_dag_with_a_warning() -> None:
     home = next(p for p in plans if any(s.segment_id == "all4" for s in p.segments))
     assert {"all4", "s0", "s1", "s2", "s3"} <= {s.segment_id for s in home.segments}
     assert home.dag_id == shard_dag_id("all4")
-    assert len(home.warnings) == 1 and "over dynamic_dag_max_tasks (3)" in home.warnings[0]
+    assert len(home.warnings) == 1
+    assert "over dynamic_dag_max_tasks (3)" in home.warnings[0]
     assert "largest group of a composite and its operands has 5 segments (from 'all4')" in home.warnings[0]
     assert [p.dag_id for p in plans if p.warnings] == [home.dag_id]
