@@ -35,6 +35,9 @@ HIVE_POOL_SLOTS: int = conf.getint(SECTION, "hive_pool_slots", fallback=8)
 #: How many segment tasks of one dynamic run may run at once. High by default, so the pool
 #: (and ``[core] parallelism``) decide, not Airflow's ``max_active_tasks_per_dag`` (16).
 DYNAMIC_MAX_ACTIVE_TASKS: int = conf.getint(SECTION, "dynamic_max_active_tasks", fallback=1024)
+#: Tasks of one dynamic DAG, at most: above it, the dynamic segments are spread over shard DAGs
+#: ``funnel_dynamic_segments_NN`` (README, "Dynamic DAGs in shards"). At least 1.
+DYNAMIC_DAG_MAX_TASKS: int = max(conf.getint(SECTION, "dynamic_dag_max_tasks", fallback=1000), 1)
 
 #: Parse-time catalog read: short timeouts, so a hanging MySQL never hangs the DAG processor.
 CATALOG_CONNECT_TIMEOUT_SECONDS: int = conf.getint(SECTION, "catalog_connect_timeout_seconds", fallback=3)

@@ -286,3 +286,21 @@ def test_webhooks_add_refuses_a_loopback_receiver_by_default(mysql_conn: Any) ->
         "services, set [funnel] webhook_refuse_private = False (AIRFLOW__FUNNEL__WEBHOOK_REFUSE_PRIVATE=False)"
     )
     assert WebhookStore(mysql_conn).list() == []
+
+
+def test_dynamic_dags_prints_the_one_dynamic_dag_or_its_shards(mysql_conn: Any, capsys: Any, monkeypatch: Any) -> None:
+    from helpers import insert_segments
+
+    from funnel import settings
+
+    insert_segments(
+        mysql_conn,
+        *({"segment_id": s, "name": s, "kind": "dynamic", "query": "SELECT 1"} for s in ("a", "b", "c")),
+        {"segment_id": "once", "name": "once", "kind": "static", "query": "SELECT 1", "run_at": "2026-12-01 09:00:00"},
+    )
+    assert main(["dynamic-dags"]) == 0
+    assert capsys.readouterr().out == "funnel_dynamic_segments\n"
+    monkeypatch.setattr(settings, "DYNAMIC_DAG_MAX_TASKS", 2)
+    assert main(["dynamic-dags"]) == 0
+    shards = ["funnel_dynamic_segments_30", "funnel_dynamic_segments_46", "funnel_dynamic_segments_50"]
+    assert capsys.readouterr().out.splitlines() == shards

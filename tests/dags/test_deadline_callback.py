@@ -316,3 +316,17 @@ def test_a_wrong_notifier_setting_fails_the_callback_naming_the_setting(
     with pytest.raises(ValueError, match="deadline_notifier") as raised:
         asyncio.run(slot_deadline_missed(30, context=a_late_run))
     assert error in str(raised.value)
+
+
+def test_a_shards_alert_names_only_the_segments_of_its_shard(
+    a_late_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from funnel import settings
+    from funnel.core.dag_plan import shard_dag_id
+
+    monkeypatch.setattr(settings, "DYNAMIC_DAG_MAX_TASKS", 2)  # a, b and c: three shards
+    shard = shard_dag_id("c")
+    context = {**a_late_run, "dag_run": {**a_late_run["dag_run"], "dag_id": shard}}
+    output = asyncio.run(slot_deadline_missed(30, context=context))
+    assert output.startswith(f"funnel: run {RUN_ID} of {shard} (slot 2026-11-26 09:00 UTC)")
+    assert "1 segment(s) not done: c. They will be stale" in output

@@ -29,6 +29,7 @@ from funnel.airflow.webhook_delivery_operator import WebhookDeliveryOperator
 from funnel.core.composite_expr import expression_in_words, parse_expression
 from funnel.core.composite_graph import composite_operands
 from funnel.core.dag_plan import (
+    DYNAMIC_DAG_ID,
     DYNAMIC_START_DATE,
     PURGE_DAG_ID,
     RESTORE_DAG_ID,
@@ -62,8 +63,8 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             max_active_runs=1,
             max_active_tasks=settings.DYNAMIC_MAX_ACTIVE_TASKS,  # the pool caps Hive, not Airflow's 16 per DAG
             tags=list(plan.tags),
-            description=f"Refreshes every enabled dynamic segment at {plan.schedule} ({timezone})",
-            doc_md=f"Refreshes every enabled dynamic segment on `{plan.schedule}` ({timezone}).",
+            description=f"Refreshes {_which(plan)} at {plan.schedule} ({timezone})",
+            doc_md=f"Refreshes {_which(plan)} on `{plan.schedule}` ({timezone}).",
             # A run still going shortly before the next slot calls funnel.airflow.deadline_callback.
             deadline=slot_deadline(_required(plan.schedule), timezone, settings.DEADLINE_MINUTES_BEFORE_NEXT_SLOT),
         )
@@ -113,6 +114,13 @@ def build_dag(plan: DagPlan, timezone: str = settings.TIMEZONE) -> DAG:
             upstream = [tasks[name] for name in composite_operands(segment) if name in tasks]
             tasks[segment.segment_id].set_upstream(upstream)
     return dag
+
+
+def _which(plan: DagPlan) -> str:
+    """The dynamic segments a dynamic DAG refreshes, in words: all of them, or one shard's."""
+    if plan.dag_id == DYNAMIC_DAG_ID:
+        return "every enabled dynamic segment"
+    return f"the enabled dynamic segments of shard {plan.dag_id} ({len(plan.segments)}; README, Dynamic DAGs in shards)"
 
 
 def _owned(segment: Segment) -> dict[str, str]:
@@ -311,8 +319,10 @@ def build_dags(catalog: Catalog, only_dag_id: str | None = None) -> dict[str, DA
         dags[RESTORE_DAG_ID] = build_restore_dag()
     if only_dag_id in (None, PURGE_DAG_ID):
         dags[PURGE_DAG_ID] = build_purge_dag()
-    for plan in plan_dags(catalog.segments, settings.DYNAMIC_SCHEDULE):
+    for plan in plan_dags(catalog.segments, settings.DYNAMIC_SCHEDULE, settings.DYNAMIC_DAG_MAX_TASKS):
         if only_dag_id in (None, plan.dag_id):
+            for warning in plan.warnings:
+                log.warning("%s", warning)
             dags[plan.dag_id] = build_dag(plan)
     for error in catalog.errors:
         dag_id = invalid_dag_id(error)

@@ -1,6 +1,6 @@
 """The dynamic DAG's Airflow ``DeadlineAlert``: warn before a run overshoots into the next slot.
 
-Each run of ``funnel_dynamic_segments`` gets a deadline at its logical date (its slot) plus
+Each run of ``funnel_dynamic_segments`` (or of each of its shards) gets a deadline at its logical date (its slot) plus
 the shortest gap between two slots of ``dynamic_schedule`` minus
 ``deadline_minutes_before_next_slot``: with ``0 9,18 * * *`` and 30 minutes, 17:30 for the
 09:00 run (and 02:30 for the 18:00 one, whose next slot is further away). A run that finishes
@@ -163,13 +163,18 @@ async def slot_deadline_missed(minutes_before_next_slot: int, context: Mapping[s
 
 
 def _segments_not_done(dag_id: str, run_id: str, since: dt.datetime | None) -> list[str]:
-    """The enabled dynamic and composite segments (the catalog now) whose attempts in the run are not done."""
+    """The enabled dynamic and composite segments of this DAG (the catalog now: all of them, or one
+    shard's) whose attempts in the run are not done."""
     import contextlib
 
-    from funnel import wiring
+    from funnel import settings, wiring
+    from funnel.core.dag_plan import plan_dags
     from funnel.services.catalog import serving_catalog
 
-    planned = [s.segment_id for s in serving_catalog(wiring.catalog_hook()).segments if s.enabled and s.kind.on_slots]
+    plans = plan_dags(
+        serving_catalog(wiring.catalog_hook()).segments, settings.DYNAMIC_SCHEDULE, settings.DYNAMIC_DAG_MAX_TASKS
+    )
+    planned = [s.segment_id for plan in plans if plan.dag_id == dag_id for s in plan.segments]
     with contextlib.closing(wiring.mysql_connection()) as conn:
         statuses = wiring.history_on(conn).statuses_in_run(dag_id, run_id, planned, since or EPOCH)
     return not_done(planned, statuses)

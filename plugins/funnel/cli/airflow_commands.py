@@ -1,5 +1,6 @@
-"""``static-runs`` (each static segment's DAG and run_at) and ``ensure-pool`` (the Airflow pool
-Hive queries run in): the commands that speak to Airflow."""
+"""``static-runs`` (each static segment's DAG and run_at), ``dynamic-dags`` (the dynamic DAGs, one
+or its shards) and ``ensure-pool`` (the Airflow pool Hive queries run in): the commands that
+speak to Airflow."""
 
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ def static_runs(output: Path) -> None:
         if plan.kind is Kind.STATIC and plan.run_at is not None
     ]
     output.write_text("".join(lines))
+
+
+def dynamic_dags() -> None:
+    """Print the dynamic DAG ids of the catalog now, one a line: ``funnel_dynamic_segments``, or
+    its shards above ``dynamic_dag_max_tasks`` (README: trigger or backfill every one of them)."""
+    from funnel.core.dag_plan import plan_dags
+    from funnel.core.segment import Kind
+    from funnel.services.catalog import load_catalog
+
+    plans = plan_dags(
+        load_catalog(wiring.catalog_hook()).segments, settings.DYNAMIC_SCHEDULE, settings.DYNAMIC_DAG_MAX_TASKS
+    )
+    print("".join(f"{plan.dag_id}\n" for plan in plans if plan.kind is Kind.DYNAMIC), end="")
 
 
 def ensure_pool() -> None:

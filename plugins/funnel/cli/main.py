@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from funnel import settings
-from funnel.cli.airflow_commands import ensure_pool, static_runs
+from funnel.cli.airflow_commands import dynamic_dags, ensure_pool, static_runs
 from funnel.cli.history_command import history
 from funnel.cli.log_output import logs_to_stderr
 from funnel.cli.migrate_command import migrate_schema
@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("static-runs", help="write each static segment's DAG id and run_at").add_argument(
         "output", type=Path
+    )
+    sub.add_parser(
+        "dynamic-dags",
+        help="print the dynamic DAG ids, one a line: funnel_dynamic_segments, or its shards (dynamic_dag_max_tasks)",
     )
     rebuild = sub.add_parser("rebuild-redis", help="reload a segment (or --all, and the tags) into Redis from MySQL")
     rebuild.add_argument("segment_id", nargs="?")
@@ -120,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return (0 if agree else 1) | (2 if flagged else 0)
     elif args.command == "static-runs":
         static_runs(args.output)
+    elif args.command == "dynamic-dags":
+        dynamic_dags()
     elif args.command == "rebuild-redis":
         if args.all == bool(args.segment_id):
             parser.error("rebuild-redis takes a segment id or --all")
