@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from funnel.core.segment import Kind
 from funnel.storage import layout
+from funnel.storage.layout import MetaField
 from funnel.storage.redis.user_index import RedisUserIndex
 
 pytestmark = pytest.mark.services  # the real MySQL, Redis or HiveServer2 (tests/conftest.py)
@@ -96,7 +97,7 @@ def test_a_swap_after_the_copy_was_read_is_answered_exactly(
 def test_an_unfinished_update_is_never_trusted(api: TestClient, every_kind: list[str], redis_client: Any) -> None:
     index = RedisUserIndex(redis_client)
     index.begin("late")  # a refresh that died between its swap and the index's end
-    late = redis_client.hget(layout.index_keys().numbers, "late")
+    late = redis_client.hget(layout.meta_key("late"), MetaField.INDEX_NUMBER)
     assert redis_client.srem(layout.user_segments_key("u5"), late) == 1  # a write it had not made yet
     view = read_copy_now(api)
     assert "late" not in view.indexed_ids

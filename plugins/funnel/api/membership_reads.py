@@ -25,7 +25,7 @@ from funnel.storage import layout
 from funnel.storage.layout import MetaField
 from funnel.storage.mysql.segment_version_reader import LiveVersion
 from funnel.storage.redis.replies import text
-from funnel.storage.redis.user_index import request_commands
+from funnel.storage.redis.user_index import state_commands, swapped_since, user_command
 
 #: The meta fields a user's segments read with each membership (plain text: the hot path encodes them per request).
 _VERSION_AND_SIZE = (MetaField.VERSION.value, MetaField.SIZE.value)
@@ -134,15 +134,24 @@ class MembershipReads:
         catalog = await self._catalog.view()
         indexed = use_index and catalog.index_epoch is not None and bool(catalog.indexed)
         exact = list(catalog.unindexed if indexed else catalog.enabled_stored)
-        head = request_commands(user_id, catalog.index_gen) if indexed else []
+        head: list[tuple[Any, ...]] = []
+        numbers: list[bytes] = []
+        if indexed:
+            if self._resp.spans_masters:  # the user's key read first: the state read after sees any later swap
+                (numbers,) = await self._resp.pipeline([user_command(user_id)])
+            else:  # one Redis runs a pipeline in order
+                head.append(user_command(user_id))
+            head += state_commands(catalog.index_gen)
         replies = await self._resp.pipeline([*head, *_member_commands(exact, user_id), *tags_commands([user_id])])
         member_replies = replies[len(head) : len(head) + 3 * len(exact)]
         versions: dict[str, dict[str, Any]] = {}
         if indexed:
-            numbers, (epoch, gen), updating, done = replies[:4]
+            if not self._resp.spans_masters:
+                numbers = replies[0]
+            (epoch, gen), updating, done = replies[len(head) - 3 : len(head)]
             if epoch != catalog.index_epoch or gen is None or int(gen) < catalog.index_gen:
                 return await self.segments_of(user_id, again, use_index=False)  # Redis lost the index
-            changed = {text(s) for s in (*updating, *done)} & catalog.indexed_ids
+            changed = swapped_since(updating, done) & catalog.indexed_ids
             for number in numbers:
                 hit = catalog.indexed.get(number)
                 if hit is not None and hit[0] not in changed:

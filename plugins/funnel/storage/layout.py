@@ -11,8 +11,9 @@ hash tag ``{<segment_id>}``, so all of them share one cluster slot and the atomi
 - ``funnel:{<segment_id>}:meta`` HASH (fields: ``MetaField``): ``size``, ``version``,
   ``refreshed_at`` (ISO-8601 UTC), ``logical_date`` (ISO-8601 UTC), ``logical_ts_us``, ``run_id``,
   ``dag_id``, ``entered`` and ``exited`` (the live version's counts; empty for a first version's
-  exited and for a version rebuilt without its change log), ``feed_version``, ``indexed`` (the
-  live version, once the user index below holds it in full; a swap drops it).
+  exited and for a version rebuilt without its change log), ``feed_version``, ``indexed`` and
+  ``index_number`` (the live version and its number, once the user index below holds it in
+  full; a swap drops them).
 - ``funnel:{<segment_id>}:staging`` SET: the version being written; never read by clients.
 - ``funnel:{<segment_id>}:entered`` / ``:exited`` SETs: who entered / left in the latest
   refresh; they expire after ``change_ttl_seconds``.
@@ -29,12 +30,13 @@ user's segments are one read whatever the catalog's size. Its shared keys have t
 ``{_index}``; each user's key lies in the slot of its own name:
 
 - ``funnel:user:<user_id>`` SET of segment numbers (small integers, stored as an intset: 2 bytes
-  a membership): the segments whose live members hold the user, as of each one's ``indexed``.
-- ``funnel:{_index}:numbers`` HASH segment id -> its number. A segment whose index is rebuilt
-  whole gets a new number, so the entries of its old one are never read again.
-- ``funnel:{_index}:state`` HASH: ``epoch`` (random, set once: a Redis that lost the index has a
-  new one), ``gen`` (counts finished updates), ``next`` (the last number given).
-- ``funnel:{_index}:updating`` SET: segments between a swap's start and their index update's end.
+  a membership): the segments whose live members hold the user, under each one's
+  ``index_number`` (in its meta, with ``indexed``). A segment whose index is rebuilt whole gets
+  a new number, so the entries of its old one are never read again.
+- ``funnel:{_index}:state`` HASH (fields: ``IndexField``): ``epoch`` (random, set once: a Redis
+  that lost the index has a new one), ``gen`` (counts finished updates), ``next`` (the last number given).
+- ``funnel:{_index}:updating`` SET: ``"<segment_id> <token>"``, one per writer between a swap's
+  start and its index update's end.
 - ``funnel:{_index}:done`` ZSET segment id -> the ``gen`` its last update finished at.
 
 User tags (the input of proxy segments) share one hash tag, ``{_tags}`` (no segment id
@@ -125,6 +127,7 @@ class MetaField(enum.StrEnum):
     EXITED = "exited"
     FEED_VERSION = "feed_version"
     INDEXED = "indexed"
+    INDEX_NUMBER = "index_number"
 
 
 class TagsMetaField(enum.StrEnum):
@@ -219,7 +222,6 @@ class IndexField(enum.StrEnum):
 class IndexKeys(NamedTuple):
     """The user index's shared keys (one hash slot)."""
 
-    numbers: str
     state: str
     updating: str
     done: str

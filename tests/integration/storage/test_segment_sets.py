@@ -37,7 +37,8 @@ def test_promote_replaces_members_and_meta(store: RedisSegmentStore, redis_clien
         "run_id": "r",
         "logical_ts_us": "100",
         "version": "2",
-        "indexed": "2",  # the user index holds it in full
+        "indexed": "2",  # the user index holds it in full, under number 1
+        "index_number": "1",
     }
     assert not redis_client.exists(layout.staging_key("s"))
     assert redis_client.ttl(layout.members_key("s")) == -1

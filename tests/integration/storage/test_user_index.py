@@ -1,5 +1,6 @@
 """The user index against a real Redis: every swap brings it level, by the change log when it held
-the version before in full, else whole under a new number; a purge drops the segment's number."""
+the version before in full, else whole under a new number; a writer that lost its lock or its
+change sets never marks a version; a purge drops the segment's number."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def users_in(redis_client: Any, number: bytes, users: list[str]) -> set[str]:
 
 
 def number_of(redis_client: Any, segment_id: str) -> bytes:
-    return redis_client.hget(layout.index_keys().numbers, segment_id)
+    return redis_client.hget(layout.meta_key(segment_id), MetaField.INDEX_NUMBER)
 
 
 def test_each_swap_follows_the_change_log_under_the_same_number(store: RedisSegmentStore, redis_client: Any) -> None:
@@ -108,3 +109,57 @@ def test_a_readers_next_snapshot_reads_only_the_segments_that_swapped(
     after = store.user_index.snapshot(["s"], first).segments["s"]
     assert (after.version, after.refreshed_at) == (2, "2030-01-02T09:00:00+00:00")
     assert store.user_index.snapshot([], first).segments == {}  # only the segments asked for
+
+
+def test_a_writer_that_lost_its_lock_or_its_change_sets_never_marks_a_version(
+    store: RedisSegmentStore, redis_client: Any
+) -> None:
+    swap(store, 1, ["a", "b"])
+    number = number_of(redis_client, "s")
+    redis_client.hdel(layout.meta_key("s"), MetaField.INDEXED)
+
+    assert not store.user_index.follow("s", 1, "another-holder", None, None)  # a zombie after a takeover
+    assert not store.user_index.follow("s", 1, LOCK, number, (5, 0))  # the change sets expired or changed
+    assert MetaField.INDEXED not in store.live_meta("s")
+    assert "s" not in store.user_index.snapshot(["s"]).segments
+    assert store.user_index.follow("s", 1, LOCK, None, None)  # the writer that holds the lock: marked
+    assert "s" in store.user_index.snapshot(["s"]).segments
+
+
+def test_a_lower_gen_makes_the_next_snapshot_read_every_segment_again(
+    store: RedisSegmentStore, redis_client: Any
+) -> None:
+    swap(store, 1, ["a"])
+    swap(store, 2, ["a", "b"])
+    first = store.user_index.snapshot(["s"])
+    redis_client.hset(layout.meta_key("s"), MetaField.REFRESHED_AT, "read again")
+    redis_client.hincrby(layout.index_keys().state, "gen", -1)  # a Redis rolled back to an older state
+
+    assert store.user_index.snapshot(["s"], first).segments["s"].refreshed_at == "read again"
+
+
+def test_a_writers_marker_is_its_own(store: RedisSegmentStore, redis_client: Any) -> None:
+    swap(store, 1, ["a"])
+    zombie = store.user_index.begin("s")  # lost the lock (or died) before its end
+    current = store.user_index.begin("s")  # the lock's new holder: the zombie's marker goes
+    assert redis_client.smembers(layout.index_keys().updating) == {current.marker.encode()}
+    store.user_index.finish("s", zombie.marker)  # the zombie ends late: the current writer still counts
+
+    assert "s" not in store.user_index.snapshot(["s"]).segments
+    store.user_index.finish("s", current.marker)
+    assert "s" in store.user_index.snapshot(["s"]).segments
+
+
+def test_an_index_failure_fails_no_swap(
+    store: RedisSegmentStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def redis_refused(*args: Any) -> bool:
+        raise ConnectionError("Redis went away")  # the index writes fail after the swap
+
+    monkeypatch.setattr(store.user_index, "follow", redis_refused)
+
+    swap(store, 1, ["a"])  # swapped: the version is live
+
+    assert store.serving("s") == (1, 1)
+    assert "s" not in store.user_index.snapshot(["s"]).segments  # not marked: read from its own keys
+    assert "the user index update for version 1 failed (Redis went away)" in caplog.text

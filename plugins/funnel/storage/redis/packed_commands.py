@@ -33,17 +33,32 @@ def send_to_slot(client: Any, commands: Sequence[Command]) -> list[Any]:
 
 def send_spread(client: Any, commands: Sequence[Command]) -> list[Any]:
     """Send ``commands`` whose keys may lie in any slot: one buffer per master they touch (one in
-    all on a single Redis); their replies, in order."""
+    all on a single Redis); their replies, in order. On a cluster whose slots moved (a
+    resharding) the commands are grouped again and sent once more: send only idempotent ones."""
+    import redis
+
     if not commands:
         return []
     if not is_cluster(client):
         return _checked(_send(client.connection_pool, commands))
-    groups: dict[int, list[int]] = {}
+    try:
+        return _spread_once(client, commands)
+    except redis.exceptions.ResponseError as error:
+        if not _moved(error):
+            raise
+        client.nodes_manager.initialize()
+        return _spread_once(client, commands)
+
+
+def _spread_once(client: Any, commands: Sequence[Command]) -> list[Any]:
+    groups: dict[int, tuple[Any, list[int]]] = {}
     for index, command in enumerate(commands):
-        groups.setdefault(id(client.get_node_from_key(command[1])), []).append(index)
+        node = client.get_node_from_key(command[1])
+        groups.setdefault(id(node), (node, []))[1].append(index)
     replies: list[Any] = [None] * len(commands)
-    for indexes in groups.values():  # every command of a group is served by one master
-        for index, reply in zip(indexes, send_to_slot(client, [commands[i] for i in indexes]), strict=True):
+    for node, indexes in groups.values():  # every command of a group is served by one master
+        part = _checked(_send(node.redis_connection.connection_pool, [commands[i] for i in indexes]))
+        for index, reply in zip(indexes, part, strict=True):
             replies[index] = reply
     return replies
 

@@ -52,6 +52,10 @@ class _Connection:
 class RespPool:
     """Connections to one Redis, made as needed and reused (at most ``size`` kept idle)."""
 
+    #: One Redis: the commands of a pipeline run in order, none of another client's between a
+    #: read and the next on the same connection's turn.
+    spans_masters = False
+
     def __init__(
         self,
         host: str,
@@ -115,6 +119,9 @@ _SLOT_CACHE_KEYS = 100_000
 class RespCluster:
     """The same ``pipeline`` over a Redis Cluster: a ``RespPool`` per master, commands routed by
     their key's slot (from ``CLUSTER SLOTS``; read again once when a node answers ``MOVED``)."""
+
+    #: Several masters: a pipeline's commands on two of them run in no set order.
+    spans_masters = True
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ or a mix; a version for an earlier logical date never replaces a later one.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -80,6 +81,8 @@ end
 if #gone > 0 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
 return {scan[1], gone}
 """
+
+log = logging.getLogger(__name__)
 
 #: Ids per command when staging: each command holds Redis well under a millisecond.
 COMMAND_IDS = 2_000
@@ -190,6 +193,36 @@ class RedisSegmentStore:
         first argument) carries the segment's ``{segment_id}`` tag: one slot, one master."""
         return send_to_slot(self.client, commands)
 
+    def _follow(
+        self,
+        segment_id: str,
+        version: int,
+        lock_value: str,
+        number: bytes | None,
+        expected: tuple[int, int | None, int | None],
+    ) -> None:
+        """Bring the user index level with the version just swapped in. A failure here fails no
+        refresh (the version is live in both stores): the version stays unmarked, readers read the
+        segment from its own keys, and its next swap rebuilds its index whole."""
+        _, entered, exited = expected
+        changes = (entered, exited) if entered is not None and exited is not None else None
+        try:
+            if not self.user_index.follow(segment_id, version, lock_value, number, changes):
+                log.warning(
+                    "segment %s: the user index was not marked for version %s (the lock or the change sets "
+                    "changed meanwhile); readers read the segment's own keys until its next swap",
+                    segment_id,
+                    version,
+                )
+        except Exception as exc:
+            log.warning(
+                "segment %s: the user index update for version %s failed (%s); readers read the segment's "
+                "own keys until its next swap, which rebuilds its index",
+                segment_id,
+                version,
+                exc,
+            )
+
     def staged_counts(self, segment_id: str) -> tuple[int, int, int]:
         """How many ids are staged: members, entered, exited."""
         pipe = self.client.pipeline(transaction=False)
@@ -266,14 +299,13 @@ class RedisSegmentStore:
         ]
         counts = [-1 if count is None else count for count in expected]
         args = [logical_ts_us, version, self.change_ttl_seconds * 1000, lock_value, *counts, *fields]
-        held_in_full = self.user_index.begin(segment_id)
+        begun = self.user_index.begin(segment_id)
         try:
             outcome = int(self._promote(keys=keys, args=args))
             if outcome == 1:
-                logged = expected[1] is not None and expected[2] is not None
-                self.user_index.follow(segment_id, version, by_changes=held_in_full and logged)
+                self._follow(segment_id, version, lock_value, begun.number, expected)
         finally:
-            self.user_index.finish(segment_id)
+            self.user_index.finish(segment_id, begun.marker)
         if outcome == -1:
             raise LockLost(
                 f"segment {segment_id!r}: the refresh lock was lost before the Redis swap; Redis still serves "
