@@ -36,14 +36,13 @@ from funnel.core.dag_plan import (
     TAGS_DAG_ID,
     WEBHOOKS_DAG_ID,
     DagPlan,
-    plan_dags,
 )
 from funnel.core.errors import CatalogError, SegmentError
 from funnel.core.query_check import check_query
 from funnel.core.segment import Kind, Segment
 from funnel.core.segment_revisions import digest, segment_definition
 from funnel.core.templating import check_template
-from funnel.services.catalog import Catalog, load_catalog
+from funnel.services.catalog import Catalog, load_catalog, planned_dags
 from funnel.storage import catalog_snapshot, layout
 
 log = logging.getLogger(__name__)
@@ -319,7 +318,7 @@ def build_dags(catalog: Catalog, only_dag_id: str | None = None) -> dict[str, DA
         dags[RESTORE_DAG_ID] = build_restore_dag()
     if only_dag_id in (None, PURGE_DAG_ID):
         dags[PURGE_DAG_ID] = build_purge_dag()
-    for plan in plan_dags(catalog.segments, settings.DYNAMIC_SCHEDULE, settings.DYNAMIC_DAG_MAX_TASKS):
+    for plan in planned_dags(catalog.segments):
         if only_dag_id in (None, plan.dag_id):
             for warning in plan.warnings:
                 log.warning("%s", warning)

@@ -167,13 +167,10 @@ def _segments_not_done(dag_id: str, run_id: str, since: dt.datetime | None) -> l
     shard's) whose attempts in the run are not done."""
     import contextlib
 
-    from funnel import settings, wiring
-    from funnel.core.dag_plan import plan_dags
-    from funnel.services.catalog import serving_catalog
+    from funnel import wiring
+    from funnel.services.catalog import planned_dags, serving_catalog
 
-    plans = plan_dags(
-        serving_catalog(wiring.catalog_hook()).segments, settings.DYNAMIC_SCHEDULE, settings.DYNAMIC_DAG_MAX_TASKS
-    )
+    plans = planned_dags(serving_catalog(wiring.catalog_hook()).segments)
     planned = [s.segment_id for plan in plans if plan.dag_id == dag_id for s in plan.segments]
     with contextlib.closing(wiring.mysql_connection()) as conn:
         statuses = wiring.history_on(conn).statuses_in_run(dag_id, run_id, planned, since or EPOCH)

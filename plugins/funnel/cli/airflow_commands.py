@@ -14,13 +14,12 @@ def static_runs(output: Path) -> None:
 
     A file, not stdout: Airflow's logging writes to stdout too.
     """
-    from funnel.core.dag_plan import plan_dags
     from funnel.core.segment import Kind
-    from funnel.services.catalog import load_catalog
+    from funnel.services.catalog import load_catalog, planned_dags
 
     lines = [
         f"{plan.dag_id} {plan.run_at.isoformat()}\n"
-        for plan in plan_dags(load_catalog(wiring.catalog_hook()).segments, settings.DYNAMIC_SCHEDULE)
+        for plan in planned_dags(load_catalog(wiring.catalog_hook()).segments)
         if plan.kind is Kind.STATIC and plan.run_at is not None
     ]
     output.write_text("".join(lines))
@@ -29,13 +28,10 @@ def static_runs(output: Path) -> None:
 def dynamic_dags() -> None:
     """Print the dynamic DAG ids of the catalog now, one a line: ``funnel_dynamic_segments``, or
     its shards above ``dynamic_dag_max_tasks`` (README: trigger or backfill every one of them)."""
-    from funnel.core.dag_plan import plan_dags
     from funnel.core.segment import Kind
-    from funnel.services.catalog import load_catalog
+    from funnel.services.catalog import load_catalog, planned_dags
 
-    plans = plan_dags(
-        load_catalog(wiring.catalog_hook()).segments, settings.DYNAMIC_SCHEDULE, settings.DYNAMIC_DAG_MAX_TASKS
-    )
+    plans = planned_dags(load_catalog(wiring.catalog_hook()).segments)
     print("".join(f"{plan.dag_id}\n" for plan in plans if plan.kind is Kind.DYNAMIC), end="")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from funnel import settings
 from funnel.core.composite_graph import check_composites
+from funnel.core.dag_plan import DagPlan, plan_dags
 from funnel.core.errors import CatalogError, SegmentError
 from funnel.core.query_check import check_query, load_parser, rules_fingerprint
 from funnel.core.segment import Segment, segment_from_row
@@ -154,6 +155,12 @@ def validate_rows(
     catalog.errors.extend(refused)
     catalog.segments.sort()
     return catalog
+
+
+def planned_dags(segments: Iterable[Segment]) -> list[DagPlan]:
+    """The DAGs of these segments under the settings (``dynamic_schedule``, ``dynamic_dag_max_tasks``):
+    what the factory builds, the deadline alert counts and ``dynamic-dags`` prints."""
+    return plan_dags(segments, settings.DYNAMIC_SCHEDULE, settings.DYNAMIC_DAG_MAX_TASKS)
 
 
 def serving_catalog(hook: FunnelMySqlHook, memo: dict[tuple[str, str], Segment] | None = None) -> Catalog:
