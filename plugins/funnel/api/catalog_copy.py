@@ -19,6 +19,7 @@ import functools
 import logging
 import random
 import time
+from collections.abc import KeysView
 from dataclasses import dataclass, field
 
 from funnel import settings, wiring
@@ -96,12 +97,23 @@ class CatalogView:
     tags: TagVersion | None = None  # the tags' live version
     read_at: dt.datetime | None = None  # when this view was read (None: never)
     # The user index (``funnel.storage.redis.user_index``) as this pass found it:
-    index: IndexSnapshot | None = None  # the snapshot these four come from (the next pass starts from it)
-    index_epoch: bytes | None = None  # None: no index; every enabled stored segment is read from its own keys
-    index_gen: int = 0
+    index: IndexSnapshot = field(default_factory=IndexSnapshot)  # the next pass starts from it
     indexed: dict[bytes, tuple[str, dict[str, object]]] = field(default_factory=dict)  # number -> id, its answer
-    indexed_ids: frozenset[str] = frozenset()  # the segment ids of ``indexed``
     unindexed: tuple[Entry, ...] = ()  # the enabled stored segments the index does not hold in full
+
+    @property
+    def index_epoch(self) -> bytes | None:
+        """None: no index; every enabled stored segment is read from its own keys."""
+        return self.index.epoch
+
+    @property
+    def index_gen(self) -> int:
+        return self.index.gen
+
+    @property
+    def indexed_ids(self) -> KeysView[str]:
+        """The segment ids of ``indexed``."""
+        return self.index.segments.keys()
 
 
 @dataclass
@@ -166,10 +178,7 @@ def read_catalog(
         tags=tags,
         read_at=now,
         index=snapshot,
-        index_epoch=snapshot.epoch,
-        index_gen=snapshot.gen,
         indexed=indexed,
-        indexed_ids=frozenset(snapshot.segments),
         unindexed=tuple(entry for entry in stored if entry.segment_id not in snapshot.segments),
     )
 
