@@ -181,22 +181,13 @@ class RunHistory:
         by_segment: dict[str, list[tuple[Any, ...]]] = {}
         for row in rows:
             by_segment.setdefault(row[1], []).append(row)
-        found: dict[str, RunSummary] = {}
-        fresh: dict[str, tuple[tuple[Any, ...], RunSummary]] = {}
-        changed: list[tuple[Any, ...]] = []
-        for sid, own in by_segment.items():
-            key = tuple(sorted(own))
-            last = memo.get(sid)
-            if last is not None and last[0] == key:
-                found[sid], fresh[sid] = last[1], last
-            else:
-                changed.extend(own)
-        for sid, summary in self._summarized(changed).items():
-            found[sid] = summary
-            fresh[sid] = (tuple(sorted(by_segment[sid])), summary)
+        keys = {sid: tuple(sorted(own)) for sid, own in by_segment.items()}
+        fresh = {sid: memo[sid] for sid, key in keys.items() if sid in memo and memo[sid][0] == key}
+        changed = [row for sid, own in by_segment.items() if sid not in fresh for row in own]
+        fresh.update((sid, (keys[sid], summary)) for sid, summary in self._summarized(changed).items())
         memo.clear()
         memo.update(fresh)
-        return found
+        return {sid: summary for sid, (_, summary) in fresh.items()}
 
     @staticmethod
     def _summarized(rows: Sequence[tuple[Any, ...]]) -> dict[str, RunSummary]:
