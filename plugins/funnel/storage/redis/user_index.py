@@ -204,10 +204,6 @@ class RedisUserIndex:
         segments.update((s, held) for s, held in kept.items() if s in listed)
         return IndexSnapshot(_as_bytes(epoch), int(gen), _unshared(segments))
 
-    def segments_of(self, user_id: str) -> set[str]:
-        """The segment numbers in a user's key (tests and tools; the API reads it with ``resp``)."""
-        return {text(n) for n in self.client.smembers(layout.user_segments_key(user_id))}
-
 
 def _unshared(segments: dict[str, IndexedSegment]) -> dict[str, IndexedSegment]:
     """The segments whose number no other holds (two can share one only when Redis lost ``state``
